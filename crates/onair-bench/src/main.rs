@@ -1,0 +1,52 @@
+//! `onair-bench`: load tools for OnAir (and a Socket.IO peer for comparison).
+//!
+//! `onair-bench chat` fills one live room with viewers, publishes at a fixed
+//! rate from a few logged-in senders, and reports deliveries, loss,
+//! publish→receive latency and the server's memory and CPU. The tool runs
+//! on the same cores as the server, so it is built to be cheaper than the
+//! server: see `worker.rs` for how viewers avoid JSON and per-socket tasks,
+//! and `coord.rs` for how the parent splits the load over worker processes.
+
+mod coord;
+mod frame;
+mod hist;
+mod net;
+mod procfs;
+mod target;
+mod worker;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "onair-bench", version, about = "Load tools for OnAir live rooms")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// One big room: N viewers, P senders publishing R msgs/s in total.
+    Chat(Box<coord::ChatArgs>),
+    /// Internal: a worker process started by `chat`.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        spec: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // Single-threaded runtimes: the parent spreads load over processes, and
+    // a worker never needs more than one core.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match cli.cmd {
+        Cmd::Chat(args) => rt.block_on(coord::run(*args)),
+        Cmd::Worker { spec } => {
+            let spec: worker::WorkerSpec = serde_json::from_str(&spec).context("worker spec")?;
+            rt.block_on(worker::run(spec))
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Error codes a client sees. The numbers are the cloud's (see TENCENT-COMPAT.md §5)
+//! so a client written for the cloud needs no new table.
+
+use std::fmt;
+
+/// A numeric error code from the cloud's table, with the OnAir meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    /// 10002: internal error; the client may retry.
+    Internal,
+    /// 10003: unknown command (REST) or `op` (WebSocket).
+    UnknownCommand,
+    /// 10004: a parameter is invalid.
+    InvalidParam,
+    /// 10007: the caller lacks the permission for this action.
+    NoPermission,
+    /// 10010: the room does not exist (or was destroyed).
+    RoomNotFound,
+    /// 10015: the room id is not acceptable.
+    InvalidRoomId,
+    /// 10017: the sender is muted.
+    Muted,
+    /// 10021: a room with this id already exists.
+    RoomIdInUse,
+    /// 10049: group attribute writes too frequent / limits exceeded.
+    AttrLimit,
+    /// 70001: UserSig expired.
+    UserSigExpired,
+    /// 70002: UserSig missing.
+    UserSigEmpty,
+    /// 70003: UserSig check failed.
+    UserSigInvalid,
+    /// 70013: identifier does not match the UserSig.
+    UserSigIdentifier,
+    /// 70014: SDKAppID does not match the UserSig.
+    UserSigApp,
+    /// 80002: message body too long.
+    MsgTooLong,
+    /// 90001: JSON could not be parsed.
+    JsonParse,
+    /// 90002: message body has an invalid format.
+    BodyFormat,
+    /// 93000: JSON packet (frame) too long.
+    PacketTooLong,
+    /// 60020-style "needs a login" for actions anonymous viewers may not take.
+    /// The cloud answers an unauthenticated send with 70002-family codes; OnAir uses
+    /// 70002 (UserSig empty) so SDKs map it to "please log in".
+    NotLoggedIn,
+}
+
+impl Code {
+    /// The number a client sees.
+    pub fn number(self) -> u32 {
+        match self {
+            Code::Internal => 10002,
+            Code::UnknownCommand => 10003,
+            Code::InvalidParam => 10004,
+            Code::NoPermission => 10007,
+            Code::RoomNotFound => 10010,
+            Code::InvalidRoomId => 10015,
+            Code::Muted => 10017,
+            Code::RoomIdInUse => 10021,
+            Code::AttrLimit => 10049,
+            Code::UserSigExpired => 70001,
+            Code::UserSigEmpty | Code::NotLoggedIn => 70002,
+            Code::UserSigInvalid => 70003,
+            Code::UserSigIdentifier => 70013,
+            Code::UserSigApp => 70014,
+            Code::MsgTooLong => 80002,
+            Code::JsonParse => 90001,
+            Code::BodyFormat => 90002,
+            Code::PacketTooLong => 93000,
+        }
+    }
+}
+
+/// A refused request: the code plus a sentence a developer can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// What the client sees as `code` / `ErrorCode`.
+    pub code: Code,
+    /// What the client sees as `message` / `ErrorInfo`.
+    pub info: String,
+}
+
+impl Rejection {
+    /// Builds a rejection with its explanation.
+    pub fn new(code: Code, info: impl Into<String>) -> Self {
+        Rejection { code, info: info.into() }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.info, self.code.number())
+    }
+}
+
+impl std::error::Error for Rejection {}

@@ -1,0 +1,114 @@
+//! System events a room pushes to its members. They are not user messages: they are
+//! never cut by frequency control, never stored as chat history, and carry a `type`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::message::MsgElem;
+
+/// A member as shown in enter/quit events and the member list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberBrief {
+    /// Account id.
+    pub user_id: String,
+    /// Display name.
+    pub nick: String,
+    /// Avatar URL.
+    pub avatar: String,
+    /// Level.
+    pub level: u32,
+}
+
+/// Changed profile fields (only the changed ones are present).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileChange {
+    /// New name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New introduction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub introduction: Option<String>,
+    /// New notice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification: Option<String>,
+    /// New face URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face_url: Option<String>,
+    /// Changed custom fields (empty value = deleted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_defined_data: Option<BTreeMap<String, String>>,
+}
+
+/// An event for the members of a room.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum RoomEvent {
+    /// The exact online count (logged-in users plus anonymous viewers).
+    Online {
+        /// Online now.
+        count: u64,
+    },
+    /// Members entered. Below the small-room threshold `users` lists each of them;
+    /// above it the event is aggregated: `count` is exact, `users` a sample.
+    Enter {
+        /// How many entered since the last event.
+        count: u64,
+        /// Who (all of them in small rooms, a sample in big ones).
+        users: Vec<MemberBrief>,
+    },
+    /// Members quit; same shape as `Enter`.
+    Quit {
+        /// How many quit since the last event.
+        count: u64,
+        /// Who (all of them in small rooms, a sample in big ones).
+        users: Vec<MemberBrief>,
+    },
+    /// Room profile fields changed.
+    Profile(ProfileChange),
+    /// Group attributes changed; the full current set.
+    #[serde(rename_all = "camelCase")]
+    Attrs {
+        /// All attributes after the change.
+        attrs: BTreeMap<String, String>,
+    },
+    /// Mute-all switched.
+    MuteAll {
+        /// Whether only owner/admins may speak now.
+        on: bool,
+    },
+    /// A system notification from an admin to this room (online members only).
+    Notification {
+        /// The text.
+        content: String,
+    },
+    /// A message broadcast by an admin to every room of the app.
+    #[serde(rename_all = "camelCase")]
+    Broadcast {
+        /// Sender account (an admin or an account it names).
+        from: String,
+        /// Elements.
+        body: Vec<MsgElem>,
+        /// Opaque business data.
+        cloud_custom_data: String,
+        /// Broadcast sequence number (app-wide).
+        seq: u64,
+        /// Unix seconds.
+        time: u64,
+    },
+    /// The room was destroyed; members are out.
+    Destroyed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl RoomEvent {
+    /// True for events that only refresh a number and can be skipped for a client
+    /// that fell behind (the next one carries the current value).
+    pub fn is_refreshable(&self) -> bool {
+        matches!(self, RoomEvent::Online { .. } | RoomEvent::Enter { .. } | RoomEvent::Quit { .. })
+    }
+}

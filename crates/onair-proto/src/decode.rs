@@ -1,0 +1,280 @@
+//! Client frame decoding.
+
+use onair_core::message::{MsgElem, Priority};
+use onair_core::{Code, Rejection};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::MAX_FRAME_BYTES;
+
+/// A decoded client request: its echo `id` and what it asks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The client's `id`, echoed verbatim in the reply (`null` when absent).
+    pub id: Value,
+    /// The operation.
+    pub kind: RequestKind,
+}
+
+/// `login`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginRequest {
+    /// The app the client belongs to.
+    pub sdkappid: u64,
+    /// Account id (≤ 32 bytes).
+    pub user_id: String,
+    /// TLSSigAPIv2 UserSig.
+    pub user_sig: String,
+    /// `Web`, `Android`, `iOS`, `Windows`, `Mac`, `iPad`… (default `Web`).
+    #[serde(default = "default_platform")]
+    pub platform: String,
+    /// Optional display name to store with the login.
+    #[serde(default)]
+    pub nick: Option<String>,
+    /// Optional avatar URL to store with the login.
+    #[serde(default)]
+    pub avatar: Option<String>,
+}
+
+fn default_platform() -> String {
+    "Web".into()
+}
+
+/// `join`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRequest {
+    /// Room to enter.
+    pub room_id: String,
+    /// Resume: deliver exactly the messages after this seq (reconnects).
+    #[serde(default)]
+    pub last_seq: Option<u64>,
+}
+
+/// `send`, already validated for shape (not yet for room rules).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendRequest {
+    /// Target room.
+    pub room_id: String,
+    /// Priority (default Normal).
+    pub priority: Priority,
+    /// Client random for duplicate suppression.
+    pub random: u32,
+    /// Elements.
+    pub body: Vec<MsgElem>,
+    /// Opaque business data.
+    pub cloud_custom_data: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSend {
+    room_id: String,
+    #[serde(default)]
+    priority: Option<String>,
+    #[serde(default)]
+    random: Option<u32>,
+    body: Vec<MsgElem>,
+    #[serde(default)]
+    cloud_custom_data: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomOnly {
+    room_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MembersRaw {
+    room_id: String,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct ProfileRaw {
+    #[serde(default)]
+    nick: Option<String>,
+    #[serde(default)]
+    avatar: Option<String>,
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestKind {
+    /// Authenticate the connection.
+    Login(LoginRequest),
+    /// Drop the login (the connection stays, anonymous).
+    Logout,
+    /// Enter a room (anonymous viewers may, read-only).
+    Join(JoinRequest),
+    /// Leave a room.
+    Leave {
+        /// Room to leave.
+        room_id: String,
+    },
+    /// Send a message to a room.
+    Send(SendRequest),
+    /// Keep-alive; answered with an ack carrying the server time.
+    Ping,
+    /// Recent online members of a room (an OnAir addition).
+    Members {
+        /// Room.
+        room_id: String,
+        /// How many (capped by the server's member list size).
+        limit: Option<usize>,
+    },
+    /// Update the logged-in user's nick/avatar (an OnAir addition).
+    SetProfile {
+        /// New nick.
+        nick: Option<String>,
+        /// New avatar URL.
+        avatar: Option<String>,
+    },
+}
+
+/// Why a frame could not be decoded: the reply code and text, and the `id` if known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeError {
+    /// The request id when it could be read, else `null`.
+    pub id: Value,
+    /// What to answer.
+    pub rejection: Rejection,
+}
+
+fn fail(id: &Value, code: Code, info: impl Into<String>) -> DecodeError {
+    DecodeError { id: id.clone(), rejection: Rejection::new(code, info) }
+}
+
+fn payload<T: for<'de> Deserialize<'de>>(id: &Value, op: &str, v: Value) -> Result<T, DecodeError> {
+    serde_json::from_value(v).map_err(|e| fail(id, Code::InvalidParam, format!("invalid '{op}' request: {e}")))
+}
+
+/// Decodes one client text frame.
+pub fn decode_request(frame: &[u8]) -> Result<Request, DecodeError> {
+    if frame.len() > MAX_FRAME_BYTES {
+        return Err(fail(
+            &Value::Null,
+            Code::PacketTooLong,
+            format!("frame is {} bytes; the limit is {MAX_FRAME_BYTES} bytes", frame.len()),
+        ));
+    }
+    let value: Value = serde_json::from_slice(frame)
+        .map_err(|e| fail(&Value::Null, Code::JsonParse, format!("frame is not valid JSON: {e}")))?;
+    let Value::Object(ref obj) = value else {
+        return Err(fail(&Value::Null, Code::JsonParse, "frame must be a JSON object"));
+    };
+    let id = obj.get("id").cloned().unwrap_or(Value::Null);
+    let op = match obj.get("op") {
+        Some(Value::String(op)) => op.clone(),
+        Some(_) => return Err(fail(&id, Code::InvalidParam, "'op' must be a string")),
+        None => return Err(fail(&id, Code::InvalidParam, "missing 'op'")),
+    };
+    let kind = match op.as_str() {
+        "login" => RequestKind::Login(payload(&id, &op, value)?),
+        "logout" => RequestKind::Logout,
+        "join" => RequestKind::Join(payload(&id, &op, value)?),
+        "leave" => RequestKind::Leave { room_id: payload::<RoomOnly>(&id, &op, value)?.room_id },
+        "ping" => RequestKind::Ping,
+        "members" => {
+            let m: MembersRaw = payload(&id, &op, value)?;
+            RequestKind::Members { room_id: m.room_id, limit: m.limit }
+        }
+        "setProfile" => {
+            let p: ProfileRaw = payload(&id, &op, value)?;
+            RequestKind::SetProfile { nick: p.nick, avatar: p.avatar }
+        }
+        "send" => {
+            let raw: RawSend = payload(&id, &op, value)?;
+            let priority = match raw.priority.as_deref() {
+                None => Priority::Normal,
+                Some(p) => Priority::parse(p).ok_or_else(|| {
+                    fail(&id, Code::InvalidParam, format!("unknown priority '{p}' (High, Normal, Low or Lowest)"))
+                })?,
+            };
+            RequestKind::Send(SendRequest {
+                room_id: raw.room_id,
+                priority,
+                random: raw.random.unwrap_or(0),
+                body: raw.body,
+                cloud_custom_data: raw.cloud_custom_data.unwrap_or_default(),
+            })
+        }
+        other => {
+            let mut shown: String = other.chars().take(32).collect();
+            if shown.len() < other.len() {
+                shown.push('…');
+            }
+            return Err(fail(&id, Code::UnknownCommand, format!("unknown op '{shown}'")));
+        }
+    };
+    Ok(Request { id, kind })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(frame: &str) -> (Value, u32) {
+        let e = decode_request(frame.as_bytes()).expect_err("should fail");
+        (e.id, e.rejection.code.number())
+    }
+
+    #[test]
+    fn the_spec_lines_decode() {
+        let r = decode_request(
+            br#"{"op":"login","id":1,"sdkappid":1400000000,"userId":"alice","userSig":"x","platform":"Web"}"#,
+        )
+        .expect("ok");
+        assert_eq!(r.id, Value::from(1));
+        assert!(matches!(r.kind, RequestKind::Login(ref l) if l.user_id == "alice" && l.platform == "Web"));
+        let r = decode_request(br#"{"op":"join","id":2,"roomId":"room1"}"#).expect("ok");
+        assert_eq!(r.kind, RequestKind::Join(JoinRequest { room_id: "room1".into(), last_seq: None }));
+        let r = decode_request(br#"{"op":"send","id":3,"roomId":"room1","priority":"Normal","random":42,"body":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}],"cloudCustomData":""}"#).expect("ok");
+        assert!(
+            matches!(r.kind, RequestKind::Send(ref s) if s.random == 42 && s.body.len() == 1 && s.priority == Priority::Normal)
+        );
+        assert_eq!(
+            decode_request(br#"{"op":"leave","id":4,"roomId":"room1"}"#).expect("ok").kind,
+            RequestKind::Leave { room_id: "room1".into() }
+        );
+        assert_eq!(decode_request(br#"{"op":"ping","id":5}"#).expect("ok").kind, RequestKind::Ping);
+        let r = decode_request(br#"{"op":"ping","id":"abc"}"#).expect("ok");
+        assert_eq!(r.id, Value::from("abc"), "ids are echoed whatever their type");
+    }
+
+    #[test]
+    fn bad_frames_get_codes_and_keep_the_id_when_readable() {
+        assert_eq!(code("{nope"), (Value::Null, 90001));
+        assert_eq!(code("[1,2]"), (Value::Null, 90001));
+        assert_eq!(code(r#"{"id":7}"#), (Value::from(7), 10004));
+        assert_eq!(code(r#"{"op":"dance","id":8}"#), (Value::from(8), 10003));
+        assert_eq!(code(r#"{"op":"join","id":9}"#), (Value::from(9), 10004));
+        assert_eq!(
+            code(r#"{"op":"send","id":10,"roomId":"r","priority":"Urgent","body":[]}"#),
+            (Value::from(10), 10004)
+        );
+        assert_eq!(
+            code(r#"{"op":"send","id":11,"roomId":"r","body":[{"MsgType":"TIMBogus","MsgContent":{}}]}"#),
+            (Value::from(11), 10004)
+        );
+        assert_eq!(code(r#"{"op":"send","id":12,"roomId":"r","random":-1,"body":[]}"#), (Value::from(12), 10004));
+        let big = format!(r#"{{"op":"ping","id":1,"pad":"{}"}}"#, "x".repeat(MAX_FRAME_BYTES));
+        assert_eq!(code(&big), (Value::Null, 93000));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = decode_request(&bytes);
+        }
+
+        #[test]
+        fn never_panics_on_json_like_text(s in r#"\{"op":"(send|join|login|leave|ping)","id":[0-9]{1,3}(,"[a-zA-Z]{1,10}":("[^"]{0,10}"|[0-9]{1,12}|\[\]|null|\{\}))*\}"#) {
+            let _ = decode_request(s.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! HTTP: the native admin API under `/api/v1`, `/healthz`, `/metrics`, and the
+//! router that ties them to the WebSocket endpoint.
+//!
+//! Reads of public room data need no login; every change needs an app admin,
+//! authenticated like the cloud's REST API: `?sdkappid=&identifier=&usersig=`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use onair_core::message::{MsgElem, Outgoing, Priority, SenderProfile};
+use onair_core::room::{AttrWrite, ProfilePatch};
+use onair_core::{Code, Rejection};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::hub::NewRoom;
+use crate::state::Shared;
+use crate::ws::check_profile_field;
+
+/// Builds the whole HTTP surface.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/ws", get(crate::ws::upgrade))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/rooms", get(list_rooms).post(create_room))
+        .route("/api/v1/rooms/{id}", get(get_room).patch(modify_room).delete(destroy_room))
+        .route("/api/v1/rooms/{id}/attrs", get(get_attrs).put(set_attrs).patch(modify_attrs).delete(delete_attrs))
+        .route("/api/v1/rooms/{id}/members", get(room_members))
+        .route("/api/v1/rooms/{id}/messages", get(room_messages).post(send_message))
+        .route("/api/v1/rooms/{id}/notification", post(notify_room))
+        .route("/api/v1/broadcast", post(broadcast))
+        .route("/api/v1/users/{id}", get(get_user).put(put_user))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// An API error: the cloud code and text, with a fitting HTTP status.
+pub struct ApiError(pub Rejection);
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        ApiError(r)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self.0.code {
+            Code::RoomNotFound => StatusCode::NOT_FOUND,
+            Code::NoPermission => StatusCode::FORBIDDEN,
+            Code::RoomIdInUse => StatusCode::CONFLICT,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::UnknownCommand => StatusCode::NOT_FOUND,
+            Code::UserSigExpired
+            | Code::UserSigEmpty
+            | Code::UserSigInvalid
+            | Code::UserSigIdentifier
+            | Code::UserSigApp
+            | Code::NotLoggedIn => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        (status, Json(json!({"code": self.0.code.number(), "message": self.0.info}))).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(v: Value) -> ApiResult {
+    Ok(Json(v).into_response())
+}
+
+/// JSON body extractor whose failures are API errors (90001/10004), not axum's text.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError(Rejection::new(Code::InvalidParam, format!("could not read body: {e}"))))?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError(Rejection::new(Code::JsonParse, format!("body is not valid JSON: {e}"))))?;
+        serde_json::from_value(value)
+            .map(Body)
+            .map_err(|e| ApiError(Rejection::new(Code::InvalidParam, format!("invalid request body: {e}"))))
+    }
+}
+
+/// An authenticated app admin (from `?sdkappid=&identifier=&usersig=`).
+pub struct Admin(pub String);
+
+#[derive(Deserialize)]
+struct AdminQuery {
+    sdkappid: Option<u64>,
+    identifier: Option<String>,
+    usersig: Option<String>,
+}
+
+impl FromRequestParts<Shared> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
+        let q: AdminQuery = Query::<AdminQuery>::try_from_uri(&parts.uri)
+            .map(|q| q.0)
+            .map_err(|e| ApiError(Rejection::new(Code::InvalidParam, format!("bad query string: {e}"))))?;
+        let (Some(sdkappid), Some(identifier), Some(usersig)) = (q.sdkappid, q.identifier, q.usersig) else {
+            return Err(ApiError(Rejection::new(
+                Code::UserSigEmpty,
+                "admin API needs ?sdkappid=&identifier=&usersig= (an app admin's UserSig)",
+            )));
+        };
+        state.app.verify(sdkappid, &identifier, &usersig)?;
+        if !state.app.admins.contains(&identifier) {
+            return Err(ApiError(Rejection::new(Code::NoPermission, format!("'{identifier}' is not an app admin"))));
+        }
+        Ok(Admin(identifier))
+    }
+}
+
+async fn index(State(state): State<Shared>) -> Html<String> {
+    Html(format!(
+        "<!doctype html><meta charset=utf-8><title>OnAir</title><h1>OnAir</h1>\
+         <p>Live-room server for app {}.</p><ul><li>WebSocket: <code>/ws</code></li>\
+         <li><a href=/api/v1/rooms>/api/v1/rooms</a></li><li><a href=/healthz>/healthz</a></li>\
+         <li><a href=/metrics>/metrics</a></li></ul>",
+        state.app.sdkappid
+    ))
+}
+
+async fn healthz(State(state): State<Shared>) -> Response {
+    Json(json!({"status": "ok", "rooms": state.hub.list().len()})).into_response()
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Rejection::new(Code::UnknownCommand, "no such endpoint"))
+}
+
+async fn list_rooms(State(state): State<Shared>) -> ApiResult {
+    let rooms: Vec<_> = state.hub.list().iter().map(|r| r.view()).collect();
+    ok(json!({ "rooms": rooms }))
+}
+
+async fn get_room(State(state): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    ok(serde_json::to_value(state.hub.get(&id)?.view()).unwrap_or_default())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct CreateRoom {
+    room_id: Option<String>,
+    name: String,
+    owner: String,
+    introduction: String,
+    notification: String,
+    face_url: String,
+    app_defined_data: BTreeMap<String, String>,
+    attrs: BTreeMap<String, String>,
+}
+
+async fn create_room(State(state): State<Shared>, _admin: Admin, Body(req): Body<CreateRoom>) -> ApiResult {
+    let room = state
+        .hub
+        .create(NewRoom {
+            room_id: req.room_id,
+            name: req.name,
+            owner: req.owner,
+            introduction: req.introduction,
+            notification: req.notification,
+            face_url: req.face_url,
+            app_defined_data: req.app_defined_data,
+            attrs: req.attrs,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(room.view())).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct ModifyRoom {
+    name: Option<String>,
+    introduction: Option<String>,
+    notification: Option<String>,
+    face_url: Option<String>,
+    app_defined_data: Option<BTreeMap<String, String>>,
+    mute_all: Option<bool>,
+}
+
+async fn modify_room(
+    State(state): State<Shared>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    Body(req): Body<ModifyRoom>,
+) -> ApiResult {
+    let patch = ProfilePatch {
+        name: req.name,
+        introduction: req.introduction,
+        notification: req.notification,
+        face_url: req.face_url,
+        app_defined_data: req.app_defined_data,
+        mute_all: req.mute_all,
+    };
+    let room = state.hub.modify(&id, patch).await?;
+    ok(serde_json::to_value(room.view()).unwrap_or_default())
+}
+
+async fn destroy_room(State(state): State<Shared>, _admin: Admin, Path(id): Path<String>) -> ApiResult {
+    state.hub.destroy(&id).await?;
+    ok(json!({"code": 0}))
+}
+
+async fn get_attrs(State(state): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    ok(json!({"attrs": state.hub.get(&id)?.profile().attrs}))
+}
+
+#[derive(Deserialize)]
+struct AttrsBody {
+    #[serde(default)]
+    attrs: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct KeysBody {
+    keys: Option<Vec<String>>,
+}
+
+async fn set_attrs(
+    State(state): State<Shared>,
+    _a: Admin,
+    Path(id): Path<String>,
+    Body(b): Body<AttrsBody>,
+) -> ApiResult {
+    ok(json!({"attrs": state.hub.write_attrs(&id, AttrWrite::Set, b.attrs).await?}))
+}
+
+async fn modify_attrs(
+    State(state): State<Shared>,
+    _a: Admin,
+    Path(id): Path<String>,
+    Body(b): Body<AttrsBody>,
+) -> ApiResult {
+    ok(json!({"attrs": state.hub.write_attrs(&id, AttrWrite::Modify, b.attrs).await?}))
+}
+
+async fn delete_attrs(
+    State(state): State<Shared>,
+    _a: Admin,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let keys: KeysBody = if body.is_empty() {
+        KeysBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Rejection::new(Code::JsonParse, format!("body is not valid JSON: {e}")))?
+    };
+    let attrs = match keys.keys {
+        Some(keys) => {
+            state
+                .hub
+                .write_attrs(&id, AttrWrite::Delete, keys.into_iter().map(|k| (k, String::new())).collect())
+                .await?
+        }
+        None => state.hub.write_attrs(&id, AttrWrite::Clear, BTreeMap::new()).await?,
+    };
+    ok(json!({ "attrs": attrs }))
+}
+
+#[derive(Deserialize)]
+struct LimitQuery {
+    limit: Option<usize>,
+    before: Option<u64>,
+}
+
+async fn room_members(State(state): State<Shared>, Path(id): Path<String>, Query(q): Query<LimitQuery>) -> ApiResult {
+    let room = state.hub.get(&id)?;
+    let members: Vec<Value> = room
+        .recent_members(q.limit.unwrap_or(state.cfg.chat.member_list_size))
+        .into_iter()
+        .map(|m| json!({"userId": m.brief.user_id, "nick": m.brief.nick, "avatar": m.brief.avatar, "level": m.brief.level, "joinTime": m.joined_at / 1000}))
+        .collect();
+    ok(json!({"online": room.online(), "members": members}))
+}
+
+async fn room_messages(
+    State(state): State<Shared>,
+    _a: Admin,
+    Path(id): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> ApiResult {
+    state.hub.get(&id)?;
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let msgs = state.store.messages_before(&id, q.before, limit).await.map_err(|e| {
+        tracing::error!(error = %e, "history read failed");
+        Rejection::new(Code::Internal, "internal storage error; retry later")
+    })?;
+    let next_before = if msgs.len() == limit { msgs.last().map(|m| m.seq) } else { None };
+    let wire: Vec<Value> =
+        msgs.iter().map(|m| serde_json::to_value(onair_proto::wire_msg(m)).unwrap_or_default()).collect();
+    ok(json!({"messages": wire, "nextBefore": next_before}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SendBody {
+    from: Option<String>,
+    priority: Option<String>,
+    random: Option<u32>,
+    body: Vec<MsgElem>,
+    #[serde(default)]
+    cloud_custom_data: String,
+}
+
+async fn sender_profile(state: &Shared, user_id: &str) -> Result<SenderProfile, Rejection> {
+    let record = state.store.get_user(user_id).await.map_err(|e| {
+        tracing::error!(error = %e, "profile load failed");
+        Rejection::new(Code::Internal, "internal storage error; retry later")
+    })?;
+    Ok(record
+        .map(|r| SenderProfile { user_id: r.user_id, nick: r.nick, avatar: r.avatar, level: r.level })
+        .unwrap_or_else(|| SenderProfile { user_id: user_id.to_owned(), ..Default::default() }))
+}
+
+async fn send_message(
+    State(state): State<Shared>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    Body(b): Body<SendBody>,
+) -> ApiResult {
+    let priority = match b.priority.as_deref() {
+        None => Priority::Normal,
+        Some(p) => {
+            Priority::parse(p).ok_or_else(|| Rejection::new(Code::InvalidParam, format!("unknown priority '{p}'")))?
+        }
+    };
+    let from = b.from.unwrap_or(admin);
+    let sender = sender_profile(&state, &from).await?;
+    let random = b.random.unwrap_or_else(|| crate::util::seed() as u32);
+    let result = state
+        .hub
+        .send_as(&id, Outgoing { sender, priority, random, body: b.body, cloud_custom_data: b.cloud_custom_data })
+        .await?;
+    ok(json!({"seq": result.seq, "time": result.time, "dropReason": result.drop_reason}))
+}
+
+#[derive(Deserialize)]
+struct NotifyBody {
+    content: String,
+}
+
+async fn notify_room(
+    State(state): State<Shared>,
+    _a: Admin,
+    Path(id): Path<String>,
+    Body(b): Body<NotifyBody>,
+) -> ApiResult {
+    if b.content.len() > onair_core::message::MAX_MESSAGE_BYTES {
+        return Err(Rejection::new(Code::MsgTooLong, "notification content exceeds 12 KB").into());
+    }
+    state.hub.notify_room(&id, b.content)?;
+    ok(json!({"code": 0}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BroadcastBody {
+    from: Option<String>,
+    body: Vec<MsgElem>,
+    #[serde(default)]
+    cloud_custom_data: String,
+}
+
+async fn broadcast(State(state): State<Shared>, Admin(admin): Admin, Body(b): Body<BroadcastBody>) -> ApiResult {
+    let (seq, rooms) = state.hub.broadcast(b.from.unwrap_or(admin), b.body, b.cloud_custom_data)?;
+    ok(json!({"seq": seq, "rooms": rooms}))
+}
+
+async fn get_user(State(state): State<Shared>, _a: Admin, Path(id): Path<String>) -> ApiResult {
+    let p = sender_profile(&state, &id).await?;
+    ok(
+        json!({"userId": p.user_id, "nick": p.nick, "avatar": p.avatar, "level": p.level, "platforms": state.sessions.platforms(&id)}),
+    )
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PutUser {
+    nick: Option<String>,
+    avatar: Option<String>,
+    level: Option<u32>,
+}
+
+async fn put_user(State(state): State<Shared>, _a: Admin, Path(id): Path<String>, Body(b): Body<PutUser>) -> ApiResult {
+    if id.is_empty() || id.len() > 32 {
+        return Err(Rejection::new(Code::InvalidParam, "user id must be 1-32 bytes").into());
+    }
+    let mut p = sender_profile(&state, &id).await?;
+    if let Some(n) = b.nick {
+        check_profile_field("nick", &n, 64)?;
+        p.nick = n;
+    }
+    if let Some(a) = b.avatar {
+        check_profile_field("avatar", &a, 500)?;
+        p.avatar = a;
+    }
+    if let Some(l) = b.level {
+        p.level = l;
+    }
+    let record = onair_store::UserRecord {
+        user_id: p.user_id.clone(),
+        nick: p.nick.clone(),
+        avatar: p.avatar.clone(),
+        level: p.level,
+    };
+    state.store.upsert_user(&record).await.map_err(|e| {
+        tracing::error!(error = %e, "profile save failed");
+        Rejection::new(Code::Internal, "internal storage error; retry later")
+    })?;
+    state.sessions.update_profile(&id, &p);
+    ok(json!({"userId": p.user_id, "nick": p.nick, "avatar": p.avatar, "level": p.level}))
+}

@@ -1,0 +1,204 @@
+//! Configuration: one typed struct, loaded once in `main` from defaults, an optional
+//! TOML file and `ONAIR_…` environment variables (nested keys with `__`, e.g.
+//! `ONAIR_HTTP__LISTEN=127.0.0.1:9000`), then passed down.
+
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use onair_core::chat::ChatConfig;
+use onair_core::freq::FreqConfig;
+use onair_core::presence::PresenceConfig;
+use onair_core::room::RoomLimits;
+use serde::{Deserialize, Serialize};
+
+/// Everything `onair serve` can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the embedded database lives (created if missing).
+    pub data_dir: PathBuf,
+    /// HTTP + WebSocket listener.
+    pub http: HttpConfig,
+    /// The app (SDKAppID, secret key, admins). Empty = created on first start and stored.
+    pub app: AppConfig,
+    /// Room chat behaviour.
+    pub chat: ChatSettings,
+    /// Byte limits of room profiles and attributes.
+    pub limits: LimitSettings,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Address to listen on (port 0 = any free port; the chosen one is printed).
+    pub listen: String,
+    /// Most concurrent WebSocket connections; beyond, upgrades get 503.
+    pub max_connections: usize,
+}
+
+/// `[app]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppConfig {
+    /// SDKAppID; 0 = use the stored one or create one.
+    pub sdkappid: u64,
+    /// Secret key for UserSigs; empty = use the stored one or create one.
+    pub secret_key: String,
+    /// App admin accounts (may call the admin API and moderate any room).
+    pub admins: Vec<String>,
+}
+
+/// `[chat]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChatSettings {
+    /// User messages delivered per room per second (frequency control).
+    pub rate_per_sec: u32,
+    /// A message not selected within this long is cut.
+    pub max_wait_ms: u64,
+    /// Delivery tick: one push frame per room per tick at most.
+    pub tick_ms: u64,
+    /// Messages a newcomer gets on join (≤ 100).
+    pub history_on_join: usize,
+    /// Only history younger than this is replayed on join.
+    pub history_max_age_secs: u64,
+    /// Messages per room kept in memory for resume.
+    pub resume_buffer: usize,
+    /// Recent-members list size (≤ 1000).
+    pub member_list_size: usize,
+    /// Below this many online, enter/quit events name each member.
+    pub small_room_threshold: u64,
+    /// A Web (or anonymous) connection is in at most one room: joining B leaves A.
+    pub web_single_room: bool,
+    /// Frames queued per connection before the slow-consumer policy starts dropping.
+    pub outbox_frames: usize,
+    /// A connection that stays behind this long is disconnected.
+    pub slow_consumer_grace_ms: u64,
+    /// Server WebSocket ping interval.
+    pub ping_interval_secs: u64,
+    /// A connection silent (no frame, no pong) this long is closed.
+    pub idle_timeout_secs: u64,
+}
+
+/// `[limits]` (bytes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LimitSettings {
+    /// Room name.
+    pub name: usize,
+    /// Room introduction.
+    pub introduction: usize,
+    /// Room notice.
+    pub notification: usize,
+    /// Room face URL.
+    pub face_url: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./onair-data"),
+            http: HttpConfig::default(),
+            app: AppConfig::default(),
+            chat: ChatSettings::default(),
+            limits: LimitSettings::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "0.0.0.0:8080".into(), max_connections: 100_000 }
+    }
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig { sdkappid: 0, secret_key: String::new(), admins: vec!["administrator".into()] }
+    }
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        ChatSettings {
+            rate_per_sec: 40,
+            max_wait_ms: 500,
+            tick_ms: 50,
+            history_on_join: 20,
+            history_max_age_secs: 86_400,
+            resume_buffer: 1000,
+            member_list_size: 30,
+            small_room_threshold: 500,
+            web_single_room: true,
+            outbox_frames: 64,
+            slow_consumer_grace_ms: 5_000,
+            ping_interval_secs: 30,
+            idle_timeout_secs: 120,
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        let d = RoomLimits::default();
+        LimitSettings { name: d.name, introduction: d.introduction, notification: d.notification, face_url: d.face_url }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `ONAIR_…` variables.
+    pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            fig = fig.merge(Toml::file(path));
+        }
+        let cfg: Config = fig.merge(Env::prefixed("ONAIR_").split("__")).extract()?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.chat.tick_ms >= 1 && self.chat.tick_ms <= 1000, "chat.tick_ms must be 1..=1000");
+        anyhow::ensure!(self.chat.history_on_join <= 100, "chat.history_on_join must be ≤ 100");
+        anyhow::ensure!(self.chat.member_list_size <= 1000, "chat.member_list_size must be ≤ 1000");
+        anyhow::ensure!(self.chat.rate_per_sec >= 1, "chat.rate_per_sec must be ≥ 1");
+        anyhow::ensure!(self.chat.outbox_frames >= 4, "chat.outbox_frames must be ≥ 4");
+        anyhow::ensure!(!self.app.admins.is_empty(), "app.admins must name at least one account");
+        anyhow::ensure!(
+            (self.app.sdkappid == 0) == self.app.secret_key.is_empty(),
+            "set both app.sdkappid and app.secret_key, or neither"
+        );
+        Ok(())
+    }
+
+    /// The core's chat tuning derived from these settings.
+    pub fn chat_config(&self) -> ChatConfig {
+        let c = &self.chat;
+        ChatConfig {
+            freq: FreqConfig { max_wait_ms: c.max_wait_ms, ..FreqConfig::with_rate(c.rate_per_sec) },
+            presence: PresenceConfig {
+                small_room_threshold: c.small_room_threshold,
+                member_list_size: c.member_list_size,
+                ..PresenceConfig::default()
+            },
+            history_on_join: c.history_on_join,
+            history_max_age_ms: c.history_max_age_secs * 1000,
+            resume_buffer: c.resume_buffer.max(c.history_on_join).max(1),
+            ..ChatConfig::default()
+        }
+    }
+
+    /// Room profile limits.
+    pub fn room_limits(&self) -> RoomLimits {
+        RoomLimits {
+            name: self.limits.name,
+            introduction: self.limits.introduction,
+            notification: self.limits.notification,
+            face_url: self.limits.face_url,
+            ..RoomLimits::default()
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! The rooms of this node and the operations on them, shared by the WebSocket
+//! handlers and the admin API (and, later, the cloud-compatible `/v4` face).
+//!
+//! Each room is a [`RoomChat`] core behind a short sync lock plus a ticker task.
+//! The ticker runs one delivery round per tick: the core decides (frequency control,
+//! seqs, presence), the round's messages are committed to SQLite, the push frame is
+//! encoded once and handed to every member's [`Outbox`], and only then are senders
+//! acked — so an ack means "stored and delivered".
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use onair_core::chat::{ChatConfig, Outcome, RoomChat, Submit, TickOutput};
+use onair_core::dedup::Seen;
+use onair_core::event::{MemberBrief, RoomEvent};
+use onair_core::message::{MsgElem, Outgoing, validate_body};
+use onair_core::presence::RecentMember;
+use onair_core::random::{RandomSource, SplitMix64};
+use onair_core::room::{
+    AttrWrite, ProfilePatch, RoomLimits, RoomProfile, generate_id, validate_custom_id, write_attrs,
+};
+use onair_core::{Code, Rejection};
+use onair_proto::RoomView;
+use onair_store::{HistoryWriter, Store};
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::outbox::{FrameClass, Outbox};
+use crate::util::{now_ms, seed};
+
+/// The drop reason of a message cut by frequency control (ack `dropReason`,
+/// REST `MsgDropReason`).
+pub const DROP_FREQUENCY: &str = "FrequencyLimit";
+/// The drop reason of a duplicate `Random` that is not delivered again.
+pub const DROP_DUPLICATE: &str = "Duplicate";
+
+/// Where the outcome of a submitted message goes.
+pub enum Ticket {
+    /// A WebSocket `send`: ack into the sender's outbox with its request id.
+    Ws {
+        /// The sender's outbox.
+        outbox: Arc<Outbox>,
+        /// The request id to echo.
+        id: Value,
+    },
+    /// An API call waiting for the outcome.
+    Api(oneshot::Sender<SendResult>),
+}
+
+/// The outcome of a send as the sender sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendResult {
+    /// Seq when delivered (0 when not).
+    pub seq: u64,
+    /// Server time, Unix seconds.
+    pub time: u64,
+    /// Empty when delivered; else why not.
+    pub drop_reason: String,
+}
+
+impl Ticket {
+    fn resolve(self, result: SendResult) {
+        match self {
+            Ticket::Ws { outbox, id } => {
+                let frame = onair_proto::encode_send_ack(&id, result.seq, result.time, &result.drop_reason);
+                outbox.push(FrameClass::Essential, Utf8Bytes::from(frame));
+            }
+            Ticket::Api(tx) => {
+                let _ = tx.send(result); // the caller may have gone away; nothing to do then
+            }
+        }
+    }
+}
+
+/// One live room on this node.
+pub struct Room {
+    /// Room id.
+    pub id: String,
+    chat: Mutex<RoomChat<Ticket>>,
+    profile: Mutex<RoomProfile>,
+    members: Mutex<HashMap<u64, Arc<Outbox>>>,
+    /// Held by a delivery round and by joins, so a joiner's history and the pushes
+    /// it receives afterwards neither overlap nor leave a gap.
+    delivery: tokio::sync::Mutex<()>,
+    /// Serializes profile/attribute writes with their storage.
+    profile_write: tokio::sync::Mutex<()>,
+    wake: Notify,
+    closed: AtomicBool,
+}
+
+impl Room {
+    /// The room as clients see it.
+    pub fn view(&self) -> RoomView {
+        let online = self.chat.lock().online();
+        let next_seq = self.chat.lock().next_seq();
+        let p = self.profile.lock();
+        RoomView {
+            room_id: p.id.clone(),
+            name: p.name.clone(),
+            introduction: p.introduction.clone(),
+            notification: p.notification.clone(),
+            face_url: p.face_url.clone(),
+            owner: p.owner.clone(),
+            app_defined_data: p.app_defined_data.clone(),
+            attrs: p.attrs.clone(),
+            mute_all: p.mute_all,
+            state: p.state.clone(),
+            online,
+            created_at: p.created_at / 1000,
+            info_seq: p.info_seq,
+            next_seq,
+        }
+    }
+
+    /// A copy of the profile.
+    pub fn profile(&self) -> RoomProfile {
+        self.profile.lock().clone()
+    }
+
+    /// Whether the room was destroyed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Exact online count.
+    pub fn online(&self) -> u64 {
+        self.chat.lock().online()
+    }
+
+    /// Recently joined online members, newest first.
+    pub fn recent_members(&self, limit: usize) -> Vec<RecentMember> {
+        self.chat.lock().recent_members(limit)
+    }
+
+    /// Adds a connection: presence, history (or resume), the join ack into its
+    /// outbox, then membership — all inside the delivery lock.
+    pub async fn join(
+        &self,
+        conn_id: u64,
+        outbox: &Arc<Outbox>,
+        member: Option<MemberBrief>,
+        resume_after: Option<u64>,
+        encode_ack: impl FnOnce(&RoomView, &onair_core::chat::JoinSnapshot) -> String,
+    ) -> Result<u64, Rejection> {
+        let _delivery = self.delivery.lock().await;
+        if self.is_closed() {
+            return Err(room_not_found(&self.id));
+        }
+        let snapshot = self.chat.lock().join(member, resume_after, now_ms());
+        let view = self.view();
+        outbox.push(FrameClass::Essential, Utf8Bytes::from(encode_ack(&view, &snapshot)));
+        self.members.lock().insert(conn_id, outbox.clone());
+        self.wake.notify_one();
+        Ok(snapshot.online)
+    }
+
+    /// Removes a connection (no-op if it is not a member).
+    pub fn leave(&self, conn_id: u64, user_id: Option<&str>) {
+        if self.members.lock().remove(&conn_id).is_some() {
+            self.chat.lock().leave(user_id);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Offers a message; the outcome reaches the ticket at the next tick (or now,
+    /// for duplicates and invalid bodies).
+    pub fn submit(&self, ticket: Ticket, msg: Outgoing) -> Result<(), Rejection> {
+        if self.is_closed() {
+            return Err(room_not_found(&self.id));
+        }
+        metrics::counter!("onair_messages_submitted_total").increment(1);
+        let result = self.chat.lock().submit(ticket, msg, now_ms());
+        match result {
+            Submit::Queued => {
+                self.wake.notify_one();
+                Ok(())
+            }
+            Submit::Duplicate(ticket, seen) => {
+                let (seq, reason) = match seen {
+                    Seen::Delivered(seq) => (seq, ""),
+                    Seen::Pending => (0, DROP_DUPLICATE),
+                    Seen::Cut => (0, DROP_FREQUENCY),
+                };
+                ticket.resolve(SendResult { seq, time: now_ms() / 1000, drop_reason: reason.into() });
+                Ok(())
+            }
+            Submit::Rejected(_, rejection) => Err(rejection),
+        }
+    }
+
+    /// Queues a system event (bypasses frequency control).
+    pub fn push_event(&self, event: RoomEvent) {
+        self.chat.lock().push_event(event);
+        self.wake.notify_one();
+    }
+}
+
+/// All rooms of this node.
+pub struct Hub {
+    rooms: RwLock<HashMap<String, Arc<Room>>>,
+    chat_cfg: ChatConfig,
+    limits: RoomLimits,
+    tick: Duration,
+    store: Store,
+    writer: HistoryWriter,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    broadcast_seq: AtomicU64,
+    rng: Mutex<SplitMix64>,
+}
+
+/// A new room request.
+#[derive(Debug, Clone, Default)]
+pub struct NewRoom {
+    /// Custom id, or `None` for a generated `@TGS#…`.
+    pub room_id: Option<String>,
+    /// Name (required by the cloud; may be empty here).
+    pub name: String,
+    /// Anchor account.
+    pub owner: String,
+    /// Introduction.
+    pub introduction: String,
+    /// Notice.
+    pub notification: String,
+    /// Face URL.
+    pub face_url: String,
+    /// Custom fields.
+    pub app_defined_data: BTreeMap<String, String>,
+    /// Initial attributes.
+    pub attrs: BTreeMap<String, String>,
+}
+
+fn room_not_found(id: &str) -> Rejection {
+    Rejection::new(Code::RoomNotFound, format!("room '{id}' does not exist"))
+}
+
+fn internal(e: impl std::fmt::Display) -> Rejection {
+    tracing::error!(error = %e, "storage failure");
+    Rejection::new(Code::Internal, "internal storage error; retry later")
+}
+
+impl Hub {
+    /// Loads every stored room (profile, next seq, resume buffer) and starts its ticker.
+    pub async fn load(
+        store: Store,
+        writer: HistoryWriter,
+        chat_cfg: ChatConfig,
+        limits: RoomLimits,
+        tick: Duration,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Hub>> {
+        let hub = Arc::new(Hub {
+            rooms: RwLock::new(HashMap::new()),
+            chat_cfg,
+            limits,
+            tick,
+            store: store.clone(),
+            writer,
+            tasks,
+            shutdown,
+            broadcast_seq: AtomicU64::new(now_ms()),
+            rng: Mutex::new(SplitMix64::new(seed())),
+        });
+        for profile in store.list_rooms().await? {
+            let next_seq = store.max_seq(&profile.id).await? + 1;
+            let restored = store.latest_messages(&profile.id, chat_cfg.resume_buffer).await?;
+            hub.install(profile, next_seq, restored);
+        }
+        Ok(hub)
+    }
+
+    fn install(
+        self: &Arc<Self>,
+        profile: RoomProfile,
+        next_seq: u64,
+        restored: Vec<Arc<onair_core::message::ChatMessage>>,
+    ) -> Arc<Room> {
+        let room = Arc::new(Room {
+            id: profile.id.clone(),
+            chat: Mutex::new(RoomChat::new(self.chat_cfg, next_seq, restored)),
+            profile: Mutex::new(profile),
+            members: Mutex::new(HashMap::new()),
+            delivery: tokio::sync::Mutex::new(()),
+            profile_write: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        self.rooms.write().insert(room.id.clone(), room.clone());
+        metrics::gauge!("onair_rooms").set(self.rooms.read().len() as f64);
+        let hub = self.clone();
+        let ticking = room.clone();
+        self.tasks.spawn(async move { hub.run_ticker(ticking).await });
+        room
+    }
+
+    /// A room by id.
+    pub fn get(&self, id: &str) -> Result<Arc<Room>, Rejection> {
+        self.rooms.read().get(id).cloned().ok_or_else(|| room_not_found(id))
+    }
+
+    /// Every room, ordered by creation.
+    pub fn list(&self) -> Vec<Arc<Room>> {
+        let mut rooms: Vec<_> = self.rooms.read().values().cloned().collect();
+        rooms.sort_by_key(|r| {
+            let p = r.profile.lock();
+            (p.created_at, p.id.clone())
+        });
+        rooms
+    }
+
+    /// Creates a room (custom id rules, or a generated `@TGS#…` id).
+    pub async fn create(self: &Arc<Self>, req: NewRoom) -> Result<Arc<Room>, Rejection> {
+        let id = match req.room_id {
+            Some(id) => {
+                validate_custom_id(&id)?;
+                id
+            }
+            None => loop {
+                let id = generate_id(&mut *self.rng.lock());
+                if !self.rooms.read().contains_key(&id) {
+                    break id;
+                }
+            },
+        };
+        let mut profile = RoomProfile::new(id.clone(), req.name, req.owner, now_ms());
+        profile.introduction = req.introduction;
+        profile.notification = req.notification;
+        profile.face_url = req.face_url;
+        profile.app_defined_data = req.app_defined_data.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        profile.attrs = req.attrs;
+        profile.validate(&self.limits)?;
+        if self.rooms.read().contains_key(&id) {
+            return Err(Rejection::new(Code::RoomIdInUse, format!("room '{id}' already exists")));
+        }
+        match self.store.insert_room(&profile).await {
+            Ok(()) => {}
+            Err(onair_store::StoreError::Conflict(_)) => {
+                return Err(Rejection::new(Code::RoomIdInUse, format!("room '{id}' already exists")));
+            }
+            Err(e) => return Err(internal(e)),
+        }
+        Ok(self.install(profile, 1, Vec::new()))
+    }
+
+    /// Destroys a room: members get a `destroyed` event and are out; history is deleted.
+    pub async fn destroy(&self, id: &str) -> Result<(), Rejection> {
+        let room = self.get(id)?;
+        let _delivery = room.delivery.lock().await;
+        if room.closed.swap(true, Ordering::AcqRel) {
+            return Err(room_not_found(id));
+        }
+        self.rooms.write().remove(id);
+        metrics::gauge!("onair_rooms").set(self.rooms.read().len() as f64);
+        self.store.delete_room(id).await.map_err(internal)?;
+        let frame = Utf8Bytes::from(onair_proto::encode_push::<Arc<onair_core::message::ChatMessage>>(
+            id,
+            &[],
+            &[RoomEvent::Destroyed { reason: "the room was destroyed".into() }],
+        ));
+        for (_, outbox) in room.members.lock().drain() {
+            outbox.push(FrameClass::Essential, frame.clone());
+        }
+        room.wake.notify_one();
+        Ok(())
+    }
+
+    /// Changes profile fields and/or mute-all; members are told at once.
+    pub async fn modify(&self, id: &str, patch: ProfilePatch) -> Result<Arc<Room>, Rejection> {
+        let room = self.get(id)?;
+        let _w = room.profile_write.lock().await;
+        let mut next = room.profile();
+        let (change, mute) = next.apply(patch, &self.limits)?;
+        self.store.update_room(&next).await.map_err(internal)?;
+        *room.profile.lock() = next;
+        if change != Default::default() {
+            room.push_event(RoomEvent::Profile(change));
+        }
+        if let Some(on) = mute {
+            room.push_event(RoomEvent::MuteAll { on });
+        }
+        drop(_w);
+        Ok(room)
+    }
+
+    /// Writes group attributes (modify / set / delete / clear); members get the full set.
+    pub async fn write_attrs(
+        &self,
+        id: &str,
+        op: AttrWrite,
+        given: BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, Rejection> {
+        let room = self.get(id)?;
+        let _w = room.profile_write.lock().await;
+        let mut next = room.profile();
+        let attrs = write_attrs(&next.attrs, op, given, &self.limits)?;
+        if attrs == next.attrs {
+            return Ok(attrs);
+        }
+        next.attrs = attrs.clone();
+        next.info_seq += 1;
+        self.store.update_room(&next).await.map_err(internal)?;
+        *room.profile.lock() = next;
+        room.push_event(RoomEvent::Attrs { attrs: attrs.clone() });
+        Ok(attrs)
+    }
+
+    /// Sends a message on behalf of a user (admin API) and waits for its outcome.
+    pub async fn send_as(&self, id: &str, msg: Outgoing) -> Result<SendResult, Rejection> {
+        let room = self.get(id)?;
+        let (tx, rx) = oneshot::channel();
+        room.submit(Ticket::Api(tx), msg)?;
+        rx.await.map_err(|_| Rejection::new(Code::Internal, "the room closed before the message was decided"))
+    }
+
+    /// A system notification to one room's online members.
+    pub fn notify_room(&self, id: &str, content: String) -> Result<(), Rejection> {
+        self.get(id)?.push_event(RoomEvent::Notification { content });
+        Ok(())
+    }
+
+    /// A message to every room of the app; returns the broadcast seq and room count.
+    pub fn broadcast(
+        &self,
+        from: String,
+        body: Vec<MsgElem>,
+        cloud_custom_data: String,
+    ) -> Result<(u64, usize), Rejection> {
+        validate_body(&body, &cloud_custom_data)?;
+        let seq = self.broadcast_seq.fetch_add(1, Ordering::AcqRel) + 1;
+        let rooms = self.list();
+        let time = now_ms() / 1000;
+        for room in &rooms {
+            room.push_event(RoomEvent::Broadcast {
+                from: from.clone(),
+                body: body.clone(),
+                cloud_custom_data: cloud_custom_data.clone(),
+                seq,
+                time,
+            });
+        }
+        Ok((seq, rooms.len()))
+    }
+
+    async fn run_ticker(self: Arc<Self>, room: Arc<Room>) {
+        let mut rng = SplitMix64::new(seed());
+        let mut last_tick = tokio::time::Instant::now() - self.tick;
+        loop {
+            let busy = room.chat.lock().has_work();
+            if !busy {
+                tokio::select! {
+                    _ = room.wake.notified() => {}
+                    _ = self.shutdown.cancelled() => break,
+                }
+            }
+            // Ticks are at least `tick` apart: an idle room delivers at once, a busy
+            // one batches everything of the last tick into one frame.
+            tokio::select! {
+                _ = tokio::time::sleep_until(last_tick + self.tick) => {}
+                _ = self.shutdown.cancelled() => break,
+            }
+            last_tick = tokio::time::Instant::now();
+            self.deliver_round(&room, &mut rng).await;
+            if room.is_closed() {
+                break;
+            }
+        }
+        // Final round so nothing queued is left without an outcome.
+        self.deliver_round(&room, &mut rng).await;
+    }
+
+    async fn deliver_round(&self, room: &Room, rng: &mut impl RandomSource) {
+        let _delivery = room.delivery.lock().await;
+        let out: TickOutput<Ticket> = room.chat.lock().tick(now_ms(), rng);
+        metrics::counter!("onair_ticks_total").increment(1);
+        if !out.delivered.is_empty() {
+            // Commit before anyone sees the messages: an ack then means "stored".
+            if let Err(e) = self.writer.append(&room.id, out.delivered.clone()).await {
+                tracing::error!(room = %room.id, error = %e, "history write failed; delivering anyway");
+            }
+            metrics::counter!("onair_messages_delivered_total").increment(out.delivered.len() as u64);
+        }
+        if !out.is_quiet() {
+            let class = classify(&out);
+            let frame = Utf8Bytes::from(onair_proto::encode_push(&room.id, &out.delivered, &out.events));
+            let members = room.members.lock();
+            for outbox in members.values() {
+                outbox.push(class, frame.clone());
+            }
+            metrics::counter!("onair_push_frames_total").increment(1);
+            metrics::counter!("onair_push_deliveries_total")
+                .increment(members.len() as u64 * out.delivered.len() as u64);
+        }
+        for (ticket, outcome) in out.outcomes {
+            let result = match outcome {
+                Outcome::Delivered { seq, time_ms } => {
+                    SendResult { seq, time: time_ms / 1000, drop_reason: String::new() }
+                }
+                Outcome::Cut(_) => {
+                    metrics::counter!("onair_messages_cut_total").increment(1);
+                    SendResult { seq: 0, time: now_ms() / 1000, drop_reason: DROP_FREQUENCY.into() }
+                }
+            };
+            ticket.resolve(result);
+        }
+    }
+}
+
+fn classify(out: &TickOutput<Ticket>) -> FrameClass {
+    if out.events.iter().any(|e| !e.is_refreshable()) {
+        FrameClass::Essential
+    } else if let Some(p) = out.delivered.iter().map(|m| m.priority).max() {
+        FrameClass::Chat(p)
+    } else {
+        FrameClass::Refresh
+    }
+}

@@ -1,0 +1,226 @@
+//! `onair`: the live-room server binary.
+//!
+//! `onair serve` runs everything with zero configuration (SQLite in `./onair-data`,
+//! HTTP + WebSocket on `0.0.0.0:8080`); `onair usersig --user ID` mints a login
+//! credential for the configured app.
+
+mod api;
+mod config;
+mod hub;
+mod outbox;
+mod sessions;
+mod state;
+mod util;
+mod ws;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use onair_store::{AppRecord, HistoryWriter, Store};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::state::{AppCreds, AppState};
+
+#[derive(Parser)]
+#[command(name = "onair", version, about = "Self-hosted live-room server: chat, live video, business logic")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// TOML config file (optional; `ONAIR_…` environment variables override it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print a UserSig for an account of the configured app.
+    Usersig {
+        /// Account id.
+        #[arg(long)]
+        user: String,
+        /// Validity in seconds (default 180 days).
+        #[arg(long, default_value_t = onair_auth::DEFAULT_USERSIG_EXPIRE_SECS)]
+        expire: u64,
+        /// TOML config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ONAIR_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve { config } => runtime.block_on(serve(Config::load(config.as_deref())?)),
+        Command::Usersig { user, expire, config } => {
+            runtime.block_on(usersig(Config::load(config.as_deref())?, &user, expire))
+        }
+    }
+}
+
+/// The app from the config, else the stored one, else a new one (stored).
+async fn app_creds(cfg: &Config, store: &Store, create: bool) -> anyhow::Result<(AppCreds, bool)> {
+    let admins: HashSet<String> = cfg.app.admins.iter().cloned().collect();
+    if cfg.app.sdkappid != 0 {
+        let record = AppRecord {
+            sdkappid: cfg.app.sdkappid,
+            secret_key: cfg.app.secret_key.clone(),
+            created_at: util::now_secs(),
+        };
+        if create {
+            store.save_app(&record).await?;
+        }
+        return Ok((AppCreds { sdkappid: record.sdkappid, secret_key: record.secret_key, admins }, false));
+    }
+    if let Some(app) = store.load_app().await? {
+        return Ok((AppCreds { sdkappid: app.sdkappid, secret_key: app.secret_key, admins }, false));
+    }
+    anyhow::ensure!(
+        create,
+        "no app yet in {}: run `onair serve` once, or set [app] sdkappid and secret_key",
+        cfg.data_dir.display()
+    );
+    let record = AppRecord {
+        sdkappid: 1_400_000_000 + util::seed() % 100_000_000,
+        secret_key: util::random_hex(32),
+        created_at: util::now_secs(),
+    };
+    store.save_app(&record).await?;
+    Ok((AppCreds { sdkappid: record.sdkappid, secret_key: record.secret_key, admins }, true))
+}
+
+async fn usersig(cfg: Config, user: &str, expire: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(!user.is_empty() && user.len() <= 32, "--user must be 1-32 bytes");
+    let app = if cfg.app.sdkappid != 0 {
+        AppCreds { sdkappid: cfg.app.sdkappid, secret_key: cfg.app.secret_key.clone(), admins: HashSet::new() }
+    } else {
+        let store = Store::open(&cfg.data_dir).await.with_context(|| format!("opening {}", cfg.data_dir.display()))?;
+        let (app, _) = app_creds(&cfg, &store, false).await?;
+        store.close().await;
+        app
+    };
+    println!("{}", app.mint(user, expire));
+    Ok(())
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics_handle = recorder.handle();
+    metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
+
+    let store = Store::open(&cfg.data_dir)
+        .await
+        .with_context(|| format!("opening the database in {}", cfg.data_dir.display()))?;
+    let (app, created) = app_creds(&cfg, &store, true).await?;
+    let writer = HistoryWriter::spawn(store.clone(), 4096);
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let hub = hub::Hub::load(
+        store.clone(),
+        writer.clone(),
+        cfg.chat_config(),
+        cfg.room_limits(),
+        Duration::from_millis(cfg.chat.tick_ms),
+        tasks.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+
+    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.http.listen))?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(AppState {
+        conn_limit: Arc::new(tokio::sync::Semaphore::new(cfg.http.max_connections)),
+        cfg,
+        app: app.clone(),
+        store: store.clone(),
+        hub,
+        sessions: Default::default(),
+        metrics: metrics_handle,
+        shutdown: shutdown.clone(),
+        next_conn_id: AtomicU64::new(1),
+    });
+    print_banner(&state, addr, created);
+
+    let router = api::router(state.clone());
+    let server_shutdown = shutdown.clone();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move { server_shutdown.cancelled().await });
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        signal_token.cancel();
+    });
+    server.await?;
+    // WebSocket tasks see the token and close with 1001; rooms run a last round.
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+    writer.shutdown().await;
+    store.close().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn print_banner(state: &AppState, addr: std::net::SocketAddr, created: bool) {
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let base = format!("http://{host}:{}", addr.port());
+    let admin = state.cfg.app.admins.first().cloned().unwrap_or_else(|| "administrator".into());
+    let sig = state.app.mint(&admin, onair_auth::DEFAULT_USERSIG_EXPIRE_SECS);
+    let created = if created { " (new app created and stored)" } else { "" };
+    println!(
+        "OnAir is running.\n\
+         \n  SDKAppID        {sdkappid}{created}\
+         \n  data            {data}\
+         \n  admin           {admin}\
+         \n  admin UserSig   {sig}\
+         \n\
+         \n  open            {base}/\
+         \n  WebSocket       ws://{host}:{port}/ws\
+         \n  rooms API       {base}/api/v1/rooms\
+         \n  health          {base}/healthz\
+         \n  metrics         {base}/metrics\
+         \n\
+         \nlistening on {base}",
+        sdkappid = state.app.sdkappid,
+        data = state.cfg.data_dir.display(),
+        port = addr.port(),
+    );
+}

@@ -1,0 +1,82 @@
+//! The shared application state: cheap to clone (an `Arc`), built once at start.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use onair_auth::UserSigError;
+use onair_core::{Code, Rejection};
+use onair_store::Store;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::sessions::Sessions;
+use crate::util::now_secs;
+
+/// The app this server hosts.
+#[derive(Debug, Clone)]
+pub struct AppCreds {
+    /// SDKAppID.
+    pub sdkappid: u64,
+    /// Secret key (HMAC key of UserSigs).
+    pub secret_key: String,
+    /// App admin accounts.
+    pub admins: HashSet<String>,
+}
+
+impl AppCreds {
+    /// Verifies a UserSig for this app, mapping failures to the cloud's codes.
+    pub fn verify(
+        &self,
+        sdkappid: u64,
+        identifier: &str,
+        usersig: &str,
+    ) -> Result<onair_auth::VerifiedUserSig, Rejection> {
+        if sdkappid != self.sdkappid {
+            return Err(Rejection::new(Code::UserSigApp, format!("SDKAppID {sdkappid} is not this server's app")));
+        }
+        onair_auth::verify_usersig(self.sdkappid, &self.secret_key, identifier, usersig, now_secs()).map_err(|e| {
+            let code = match e {
+                UserSigError::Empty => Code::UserSigEmpty,
+                UserSigError::Expired { .. } => Code::UserSigExpired,
+                UserSigError::IdentifierMismatch => Code::UserSigIdentifier,
+                UserSigError::AppMismatch => Code::UserSigApp,
+                UserSigError::Malformed(_) | UserSigError::BadSignature => Code::UserSigInvalid,
+            };
+            Rejection::new(code, e.to_string())
+        })
+    }
+
+    /// Mints a UserSig for this app.
+    pub fn mint(&self, identifier: &str, expire_secs: u64) -> String {
+        onair_auth::gen_usersig(self.sdkappid, &self.secret_key, identifier, expire_secs, now_secs())
+    }
+}
+
+/// Everything handlers need.
+pub struct AppState {
+    /// Configuration as loaded.
+    pub cfg: Config,
+    /// The hosted app.
+    pub app: AppCreds,
+    /// Durable storage.
+    pub store: Store,
+    /// Rooms.
+    pub hub: Arc<Hub>,
+    /// Logins.
+    pub sessions: Sessions,
+    /// Prometheus rendering.
+    pub metrics: PrometheusHandle,
+    /// Cancelled on shutdown.
+    pub shutdown: CancellationToken,
+    /// Connection id source.
+    pub next_conn_id: AtomicU64,
+    /// Bounds concurrent WebSocket connections.
+    pub conn_limit: Arc<Semaphore>,
+}
+
+/// The handle handlers receive.
+pub type Shared = Arc<AppState>;

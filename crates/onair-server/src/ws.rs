@@ -1,0 +1,402 @@
+//! The WebSocket endpoint (`GET /ws`): one task per connection that reads client
+//! frames, answers them through the connection's outbox, and writes whatever the
+//! outbox holds in one flush. Protocol: PRODUCT.md §13 and docs/protocol.md.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
+use onair_core::event::MemberBrief;
+use onair_core::message::{Outgoing, SenderProfile};
+use onair_core::{Code, Rejection};
+use onair_proto::{JoinRequest, LoginRequest, Request, RequestKind, SendRequest, YouView};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+use crate::hub::{Room, Ticket};
+use crate::outbox::{CloseReason, FrameClass, Outbox};
+use crate::sessions::Session;
+use crate::state::Shared;
+use crate::util::now_secs;
+
+/// Largest inbound WebSocket message accepted at the transport level; frames
+/// between 16 KiB and this get a 93000 reply, larger ones close the connection (1009).
+const MAX_WS_MESSAGE: usize = 64 * 1024;
+
+/// `GET /ws`.
+pub async fn upgrade(State(state): State<Shared>, ws: WebSocketUpgrade) -> Response {
+    let Ok(permit) = state.conn_limit.clone().try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
+    };
+    // Small read buffer: the 128 KiB default would cost ~2.5 GiB at 20k viewers, who
+    // send almost nothing. Writes are batched per flush, so 16 KiB is plenty.
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            let _permit = permit;
+            Conn::new(state).run(socket).await;
+        })
+}
+
+struct Login {
+    user_id: String,
+    platform: String,
+    profile: Arc<Mutex<SenderProfile>>,
+    expires_at: u64,
+    is_admin: bool,
+}
+
+struct Conn {
+    state: Shared,
+    id: u64,
+    outbox: Arc<Outbox>,
+    login: Option<Login>,
+    rooms: Vec<Arc<Room>>,
+}
+
+impl Conn {
+    fn new(state: Shared) -> Conn {
+        let id = state.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let outbox = Arc::new(Outbox::new(
+            state.cfg.chat.outbox_frames,
+            Duration::from_millis(state.cfg.chat.slow_consumer_grace_ms),
+        ));
+        Conn { state, id, outbox, login: None, rooms: Vec::new() }
+    }
+
+    async fn run(mut self, mut socket: WebSocket) {
+        metrics::gauge!("onair_ws_connections").increment(1.0);
+        let cfg = &self.state.cfg.chat;
+        let ping_every = Duration::from_secs(cfg.ping_interval_secs.max(1));
+        let idle_limit = Duration::from_secs(cfg.idle_timeout_secs.max(1));
+        let write_limit = Duration::from_millis(cfg.slow_consumer_grace_ms.max(1000));
+        let shutdown = self.state.shutdown.clone();
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut last_heard = tokio::time::Instant::now();
+        let mut frames = Vec::new();
+        let close: Option<CloseReason> = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break Some(CloseReason { code: 1001, reason: "server shutting down".into() }),
+                _ = self.outbox.ready() => {
+                    let close = self.outbox.take(&mut frames);
+                    if !frames.is_empty() {
+                        let write = async {
+                            for frame in frames.drain(..) {
+                                socket.feed(Message::Text(frame)).await?;
+                            }
+                            socket.flush().await
+                        };
+                        match tokio::time::timeout(write_limit, write).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break None,
+                            Err(_) => {
+                                metrics::counter!("onair_ws_slow_consumer_disconnects_total").increment(1);
+                                break Some(CloseReason { code: 4008, reason: "slow consumer: write timed out".into() });
+                            }
+                        }
+                    }
+                    if close.is_some() {
+                        break close;
+                    }
+                }
+                msg = socket.recv() => {
+                    last_heard = tokio::time::Instant::now();
+                    match msg {
+                        Some(Ok(Message::Text(text))) => self.handle(text.as_bytes()).await,
+                        Some(Ok(Message::Binary(_))) => self.reply_err(&Value::Null, Rejection::new(Code::JsonParse, "binary frames are not supported; send JSON text frames")),
+                        Some(Ok(Message::Ping(_))) => {
+                            // tungstenite queued the pong; push it out now.
+                            let _ = tokio::time::timeout(write_limit, socket.flush()).await;
+                        }
+                        Some(Ok(Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => break None,
+                        Some(Err(e)) => {
+                            let text = e.to_string();
+                            if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
+                                break Some(CloseReason { code: 1009, reason: format!("message too big (limit {MAX_WS_MESSAGE} bytes)") });
+                            }
+                            break None;
+                        }
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > idle_limit {
+                        break Some(CloseReason { code: 4000, reason: "idle timeout".into() });
+                    }
+                    if let Some(login) = &self.login
+                        && now_secs() > login.expires_at
+                    {
+                        self.outbox.push(FrameClass::Essential, Utf8Bytes::from(onair_proto::kicked_frame("USERSIG_EXPIRED", "your UserSig expired; log in again")));
+                        self.outbox.close(4001, "UserSig expired");
+                        continue;
+                    }
+                    if tokio::time::timeout(write_limit, socket.send(Message::Ping(Default::default()))).await.is_err() {
+                        break Some(CloseReason { code: 4008, reason: "slow consumer: write timed out".into() });
+                    }
+                }
+            }
+        };
+        if let Some(close) = close {
+            let frame = CloseFrame { code: close.code, reason: Utf8Bytes::from(close.reason) };
+            let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
+        }
+        self.cleanup();
+        metrics::gauge!("onair_ws_connections").decrement(1.0);
+    }
+
+    fn cleanup(&mut self) {
+        let user = self.login.as_ref().map(|l| l.user_id.clone());
+        for room in self.rooms.drain(..) {
+            room.leave(self.id, user.as_deref());
+        }
+        if let Some(login) = self.login.take() {
+            self.state.sessions.logout(&login.user_id, &login.platform, self.id);
+        }
+    }
+
+    fn reply(&self, frame: String) {
+        self.outbox.push(FrameClass::Essential, Utf8Bytes::from(frame));
+    }
+
+    fn reply_err(&self, id: &Value, rejection: Rejection) {
+        self.reply(onair_proto::ack_error(id, &rejection));
+    }
+
+    async fn handle(&mut self, frame: &[u8]) {
+        let Request { id, kind } = match onair_proto::decode_request(frame) {
+            Ok(r) => r,
+            Err(e) => return self.reply_err(&e.id, e.rejection),
+        };
+        let result = match kind {
+            RequestKind::Login(req) => self.login(&id, req).await,
+            RequestKind::Logout => self.logout(&id),
+            RequestKind::Join(req) => self.join(&id, req).await,
+            RequestKind::Leave { room_id } => self.leave(&id, &room_id),
+            RequestKind::Send(req) => self.send(&id, req),
+            RequestKind::Ping => {
+                let mut extra = serde_json::Map::new();
+                extra.insert("time".into(), Value::from(now_secs()));
+                self.reply(onair_proto::ack_ok_with(&id, extra));
+                Ok(())
+            }
+            RequestKind::Members { room_id, limit } => self.members(&id, &room_id, limit),
+            RequestKind::SetProfile { nick, avatar } => self.set_profile(&id, nick, avatar).await,
+        };
+        if let Err(rejection) = result {
+            self.reply_err(&id, rejection);
+        }
+    }
+
+    async fn login(&mut self, id: &Value, req: LoginRequest) -> Result<(), Rejection> {
+        if self.login.is_some() {
+            return Err(Rejection::new(Code::InvalidParam, "already logged in on this connection; log out first"));
+        }
+        if req.user_id.is_empty() || req.user_id.len() > 32 {
+            return Err(Rejection::new(Code::InvalidParam, "userId must be 1-32 bytes"));
+        }
+        if req.platform.is_empty() || req.platform.len() > 16 {
+            return Err(Rejection::new(Code::InvalidParam, "platform must be 1-16 bytes (e.g. Web, Android, iOS)"));
+        }
+        let verified = self.state.app.verify(req.sdkappid, &req.user_id, &req.user_sig)?;
+        let stored = self.state.store.get_user(&req.user_id).await.map_err(|e| {
+            tracing::error!(error = %e, "profile load failed");
+            Rejection::new(Code::Internal, "internal storage error; retry later")
+        })?;
+        let mut record =
+            stored.unwrap_or_else(|| onair_store::UserRecord { user_id: req.user_id.clone(), ..Default::default() });
+        let mut changed = false;
+        if let Some(nick) = req.nick.filter(|n| *n != record.nick) {
+            check_profile_field("nick", &nick, 64)?;
+            record.nick = nick;
+            changed = true;
+        }
+        if let Some(avatar) = req.avatar.filter(|a| *a != record.avatar) {
+            check_profile_field("avatar", &avatar, 500)?;
+            record.avatar = avatar;
+            changed = true;
+        }
+        if changed && let Err(e) = self.state.store.upsert_user(&record).await {
+            tracing::warn!(error = %e, "profile save failed");
+        }
+        let profile = Arc::new(Mutex::new(SenderProfile {
+            user_id: record.user_id.clone(),
+            nick: record.nick.clone(),
+            avatar: record.avatar.clone(),
+            level: record.level,
+        }));
+        let session = Session { conn_id: self.id, outbox: self.outbox.clone(), profile: profile.clone() };
+        if let Some(old) = self.state.sessions.login(&req.user_id, &req.platform, session) {
+            let message = format!("logged in again on another {} client", req.platform);
+            old.outbox.push(
+                FrameClass::Essential,
+                Utf8Bytes::from(onair_proto::kicked_frame("KICKED_OUT_MULT_DEVICE", &message)),
+            );
+            old.outbox.close(4001, "kicked: logged in elsewhere on the same platform");
+        }
+        if changed {
+            let current = profile.lock().clone();
+            self.state.sessions.update_profile(&req.user_id, &current);
+        }
+        let is_admin = self.state.app.admins.contains(&req.user_id);
+        self.login = Some(Login {
+            user_id: req.user_id.clone(),
+            platform: req.platform,
+            profile,
+            expires_at: verified.expires_at(),
+            is_admin,
+        });
+        let mut extra = serde_json::Map::new();
+        extra.insert("userId".into(), Value::from(req.user_id));
+        extra.insert("expireAt".into(), Value::from(verified.expires_at()));
+        extra.insert("admin".into(), Value::from(is_admin));
+        self.reply(onair_proto::ack_ok_with(id, extra));
+        Ok(())
+    }
+
+    fn logout(&mut self, id: &Value) -> Result<(), Rejection> {
+        let Some(login) = self.login.take() else {
+            return Err(Rejection::new(Code::NotLoggedIn, "not logged in"));
+        };
+        for room in self.rooms.drain(..) {
+            room.leave(self.id, Some(&login.user_id));
+        }
+        self.state.sessions.logout(&login.user_id, &login.platform, self.id);
+        self.reply(onair_proto::ack_ok(id));
+        Ok(())
+    }
+
+    fn single_room(&self) -> bool {
+        self.state.cfg.chat.web_single_room && self.login.as_ref().is_none_or(|l| l.platform == "Web")
+    }
+
+    async fn join(&mut self, id: &Value, req: JoinRequest) -> Result<(), Rejection> {
+        let room = self.state.hub.get(&req.room_id)?;
+        let user_id = self.login.as_ref().map(|l| l.user_id.clone());
+        // Re-joining the same room refreshes the snapshot; on Web, joining B leaves A.
+        let single = self.single_room();
+        let mut kept = Vec::with_capacity(self.rooms.len());
+        for r in self.rooms.drain(..) {
+            if r.id == room.id || single {
+                r.leave(self.id, user_id.as_deref());
+            } else {
+                kept.push(r);
+            }
+        }
+        self.rooms = kept;
+        let member = self.login.as_ref().map(|l| {
+            let p = l.profile.lock();
+            MemberBrief { user_id: p.user_id.clone(), nick: p.nick.clone(), avatar: p.avatar.clone(), level: p.level }
+        });
+        let role = match &self.login {
+            None => "Anonymous",
+            Some(l) if room.profile().owner == l.user_id => "Owner",
+            Some(l) if l.is_admin => "Admin",
+            Some(_) => "Member",
+        };
+        let you = YouView { muted_until: 0, role };
+        room.join(self.id, &self.outbox, member, req.last_seq, |view, snap| {
+            onair_proto::encode_join_ack(id, view, &snap.history, &you, snap.resume)
+        })
+        .await?;
+        self.rooms.push(room);
+        Ok(())
+    }
+
+    fn leave(&mut self, id: &Value, room_id: &str) -> Result<(), Rejection> {
+        let Some(i) = self.rooms.iter().position(|r| r.id == room_id) else {
+            self.state.hub.get(room_id)?;
+            return Err(Rejection::new(Code::NoPermission, format!("not in room '{room_id}'")));
+        };
+        let room = self.rooms.swap_remove(i);
+        room.leave(self.id, self.login.as_ref().map(|l| l.user_id.as_str()));
+        self.reply(onair_proto::ack_ok(id));
+        Ok(())
+    }
+
+    fn send(&mut self, id: &Value, req: SendRequest) -> Result<(), Rejection> {
+        let Some(login) = &self.login else {
+            return Err(Rejection::new(Code::NotLoggedIn, "log in to send; anonymous viewers are read-only"));
+        };
+        let Some(room) = self.rooms.iter().find(|r| r.id == req.room_id) else {
+            self.state.hub.get(&req.room_id)?;
+            return Err(Rejection::new(
+                Code::NoPermission,
+                format!("join room '{}' before sending to it", req.room_id),
+            ));
+        };
+        if room.is_closed() {
+            return Err(Rejection::new(Code::RoomNotFound, format!("room '{}' does not exist", req.room_id)));
+        }
+        let profile = room.profile();
+        if profile.mute_all && !login.is_admin && profile.owner != login.user_id {
+            return Err(Rejection::new(Code::Muted, "all members are muted in this room"));
+        }
+        let msg = Outgoing {
+            sender: login.profile.lock().clone(),
+            priority: req.priority,
+            random: req.random,
+            body: req.body,
+            cloud_custom_data: req.cloud_custom_data,
+        };
+        room.submit(Ticket::Ws { outbox: self.outbox.clone(), id: id.clone() }, msg)
+    }
+
+    fn members(&self, id: &Value, room_id: &str, limit: Option<usize>) -> Result<(), Rejection> {
+        let room = self.state.hub.get(room_id)?;
+        let members: Vec<Value> = room
+            .recent_members(limit.unwrap_or(self.state.cfg.chat.member_list_size))
+            .into_iter()
+            .map(|m| json!({"userId": m.brief.user_id, "nick": m.brief.nick, "avatar": m.brief.avatar, "level": m.brief.level, "joinTime": m.joined_at / 1000}))
+            .collect();
+        let mut extra = serde_json::Map::new();
+        extra.insert("online".into(), Value::from(room.online()));
+        extra.insert("members".into(), Value::from(members));
+        self.reply(onair_proto::ack_ok_with(id, extra));
+        Ok(())
+    }
+
+    async fn set_profile(&mut self, id: &Value, nick: Option<String>, avatar: Option<String>) -> Result<(), Rejection> {
+        let Some(login) = &self.login else {
+            return Err(Rejection::new(Code::NotLoggedIn, "log in to set a profile"));
+        };
+        let mut p = login.profile.lock().clone();
+        if let Some(n) = nick {
+            check_profile_field("nick", &n, 64)?;
+            p.nick = n;
+        }
+        if let Some(a) = avatar {
+            check_profile_field("avatar", &a, 500)?;
+            p.avatar = a;
+        }
+        let record = onair_store::UserRecord {
+            user_id: p.user_id.clone(),
+            nick: p.nick.clone(),
+            avatar: p.avatar.clone(),
+            level: p.level,
+        };
+        self.state.store.upsert_user(&record).await.map_err(|e| {
+            tracing::error!(error = %e, "profile save failed");
+            Rejection::new(Code::Internal, "internal storage error; retry later")
+        })?;
+        self.state.sessions.update_profile(&p.user_id, &p);
+        self.reply(onair_proto::ack_ok(id));
+        Ok(())
+    }
+}
+
+/// Checks a user profile field's byte length.
+pub fn check_profile_field(name: &str, value: &str, max: usize) -> Result<(), Rejection> {
+    if value.len() > max {
+        return Err(Rejection::new(Code::InvalidParam, format!("{name} is {} bytes; the limit is {max}", value.len())));
+    }
+    Ok(())
+}
