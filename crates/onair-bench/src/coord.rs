@@ -93,6 +93,10 @@ pub struct ChatArgs {
     /// Don't create the room over HTTP first (OnAir only).
     #[arg(long)]
     pub no_create_room: bool,
+    /// Before starting, wait up to this many seconds for the machine to be
+    /// idle (other processes < 10 % of a core), so they don't skew the run.
+    #[arg(long, default_value_t = 0)]
+    pub wait_idle: u64,
 }
 
 struct Worker {
@@ -126,6 +130,9 @@ pub async fn run(args: ChatArgs) -> Result<()> {
         bail!("too many sampled viewers + senders for one probe process; lower --sample");
     }
 
+    if args.wait_idle > 0 {
+        wait_idle(&args).await;
+    }
     if args.target == Target::Onair && !args.no_create_room {
         create_room(&args, &url, dst).await?;
     }
@@ -316,6 +323,27 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     Ok(())
 }
 
+async fn wait_idle(args: &ChatArgs) {
+    let deadline = Instant::now() + Duration::from_secs(args.wait_idle);
+    let me = [args.server_pid.unwrap_or(0)];
+    loop {
+        let (m, c) = (machine_jiffies(), CpuMark::take(&me));
+        sleep(Duration::from_secs(1)).await;
+        let busy = machine_busy_pct(m, machine_jiffies()).map_or(0.0, |b| b.0);
+        let server = CpuMark::take(&me).percent_since(&c)[0].unwrap_or(0.0);
+        if busy - server < 10.0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            progress(
+                args,
+                &format!("machine still busy ({:.0}% of a core outside the server); starting anyway", busy - server),
+            );
+            return;
+        }
+    }
+}
+
 fn progress(args: &ChatArgs, msg: &str) {
     let _ = args;
     eprintln!("onair-bench: {msg}");
@@ -349,8 +377,8 @@ struct ServerSample {
     cpu_idle: Option<f64>,
     /// CPU % over the window: [server, parent, workers...].
     cpu: Vec<Option<f64>>,
-    /// All cores busy %, window (kernel softirq work included).
-    machine: Option<f64>,
+    /// All cores (busy, softirq) %, window.
+    machine: Option<(f64, f64)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -463,6 +491,8 @@ pub struct Tool {
     /// Whole machine busy over the window (100 % = one core), including
     /// kernel work not charged to any process.
     pub machine_busy_pct: Option<f64>,
+    /// Of which softirq (network stack work on loopback).
+    pub machine_softirq_pct: Option<f64>,
     pub machine_cores: usize,
 }
 
@@ -607,7 +637,8 @@ fn build_report(
             cpu_pct: tool_cpu,
             cpu_probe_pct: probe_cpu,
             cpu_viewer_workers_pct: viewer_cpu,
-            machine_busy_pct: s.machine,
+            machine_busy_pct: s.machine.map(|m| m.0),
+            machine_softirq_pct: s.machine.map(|m| m.1),
             machine_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
     }
@@ -702,9 +733,10 @@ impl ChatReport {
         ));
         let others = self.tool.machine_busy_pct.map(|m| m - self.tool.cpu_pct - s.cpu_load_pct.unwrap_or(0.0));
         line(format!(
-            "machine       busy {} of {}00% ({} outside server + tool: other processes, kernel softirq)",
+            "machine       busy {} of {}00% (softirq {}; {} outside server + tool = other processes, uncharged kernel work)",
             opt(self.tool.machine_busy_pct, "%"),
             self.tool.machine_cores,
+            opt(self.tool.machine_softirq_pct, "%"),
             opt(others, "%"),
         ));
         out

@@ -26,24 +26,32 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / CLK_TCK)
 }
 
-/// Machine-wide (busy, total) jiffies from `/proc/stat`.
-pub fn machine_jiffies() -> Option<(u64, u64)> {
+/// Machine-wide jiffies from the `cpu` line of `/proc/stat`.
+#[derive(Debug, Clone, Copy)]
+pub struct Machine {
+    busy: u64,
+    softirq: u64,
+    total: u64,
+}
+
+pub fn machine_jiffies() -> Option<Machine> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal (guest time is inside user).
     let total: u64 = v.iter().take(8).sum();
     let idle = v.get(3)? + v.get(4).unwrap_or(&0);
-    Some((total - idle, total))
+    Some(Machine { busy: total - idle, softirq: *v.get(6).unwrap_or(&0), total })
 }
 
-/// Busy share of all cores between two `machine_jiffies` readings, in
-/// percent of one core (2 cores fully busy = 200 %).
-pub fn machine_busy_pct(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<f64> {
-    let ((ba, ta), (bb, tb)) = (a?, b?);
+/// (busy, softirq) share of all cores between two readings, in percent of
+/// one core (2 cores fully busy = 200 %).
+pub fn machine_busy_pct(a: Option<Machine>, b: Option<Machine>) -> Option<(f64, f64)> {
+    let (a, b) = (a?, b?);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let dt = tb.checked_sub(ta).filter(|d| *d > 0)? as f64;
-    Some((bb - ba) as f64 / dt * 100.0 * cores)
+    let dt = b.total.checked_sub(a.total).filter(|d| *d > 0)? as f64;
+    let pct = |x: u64, y: u64| y.saturating_sub(x) as f64 / dt * 100.0 * cores;
+    Some((pct(a.busy, b.busy), pct(a.softirq, b.softirq)))
 }
 
 /// CPU time of a set of processes at one instant.

@@ -16,6 +16,7 @@ pub mod message;
 pub mod presence;
 pub mod random;
 pub mod room;
+pub mod tick;
 
 pub use error::{Code, Rejection};
 

@@ -10,6 +10,7 @@ use onair_core::chat::ChatConfig;
 use onair_core::freq::FreqConfig;
 use onair_core::presence::PresenceConfig;
 use onair_core::room::RoomLimits;
+use onair_core::tick::TickPolicy;
 use serde::{Deserialize, Serialize};
 
 /// Everything `onair serve` can be told.
@@ -60,6 +61,11 @@ pub struct ChatSettings {
     pub max_wait_ms: u64,
     /// Delivery tick: one push frame per room per tick at most.
     pub tick_ms: u64,
+    /// Longest tick a big room may stretch to (see `fanout_writes_per_sec`).
+    pub max_tick_ms: u64,
+    /// Socket writes per second one room may cause; above `members / tick_ms`
+    /// the room's tick grows (up to `max_tick_ms`) and batches more per write.
+    pub fanout_writes_per_sec: u64,
     /// Messages a newcomer gets on join (≤ 100).
     pub history_on_join: usize,
     /// Only history younger than this is replayed on join.
@@ -126,6 +132,8 @@ impl Default for ChatSettings {
             rate_per_sec: 40,
             max_wait_ms: 500,
             tick_ms: 50,
+            max_tick_ms: 200,
+            fanout_writes_per_sec: 200_000,
             history_on_join: 20,
             history_max_age_secs: 86_400,
             resume_buffer: 1000,
@@ -162,6 +170,10 @@ impl Config {
 
     fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.chat.tick_ms >= 1 && self.chat.tick_ms <= 1000, "chat.tick_ms must be 1..=1000");
+        anyhow::ensure!(
+            self.chat.max_tick_ms >= self.chat.tick_ms && self.chat.max_tick_ms <= 5000,
+            "chat.max_tick_ms must be tick_ms..=5000"
+        );
         anyhow::ensure!(self.chat.history_on_join <= 100, "chat.history_on_join must be ≤ 100");
         anyhow::ensure!(self.chat.member_list_size <= 1000, "chat.member_list_size must be ≤ 1000");
         anyhow::ensure!(self.chat.rate_per_sec >= 1, "chat.rate_per_sec must be ≥ 1");
@@ -188,6 +200,15 @@ impl Config {
             history_max_age_ms: c.history_max_age_secs * 1000,
             resume_buffer: c.resume_buffer.max(c.history_on_join).max(1),
             ..ChatConfig::default()
+        }
+    }
+
+    /// When rooms deliver.
+    pub fn tick_policy(&self) -> TickPolicy {
+        TickPolicy {
+            min_ms: self.chat.tick_ms,
+            max_ms: self.chat.max_tick_ms,
+            writes_per_sec: self.chat.fanout_writes_per_sec,
         }
     }
 

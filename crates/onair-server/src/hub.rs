@@ -22,6 +22,7 @@ use onair_core::random::{RandomSource, SplitMix64};
 use onair_core::room::{
     AttrWrite, ProfilePatch, RoomLimits, RoomProfile, generate_id, validate_custom_id, write_attrs,
 };
+use onair_core::tick::TickPolicy;
 use onair_core::{Code, Rejection};
 use onair_proto::RoomView;
 use onair_store::{HistoryWriter, Store};
@@ -206,7 +207,7 @@ pub struct Hub {
     rooms: RwLock<HashMap<String, Arc<Room>>>,
     chat_cfg: ChatConfig,
     limits: RoomLimits,
-    tick: Duration,
+    tick: TickPolicy,
     store: Store,
     writer: HistoryWriter,
     tasks: TaskTracker,
@@ -252,7 +253,7 @@ impl Hub {
         writer: HistoryWriter,
         chat_cfg: ChatConfig,
         limits: RoomLimits,
-        tick: Duration,
+        tick: TickPolicy,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Hub>> {
@@ -450,7 +451,7 @@ impl Hub {
 
     async fn run_ticker(self: Arc<Self>, room: Arc<Room>) {
         let mut rng = SplitMix64::new(seed());
-        let mut last_tick = tokio::time::Instant::now() - self.tick;
+        let mut last_tick = tokio::time::Instant::now();
         loop {
             let busy = room.chat.lock().has_work();
             if !busy {
@@ -459,10 +460,11 @@ impl Hub {
                     _ = self.shutdown.cancelled() => break,
                 }
             }
-            // Ticks are at least `tick` apart: an idle room delivers at once, a busy
-            // one batches everything of the last tick into one frame.
+            // Ticks are at least one interval apart: an idle room delivers at once, a
+            // busy one batches everything of the last interval into one frame.
+            let interval = Duration::from_millis(self.tick.interval_ms(room.members.lock().len()));
             tokio::select! {
-                _ = tokio::time::sleep_until(last_tick + self.tick) => {}
+                _ = tokio::time::sleep_until(last_tick + interval) => {}
                 _ = self.shutdown.cancelled() => break,
             }
             last_tick = tokio::time::Instant::now();

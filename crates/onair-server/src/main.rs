@@ -136,7 +136,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         writer.clone(),
         cfg.chat_config(),
         cfg.room_limits(),
-        Duration::from_millis(cfg.chat.tick_ms),
+        cfg.tick_policy(),
         tasks.clone(),
         shutdown.clone(),
     )
