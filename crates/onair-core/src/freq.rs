@@ -80,6 +80,7 @@ pub struct FrequencyControl<T> {
     queues: [VecDeque<Waiting<T>>; 4],
     arrivals: u64,
     waiting: usize,
+    waiting_at_last_round: bool,
 }
 
 impl<T> FrequencyControl<T> {
@@ -92,6 +93,7 @@ impl<T> FrequencyControl<T> {
             queues: Default::default(),
             arrivals: 0,
             waiting: 0,
+            waiting_at_last_round: false,
         }
     }
 
@@ -165,6 +167,7 @@ impl<T> FrequencyControl<T> {
             }
         }
         self.waiting -= cut.len();
+        self.waiting_at_last_round = self.waiting > 0;
         Selection { admitted: admitted.into_iter().map(|w| w.item).collect(), cut }
     }
 
@@ -174,8 +177,15 @@ impl<T> FrequencyControl<T> {
             None => 0,
         };
         self.last_refill = Some(now.max(self.last_refill.unwrap_or(0)));
-        let cap = u64::from(self.cfg.burst) * 1000;
-        self.milli_tokens = (self.milli_tokens + elapsed * u64::from(self.cfg.rate_per_sec)).min(cap);
+        let earned = elapsed * u64::from(self.cfg.rate_per_sec);
+        // A quiet room may save up only `burst`. But while messages were already
+        // waiting, everything earned since the last round is theirs: a round that
+        // comes late (a busy server, a long tick) must not lose the room its rate.
+        let mut cap = u64::from(self.cfg.burst) * 1000;
+        if self.waiting_at_last_round {
+            cap = cap.max(earned);
+        }
+        self.milli_tokens = (self.milli_tokens + earned).min(cap);
     }
 }
 
@@ -288,6 +298,25 @@ mod tests {
         assert_eq!(fc.offer(Priority::Normal, 4, 0), Some((3, CutReason::Overflow)));
         assert_eq!(fc.offer(Priority::Lowest, 5, 0), Some((5, CutReason::Overflow)));
         assert_eq!(fc.waiting(), 3);
+    }
+
+    #[test]
+    fn late_rounds_do_not_lose_the_rate_while_messages_wait() {
+        // 40 msgs/s arriving steadily, but rounds only every 400 ms (a loaded server
+        // or a long tick): the full rate must still get through, nothing cut.
+        let arrivals: Vec<_> = (0..200).map(|i| (i as Millis * 25, Priority::Normal)).collect();
+        let mut fc = FrequencyControl::new(FreqConfig { max_wait_ms: 1_000, ..FreqConfig::default() });
+        let (delivered, cut) = drive(&mut fc, &arrivals, 6_000, 400, &mut SplitMix64::new(4));
+        assert!(cut.is_empty(), "cut {}", cut.len());
+        assert_eq!(delivered.len(), 200);
+        // And a quiet room still cannot save up more than the burst.
+        let mut fc = FrequencyControl::new(FreqConfig::default());
+        let mut rng = SplitMix64::new(1);
+        fc.select(0, &mut rng);
+        for i in 0..100 {
+            fc.offer(Priority::Normal, (Priority::Normal, i), 60_000);
+        }
+        assert_eq!(fc.select(60_000, &mut rng).admitted.len(), 10);
     }
 
     #[test]

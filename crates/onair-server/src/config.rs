@@ -37,6 +37,9 @@ pub struct HttpConfig {
     pub listen: String,
     /// Most concurrent WebSocket connections; beyond, upgrades get 503.
     pub max_connections: usize,
+    /// Kernel send buffer per accepted socket, bytes (0 = the OS default, which
+    /// auto-grows to megabytes and hides a stalled client for seconds).
+    pub socket_send_buffer: usize,
 }
 
 /// `[app]`.
@@ -116,7 +119,7 @@ impl Default for Config {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "0.0.0.0:8080".into(), max_connections: 100_000 }
+        HttpConfig { listen: "0.0.0.0:8080".into(), max_connections: 100_000, socket_send_buffer: 256 * 1024 }
     }
 }
 
@@ -133,7 +136,7 @@ impl Default for ChatSettings {
             max_wait_ms: 500,
             tick_ms: 50,
             max_tick_ms: 200,
-            fanout_writes_per_sec: 200_000,
+            fanout_writes_per_sec: 100_000,
             history_on_join: 20,
             history_max_age_secs: 86_400,
             resume_buffer: 1000,

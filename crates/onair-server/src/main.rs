@@ -20,6 +20,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use onair_store::{AppRecord, HistoryWriter, Store};
 use tokio_util::sync::CancellationToken;
@@ -161,6 +162,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let router = api::router(state.clone());
     let server_shutdown = shutdown.clone();
+    let send_buffer = state.cfg.http.socket_send_buffer;
+    let listener = listener.tap_io(move |tcp| {
+        // Writes are already batched per flush, so Nagle would only add delay.
+        let _ = tcp.set_nodelay(true);
+        // A bounded kernel send buffer keeps a stalled viewer's backlog in our
+        // outbox, where the slow-consumer policy can see and bound it.
+        if send_buffer > 0 {
+            let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
+        }
+    });
     let server = axum::serve(listener, router).with_graceful_shutdown(async move { server_shutdown.cancelled().await });
     let signal_token = shutdown.clone();
     tokio::spawn(async move {

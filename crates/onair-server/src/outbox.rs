@@ -19,6 +19,11 @@ use onair_core::message::Priority;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+/// Essential frames (mostly send acks of ~80 bytes) a full queue still takes before
+/// the client is closed: a fast sender that reads normally gets many acks per tick,
+/// and they must not count as falling behind.
+const ESSENTIAL_HEADROOM: usize = 1024;
+
 /// How expendable a frame is, lowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FrameClass {
@@ -120,7 +125,7 @@ impl Outbox {
                 inner.queue.push_back((class, frame));
             }
             _ if class != FrameClass::Essential => {} // the new frame is the least important: drop it
-            _ if inner.queue.len() < self.capacity * 2 => inner.queue.push_back((class, frame)),
+            _ if inner.queue.len() < self.capacity + ESSENTIAL_HEADROOM => inner.queue.push_back((class, frame)),
             _ => return self.close_locked(inner, "slow consumer: reply queue overflow"),
         }
         Pushed::Dropped

@@ -82,10 +82,15 @@ impl Conn {
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut last_heard = tokio::time::Instant::now();
         let mut frames = Vec::new();
+        // Created once: re-creating it every iteration would register and unregister
+        // this task with the token's shared waiter list on every frame, a lock that
+        // every connection of the server contends on.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         let close: Option<CloseReason> = loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break Some(CloseReason { code: 1001, reason: "server shutting down".into() }),
+                _ = &mut cancelled => break Some(CloseReason { code: 1001, reason: "server shutting down".into() }),
                 _ = self.outbox.ready() => {
                     let close = self.outbox.take(&mut frames);
                     if !frames.is_empty() {
@@ -99,7 +104,12 @@ impl Conn {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => break None,
                             Err(_) => {
-                                metrics::counter!("onair_ws_slow_consumer_disconnects_total").increment(1);
+                                metrics::counter!("onair_ws_write_timeouts_total").increment(1);
+                                // Counted once per connection: the outbox counts it when its
+                                // policy closed first.
+                                if !self.outbox.is_closing() {
+                                    metrics::counter!("onair_ws_slow_consumer_disconnects_total").increment(1);
+                                }
                                 break Some(CloseReason { code: 4008, reason: "slow consumer: write timed out".into() });
                             }
                         }

@@ -141,7 +141,7 @@ async fn every_bad_request_gets_its_code_and_the_connection_survives() {
     for (name, frame, code, id) in logged_in_cases() {
         c.send_raw(frame).await;
         let reply = c.wait_for(&format!("reply to '{name}'"), T, |v| v["op"] == "ack" && v["code"] != 0).await.v;
-        if reply["code"] != code || reply["id"] != id || !reply["message"].as_str().is_some_and(|m| !m.is_empty()) {
+        if reply["code"] != code || reply["id"] != id || reply["message"].as_str().is_none_or(|m| m.is_empty()) {
             failures.push(format!("{name}: expected code {code} id {id}, got {reply}"));
         }
         c.assert_alive().await;

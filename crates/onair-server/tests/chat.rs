@@ -111,12 +111,9 @@ async fn users_and_an_anonymous_viewer_see_one_gap_free_order_with_stamped_profi
         assert_eq!(m["body"], json!([text_elem(&format!("u{u} m{}", random % 1000))]));
     }
     // Per sender, the room keeps the sender's own order.
-    for u in 0..3 {
-        let mine: Vec<u32> = seen[0]
-            .iter()
-            .filter(|m| m["from"] == expect_profile[u].0)
-            .map(|m| m["random"].as_u64().unwrap() as u32)
-            .collect();
+    for (u, profile) in expect_profile.iter().enumerate() {
+        let mine: Vec<u32> =
+            seen[0].iter().filter(|m| m["from"] == profile.0).map(|m| m["random"].as_u64().unwrap() as u32).collect();
         let mut sorted = mine.clone();
         sorted.sort();
         assert_eq!(mine, sorted, "sender {u}'s messages reordered");

@@ -45,15 +45,12 @@ async fn rooms_are_created_listed_modified_and_validated() {
             server.http("POST", &server.admin("/api/v1/rooms"), Some(&json!({"roomId": id, "name":"n"}))).await;
         assert_eq!((status, v["code"].clone()), (400, json!(10015)), "{case}: {v}");
     }
-    let (status, v) = server.http("POST", &server.admin("/api/v1/rooms"), Some(&json!({"roomId":"x".repeat(48)}))).await;
+    let (status, v) =
+        server.http("POST", &server.admin("/api/v1/rooms"), Some(&json!({"roomId":"x".repeat(48)}))).await;
     assert_eq!(status, 201, "48 bytes is fine: {v}");
     let (status, v) = server.http("POST", &server.admin("/api/v1/rooms"), Some(&json!({"roomId":"show-1"}))).await;
     assert_eq!((status, v["code"].clone()), (409, json!(10021)), "{v}");
-    let too_long = [
-        ("name", "가".repeat(11)),
-        ("notification", "n".repeat(241)),
-        ("introduction", "i".repeat(301)),
-    ];
+    let too_long = [("name", "가".repeat(11)), ("notification", "n".repeat(241)), ("introduction", "i".repeat(301))];
     for (field, value) in &too_long {
         let mut body = json!({"roomId": format!("long-{field}")});
         body[*field] = json!(value);
@@ -103,7 +100,8 @@ async fn rooms_are_created_listed_modified_and_validated() {
     assert_eq!((status, v["code"].clone()), (404, json!(10010)));
 
     // Delete.
-    let (status, _) = server.http("DELETE", &server.admin(&format!("/api/v1/rooms/{}", gid.replace('#', "%23"))), None).await;
+    let (status, _) =
+        server.http("DELETE", &server.admin(&format!("/api/v1/rooms/{}", gid.replace('#', "%23"))), None).await;
     assert_eq!(status, 200);
     let (status, _) = server.http("GET", &format!("/api/v1/rooms/{}", gid.replace('#', "%23")), None).await;
     assert_eq!(status, 404);
@@ -123,8 +121,18 @@ async fn admin_endpoints_refuse_missing_bad_and_non_admin_credentials() {
         ("none", None, 401, 70002),
         ("partial", Some(format!("sdkappid={SDKAPPID}&identifier={ADMIN}")), 401, 70002),
         ("non-admin user", Some(q("bob", sig("bob"), SDKAPPID)), 403, 10007),
-        ("forged", Some(q(ADMIN, onair_auth::gen_usersig(SDKAPPID, "wrong-key", ADMIN, 3600, now), SDKAPPID)), 401, 70003),
-        ("expired", Some(q(ADMIN, onair_auth::gen_usersig(SDKAPPID, SECRET_KEY, ADMIN, 10, now - 100), SDKAPPID)), 401, 70001),
+        (
+            "forged",
+            Some(q(ADMIN, onair_auth::gen_usersig(SDKAPPID, "wrong-key", ADMIN, 3600, now), SDKAPPID)),
+            401,
+            70003,
+        ),
+        (
+            "expired",
+            Some(q(ADMIN, onair_auth::gen_usersig(SDKAPPID, SECRET_KEY, ADMIN, 10, now - 100), SDKAPPID)),
+            401,
+            70001,
+        ),
         ("other user's sig", Some(q(ADMIN, sig("bob"), SDKAPPID)), 401, 70013),
         ("wrong sdkappid", Some(q(ADMIN, sig(ADMIN), 1_400_000_999)), 401, 70014),
     ];
@@ -197,7 +205,11 @@ async fn profile_changes_and_mute_all_are_pushed_and_enforced() {
     let ev = member.wait_event("m", "profile").await;
     assert_eq!(ev, json!({"type":"profile","notification": notice}), "only changed fields");
     let (_, v) = server
-        .http("PATCH", &server.admin("/api/v1/rooms/m"), Some(&json!({"introduction":"about","appDefinedData":{"k":"v"}})))
+        .http(
+            "PATCH",
+            &server.admin("/api/v1/rooms/m"),
+            Some(&json!({"introduction":"about","appDefinedData":{"k":"v"}})),
+        )
         .await;
     assert_eq!(v["appDefinedData"], json!({"k":"v"}));
     let ev = member.wait_event("m", "profile").await;
@@ -233,10 +245,13 @@ async fn profile_changes_and_mute_all_are_pushed_and_enforced() {
     let froms: Vec<&str> = got.iter().map(|(_, m)| m["from"].as_str().unwrap()).collect();
     assert_eq!(froms, vec!["anchor", ADMIN, "bob"], "the muted message was never delivered");
     // A PATCH that changes nothing pushes nothing.
-    let (status, _) = server.http("PATCH", &server.admin("/api/v1/rooms/m"), Some(&json!({"muteAll": false, "introduction":"about"}))).await;
+    let (status, _) = server
+        .http("PATCH", &server.admin("/api/v1/rooms/m"), Some(&json!({"muteAll": false, "introduction":"about"})))
+        .await;
     assert_eq!(status, 200);
     let quiet = member.collect_pushes(Duration::from_millis(400)).await;
-    let evs: Vec<Value> = quiet.iter().flat_map(|f| events(&f.v)).filter(|e| e["type"] == "profile" || e["type"] == "muteAll").collect();
+    let evs: Vec<Value> =
+        quiet.iter().flat_map(|f| events(&f.v)).filter(|e| e["type"] == "profile" || e["type"] == "muteAll").collect();
     assert!(evs.is_empty(), "no-op PATCH pushed {evs:?}");
 }
 
@@ -338,31 +353,48 @@ async fn admins_send_messages_on_behalf_of_users() {
     let server = Server::start("").await;
     server.create_room("r").await;
     let (status, u) = server
-        .http("PUT", &server.admin("/api/v1/users/bot"), Some(&json!({"nick":"Gift Bot","avatar":"http://bot","level":9})))
+        .http(
+            "PUT",
+            &server.admin("/api/v1/users/bot"),
+            Some(&json!({"nick":"Gift Bot","avatar":"http://bot","level":9})),
+        )
         .await;
     assert_eq!(status, 200, "{u}");
     let (_, u) = server.http("GET", &server.admin("/api/v1/users/bot"), None).await;
-    assert_eq!((u["nick"].clone(), u["level"].clone(), u["platforms"].clone()), (json!("Gift Bot"), json!(9), json!([])));
+    assert_eq!(
+        (u["nick"].clone(), u["level"].clone(), u["platforms"].clone()),
+        (json!("Gift Bot"), json!(9), json!([]))
+    );
     let mut viewer = server.ws().await;
     viewer.join_ok("r").await;
     let body = json!([{"MsgType":"TIMCustomElem","MsgContent":{"Data":"{\"gift\":\"rocket\"}"}}]);
     let (status, r) = server
-        .http("POST", &server.admin("/api/v1/rooms/r/messages"),
-            Some(&json!({"from":"bot","priority":"High","random":77,"body":body,"cloudCustomData":"cd"})))
+        .http(
+            "POST",
+            &server.admin("/api/v1/rooms/r/messages"),
+            Some(&json!({"from":"bot","priority":"High","random":77,"body":body,"cloudCustomData":"cd"})),
+        )
         .await;
     assert_eq!(status, 200, "{r}");
     assert_eq!((r["seq"].clone(), r["dropReason"].clone()), (json!(1), json!("")));
     let got = viewer.collect_msgs("r", 1, T).await;
     let m = &got[0].1;
-    assert_eq!((&m["from"], &m["nick"], &m["avatar"], &m["level"]), (&json!("bot"), &json!("Gift Bot"), &json!("http://bot"), &json!(9)));
-    assert_eq!((&m["priority"], &m["random"], &m["body"], &m["cloudCustomData"]), (&json!("High"), &json!(77), &body, &json!("cd")));
+    assert_eq!(
+        (&m["from"], &m["nick"], &m["avatar"], &m["level"]),
+        (&json!("bot"), &json!("Gift Bot"), &json!("http://bot"), &json!(9))
+    );
+    assert_eq!(
+        (&m["priority"], &m["random"], &m["body"], &m["cloudCustomData"]),
+        (&json!("High"), &json!(77), &body, &json!("cd"))
+    );
     // Retried with the same random: same seq, not delivered again.
     let (_, again) = server
         .http("POST", &server.admin("/api/v1/rooms/r/messages"), Some(&json!({"from":"bot","random":77,"body":body})))
         .await;
     assert_eq!((again["seq"].clone(), again["dropReason"].clone()), (json!(1), json!("")), "{again}");
     // Default sender is the calling admin.
-    let (_, r2) = server.http("POST", &server.admin("/api/v1/rooms/r/messages"), Some(&json!({"body":[text_elem("hi")]}))).await;
+    let (_, r2) =
+        server.http("POST", &server.admin("/api/v1/rooms/r/messages"), Some(&json!({"body":[text_elem("hi")]}))).await;
     assert_eq!(r2["seq"], 2, "{r2}");
     let got = viewer.collect_msgs("r", 1, T).await;
     assert_eq!(got[0].1["from"], ADMIN);
