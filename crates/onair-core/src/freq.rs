@@ -80,7 +80,6 @@ pub struct FrequencyControl<T> {
     queues: [VecDeque<Waiting<T>>; 4],
     arrivals: u64,
     waiting: usize,
-    waiting_at_last_round: bool,
 }
 
 impl<T> FrequencyControl<T> {
@@ -93,7 +92,6 @@ impl<T> FrequencyControl<T> {
             queues: Default::default(),
             arrivals: 0,
             waiting: 0,
-            waiting_at_last_round: false,
         }
     }
 
@@ -167,7 +165,6 @@ impl<T> FrequencyControl<T> {
             }
         }
         self.waiting -= cut.len();
-        self.waiting_at_last_round = self.waiting > 0;
         Selection { admitted: admitted.into_iter().map(|w| w.item).collect(), cut }
     }
 
@@ -177,15 +174,13 @@ impl<T> FrequencyControl<T> {
             None => 0,
         };
         self.last_refill = Some(now.max(self.last_refill.unwrap_or(0)));
-        let earned = elapsed * u64::from(self.cfg.rate_per_sec);
-        // A quiet room may save up only `burst`. But while messages were already
-        // waiting, everything earned since the last round is theirs: a round that
-        // comes late (a busy server, a long tick) must not lose the room its rate.
-        let mut cap = u64::from(self.cfg.burst) * 1000;
-        if self.waiting_at_last_round {
-            cap = cap.max(earned);
-        }
-        self.milli_tokens = (self.milli_tokens + earned).min(cap);
+        let rate = u64::from(self.cfg.rate_per_sec);
+        // A quiet room may save up only `burst`. But what was earned while a
+        // message waited belongs to the waiting messages: a round that comes late
+        // (a busy server, a long tick) must not lose the room its rate.
+        let oldest_wait = self.queues.iter().filter_map(|q| q.front()).map(|w| now.saturating_sub(w.since)).max();
+        let cap = (u64::from(self.cfg.burst) * 1000).max(oldest_wait.unwrap_or(0) * rate);
+        self.milli_tokens = (self.milli_tokens + elapsed * rate).min(cap);
     }
 }
 
@@ -298,6 +293,21 @@ mod tests {
         assert_eq!(fc.offer(Priority::Normal, 4, 0), Some((3, CutReason::Overflow)));
         assert_eq!(fc.offer(Priority::Lowest, 5, 0), Some((5, CutReason::Overflow)));
         assert_eq!(fc.waiting(), 3);
+    }
+
+    #[test]
+    fn a_single_late_round_after_quiet_admits_what_waited() {
+        // Quiet, then 28 messages trickle in over 700 ms and the next round comes
+        // only then: they earned their slots while waiting.
+        let mut fc = FrequencyControl::new(FreqConfig::default());
+        let mut rng = SplitMix64::new(1);
+        fc.select(0, &mut rng);
+        for i in 0..28u64 {
+            fc.offer(Priority::Normal, (Priority::Normal, i as u32), 10_000 + i * 25);
+        }
+        let s = fc.select(10_700, &mut rng);
+        assert_eq!(s.admitted.len(), 28);
+        assert!(s.cut.is_empty());
     }
 
     #[test]

@@ -32,7 +32,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::outbox::{FrameClass, Outbox};
+use crate::outbox::{DrainMark, FrameClass, Outbox};
 use crate::util::{now_ms, seed};
 
 /// The drop reason of a message cut by frequency control (ack `dropReason`,
@@ -40,6 +40,9 @@ use crate::util::{now_ms, seed};
 pub const DROP_FREQUENCY: &str = "FrequencyLimit";
 /// The drop reason of a duplicate `Random` that is not delivered again.
 pub const DROP_DUPLICATE: &str = "Duplicate";
+
+/// How often a ticker checks how far its last frame has drained.
+const DRAIN_POLL: Duration = Duration::from_millis(2);
 
 /// Where the outcome of a submitted message goes.
 pub enum Ticket {
@@ -452,6 +455,7 @@ impl Hub {
     async fn run_ticker(self: Arc<Self>, room: Arc<Room>) {
         let mut rng = SplitMix64::new(seed());
         let mut last_tick = tokio::time::Instant::now();
+        let mut last_frame: Option<(DrainMark, usize)> = None;
         loop {
             let busy = room.chat.lock().has_work();
             if !busy {
@@ -467,8 +471,21 @@ impl Hub {
                 _ = tokio::time::sleep_until(last_tick + interval) => {}
                 _ = self.shutdown.cancelled() => break,
             }
+            // Backpressure: the next frame waits until nine in ten members have
+            // written the last one (or `max_ms` passed). When sockets are slow —
+            // a saturated machine, a huge room — rounds stretch and each frame
+            // carries more messages, instead of frames piling up in every outbox.
+            if let Some((mark, members)) = last_frame.take() {
+                let deadline = last_tick + Duration::from_millis(self.tick.max_ms);
+                while Arc::strong_count(&mark) - 1 > members / 10 && tokio::time::Instant::now() < deadline {
+                    tokio::select! {
+                        _ = tokio::time::sleep(DRAIN_POLL) => {}
+                        _ = self.shutdown.cancelled() => break,
+                    }
+                }
+            }
             last_tick = tokio::time::Instant::now();
-            self.deliver_round(&room, &mut rng).await;
+            last_frame = self.deliver_round(&room, &mut rng).await;
             if room.is_closed() {
                 break;
             }
@@ -477,7 +494,8 @@ impl Hub {
         self.deliver_round(&room, &mut rng).await;
     }
 
-    async fn deliver_round(&self, room: &Room, rng: &mut impl RandomSource) {
+    /// One round; returns the drain mark of the push frame and how many members got it.
+    async fn deliver_round(&self, room: &Room, rng: &mut impl RandomSource) -> Option<(DrainMark, usize)> {
         let _delivery = room.delivery.lock().await;
         let out: TickOutput<Ticket> = room.chat.lock().tick(now_ms(), rng);
         metrics::counter!("onair_ticks_total").increment(1);
@@ -488,13 +506,16 @@ impl Hub {
             }
             metrics::counter!("onair_messages_delivered_total").increment(out.delivered.len() as u64);
         }
+        let mut pushed = None;
         if !out.is_quiet() {
             let class = classify(&out);
             let frame = Utf8Bytes::from(onair_proto::encode_push(&room.id, &out.delivered, &out.events));
+            let mark = DrainMark::default();
             let members = room.members.lock();
             for outbox in members.values() {
-                outbox.push(class, frame.clone());
+                outbox.push_marked(class, frame.clone(), Some(mark.clone()));
             }
+            pushed = Some((mark, members.len()));
             metrics::counter!("onair_push_frames_total").increment(1);
             metrics::counter!("onair_push_deliveries_total")
                 .increment(members.len() as u64 * out.delivered.len() as u64);
@@ -511,6 +532,7 @@ impl Hub {
             };
             ticket.resolve(result);
         }
+        pushed
     }
 }
 

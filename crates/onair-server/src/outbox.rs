@@ -12,6 +12,7 @@
 //! with the reason "slow consumer".
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
@@ -44,8 +45,19 @@ pub struct CloseReason {
     pub reason: String,
 }
 
+/// Held by every copy of a room's push frame until the connection has written it
+/// (or dropped it); the room counts the holders to learn how far its last frame
+/// has drained before it makes the next one.
+pub type DrainMark = Arc<()>;
+
+struct Entry {
+    class: FrameClass,
+    frame: Utf8Bytes,
+    mark: Option<DrainMark>,
+}
+
 struct Inner {
-    queue: VecDeque<(FrameClass, Utf8Bytes)>,
+    queue: VecDeque<Entry>,
     full_since: Option<Instant>,
     close: Option<CloseReason>,
     dropped: u64,
@@ -83,9 +95,14 @@ impl Outbox {
 
     /// Queues a frame, applying the slow-consumer policy. Never blocks on I/O.
     pub fn push(&self, class: FrameClass, frame: Utf8Bytes) -> Pushed {
+        self.push_marked(class, frame, None)
+    }
+
+    /// Queues a room frame carrying its drain mark.
+    pub fn push_marked(&self, class: FrameClass, frame: Utf8Bytes, mark: Option<DrainMark>) -> Pushed {
         let result = {
             let mut inner = self.inner.lock();
-            self.push_locked(&mut inner, class, frame)
+            self.push_locked(&mut inner, Entry { class, frame, mark })
         };
         if result != Pushed::Closing || self.is_closing() {
             self.notify.notify_one();
@@ -93,7 +110,8 @@ impl Outbox {
         result
     }
 
-    fn push_locked(&self, inner: &mut Inner, class: FrameClass, frame: Utf8Bytes) -> Pushed {
+    fn push_locked(&self, inner: &mut Inner, entry: Entry) -> Pushed {
+        let class = entry.class;
         if inner.close.is_some() {
             return Pushed::Closing;
         }
@@ -101,7 +119,7 @@ impl Outbox {
             if inner.queue.len() < self.capacity / 2 {
                 inner.full_since = None;
             }
-            inner.queue.push_back((class, frame));
+            inner.queue.push_back(entry);
             return Pushed::Queued;
         }
         let now = Instant::now();
@@ -116,16 +134,16 @@ impl Outbox {
             .queue
             .iter()
             .enumerate()
-            .filter(|(_, (c, _))| *c != FrameClass::Essential)
-            .min_by_key(|(i, (c, _))| (*c, *i))
-            .map(|(i, (c, _))| (i, *c));
+            .filter(|(_, e)| e.class != FrameClass::Essential)
+            .min_by_key(|(i, e)| (e.class, *i))
+            .map(|(i, e)| (i, e.class));
         match victim {
             Some((i, victim_class)) if victim_class <= class => {
                 inner.queue.remove(i);
-                inner.queue.push_back((class, frame));
+                inner.queue.push_back(entry);
             }
             _ if class != FrameClass::Essential => {} // the new frame is the least important: drop it
-            _ if inner.queue.len() < self.capacity + ESSENTIAL_HEADROOM => inner.queue.push_back((class, frame)),
+            _ if inner.queue.len() < self.capacity + ESSENTIAL_HEADROOM => inner.queue.push_back(entry),
             _ => return self.close_locked(inner, "slow consumer: reply queue overflow"),
         }
         Pushed::Dropped
@@ -159,10 +177,14 @@ impl Outbox {
         self.notify.notified().await;
     }
 
-    /// Takes every queued frame (and the close request, if any).
-    pub fn take(&self, into: &mut Vec<Utf8Bytes>) -> Option<CloseReason> {
+    /// Takes every queued frame (and the close request, if any). The drain marks go
+    /// to `marks`: the caller drops them once the frames are written.
+    pub fn take(&self, into: &mut Vec<Utf8Bytes>, marks: &mut Vec<DrainMark>) -> Option<CloseReason> {
         let mut inner = self.inner.lock();
-        into.extend(inner.queue.drain(..).map(|(_, f)| f));
+        for entry in inner.queue.drain(..) {
+            into.push(entry.frame);
+            marks.extend(entry.mark);
+        }
         inner.full_since = None;
         inner.close.clone()
     }
@@ -185,6 +207,14 @@ mod tests {
     #[test]
     fn lowest_class_oldest_is_dropped_first_and_essentials_survive() {
         let ob = Outbox::new(4, Duration::from_secs(60));
+        let mark = DrainMark::default();
+        ob.push_marked(FrameClass::Refresh, f("marked"), Some(mark.clone()));
+        let mut out = vec![];
+        let mut marks = vec![];
+        ob.take(&mut out, &mut marks);
+        assert_eq!(Arc::strong_count(&mark), 2, "held until the writer drops it");
+        drop(marks);
+        assert_eq!(Arc::strong_count(&mark), 1);
         ob.push(FrameClass::Chat(Priority::Normal), f("n1"));
         ob.push(FrameClass::Refresh, f("r1"));
         ob.push(FrameClass::Essential, f("e1"));
@@ -192,8 +222,8 @@ mod tests {
         assert_eq!(ob.push(FrameClass::Chat(Priority::High), f("h1")), Pushed::Dropped);
         assert_eq!(ob.push(FrameClass::Chat(Priority::High), f("h2")), Pushed::Dropped);
         assert_eq!(ob.push(FrameClass::Refresh, f("r2")), Pushed::Dropped, "least important: itself dropped");
-        let mut out = vec![];
-        assert!(ob.take(&mut out).is_none());
+        out.clear();
+        assert!(ob.take(&mut out, &mut vec![]).is_none());
         let got: Vec<&str> = out.iter().map(|b| b.as_str()).collect();
         assert_eq!(got, vec!["n1", "e1", "h1", "h2"]);
         assert_eq!(ob.dropped(), 3);
@@ -206,7 +236,7 @@ mod tests {
         ob.push(FrameClass::Essential, f("b"));
         assert_eq!(ob.push(FrameClass::Chat(Priority::High), f("c")), Pushed::Closing);
         let mut out = vec![];
-        let reason = ob.take(&mut out).expect("closing");
+        let reason = ob.take(&mut out, &mut vec![]).expect("closing");
         assert_eq!(reason.code, 4008);
         assert!(out.is_empty());
         assert_eq!(ob.push(FrameClass::Essential, f("d")), Pushed::Closing);

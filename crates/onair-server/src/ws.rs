@@ -82,6 +82,7 @@ impl Conn {
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut last_heard = tokio::time::Instant::now();
         let mut frames = Vec::new();
+        let mut marks = Vec::new();
         // Created once: re-creating it every iteration would register and unregister
         // this task with the token's shared waiter list on every frame, a lock that
         // every connection of the server contends on.
@@ -92,7 +93,7 @@ impl Conn {
                 biased;
                 _ = &mut cancelled => break Some(CloseReason { code: 1001, reason: "server shutting down".into() }),
                 _ = self.outbox.ready() => {
-                    let close = self.outbox.take(&mut frames);
+                    let close = self.outbox.take(&mut frames, &mut marks);
                     if !frames.is_empty() {
                         let write = async {
                             for frame in frames.drain(..) {
@@ -100,7 +101,9 @@ impl Conn {
                             }
                             socket.flush().await
                         };
-                        match tokio::time::timeout(write_limit, write).await {
+                        let written = tokio::time::timeout(write_limit, write).await;
+                        marks.clear();
+                        match written {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => break None,
                             Err(_) => {
