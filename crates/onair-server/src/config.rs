@@ -133,7 +133,7 @@ impl Default for ChatSettings {
     fn default() -> Self {
         ChatSettings {
             rate_per_sec: 40,
-            max_wait_ms: 500,
+            max_wait_ms: 1000,
             tick_ms: 50,
             max_tick_ms: 500,
             fanout_writes_per_sec: 200_000,
