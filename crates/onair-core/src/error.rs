@@ -18,6 +18,8 @@ pub enum Code {
     RoomNotFound,
     /// 10015: the room id is not acceptable.
     InvalidRoomId,
+    /// 10016: the app backend refused it (before-callback).
+    CallbackRejected,
     /// 10017: the sender is muted.
     Muted,
     /// 10021: a room with this id already exists.
@@ -58,6 +60,7 @@ impl Code {
             Code::NoPermission => 10007,
             Code::RoomNotFound => 10010,
             Code::InvalidRoomId => 10015,
+            Code::CallbackRejected => 10016,
             Code::Muted => 10017,
             Code::RoomIdInUse => 10021,
             Code::AttrLimit => 10049,

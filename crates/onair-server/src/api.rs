@@ -18,7 +18,7 @@ use onair_core::{Code, Rejection};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::hub::NewRoom;
+use crate::hub::{NewRoom, SendCtx};
 use crate::state::Shared;
 use crate::ws::check_profile_field;
 
@@ -37,6 +37,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/rooms/{id}/notification", post(notify_room))
         .route("/api/v1/broadcast", post(broadcast))
         .route("/api/v1/users/{id}", get(get_user).put(put_user))
+        .route("/v4/{service}/{command}", axum::routing::any(crate::v4::dispatch))
         .fallback(not_found)
         .with_state(state)
 }
@@ -199,7 +200,7 @@ struct ModifyRoom {
 
 async fn modify_room(
     State(state): State<Shared>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(id): Path<String>,
     Body(req): Body<ModifyRoom>,
 ) -> ApiResult {
@@ -211,12 +212,12 @@ async fn modify_room(
         app_defined_data: req.app_defined_data,
         mute_all: req.mute_all,
     };
-    let room = state.hub.modify(&id, patch).await?;
+    let room = state.hub.modify_by(&id, patch, &admin).await?;
     ok(serde_json::to_value(room.view()).unwrap_or_default())
 }
 
-async fn destroy_room(State(state): State<Shared>, _admin: Admin, Path(id): Path<String>) -> ApiResult {
-    state.hub.destroy(&id).await?;
+async fn destroy_room(State(state): State<Shared>, Admin(admin): Admin, Path(id): Path<String>) -> ApiResult {
+    state.hub.destroy_by(&id, &admin).await?;
     ok(json!({"code": 0}))
 }
 
@@ -238,25 +239,25 @@ struct KeysBody {
 
 async fn set_attrs(
     State(state): State<Shared>,
-    _a: Admin,
+    Admin(a): Admin,
     Path(id): Path<String>,
     Body(b): Body<AttrsBody>,
 ) -> ApiResult {
-    ok(json!({"attrs": state.hub.write_attrs(&id, AttrWrite::Set, b.attrs).await?}))
+    ok(json!({"attrs": state.hub.write_attrs_by(&id, AttrWrite::Set, b.attrs, &a).await?}))
 }
 
 async fn modify_attrs(
     State(state): State<Shared>,
-    _a: Admin,
+    Admin(a): Admin,
     Path(id): Path<String>,
     Body(b): Body<AttrsBody>,
 ) -> ApiResult {
-    ok(json!({"attrs": state.hub.write_attrs(&id, AttrWrite::Modify, b.attrs).await?}))
+    ok(json!({"attrs": state.hub.write_attrs_by(&id, AttrWrite::Modify, b.attrs, &a).await?}))
 }
 
 async fn delete_attrs(
     State(state): State<Shared>,
-    _a: Admin,
+    Admin(a): Admin,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
@@ -270,10 +271,10 @@ async fn delete_attrs(
         Some(keys) => {
             state
                 .hub
-                .write_attrs(&id, AttrWrite::Delete, keys.into_iter().map(|k| (k, String::new())).collect())
+                .write_attrs_by(&id, AttrWrite::Delete, keys.into_iter().map(|k| (k, String::new())).collect(), &a)
                 .await?
         }
-        None => state.hub.write_attrs(&id, AttrWrite::Clear, BTreeMap::new()).await?,
+        None => state.hub.write_attrs_by(&id, AttrWrite::Clear, BTreeMap::new(), &a).await?,
     };
     ok(json!({ "attrs": attrs }))
 }
@@ -345,12 +346,16 @@ async fn send_message(
             Priority::parse(p).ok_or_else(|| Rejection::new(Code::InvalidParam, format!("unknown priority '{p}'")))?
         }
     };
-    let from = b.from.unwrap_or(admin);
+    let from = b.from.unwrap_or_else(|| admin.clone());
     let sender = sender_profile(&state, &from).await?;
     let random = b.random.unwrap_or_else(|| crate::util::seed() as u32);
     let result = state
         .hub
-        .send_as(&id, Outgoing { sender, priority, random, body: b.body, cloud_custom_data: b.cloud_custom_data })
+        .send_as_with(
+            &id,
+            Outgoing { sender, priority, random, body: b.body, cloud_custom_data: b.cloud_custom_data },
+            SendCtx::admin(&admin),
+        )
         .await?;
     ok(json!({"seq": result.seq, "time": result.time, "dropReason": result.drop_reason}))
 }

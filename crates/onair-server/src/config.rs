@@ -13,6 +13,8 @@ use onair_core::room::RoomLimits;
 use onair_core::tick::TickPolicy;
 use serde::{Deserialize, Serialize};
 
+use crate::callbacks::CallbackConfig;
+
 /// Everything `onair serve` can be told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -27,6 +29,8 @@ pub struct Config {
     pub chat: ChatSettings,
     /// Byte limits of room profiles and attributes.
     pub limits: LimitSettings,
+    /// Webhooks to the business backend.
+    pub callback: CallbackConfig,
 }
 
 /// `[http]`.
@@ -113,6 +117,7 @@ impl Default for Config {
             app: AppConfig::default(),
             chat: ChatSettings::default(),
             limits: LimitSettings::default(),
+            callback: CallbackConfig::default(),
         }
     }
 }

@@ -27,11 +27,12 @@ use onair_core::{Code, Rejection};
 use onair_proto::RoomView;
 use onair_store::{HistoryWriter, Store};
 use parking_lot::{Mutex, RwLock};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::callbacks::{BeforeSend, Callbacks, Origin, SendVerdict};
 use crate::outbox::{DrainMark, FrameClass, Outbox};
 use crate::util::{now_ms, seed};
 
@@ -45,7 +46,7 @@ pub const DROP_DUPLICATE: &str = "Duplicate";
 const DRAIN_POLL: Duration = Duration::from_millis(2);
 
 /// Where the outcome of a submitted message goes.
-pub enum Ticket {
+pub enum Reply {
     /// A WebSocket `send`: ack into the sender's outbox with its request id.
     Ws {
         /// The sender's outbox.
@@ -57,6 +58,54 @@ pub enum Ticket {
     Api(oneshot::Sender<SendResult>),
 }
 
+impl Reply {
+    fn resolve(self, result: SendResult) {
+        match self {
+            Reply::Ws { outbox, id } => {
+                let frame = onair_proto::encode_send_ack(&id, result.seq, result.time, &result.drop_reason);
+                outbox.push(FrameClass::Essential, Utf8Bytes::from(frame));
+            }
+            Reply::Api(tx) => {
+                let _ = tx.send(result); // the caller may have gone away; nothing to do then
+            }
+        }
+    }
+}
+
+/// Who is sending, for permissions and callbacks.
+#[derive(Debug, Clone)]
+pub struct SendCtx {
+    /// Who asked (the sender, or the admin of an API call).
+    pub operator: String,
+    /// Platform and address, for the callbacks' `OptPlatform`/`ClientIP`.
+    pub origin: Origin,
+    /// Owner or app admin: may speak while mute-all is on.
+    pub privileged: bool,
+    /// `ForbidBeforeSendMsgCallback`.
+    pub forbid_before: bool,
+    /// `ForbidAfterSendMsgCallback`.
+    pub forbid_after: bool,
+}
+
+impl SendCtx {
+    /// An app admin sending through the server API.
+    pub fn admin(operator: &str) -> SendCtx {
+        SendCtx {
+            operator: operator.to_owned(),
+            origin: Origin::rest(),
+            privileged: true,
+            forbid_before: false,
+            forbid_after: false,
+        }
+    }
+}
+
+/// A submitted message's reply route and context, carried through the room core.
+pub struct Ticket {
+    reply: Reply,
+    ctx: Arc<SendCtx>,
+}
+
 /// The outcome of a send as the sender sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendResult {
@@ -66,20 +115,6 @@ pub struct SendResult {
     pub time: u64,
     /// Empty when delivered; else why not.
     pub drop_reason: String,
-}
-
-impl Ticket {
-    fn resolve(self, result: SendResult) {
-        match self {
-            Ticket::Ws { outbox, id } => {
-                let frame = onair_proto::encode_send_ack(&id, result.seq, result.time, &result.drop_reason);
-                outbox.push(FrameClass::Essential, Utf8Bytes::from(frame));
-            }
-            Ticket::Api(tx) => {
-                let _ = tx.send(result); // the caller may have gone away; nothing to do then
-            }
-        }
-    }
 }
 
 /// One live room on this node.
@@ -191,7 +226,7 @@ impl Room {
                     Seen::Pending => (0, DROP_DUPLICATE),
                     Seen::Cut => (0, DROP_FREQUENCY),
                 };
-                ticket.resolve(SendResult { seq, time: now_ms() / 1000, drop_reason: reason.into() });
+                ticket.reply.resolve(SendResult { seq, time: now_ms() / 1000, drop_reason: reason.into() });
                 Ok(())
             }
             Submit::Rejected(_, rejection) => Err(rejection),
@@ -203,6 +238,17 @@ impl Room {
         self.chat.lock().push_event(event);
         self.wake.notify_one();
     }
+}
+
+/// How rooms behave: chat tuning, profile limits, delivery rounds.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomRules {
+    /// Chat core tuning.
+    pub chat: ChatConfig,
+    /// Profile and attribute limits.
+    pub limits: RoomLimits,
+    /// Delivery round scheduling.
+    pub tick: TickPolicy,
 }
 
 /// All rooms of this node.
@@ -217,6 +263,7 @@ pub struct Hub {
     shutdown: CancellationToken,
     broadcast_seq: AtomicU64,
     rng: Mutex<SplitMix64>,
+    callbacks: Arc<Callbacks>,
 }
 
 /// A new room request.
@@ -254,12 +301,12 @@ impl Hub {
     pub async fn load(
         store: Store,
         writer: HistoryWriter,
-        chat_cfg: ChatConfig,
-        limits: RoomLimits,
-        tick: TickPolicy,
+        rules: RoomRules,
         tasks: TaskTracker,
         shutdown: CancellationToken,
+        callbacks: Arc<Callbacks>,
     ) -> anyhow::Result<Arc<Hub>> {
+        let RoomRules { chat: chat_cfg, limits, tick } = rules;
         let hub = Arc::new(Hub {
             rooms: RwLock::new(HashMap::new()),
             chat_cfg,
@@ -271,6 +318,7 @@ impl Hub {
             shutdown,
             broadcast_seq: AtomicU64::new(now_ms()),
             rng: Mutex::new(SplitMix64::new(seed())),
+            callbacks,
         });
         for profile in store.list_rooms().await? {
             let next_seq = store.max_seq(&profile.id).await? + 1;
@@ -355,6 +403,11 @@ impl Hub {
 
     /// Destroys a room: members get a `destroyed` event and are out; history is deleted.
     pub async fn destroy(&self, id: &str) -> Result<(), Rejection> {
+        self.destroy_by(id, "").await
+    }
+
+    /// [`Hub::destroy`] naming who did it (for the callback).
+    pub async fn destroy_by(&self, id: &str, operator: &str) -> Result<(), Rejection> {
         let room = self.get(id)?;
         let _delivery = room.delivery.lock().await;
         if room.closed.swap(true, Ordering::AcqRel) {
@@ -372,11 +425,25 @@ impl Hub {
             outbox.push(FrameClass::Essential, frame.clone());
         }
         room.wake.notify_one();
+        let p = room.profile();
+        let members: Vec<Value> =
+            room.recent_members(usize::MAX).into_iter().map(|m| json!({"Member_Account": m.brief.user_id})).collect();
+        self.callbacks.after(
+            "Group.CallbackAfterGroupDestroyed",
+            json!({"GroupId": id, "Type": "AVChatRoom", "Owner_Account": p.owner, "Name": p.name,
+                   "MemberList": members, "Operator_Account": operator}),
+            Origin::rest(),
+        );
         Ok(())
     }
 
     /// Changes profile fields and/or mute-all; members are told at once.
     pub async fn modify(&self, id: &str, patch: ProfilePatch) -> Result<Arc<Room>, Rejection> {
+        self.modify_by(id, patch, "").await
+    }
+
+    /// [`Hub::modify`] naming who did it (for the callback).
+    pub async fn modify_by(&self, id: &str, patch: ProfilePatch, operator: &str) -> Result<Arc<Room>, Rejection> {
         let room = self.get(id)?;
         let _w = room.profile_write.lock().await;
         let mut next = room.profile();
@@ -384,6 +451,24 @@ impl Hub {
         self.store.update_room(&next).await.map_err(internal)?;
         *room.profile.lock() = next;
         if change != Default::default() {
+            let mut body = json!({"GroupId": id, "Type": "AVChatRoom", "Operator_Account": operator});
+            if let Value::Object(map) = &mut body {
+                for (key, value) in [
+                    ("Name", &change.name),
+                    ("Introduction", &change.introduction),
+                    ("Notification", &change.notification),
+                    ("FaceUrl", &change.face_url),
+                ] {
+                    if let Some(v) = value {
+                        map.insert(key.into(), Value::from(v.clone()));
+                    }
+                }
+                if let Some(data) = &change.app_defined_data {
+                    let list: Vec<Value> = data.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect();
+                    map.insert("UserDefinedDataList".into(), Value::from(list));
+                }
+            }
+            self.callbacks.after("Group.CallbackAfterGroupInfoChanged", body, Origin::rest());
             room.push_event(RoomEvent::Profile(change));
         }
         if let Some(on) = mute {
@@ -400,6 +485,17 @@ impl Hub {
         op: AttrWrite,
         given: BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, String>, Rejection> {
+        self.write_attrs_by(id, op, given, "").await
+    }
+
+    /// [`Hub::write_attrs`] naming who did it (for the callback).
+    pub async fn write_attrs_by(
+        &self,
+        id: &str,
+        op: AttrWrite,
+        given: BTreeMap<String, String>,
+        operator: &str,
+    ) -> Result<BTreeMap<String, String>, Rejection> {
         let room = self.get(id)?;
         let _w = room.profile_write.lock().await;
         let mut next = room.profile();
@@ -411,16 +507,130 @@ impl Hub {
         next.info_seq += 1;
         self.store.update_room(&next).await.map_err(internal)?;
         *room.profile.lock() = next;
+        let option = match op {
+            AttrWrite::Modify => "modify",
+            AttrWrite::Set => "set",
+            AttrWrite::Delete => "delete",
+            AttrWrite::Clear => "clear",
+        };
+        let list: Vec<Value> = attrs.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+        self.callbacks.after(
+            "Group.CallbackAfterGroupAttrChanged",
+            json!({"GroupId": id, "Type": "AVChatRoom", "Operator_Account": operator, "OptionType": option, "GroupAttr": list}),
+            Origin::rest(),
+        );
         room.push_event(RoomEvent::Attrs { attrs: attrs.clone() });
         Ok(attrs)
     }
 
     /// Sends a message on behalf of a user (admin API) and waits for its outcome.
     pub async fn send_as(&self, id: &str, msg: Outgoing) -> Result<SendResult, Rejection> {
+        let operator = msg.sender.user_id.clone();
+        self.send_as_with(id, msg, SendCtx::admin(&operator)).await
+    }
+
+    /// [`Hub::send_as`] with an explicit context (operator, callback controls).
+    pub async fn send_as_with(&self, id: &str, msg: Outgoing, ctx: SendCtx) -> Result<SendResult, Rejection> {
         let room = self.get(id)?;
         let (tx, rx) = oneshot::channel();
-        room.submit(Ticket::Api(tx), msg)?;
+        self.send(&room, Reply::Api(tx), msg, ctx).await?;
         rx.await.map_err(|_| Rejection::new(Code::Internal, "the room closed before the message was decided"))
+    }
+
+    /// The one path of every user message: mute-all, the before-send callback
+    /// (which may rewrite, refuse or silently drop it), then the room's core.
+    pub async fn send(&self, room: &Arc<Room>, reply: Reply, mut msg: Outgoing, ctx: SendCtx) -> Result<(), Rejection> {
+        let result = self.send_checked(room, reply, &mut msg, &ctx).await;
+        if let Err(rejection) = &result {
+            self.exception(room, &msg, &ctx, rejection);
+        }
+        result
+    }
+
+    async fn send_checked(
+        &self,
+        room: &Arc<Room>,
+        reply: Reply,
+        msg: &mut Outgoing,
+        ctx: &SendCtx,
+    ) -> Result<(), Rejection> {
+        if room.is_closed() {
+            return Err(room_not_found(&room.id));
+        }
+        if room.profile.lock().mute_all && !ctx.privileged {
+            return Err(Rejection::new(Code::Muted, "all members are muted in this room"));
+        }
+        if self.callbacks.enabled() && !ctx.forbid_before {
+            let verdict = self
+                .callbacks
+                .before_send(
+                    BeforeSend {
+                        group_id: &room.id,
+                        from: &msg.sender.user_id,
+                        operator: &ctx.operator,
+                        random: msg.random,
+                        body: &msg.body,
+                        cloud_custom_data: &msg.cloud_custom_data,
+                    },
+                    &ctx.origin,
+                )
+                .await;
+            match verdict {
+                SendVerdict::Allow { body, cloud_custom_data } => {
+                    if let Some(body) = body {
+                        msg.body = body;
+                    }
+                    if let Some(data) = cloud_custom_data {
+                        msg.cloud_custom_data = data;
+                    }
+                }
+                SendVerdict::Reject => {
+                    return Err(Rejection::new(Code::CallbackRejected, "the message was refused by the app backend"));
+                }
+                SendVerdict::Drop => {
+                    reply.resolve(SendResult { seq: 0, time: now_ms() / 1000, drop_reason: String::new() });
+                    return Ok(());
+                }
+            }
+        }
+        room.submit(Ticket { reply, ctx: Arc::new(ctx.clone()) }, msg.clone())
+    }
+
+    fn exception(&self, room: &Room, msg: &Outgoing, ctx: &SendCtx, rejection: &Rejection) {
+        self.callbacks.after(
+            "Group.CallbackSendMsgException",
+            json!({
+                "GroupId": room.id, "Type": "AVChatRoom", "From_Account": msg.sender.user_id,
+                "Operator_Account": ctx.operator, "Random": msg.random, "OnlineOnlyFlag": 0,
+                "MsgBody": msg.body, "CloudCustomData": msg.cloud_custom_data,
+                "ErrorCode": rejection.code.number(), "ErrorInfo": rejection.info,
+            }),
+            ctx.origin.clone(),
+        );
+    }
+
+    /// Tells the backend about a membership change (logged-in users only).
+    pub fn member_changed(&self, room_id: &str, user_id: &str, joined: bool, origin: &Origin) {
+        if joined {
+            self.callbacks.after(
+                "Group.CallbackAfterNewMemberJoin",
+                json!({"GroupId": room_id, "Type": "AVChatRoom", "JoinType": "Apply", "Operator_Account": user_id,
+                       "NewMemberList": [{"Member_Account": user_id}]}),
+                origin.clone(),
+            );
+        } else {
+            self.callbacks.after(
+                "Group.CallbackAfterMemberExit",
+                json!({"GroupId": room_id, "Type": "AVChatRoom", "ExitType": "Quit", "Operator_Account": user_id,
+                       "ExitMemberList": [{"Member_Account": user_id}]}),
+                origin.clone(),
+            );
+        }
+    }
+
+    /// The webhook client.
+    pub fn callbacks(&self) -> &Callbacks {
+        &self.callbacks
     }
 
     /// A system notification to one room's online members.
@@ -520,9 +730,23 @@ impl Hub {
             metrics::counter!("onair_push_deliveries_total")
                 .increment(members.len() as u64 * out.delivered.len() as u64);
         }
+        let first_seq = out.delivered.first().map_or(0, |m| m.seq);
         for (ticket, outcome) in out.outcomes {
             let result = match outcome {
                 Outcome::Delivered { seq, time_ms } => {
+                    let delivered = seq.checked_sub(first_seq).and_then(|i| out.delivered.get(i as usize));
+                    if let Some(m) = delivered.filter(|_| !ticket.ctx.forbid_after) {
+                        self.callbacks.after(
+                            "Group.CallbackAfterSendMsg",
+                            json!({
+                                "GroupId": room.id, "Type": "AVChatRoom", "From_Account": m.sender.user_id,
+                                "Operator_Account": ticket.ctx.operator, "Random": m.random, "OnlineOnlyFlag": 0,
+                                "MsgSeq": m.seq, "MsgTime": m.time_secs(), "MsgBody": m.body,
+                                "CloudCustomData": m.cloud_custom_data,
+                            }),
+                            ticket.ctx.origin.clone(),
+                        );
+                    }
                     SendResult { seq, time: time_ms / 1000, drop_reason: String::new() }
                 }
                 Outcome::Cut(_) => {
@@ -530,7 +754,7 @@ impl Hub {
                     SendResult { seq: 0, time: now_ms() / 1000, drop_reason: DROP_FREQUENCY.into() }
                 }
             };
-            ticket.resolve(result);
+            ticket.reply.resolve(result);
         }
         pushed
     }

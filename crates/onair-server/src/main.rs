@@ -5,12 +5,14 @@
 //! credential for the configured app.
 
 mod api;
+mod callbacks;
 mod config;
 mod hub;
 mod outbox;
 mod sessions;
 mod state;
 mod util;
+mod v4;
 mod ws;
 
 use std::collections::HashSet;
@@ -132,16 +134,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let writer = HistoryWriter::spawn(store.clone(), 4096);
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let hub = hub::Hub::load(
-        store.clone(),
-        writer.clone(),
-        cfg.chat_config(),
-        cfg.room_limits(),
-        cfg.tick_policy(),
-        tasks.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+    let callbacks = callbacks::Callbacks::start(cfg.callback.clone(), app.sdkappid);
+    let rules = hub::RoomRules { chat: cfg.chat_config(), limits: cfg.room_limits(), tick: cfg.tick_policy() };
+    let hub = hub::Hub::load(store.clone(), writer.clone(), rules, tasks.clone(), shutdown.clone(), callbacks).await?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
@@ -172,7 +167,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
         }
     });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move { server_shutdown.cancelled().await });
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async move { server_shutdown.cancelled().await });
     let signal_token = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use onair_core::message::SenderProfile;
 use parking_lot::Mutex;
 
-use crate::outbox::Outbox;
+use axum::extract::ws::Utf8Bytes;
+
+use crate::outbox::{FrameClass, Outbox};
 
 /// A logged-in connection as the registry knows it.
 #[derive(Clone)]
@@ -59,5 +61,18 @@ impl Sessions {
     /// Platforms a user is logged in on.
     pub fn platforms(&self, user_id: &str) -> Vec<String> {
         self.by_user.lock().get(user_id).map(|l| l.iter().map(|(p, _)| p.clone()).collect()).unwrap_or_default()
+    }
+
+    /// Kicks every session of a user (an admin's `kick`): each gets a `kicked` frame
+    /// with `reason`, then close 4001. Returns how many sessions were kicked.
+    pub fn kick_user(&self, user_id: &str, reason: &str, message: &str) -> usize {
+        let sessions: Vec<Session> =
+            self.by_user.lock().get(user_id).map(|l| l.iter().map(|(_, s)| s.clone()).collect()).unwrap_or_default();
+        let frame = Utf8Bytes::from(onair_proto::kicked_frame(reason, message));
+        for s in &sessions {
+            s.outbox.push(FrameClass::Essential, frame.clone());
+            s.outbox.close(4001, "kicked by an admin");
+        }
+        sessions.len()
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
@@ -18,7 +18,8 @@ use onair_proto::{JoinRequest, LoginRequest, Request, RequestKind, SendRequest, 
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use crate::hub::{Room, Ticket};
+use crate::callbacks::Origin;
+use crate::hub::{Reply, Room, SendCtx};
 use crate::outbox::{CloseReason, FrameClass, Outbox};
 use crate::sessions::Session;
 use crate::state::Shared;
@@ -29,7 +30,11 @@ use crate::util::now_secs;
 const MAX_WS_MESSAGE: usize = 64 * 1024;
 
 /// `GET /ws`.
-pub async fn upgrade(State(state): State<Shared>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let Ok(permit) = state.conn_limit.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
@@ -42,7 +47,7 @@ pub async fn upgrade(State(state): State<Shared>, ws: WebSocketUpgrade) -> Respo
         .max_frame_size(MAX_WS_MESSAGE)
         .on_upgrade(move |socket| async move {
             let _permit = permit;
-            Conn::new(state).run(socket).await;
+            Conn::new(state, peer.ip().to_string()).run(socket).await;
         })
 }
 
@@ -57,19 +62,20 @@ struct Login {
 struct Conn {
     state: Shared,
     id: u64,
+    client_ip: String,
     outbox: Arc<Outbox>,
     login: Option<Login>,
     rooms: Vec<Arc<Room>>,
 }
 
 impl Conn {
-    fn new(state: Shared) -> Conn {
+    fn new(state: Shared, client_ip: String) -> Conn {
         let id = state.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::new(
             state.cfg.chat.outbox_frames,
             Duration::from_millis(state.cfg.chat.slow_consumer_grace_ms),
         ));
-        Conn { state, id, outbox, login: None, rooms: Vec::new() }
+        Conn { state, id, client_ip, outbox, login: None, rooms: Vec::new() }
     }
 
     async fn run(mut self, mut socket: WebSocket) {
@@ -158,22 +164,50 @@ impl Conn {
                 }
             }
         };
-        if let Some(close) = close {
-            let frame = CloseFrame { code: close.code, reason: Utf8Bytes::from(close.reason) };
+        if let Some(close) = &close {
+            let frame = CloseFrame { code: close.code, reason: Utf8Bytes::from(close.reason.clone()) };
             let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
         }
-        self.cleanup();
+        let reason = if close.as_ref().is_some_and(|c| c.code == 4000) { "TimeOut" } else { "LinkClose" };
+        self.cleanup(reason);
         metrics::gauge!("onair_ws_connections").decrement(1.0);
     }
 
-    fn cleanup(&mut self) {
-        let user = self.login.as_ref().map(|l| l.user_id.clone());
-        for room in self.rooms.drain(..) {
-            room.leave(self.id, user.as_deref());
-        }
+    fn cleanup(&mut self, reason: &str) {
+        self.leave_all();
         if let Some(login) = self.login.take() {
             self.state.sessions.logout(&login.user_id, &login.platform, self.id);
+            self.state_change(&login.user_id, "Disconnect", reason, None);
         }
+    }
+
+    fn origin(&self) -> Origin {
+        let platform = self.login.as_ref().map_or("Web", |l| l.platform.as_str());
+        Origin { platform: platform.to_owned(), client_ip: self.client_ip.clone() }
+    }
+
+    /// Leaves one room, telling the backend when a logged-in member left.
+    fn leave_room(&self, room: &Room) {
+        let user = self.login.as_ref().map(|l| l.user_id.as_str());
+        room.leave(self.id, user);
+        if let Some(user) = user {
+            self.state.hub.member_changed(&room.id, user, false, &self.origin());
+        }
+    }
+
+    fn leave_all(&mut self) {
+        for room in std::mem::take(&mut self.rooms) {
+            self.leave_room(&room);
+        }
+    }
+
+    /// `State.StateChange` to the backend.
+    fn state_change(&self, user: &str, action: &str, reason: &str, kicked: Option<&str>) {
+        let mut body = json!({"Info": {"Action": action, "To_Account": user, "Reason": reason}});
+        if let (Some(platform), Value::Object(map)) = (kicked, &mut body) {
+            map.insert("KickedDevice".into(), json!([{ "Platform": platform }]));
+        }
+        self.state.hub.callbacks().after("State.StateChange", body, self.origin());
     }
 
     fn reply(&self, frame: String) {
@@ -194,7 +228,7 @@ impl Conn {
             RequestKind::Logout => self.logout(&id),
             RequestKind::Join(req) => self.join(&id, req).await,
             RequestKind::Leave { room_id } => self.leave(&id, &room_id),
-            RequestKind::Send(req) => self.send(&id, req),
+            RequestKind::Send(req) => self.send(&id, req).await,
             RequestKind::Ping => {
                 let mut extra = serde_json::Map::new();
                 extra.insert("time".into(), Value::from(now_secs()));
@@ -247,7 +281,9 @@ impl Conn {
             level: record.level,
         }));
         let session = Session { conn_id: self.id, outbox: self.outbox.clone(), profile: profile.clone() };
-        if let Some(old) = self.state.sessions.login(&req.user_id, &req.platform, session) {
+        let replaced = self.state.sessions.login(&req.user_id, &req.platform, session);
+        let kicked_platform = replaced.as_ref().map(|_| req.platform.clone());
+        if let Some(old) = replaced {
             let message = format!("logged in again on another {} client", req.platform);
             old.outbox.push(
                 FrameClass::Essential,
@@ -267,6 +303,7 @@ impl Conn {
             expires_at: verified.expires_at(),
             is_admin,
         });
+        self.state_change(&req.user_id, "Login", "Register", kicked_platform.as_deref());
         let mut extra = serde_json::Map::new();
         extra.insert("userId".into(), Value::from(req.user_id));
         extra.insert("expireAt".into(), Value::from(verified.expires_at()));
@@ -276,13 +313,13 @@ impl Conn {
     }
 
     fn logout(&mut self, id: &Value) -> Result<(), Rejection> {
-        let Some(login) = self.login.take() else {
+        if self.login.is_none() {
             return Err(Rejection::new(Code::NotLoggedIn, "not logged in"));
-        };
-        for room in self.rooms.drain(..) {
-            room.leave(self.id, Some(&login.user_id));
         }
+        self.leave_all();
+        let Some(login) = self.login.take() else { return Ok(()) };
         self.state.sessions.logout(&login.user_id, &login.platform, self.id);
+        self.state_change(&login.user_id, "Logout", "Unregister", None);
         self.reply(onair_proto::ack_ok(id));
         Ok(())
     }
@@ -293,18 +330,26 @@ impl Conn {
 
     async fn join(&mut self, id: &Value, req: JoinRequest) -> Result<(), Rejection> {
         let room = self.state.hub.get(&req.room_id)?;
-        let user_id = self.login.as_ref().map(|l| l.user_id.clone());
+        let rejoin = self.rooms.iter().any(|r| r.id == room.id);
+        if let Some(login) = &self.login
+            && !rejoin
+            && self.state.hub.callbacks().enabled()
+            && !self.state.hub.callbacks().before_join(&room.id, &login.user_id, &self.origin()).await
+        {
+            return Err(Rejection::new(Code::CallbackRejected, "joining was refused by the app backend"));
+        }
         // Re-joining the same room refreshes the snapshot; on Web, joining B leaves A.
         let single = self.single_room();
-        let mut kept = Vec::with_capacity(self.rooms.len());
-        for r in self.rooms.drain(..) {
-            if r.id == room.id || single {
+        let user_id = self.login.as_ref().map(|l| l.user_id.clone());
+        for r in std::mem::take(&mut self.rooms) {
+            if r.id == room.id {
                 r.leave(self.id, user_id.as_deref());
+            } else if single {
+                self.leave_room(&r);
             } else {
-                kept.push(r);
+                self.rooms.push(r);
             }
         }
-        self.rooms = kept;
         let member = self.login.as_ref().map(|l| {
             let p = l.profile.lock();
             MemberBrief { user_id: p.user_id.clone(), nick: p.nick.clone(), avatar: p.avatar.clone(), level: p.level }
@@ -320,6 +365,11 @@ impl Conn {
             onair_proto::encode_join_ack(id, view, &snap.history, &you, snap.resume)
         })
         .await?;
+        if let Some(user) = &user_id
+            && !rejoin
+        {
+            self.state.hub.member_changed(&room.id, user, true, &self.origin());
+        }
         self.rooms.push(room);
         Ok(())
     }
@@ -330,29 +380,22 @@ impl Conn {
             return Err(Rejection::new(Code::NoPermission, format!("not in room '{room_id}'")));
         };
         let room = self.rooms.swap_remove(i);
-        room.leave(self.id, self.login.as_ref().map(|l| l.user_id.as_str()));
+        self.leave_room(&room);
         self.reply(onair_proto::ack_ok(id));
         Ok(())
     }
 
-    fn send(&mut self, id: &Value, req: SendRequest) -> Result<(), Rejection> {
+    async fn send(&mut self, id: &Value, req: SendRequest) -> Result<(), Rejection> {
         let Some(login) = &self.login else {
             return Err(Rejection::new(Code::NotLoggedIn, "log in to send; anonymous viewers are read-only"));
         };
-        let Some(room) = self.rooms.iter().find(|r| r.id == req.room_id) else {
+        let Some(room) = self.rooms.iter().find(|r| r.id == req.room_id).cloned() else {
             self.state.hub.get(&req.room_id)?;
             return Err(Rejection::new(
                 Code::NoPermission,
                 format!("join room '{}' before sending to it", req.room_id),
             ));
         };
-        if room.is_closed() {
-            return Err(Rejection::new(Code::RoomNotFound, format!("room '{}' does not exist", req.room_id)));
-        }
-        let profile = room.profile();
-        if profile.mute_all && !login.is_admin && profile.owner != login.user_id {
-            return Err(Rejection::new(Code::Muted, "all members are muted in this room"));
-        }
         let msg = Outgoing {
             sender: login.profile.lock().clone(),
             priority: req.priority,
@@ -360,7 +403,15 @@ impl Conn {
             body: req.body,
             cloud_custom_data: req.cloud_custom_data,
         };
-        room.submit(Ticket::Ws { outbox: self.outbox.clone(), id: id.clone() }, msg)
+        let ctx = SendCtx {
+            operator: login.user_id.clone(),
+            origin: self.origin(),
+            privileged: login.is_admin || room.profile().owner == login.user_id,
+            forbid_before: false,
+            forbid_after: false,
+        };
+        let reply = Reply::Ws { outbox: self.outbox.clone(), id: id.clone() };
+        self.state.hub.send(&room, reply, msg, ctx).await
     }
 
     fn members(&self, id: &Value, room_id: &str, limit: Option<usize>) -> Result<(), Rejection> {

@@ -175,6 +175,22 @@ impl Server {
             .unwrap_or_else(|_| panic!("HTTP {method} {path} timed out"))
     }
 
+    /// One cloud-compatible call `/v4/{service_command}` as the app admin; asserts
+    /// HTTP 200 and returns the envelope.
+    pub async fn v4(&self, service_command: &str, body: &Value) -> Value {
+        let path = format!("/v4/{service_command}?{}&random=12345&contenttype=json", self.admin_query());
+        let (status, v) = self.http("POST", &path, Some(body)).await;
+        assert_eq!(status, 200, "/v4/{service_command} answered HTTP {status}: {v}");
+        v
+    }
+
+    /// Like [`Server::v4`], and asserts `ActionStatus` OK.
+    pub async fn v4_ok(&self, service_command: &str, body: &Value) -> Value {
+        let v = self.v4(service_command, body).await;
+        assert_eq!((&v["ActionStatus"], &v["ErrorCode"]), (&json!("OK"), &json!(0)), "/v4/{service_command}: {v}");
+        v
+    }
+
     /// Creates a room (admin) and asserts 201.
     pub async fn create_room(&self, room_id: &str) -> Value {
         let (status, v) =
