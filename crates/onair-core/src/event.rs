@@ -98,6 +98,25 @@ pub enum RoomEvent {
         /// Unix seconds.
         time: u64,
     },
+    /// A member was muted (or unmuted: `mutedUntil` 0). Sent to the whole room so the
+    /// muted client disables its input at once and others may show it.
+    #[serde(rename_all = "camelCase")]
+    Muted {
+        /// Who.
+        user_id: String,
+        /// Unix seconds the mute ends (0 = not muted; 4294967295 = permanent).
+        muted_until: u64,
+    },
+    /// A member was removed from the room (banned); their connections are out.
+    #[serde(rename_all = "camelCase")]
+    Kicked {
+        /// Who.
+        user_id: String,
+        /// Why.
+        reason: String,
+        /// Unix seconds the ban ends (4294967295 = permanent).
+        banned_until: u64,
+    },
     /// The room was destroyed; members are out.
     Destroyed {
         /// Why.

@@ -13,6 +13,7 @@ pub mod event;
 pub mod freq;
 pub mod history;
 pub mod message;
+pub mod moderation;
 pub mod presence;
 pub mod random;
 pub mod room;

@@ -35,6 +35,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/rooms/{id}/members", get(room_members))
         .route("/api/v1/rooms/{id}/messages", get(room_messages).post(send_message))
         .route("/api/v1/rooms/{id}/notification", post(notify_room))
+        .route("/api/v1/rooms/{id}/mutes", get(list_mutes).post(mute_users))
+        .route("/api/v1/rooms/{id}/bans", get(list_bans).post(ban_users).delete(unban_users))
         .route("/api/v1/broadcast", post(broadcast))
         .route("/api/v1/users/{id}", get(get_user).put(put_user))
         .route("/v4/{service}/{command}", axum::routing::any(crate::v4::dispatch))
@@ -435,4 +437,82 @@ async fn put_user(State(state): State<Shared>, _a: Admin, Path(id): Path<String>
     })?;
     state.sessions.update_profile(&id, &p);
     ok(json!({"userId": p.user_id, "nick": p.nick, "avatar": p.avatar, "level": p.level}))
+}
+
+#[derive(Deserialize)]
+struct MuteBody {
+    users: Vec<String>,
+    /// 0 = unmute; ≥ 4294967295 = permanent.
+    seconds: u64,
+}
+
+async fn mute_users(
+    State(state): State<Shared>,
+    _a: Admin,
+    Path(id): Path<String>,
+    Body(b): Body<MuteBody>,
+) -> ApiResult {
+    let result = state.hub.mute(&id, &b.users, b.seconds).await?;
+    let list: Vec<Value> = result.into_iter().map(|(u, until)| json!({"userId": u, "mutedUntil": until})).collect();
+    ok(json!({ "muted": list }))
+}
+
+async fn list_mutes(State(state): State<Shared>, _a: Admin, Path(id): Path<String>) -> ApiResult {
+    let list: Vec<Value> =
+        state.hub.muted(&id)?.into_iter().map(|(u, until)| json!({"userId": u, "mutedUntil": until})).collect();
+    ok(json!({ "muted": list }))
+}
+
+#[derive(Deserialize)]
+struct BanBody {
+    users: Vec<String>,
+    #[serde(default)]
+    seconds: u64,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn ban_users(
+    State(state): State<Shared>,
+    _a: Admin,
+    Path(id): Path<String>,
+    Body(b): Body<BanBody>,
+) -> ApiResult {
+    state.hub.ban(&id, &b.users, b.seconds, &b.reason).await?;
+    ok(json!({"code": 0}))
+}
+
+#[derive(Deserialize)]
+struct UsersBody {
+    users: Vec<String>,
+}
+
+async fn unban_users(
+    State(state): State<Shared>,
+    _a: Admin,
+    Path(id): Path<String>,
+    Body(b): Body<UsersBody>,
+) -> ApiResult {
+    state.hub.unban(&id, &b.users).await?;
+    ok(json!({"code": 0}))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+async fn list_bans(
+    State(state): State<Shared>,
+    _a: Admin,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult {
+    let (page, next) = state.hub.bans(&id, q.offset.unwrap_or(0), q.limit.unwrap_or(100))?;
+    let list: Vec<Value> = page
+        .into_iter()
+        .map(|b| json!({"userId": b.user, "bannedUntil": b.banned_until, "reason": b.reason}))
+        .collect();
+    ok(json!({"bans": list, "nextOffset": next}))
 }

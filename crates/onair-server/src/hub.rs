@@ -13,10 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
+use onair_core::Millis;
 use onair_core::chat::{ChatConfig, Outcome, RoomChat, Submit, TickOutput};
 use onair_core::dedup::Seen;
 use onair_core::event::{MemberBrief, RoomEvent};
 use onair_core::message::{MsgElem, Outgoing, validate_body};
+use onair_core::moderation::{Expired, Moderation, PERMANENT_SECS};
 use onair_core::presence::RecentMember;
 use onair_core::random::{RandomSource, SplitMix64};
 use onair_core::room::{
@@ -117,13 +119,36 @@ pub struct SendResult {
     pub drop_reason: String,
 }
 
+/// A ban as the APIs report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanEntry {
+    /// Who.
+    pub user: String,
+    /// End, Unix seconds (4294967295 = permanent).
+    pub banned_until: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// A connection in a room.
+struct Member {
+    outbox: Arc<Outbox>,
+    user: Option<String>,
+}
+
+/// Unix seconds as the cloud reports an end time (permanent = u32::MAX).
+fn end_secs(until: Millis) -> u64 {
+    if until == u64::MAX { PERMANENT_SECS } else { until / 1000 }
+}
+
 /// One live room on this node.
 pub struct Room {
     /// Room id.
     pub id: String,
     chat: Mutex<RoomChat<Ticket>>,
     profile: Mutex<RoomProfile>,
-    members: Mutex<HashMap<u64, Arc<Outbox>>>,
+    members: Mutex<HashMap<u64, Member>>,
+    moderation: Mutex<Moderation>,
     /// Held by a delivery round and by joins, so a joiner's history and the pushes
     /// it receives afterwards neither overlap nor leave a gap.
     delivery: tokio::sync::Mutex<()>,
@@ -172,6 +197,16 @@ impl Room {
         self.chat.lock().online()
     }
 
+    /// Whether `user` has a connection in this room.
+    pub fn has_user(&self, user: &str) -> bool {
+        self.chat.lock().has_member(user)
+    }
+
+    /// Unix seconds until which `user` is muted here (0 = not muted).
+    pub fn muted_until(&self, user: &str) -> u64 {
+        self.moderation.lock().muted_until(user, now_ms()).map_or(0, end_secs)
+    }
+
     /// Recently joined online members, newest first.
     pub fn recent_members(&self, limit: usize) -> Vec<RecentMember> {
         self.chat.lock().recent_members(limit)
@@ -191,10 +226,20 @@ impl Room {
         if self.is_closed() {
             return Err(room_not_found(&self.id));
         }
-        let snapshot = self.chat.lock().join(member, resume_after, now_ms());
+        let now = now_ms();
+        if let Some(user) = member.as_ref().map(|m| &m.user_id)
+            && let Some(ban) = self.moderation.lock().banned(user, now)
+        {
+            return Err(Rejection::new(
+                Code::NoPermission,
+                format!("banned from room '{}' until {} ({})", self.id, end_secs(ban.until), ban.reason),
+            ));
+        }
+        let user = member.as_ref().map(|m| m.user_id.clone());
+        let snapshot = self.chat.lock().join(member, resume_after, now);
         let view = self.view();
         outbox.push(FrameClass::Essential, Utf8Bytes::from(encode_ack(&view, &snapshot)));
-        self.members.lock().insert(conn_id, outbox.clone());
+        self.members.lock().insert(conn_id, Member { outbox: outbox.clone(), user });
         self.wake.notify_one();
         Ok(snapshot.online)
     }
@@ -287,6 +332,20 @@ pub struct NewRoom {
     pub attrs: BTreeMap<String, String>,
 }
 
+/// Checks a list of accounts in a moderation call.
+fn check_accounts(users: &[String], max: usize) -> Result<(), Rejection> {
+    if users.is_empty() {
+        return Err(Rejection::new(Code::InvalidParam, "no accounts given"));
+    }
+    if users.len() > max {
+        return Err(Rejection::new(Code::InvalidParam, format!("{} accounts; at most {max} per call", users.len())));
+    }
+    if let Some(bad) = users.iter().find(|u| u.is_empty() || u.len() > 32) {
+        return Err(Rejection::new(Code::InvalidParam, format!("account '{bad}' must be 1-32 bytes")));
+    }
+    Ok(())
+}
+
 fn room_not_found(id: &str) -> Rejection {
     Rejection::new(Code::RoomNotFound, format!("room '{id}' does not exist"))
 }
@@ -323,7 +382,9 @@ impl Hub {
         for profile in store.list_rooms().await? {
             let next_seq = store.max_seq(&profile.id).await? + 1;
             let restored = store.latest_messages(&profile.id, chat_cfg.resume_buffer).await?;
-            hub.install(profile, next_seq, restored);
+            let (mutes, bans) = store.load_moderation(&profile.id).await?;
+            let moderation = Moderation::restore(mutes, bans, now_ms());
+            hub.install(profile, next_seq, restored, moderation);
         }
         Ok(hub)
     }
@@ -333,12 +394,14 @@ impl Hub {
         profile: RoomProfile,
         next_seq: u64,
         restored: Vec<Arc<onair_core::message::ChatMessage>>,
+        moderation: Moderation,
     ) -> Arc<Room> {
         let room = Arc::new(Room {
             id: profile.id.clone(),
             chat: Mutex::new(RoomChat::new(self.chat_cfg, next_seq, restored)),
             profile: Mutex::new(profile),
             members: Mutex::new(HashMap::new()),
+            moderation: Mutex::new(moderation),
             delivery: tokio::sync::Mutex::new(()),
             profile_write: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
@@ -398,7 +461,7 @@ impl Hub {
             }
             Err(e) => return Err(internal(e)),
         }
-        Ok(self.install(profile, 1, Vec::new()))
+        Ok(self.install(profile, 1, Vec::new(), Moderation::default()))
     }
 
     /// Destroys a room: members get a `destroyed` event and are out; history is deleted.
@@ -421,8 +484,8 @@ impl Hub {
             &[],
             &[RoomEvent::Destroyed { reason: "the room was destroyed".into() }],
         ));
-        for (_, outbox) in room.members.lock().drain() {
-            outbox.push(FrameClass::Essential, frame.clone());
+        for (_, member) in room.members.lock().drain() {
+            member.outbox.push(FrameClass::Essential, frame.clone());
         }
         room.wake.notify_one();
         let p = room.profile();
@@ -524,12 +587,6 @@ impl Hub {
     }
 
     /// Sends a message on behalf of a user (admin API) and waits for its outcome.
-    pub async fn send_as(&self, id: &str, msg: Outgoing) -> Result<SendResult, Rejection> {
-        let operator = msg.sender.user_id.clone();
-        self.send_as_with(id, msg, SendCtx::admin(&operator)).await
-    }
-
-    /// [`Hub::send_as`] with an explicit context (operator, callback controls).
     pub async fn send_as_with(&self, id: &str, msg: Outgoing, ctx: SendCtx) -> Result<SendResult, Rejection> {
         let room = self.get(id)?;
         let (tx, rx) = oneshot::channel();
@@ -559,6 +616,21 @@ impl Hub {
         }
         if room.profile.lock().mute_all && !ctx.privileged {
             return Err(Rejection::new(Code::Muted, "all members are muted in this room"));
+        }
+        let now = now_ms();
+        {
+            let moderation = room.moderation.lock();
+            if moderation.banned(&msg.sender.user_id, now).is_some() {
+                return Err(Rejection::new(Code::NoPermission, "you are banned from this room"));
+            }
+            if let Some(until) = moderation.muted_until(&msg.sender.user_id, now) {
+                let info = if until == u64::MAX {
+                    "you are muted in this room permanently".to_string()
+                } else {
+                    format!("you are muted in this room for {} more seconds", (until - now).div_ceil(1000))
+                };
+                return Err(Rejection::new(Code::Muted, info));
+            }
         }
         if self.callbacks.enabled() && !ctx.forbid_before {
             let verdict = self
@@ -607,6 +679,95 @@ impl Hub {
             }),
             ctx.origin.clone(),
         );
+    }
+
+    /// Mutes users for `secs` (0 = unmute, ≥ 4294967295 = permanent); everyone in the
+    /// room gets a `muted` event at once. Returns each user's end (Unix s, 0 = none).
+    pub async fn mute(&self, id: &str, users: &[String], secs: u64) -> Result<Vec<(String, u64)>, Rejection> {
+        let room = self.get(id)?;
+        check_accounts(users, 500)?;
+        let now = now_ms();
+        let mut out = Vec::with_capacity(users.len());
+        for user in users {
+            let until = room.moderation.lock().mute(user, secs, now);
+            self.store.set_mute(id, user, until).await.map_err(internal)?;
+            let until = if until == 0 { 0 } else { end_secs(until) };
+            room.push_event(RoomEvent::Muted { user_id: user.clone(), muted_until: until });
+            out.push((user.clone(), until));
+        }
+        Ok(out)
+    }
+
+    /// Current mutes of a room: (user, end in Unix s).
+    pub fn muted(&self, id: &str) -> Result<Vec<(String, u64)>, Rejection> {
+        let room = self.get(id)?;
+        let list = room.moderation.lock().mutes(now_ms());
+        Ok(list.into_iter().map(|(u, until)| (u, end_secs(until))).collect())
+    }
+
+    /// Bans users for `secs` (≥ 4294967295 = permanent): their connections get a
+    /// `kicked` event and are out of the room now; rejoining is refused until the end.
+    pub async fn ban(&self, id: &str, users: &[String], secs: u64, reason: &str) -> Result<(), Rejection> {
+        let room = self.get(id)?;
+        check_accounts(users, 1000)?;
+        if secs == 0 {
+            return Err(Rejection::new(
+                Code::InvalidParam,
+                "Duration must be at least 1 second (use unban to lift a ban)",
+            ));
+        }
+        if reason.len() > 1000 {
+            return Err(Rejection::new(Code::InvalidParam, "Description is limited to 1000 bytes"));
+        }
+        let now = now_ms();
+        let _delivery = room.delivery.lock().await;
+        for user in users {
+            let until = room.moderation.lock().ban(user, secs, reason, now);
+            let ban = onair_core::moderation::Ban { until, reason: reason.to_owned() };
+            self.store.set_ban(id, user, Some(&ban)).await.map_err(internal)?;
+            let event =
+                RoomEvent::Kicked { user_id: user.clone(), reason: reason.to_owned(), banned_until: end_secs(until) };
+            let frame = Utf8Bytes::from(onair_proto::encode_push::<Arc<onair_core::message::ChatMessage>>(
+                id,
+                &[],
+                std::slice::from_ref(&event),
+            ));
+            let removed: Vec<Member> = {
+                let mut members = room.members.lock();
+                let ids: Vec<u64> =
+                    members.iter().filter(|(_, m)| m.user.as_deref() == Some(user.as_str())).map(|(k, _)| *k).collect();
+                ids.into_iter().filter_map(|k| members.remove(&k)).collect()
+            };
+            for member in &removed {
+                member.outbox.push(FrameClass::Essential, frame.clone());
+                room.chat.lock().leave(Some(user));
+            }
+            room.push_event(event);
+        }
+        Ok(())
+    }
+
+    /// Lifts bans.
+    pub async fn unban(&self, id: &str, users: &[String]) -> Result<(), Rejection> {
+        let room = self.get(id)?;
+        check_accounts(users, 1000)?;
+        for user in users {
+            room.moderation.lock().unban(user);
+            self.store.set_ban(id, user, None).await.map_err(internal)?;
+        }
+        Ok(())
+    }
+
+    /// A page of a room's bans (user order) and the next offset (0 = done).
+    pub fn bans(&self, id: &str, offset: usize, limit: usize) -> Result<(Vec<BanEntry>, usize), Rejection> {
+        let room = self.get(id)?;
+        let (page, next) = room.moderation.lock().bans(offset, limit.clamp(1, 100), now_ms());
+        Ok((
+            page.into_iter()
+                .map(|(user, b)| BanEntry { user, banned_until: end_secs(b.until), reason: b.reason })
+                .collect(),
+            next,
+        ))
     }
 
     /// Tells the backend about a membership change (logged-in users only).
@@ -669,8 +830,14 @@ impl Hub {
         loop {
             let busy = room.chat.lock().has_work();
             if !busy {
+                // Idle until something happens or a mute/ban runs out: expiry is
+                // the server's job, so a muted client learns it at once.
+                let expiry = room.moderation.lock().next_expiry();
+                let wait =
+                    expiry.map_or(Duration::from_secs(3600), |at| Duration::from_millis(at.saturating_sub(now_ms())));
                 tokio::select! {
                     _ = room.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = self.shutdown.cancelled() => break,
                 }
             }
@@ -707,7 +874,26 @@ impl Hub {
     /// One round; returns the drain mark of the push frame and how many members got it.
     async fn deliver_round(&self, room: &Room, rng: &mut impl RandomSource) -> Option<(DrainMark, usize)> {
         let _delivery = room.delivery.lock().await;
-        let out: TickOutput<Ticket> = room.chat.lock().tick(now_ms(), rng);
+        let now = now_ms();
+        let expired = room.moderation.lock().expire(now);
+        for ended in expired {
+            let (user, mute) = match ended {
+                Expired::Mute(user) => (user, true),
+                Expired::Ban(user) => (user, false),
+            };
+            let stored = if mute {
+                self.store.set_mute(&room.id, &user, 0).await
+            } else {
+                self.store.set_ban(&room.id, &user, None).await
+            };
+            if let Err(e) = stored {
+                tracing::warn!(room = %room.id, error = %e, "could not clear an expired restriction");
+            }
+            if mute {
+                room.chat.lock().push_event(RoomEvent::Muted { user_id: user, muted_until: 0 });
+            }
+        }
+        let out: TickOutput<Ticket> = room.chat.lock().tick(now, rng);
         metrics::counter!("onair_ticks_total").increment(1);
         if !out.delivered.is_empty() {
             // Commit before anyone sees the messages: an ack then means "stored".
@@ -722,8 +908,8 @@ impl Hub {
             let frame = Utf8Bytes::from(onair_proto::encode_push(&room.id, &out.delivered, &out.events));
             let mark = DrainMark::default();
             let members = room.members.lock();
-            for outbox in members.values() {
-                outbox.push_marked(class, frame.clone(), Some(mark.clone()));
+            for member in members.values() {
+                member.outbox.push_marked(class, frame.clone(), Some(mark.clone()));
             }
             pushed = Some((mark, members.len()));
             metrics::counter!("onair_push_frames_total").increment(1);

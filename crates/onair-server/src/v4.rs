@@ -8,7 +8,7 @@
 //! request, so a wrong type or a missing field is a 10004 with serde's explanation —
 //! never a panic.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Query, Request, State};
@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use crate::hub::NewRoom;
+use crate::hub::{NewRoom, SendCtx};
 use crate::state::Shared;
 use crate::ws::check_profile_field;
 
@@ -34,12 +34,6 @@ const JSON_PARSE_INFO: &str = "Fail to Parse json data of body, Please check it"
 /// Commands of the cloud API that OnAir will serve but does not yet (moderation and
 /// room admins): answered with 10003 and a distinct text.
 const NOT_YET: &[(&str, &str)] = &[
-    ("group_open_http_svc", "forbid_send_msg"),
-    ("group_open_http_svc", "get_group_muted_account"),
-    ("group_open_http_svc", "get_group_shutted_uin"),
-    ("group_open_http_svc", "ban_group_member"),
-    ("group_open_http_svc", "unban_group_member"),
-    ("group_open_http_svc", "get_group_ban_member"),
     ("group_open_http_svc", "group_msg_recall"),
     ("group_open_avchatroom_http_svc", "modify_admin"),
     ("group_open_avchatroom_http_svc", "get_admin_list"),
@@ -206,6 +200,12 @@ async fn run(state: &Shared, admin: &str, service: &str, command: &str, body: Ma
         ("group_open_http_svc", "get_online_member_num") => get_online_member_num(state, parse(body)?),
         ("group_open_avchatroom_http_svc", "get_members") => get_members(state, parse(body)?),
         ("group_open_avchatroom_http_svc", "check_members") => check_members(state, parse(body)?),
+        ("group_open_http_svc", "forbid_send_msg") => forbid_send_msg(state, parse(body)?).await,
+        ("group_open_http_svc", "get_group_muted_account") => muted_accounts(state, parse(body)?, false),
+        ("group_open_http_svc", "get_group_shutted_uin") => muted_accounts(state, parse(body)?, true),
+        ("group_open_http_svc", "ban_group_member") => ban_group_member(state, parse(body)?).await,
+        ("group_open_http_svc", "unban_group_member") => unban_group_member(state, parse(body)?).await,
+        ("group_open_http_svc", "get_group_ban_member") => get_group_ban_member(state, parse(body)?),
         _ if NOT_YET.contains(&(service, command)) => {
             Err(Fail::new(10003, format!("'{service}/{command}' is not supported yet")))
         }
@@ -744,9 +744,9 @@ struct SendGroupMsg {
     from_account: Option<String>,
     #[serde(rename = "CloudCustomData", default)]
     cloud_custom_data: String,
-    /// Accepted; honoured once callbacks exist.
+    /// `ForbidBeforeSendMsgCallback` / `ForbidAfterSendMsgCallback`.
     #[serde(rename = "ForbidCallbackControl", default)]
-    _forbid_callback_control: Vec<String>,
+    forbid_callback_control: Vec<String>,
     /// Not valid for AVChatRoom in the cloud; accepted and ignored.
     #[serde(rename = "OnlineOnlyFlag", default)]
     _online_only_flag: Option<i64>,
@@ -758,11 +758,18 @@ async fn send_group_msg(state: &Shared, admin: &str, req: SendGroupMsg) -> V4 {
     check_user_id("From_Account", &from)?;
     let sender = sender_profile(state, &from).await?;
     let random = req.random.unwrap_or_else(|| crate::util::seed() as u32);
+    let forbid = |name: &str| req.forbid_callback_control.iter().any(|c| c == name);
+    let ctx = SendCtx {
+        forbid_before: forbid("ForbidBeforeSendMsgCallback"),
+        forbid_after: forbid("ForbidAfterSendMsgCallback"),
+        ..SendCtx::admin(admin)
+    };
     let result = state
         .hub
-        .send_as(
+        .send_as_with(
             &req.group_id,
             Outgoing { sender, priority, random, body: req.msg_body, cloud_custom_data: req.cloud_custom_data },
+            ctx,
         )
         .await?;
     Ok(fields(json!({"MsgSeq": result.seq, "MsgTime": result.time, "MsgDropReason": result.drop_reason})))
@@ -901,10 +908,98 @@ struct CheckMembers {
 
 fn check_members(state: &Shared, req: CheckMembers) -> V4 {
     let room = state.hub.get(&req.group_id)?;
-    let present: HashMap<String, ()> =
-        room.recent_members(usize::MAX).into_iter().map(|m| (m.brief.user_id, ())).collect();
-    let found: Vec<&String> = req.member_account.iter().filter(|id| present.contains_key(*id)).collect();
+    let found: Vec<&String> = req.member_account.iter().filter(|id| room.has_user(id)).collect();
     Ok(fields(json!({ "Member_Account": found })))
+}
+
+#[derive(Deserialize)]
+struct ForbidSendMsg {
+    #[serde(rename = "GroupId")]
+    group_id: String,
+    #[serde(rename = "Members_Account")]
+    members_account: Vec<String>,
+    /// Current name of the duration.
+    #[serde(rename = "MuteTime", default)]
+    mute_time: Option<u64>,
+    /// Legacy name of the duration.
+    #[serde(rename = "ShutUpTime", default)]
+    shut_up_time: Option<u64>,
+}
+
+async fn forbid_send_msg(state: &Shared, req: ForbidSendMsg) -> V4 {
+    let Some(secs) = req.mute_time.or(req.shut_up_time) else {
+        return Err(Fail::param("MuteTime (seconds; 0 = unmute) is required"));
+    };
+    if req.members_account.len() > 500 {
+        return Err(Fail::param("at most 500 Members_Account per call"));
+    }
+    state.hub.mute(&req.group_id, &req.members_account, secs).await?;
+    Ok(Fields::new())
+}
+
+fn muted_accounts(state: &Shared, req: GroupOnly, legacy: bool) -> V4 {
+    let list = state.hub.muted(&req.group_id)?;
+    Ok(if legacy {
+        let list: Vec<Value> =
+            list.into_iter().map(|(u, until)| json!({"Member_Account": u, "ShuttedUntil": until})).collect();
+        fields(json!({"GroupId": req.group_id, "ShuttedUinList": list}))
+    } else {
+        let list: Vec<Value> =
+            list.into_iter().map(|(u, until)| json!({"Member_Account": u, "MutedUntil": until})).collect();
+        fields(json!({"GroupId": req.group_id, "MutedAccountList": list}))
+    })
+}
+
+#[derive(Deserialize)]
+struct BanMembers {
+    #[serde(rename = "GroupId")]
+    group_id: String,
+    #[serde(rename = "Members_Account")]
+    members_account: Vec<String>,
+    #[serde(rename = "Duration", default)]
+    duration: Option<u64>,
+    #[serde(rename = "Description", default)]
+    description: String,
+}
+
+async fn ban_group_member(state: &Shared, req: BanMembers) -> V4 {
+    let Some(secs) = req.duration else {
+        return Err(Fail::param("Duration (seconds) is required"));
+    };
+    if req.members_account.len() > 20 {
+        return Err(Fail::param("at most 20 Members_Account per call"));
+    }
+    state.hub.ban(&req.group_id, &req.members_account, secs, &req.description).await?;
+    Ok(Fields::new())
+}
+
+async fn unban_group_member(state: &Shared, req: BanMembers) -> V4 {
+    if req.members_account.len() > 20 {
+        return Err(Fail::param("at most 20 Members_Account per call"));
+    }
+    state.hub.unban(&req.group_id, &req.members_account).await?;
+    Ok(Fields::new())
+}
+
+#[derive(Deserialize)]
+struct BanList {
+    #[serde(rename = "GroupId")]
+    group_id: String,
+    #[serde(rename = "Offset", default)]
+    offset: usize,
+    #[serde(rename = "Limit", default)]
+    limit: Option<usize>,
+}
+
+fn get_group_ban_member(state: &Shared, req: BanList) -> V4 {
+    let limit = req.limit.unwrap_or(100);
+    if limit == 0 || limit > 100 {
+        return Err(Fail::param("Limit must be 1-100"));
+    }
+    let (page, next) = state.hub.bans(&req.group_id, req.offset, limit)?;
+    let list: Vec<Value> =
+        page.into_iter().map(|b| json!({"Member_Account": b.user, "BannedUntil": b.banned_until})).collect();
+    Ok(fields(json!({"BannedAccountList": list, "NextOffset": next})))
 }
 
 #[cfg(test)]
@@ -913,7 +1008,7 @@ mod tests {
 
     #[test]
     fn not_yet_commands_are_distinct_from_unknown_ones() {
-        assert!(NOT_YET.contains(&("group_open_http_svc", "forbid_send_msg")));
+        assert!(NOT_YET.contains(&("group_open_http_svc", "group_msg_recall")));
         assert!(!NOT_YET.contains(&("group_open_http_svc", "send_group_msg")));
     }
 

@@ -258,9 +258,10 @@ impl Conn {
             tracing::error!(error = %e, "profile load failed");
             Rejection::new(Code::Internal, "internal storage error; retry later")
         })?;
+        // A first login creates the account (as the cloud's auto-import does).
+        let mut changed = stored.is_none();
         let mut record =
             stored.unwrap_or_else(|| onair_store::UserRecord { user_id: req.user_id.clone(), ..Default::default() });
-        let mut changed = false;
         if let Some(nick) = req.nick.filter(|n| *n != record.nick) {
             check_profile_field("nick", &nick, 64)?;
             record.nick = nick;
@@ -360,7 +361,8 @@ impl Conn {
             Some(l) if l.is_admin => "Admin",
             Some(_) => "Member",
         };
-        let you = YouView { muted_until: 0, role };
+        let muted_until = user_id.as_deref().map_or(0, |u| room.muted_until(u));
+        let you = YouView { muted_until, role };
         room.join(self.id, &self.outbox, member, req.last_seq, |view, snap| {
             onair_proto::encode_join_ack(id, view, &snap.history, &you, snap.resume)
         })

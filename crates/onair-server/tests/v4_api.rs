@@ -81,9 +81,6 @@ async fn auth_and_transport_errors_use_the_cloud_codes() {
     assert_fail(&server.v4("no_such_service/create_group", &json!({})).await, 10003);
     // Known-but-later commands → 10003 with a distinct text.
     for cmd in [
-        "group_open_http_svc/forbid_send_msg",
-        "group_open_http_svc/get_group_shutted_uin",
-        "group_open_http_svc/ban_group_member",
         "group_open_http_svc/group_msg_recall",
         "group_open_avchatroom_http_svc/modify_admin",
         "group_open_avchatroom_http_svc/modify_user_info",

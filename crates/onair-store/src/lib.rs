@@ -9,6 +9,7 @@
 //! add `migrations/postgres/` next to them.
 
 mod error;
+mod moderation;
 mod store;
 mod writer;
 

@@ -272,6 +272,8 @@ impl Store {
     pub async fn delete_room(&self, room_id: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM messages WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM mutes WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM bans WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
         let done = sqlx::query("DELETE FROM rooms WHERE id = ?").bind(room_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)

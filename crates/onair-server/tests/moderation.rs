@@ -1,0 +1,164 @@
+//! Mutes and bans through the cloud API (`forbid_send_msg`, `ban_group_member` …)
+//! and the native API, seen by real WebSocket clients: events at once, expiry driven
+//! by the server, and state that outlives a restart.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mute_is_pushed_enforced_and_ends_by_itself() {
+    let server = Server::start("").await;
+    server.create_room("m").await;
+    let mut alice = server.login_client("alice", "Web").await;
+    alice.join_ok("m").await;
+    let mut bob = server.login_client("bob", "Web").await;
+    bob.join_ok("m").await;
+
+    server
+        .v4_ok("group_open_http_svc/forbid_send_msg", &json!({"GroupId":"m","Members_Account":["alice"],"MuteTime":2}))
+        .await;
+    let ev = alice.wait_event_where("m", "muted", |e| e["userId"] == "alice").await;
+    let until = ev["mutedUntil"].as_u64().unwrap();
+    assert!(until >= now_secs() && until <= now_secs() + 3, "{ev}");
+    bob.wait_event_where("m", "muted", |e| e["userId"] == "alice").await;
+
+    let ack = alice.send_text("m", "let me talk", "Normal", 1).await;
+    assert_eq!(ack["code"], 10017, "{ack}");
+    assert!(ack["message"].as_str().unwrap().contains("more seconds"), "{ack}");
+    assert_eq!(bob.send_text("m", "i can", "Normal", 1).await["code"], 0);
+
+    let list = server.v4_ok("group_open_http_svc/get_group_muted_account", &json!({"GroupId":"m"})).await;
+    assert_eq!(list["MutedAccountList"][0]["Member_Account"], "alice");
+    let legacy = server.v4_ok("group_open_http_svc/get_group_shutted_uin", &json!({"GroupId":"m"})).await;
+    assert_eq!(legacy["ShuttedUinList"][0]["ShuttedUntil"], until);
+
+    // A newcomer connection of alice learns it on join.
+    let mut alice2 = server.login_client("alice", "Android").await;
+    let join = alice2.join_ok("m").await;
+    assert_eq!(join["you"]["mutedUntil"], until);
+
+    // Nobody does anything: the server ends the mute and says so.
+    let started = Instant::now();
+    let ev = alice.wait_event_where("m", "muted", |e| e["userId"] == "alice" && e["mutedUntil"] == 0).await;
+    assert_eq!(ev["mutedUntil"], 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(alice.send_text("m", "back", "Normal", 2).await["code"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_shut_up_time_and_unmute_and_permanent() {
+    let server = Server::start("").await;
+    server.create_room("m").await;
+    let mut alice = server.login_client("alice", "Web").await;
+    alice.join_ok("m").await;
+    server
+        .v4_ok(
+            "group_open_http_svc/forbid_send_msg",
+            &json!({"GroupId":"m","Members_Account":["alice"],"ShutUpTime":4294967295u64}),
+        )
+        .await;
+    let ev = alice.wait_event_where("m", "muted", |e| e["mutedUntil"] == 4294967295u64).await;
+    assert_eq!(ev["userId"], "alice");
+    assert!(alice.send_text("m", "x", "Normal", 1).await["message"].as_str().unwrap().contains("permanently"));
+    server
+        .v4_ok("group_open_http_svc/forbid_send_msg", &json!({"GroupId":"m","Members_Account":["alice"],"MuteTime":0}))
+        .await;
+    alice.wait_event_where("m", "muted", |e| e["mutedUntil"] == 0).await;
+    assert_eq!(alice.send_text("m", "free", "Normal", 2).await["code"], 0);
+
+    for (body, code) in [
+        (json!({"GroupId":"nope","Members_Account":["a"],"MuteTime":5}), 10010),
+        (json!({"GroupId":"m","Members_Account":[],"MuteTime":5}), 10004),
+        (json!({"GroupId":"m","Members_Account":["a"],"MuteTime":-5}), 10004),
+        (json!({"GroupId":"m","Members_Account":["a"]}), 10004),
+        (json!({"GroupId":"m","Members_Account":["a"],"MuteTime":"5"}), 10004),
+    ] {
+        let v = server.v4("group_open_http_svc/forbid_send_msg", &body).await;
+        assert_eq!(v["ErrorCode"], code, "{body} → {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_removes_keeps_out_and_outlives_a_restart() {
+    let mut server = Server::start("").await;
+    server.create_room("b").await;
+    let mut troll = server.login_client("troll", "Web").await;
+    troll.join_ok("b").await;
+    let mut viewer = server.login_client("viewer", "Web").await;
+    viewer.join_ok("b").await;
+
+    server
+        .v4_ok(
+            "group_open_http_svc/ban_group_member",
+            &json!({"GroupId":"b","Members_Account":["troll"],"Duration":3600,"Description":"spam"}),
+        )
+        .await;
+    let ev = troll.wait_event_where("b", "kicked", |e| e["userId"] == "troll").await;
+    assert_eq!(ev["reason"], "spam");
+    viewer.wait_event_where("b", "kicked", |e| e["userId"] == "troll").await;
+    eventually("troll is out", T, || async { server.http("GET", "/api/v1/rooms/b", None).await.1["online"] == 1 })
+        .await;
+
+    let ack = troll.join("b").await;
+    assert_eq!(ack["code"], 10007, "{ack}");
+    assert!(ack["message"].as_str().unwrap().contains("banned"), "{ack}");
+    let ack = troll.send_text("b", "still here?", "Normal", 1).await;
+    assert_ne!(ack["code"], 0, "{ack}");
+
+    let list =
+        server.v4_ok("group_open_http_svc/get_group_ban_member", &json!({"GroupId":"b","Offset":0,"Limit":10})).await;
+    assert_eq!(list["BannedAccountList"][0]["Member_Account"], "troll");
+    assert_eq!(list["NextOffset"], 0);
+
+    server.stop().await;
+    server.restart().await;
+    let mut troll = server.login_client("troll", "Web").await;
+    assert_eq!(troll.join("b").await["code"], 10007, "the ban outlived the restart");
+
+    server.v4_ok("group_open_http_svc/unban_group_member", &json!({"GroupId":"b","Members_Account":["troll"]})).await;
+    assert_eq!(troll.join("b").await["code"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_banned_in_one_native_call_and_paged() {
+    let server = Server::start("").await;
+    server.create_room("p").await;
+    let users: Vec<String> = (0..250).map(|i| format!("u{i:03}")).collect();
+    let (s, v) = server
+        .http(
+            "POST",
+            &server.admin("/api/v1/rooms/p/bans"),
+            Some(&json!({"users": users, "seconds": 600, "reason": "raid"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (s, v) =
+            server.http("GET", &server.admin(&format!("/api/v1/rooms/p/bans?offset={offset}&limit=100")), None).await;
+        assert_eq!(s, 200, "{v}");
+        seen.extend(v["bans"].as_array().unwrap().iter().map(|b| b["userId"].as_str().unwrap().to_owned()));
+        offset = v["nextOffset"].as_u64().unwrap() as usize;
+        if offset == 0 {
+            break;
+        }
+    }
+    assert_eq!(seen, users);
+    let (s, _) = server.http("DELETE", &server.admin("/api/v1/rooms/p/bans"), Some(&json!({"users": ["u000"]}))).await;
+    assert_eq!(s, 200);
+    let (s, v) =
+        server.http("POST", &server.admin("/api/v1/rooms/p/bans"), Some(&json!({"users": ["x"], "seconds": 0}))).await;
+    assert_eq!((s, v["code"].clone()), (400, json!(10004)));
+    let (s, v) = server
+        .http("POST", &server.admin("/api/v1/rooms/p/mutes"), Some(&json!({"users": ["y"], "seconds": 60})))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["muted"][0]["userId"], "y");
+}

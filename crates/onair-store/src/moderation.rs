@@ -1,0 +1,121 @@
+//! Durable mutes and bans: what a room restores at start so a mute or a ban
+//! outlives a restart.
+
+use onair_core::Millis;
+use onair_core::moderation::Ban;
+use sqlx::Row;
+
+use crate::{Store, StoreError};
+
+/// "Never ends" in storage (SQLite integers are i64).
+const FOREVER: i64 = i64::MAX;
+
+fn until_to_db(until: Millis) -> i64 {
+    i64::try_from(until).unwrap_or(FOREVER)
+}
+
+fn until_from_db(v: i64) -> Millis {
+    if v == FOREVER { u64::MAX } else { u64::try_from(v).unwrap_or(0) }
+}
+
+impl Store {
+    /// Stores a mute's end; 0 removes it.
+    pub async fn set_mute(&self, room_id: &str, user_id: &str, until: Millis) -> Result<(), StoreError> {
+        if until == 0 {
+            sqlx::query("DELETE FROM mutes WHERE room_id = ? AND user_id = ?")
+                .bind(room_id)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
+        } else {
+            sqlx::query(
+                "INSERT INTO mutes (room_id, user_id, until_ms) VALUES (?, ?, ?) \
+                 ON CONFLICT (room_id, user_id) DO UPDATE SET until_ms = excluded.until_ms",
+            )
+            .bind(room_id)
+            .bind(user_id)
+            .bind(until_to_db(until))
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Stores a ban; `None` removes it.
+    pub async fn set_ban(&self, room_id: &str, user_id: &str, ban: Option<&Ban>) -> Result<(), StoreError> {
+        match ban {
+            None => {
+                sqlx::query("DELETE FROM bans WHERE room_id = ? AND user_id = ?")
+                    .bind(room_id)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+            Some(ban) => {
+                sqlx::query(
+                    "INSERT INTO bans (room_id, user_id, until_ms, reason) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (room_id, user_id) DO UPDATE SET until_ms = excluded.until_ms, reason = excluded.reason",
+                )
+                .bind(room_id)
+                .bind(user_id)
+                .bind(until_to_db(ban.until))
+                .bind(&ban.reason)
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A room's mutes and bans (expired ones included; the room filters).
+    pub async fn load_moderation(
+        &self,
+        room_id: &str,
+    ) -> Result<(Vec<(String, Millis)>, Vec<(String, Ban)>), StoreError> {
+        let mutes = sqlx::query("SELECT user_id, until_ms FROM mutes WHERE room_id = ?")
+            .bind(room_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, until_from_db(r.try_get::<i64, _>(1)?))))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let bans = sqlx::query("SELECT user_id, until_ms, reason FROM bans WHERE room_id = ?")
+            .bind(room_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>(0)?,
+                    Ban { until: until_from_db(r.try_get::<i64, _>(1)?), reason: r.try_get::<String, _>(2)? },
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok((mutes, bans))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn mutes_and_bans_survive_reopen() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).await.expect("open");
+        store.set_mute("r", "a", 5_000).await.expect("mute");
+        store.set_mute("r", "b", u64::MAX).await.expect("mute");
+        store.set_mute("r", "b", 0).await.expect("unmute");
+        store.set_mute("r", "c", u64::MAX).await.expect("mute");
+        store.set_ban("r", "d", Some(&Ban { until: u64::MAX, reason: "spam".into() })).await.expect("ban");
+        store.close().await;
+        let store = Store::open(dir.path()).await.expect("reopen");
+        let (mut mutes, bans) = store.load_moderation("r").await.expect("load");
+        mutes.sort();
+        assert_eq!(mutes, vec![("a".to_string(), 5_000), ("c".to_string(), u64::MAX)]);
+        assert_eq!(bans, vec![("d".to_string(), Ban { until: u64::MAX, reason: "spam".into() })]);
+        store.set_ban("r", "d", None).await.expect("unban");
+        assert!(store.load_moderation("r").await.expect("load").1.is_empty());
+        assert!(store.delete_room("r").await.is_ok());
+    }
+}
