@@ -38,6 +38,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/rooms/{id}/mutes", get(list_mutes).post(mute_users))
         .route("/api/v1/rooms/{id}/bans", get(list_bans).post(ban_users).delete(unban_users))
         .route("/api/v1/broadcast", post(broadcast))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/docs", get(api_docs))
         .route("/api/v1/users/{id}", get(get_user).put(put_user))
         .route("/v4/{service}/{command}", axum::routing::any(crate::v4::dispatch))
         .fallback(not_found)
@@ -111,13 +113,31 @@ impl FromRequestParts<Shared> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
-        let q: AdminQuery = Query::<AdminQuery>::try_from_uri(&parts.uri)
-            .map(|q| q.0)
-            .map_err(|e| ApiError(Rejection::new(Code::InvalidParam, format!("bad query string: {e}"))))?;
-        let (Some(sdkappid), Some(identifier), Some(usersig)) = (q.sdkappid, q.identifier, q.usersig) else {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        // 1. A static API token (`[app] api_token`) acts as the first app admin.
+        if let Some(auth) = header("authorization") {
+            let token = auth.strip_prefix("Bearer ").unwrap_or_default();
+            let expected = &state.cfg.app.api_token;
+            if expected.is_empty() || !onair_auth::constant_time_eq(token.as_bytes(), expected.as_bytes()) {
+                return Err(ApiError(Rejection::new(Code::UserSigInvalid, "invalid API token")));
+            }
+            return Ok(Admin(state.cfg.app.admins.first().cloned().unwrap_or_else(|| "administrator".into())));
+        }
+        // 2. An admin UserSig in headers, or 3. in the query like the cloud's REST API.
+        let (sdkappid, identifier, usersig) = match (header("x-onair-identifier"), header("x-onair-usersig")) {
+            (Some(identifier), Some(usersig)) => (Some(state.app.sdkappid), Some(identifier), Some(usersig)),
+            _ => {
+                let q: AdminQuery = Query::<AdminQuery>::try_from_uri(&parts.uri)
+                    .map(|q| q.0)
+                    .map_err(|e| ApiError(Rejection::new(Code::InvalidParam, format!("bad query string: {e}"))))?;
+                (q.sdkappid, q.identifier, q.usersig)
+            }
+        };
+        let (Some(sdkappid), Some(identifier), Some(usersig)) = (sdkappid, identifier, usersig) else {
             return Err(ApiError(Rejection::new(
                 Code::UserSigEmpty,
-                "admin API needs ?sdkappid=&identifier=&usersig= (an app admin's UserSig)",
+                "admin API needs an app admin's UserSig (?sdkappid=&identifier=&usersig=, or the headers \
+                 X-OnAir-Identifier and X-OnAir-UserSig) or Authorization: Bearer <api_token>",
             )));
         };
         state.app.verify(sdkappid, &identifier, &usersig)?;
@@ -127,6 +147,41 @@ impl FromRequestParts<Shared> for Admin {
         Ok(Admin(identifier))
     }
 }
+
+/// The OpenAPI document of the native API (kept in docs/, embedded at build time).
+const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// A readable page of the OpenAPI document, rendered in the browser from the JSON
+/// (no external assets: the server may run without internet).
+async fn api_docs() -> Html<&'static str> {
+    Html(API_DOCS_PAGE)
+}
+
+const API_DOCS_PAGE: &str = r#"<!doctype html><meta charset=utf-8><title>OnAir API</title>
+<style>body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em}
+code,pre{background:#f4f4f4;padding:2px 4px;border-radius:4px}h2{margin-top:2em}.m{font-weight:bold;text-transform:uppercase;margin-right:.5em}</style>
+<h1>OnAir native API</h1><p>Machine-readable: <a href=/api/v1/openapi.json>/api/v1/openapi.json</a></p><div id=out>loading…</div>
+<script type=module>
+const doc = await (await fetch('/api/v1/openapi.json')).json();
+const out = document.getElementById('out'); out.textContent = '';
+const el = (tag, text) => { const e = document.createElement(tag); if (text) e.textContent = text; return e; };
+if (doc.info?.description) out.append(el('p', doc.info.description));
+for (const [path, ops] of Object.entries(doc.paths || {})) {
+  out.append(el('h2', path));
+  for (const [method, op] of Object.entries(ops)) {
+    if (typeof op !== 'object' || !op.responses) continue;
+    const p = el('p'); p.append(el('span', method), el('span', op.summary || '')); p.firstChild.className = 'm';
+    out.append(p);
+    if (op.description) out.append(el('p', op.description));
+    const body = op.requestBody?.content?.['application/json']?.schema;
+    if (body) { out.append(el('div', 'Request body:')); out.append(el('pre', JSON.stringify(body, null, 2))); }
+  }
+}
+</script>"#;
 
 async fn index(State(state): State<Shared>) -> Html<String> {
     Html(format!(

@@ -56,6 +56,9 @@ pub struct AppConfig {
     pub secret_key: String,
     /// App admin accounts (may call the admin API and moderate any room).
     pub admins: Vec<String>,
+    /// Optional static token for the native admin API (`Authorization: Bearer …`);
+    /// empty = UserSig only.
+    pub api_token: String,
 }
 
 /// `[chat]`.
@@ -130,7 +133,12 @@ impl Default for HttpConfig {
 
 impl Default for AppConfig {
     fn default() -> Self {
-        AppConfig { sdkappid: 0, secret_key: String::new(), admins: vec!["administrator".into()] }
+        AppConfig {
+            sdkappid: 0,
+            secret_key: String::new(),
+            admins: vec!["administrator".into()],
+            api_token: String::new(),
+        }
     }
 }
 
