@@ -372,6 +372,64 @@ mod tests {
         assert_eq!(validate_body(&[text("a")], &big).map_err(|r| r.code), Err(Code::MsgTooLong));
     }
 
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(
+                |f| serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number)
+            ),
+            prop_oneof![
+                Just("TIMTextElem".to_string()),
+                Just("TIMCustomElem".to_string()),
+                Just("TIMImageElem".to_string()),
+                Just("MsgType".to_string()),
+                Just("MsgContent".to_string()),
+                ".{0,8}",
+            ]
+            .prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("MsgType".to_string()),
+                        Just("MsgContent".to_string()),
+                        Just("Text".to_string()),
+                        Just("Data".to_string()),
+                        Just("ImageInfoArray".to_string()),
+                        "[A-Za-z_]{1,8}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_any_json_as_a_body_never_panics_and_accepted_bodies_round_trip(v in arb_json()) {
+            if let Ok(body) = serde_json::from_value::<Vec<MsgElem>>(v) {
+                let _ = validate_body(&body, "");
+                let again: Vec<MsgElem> = serde_json::from_str(&serde_json::to_string(&body).expect("encodes")).expect("reparses");
+                proptest::prop_assert_eq!(again.len(), body.len());
+            }
+        }
+
+        #[test]
+        fn text_bodies_of_any_content_round_trip(texts in proptest::collection::vec(".{0,64}", 1..5)) {
+            let body: Vec<MsgElem> = texts.iter().map(|t| MsgElem::Text(TextElem { text: t.clone() })).collect();
+            let json = serde_json::to_string(&body).expect("encodes");
+            let again: Vec<MsgElem> = serde_json::from_str(&json).expect("decodes");
+            proptest::prop_assert_eq!(again, body);
+        }
+    }
+
     #[test]
     fn priorities_order_and_names() {
         assert!(
