@@ -177,6 +177,14 @@ impl<T> RoomChat<T> {
         Submit::Queued
     }
 
+    /// Recalls a delivered message: gone from history, members told. Whether it was
+    /// still in the in-memory history (older ones are recalled in storage only).
+    pub fn recall(&mut self, seq: u64, operator: &str) -> bool {
+        let held = self.history.recall(seq);
+        self.events.push(RoomEvent::Recall { seq, operator: operator.to_owned() });
+        held
+    }
+
     /// Queues a system event for the next tick (never subject to frequency control).
     pub fn push_event(&mut self, event: RoomEvent) {
         self.events.push(event);

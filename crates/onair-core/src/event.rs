@@ -117,6 +117,13 @@ pub enum RoomEvent {
         /// Unix seconds the ban ends (4294967295 = permanent).
         banned_until: u64,
     },
+    /// A delivered message was recalled: clients remove it; history no longer has it.
+    Recall {
+        /// The message's seq.
+        seq: u64,
+        /// Who recalled it.
+        operator: String,
+    },
     /// The room was destroyed; members are out.
     Destroyed {
         /// Why.

@@ -40,6 +40,14 @@ impl HistoryRing {
         self.messages.push_back(msg);
     }
 
+    /// Removes a recalled message so newcomers never see it; whether it was held.
+    pub fn recall(&mut self, seq: u64) -> bool {
+        match self.messages.binary_search_by_key(&seq, |m| m.seq) {
+            Ok(i) => self.messages.remove(i).is_some(),
+            Err(_) => false,
+        }
+    }
+
     /// The newest seq held, if any.
     pub fn last_seq(&self) -> Option<u64> {
         self.messages.back().map(|m| m.seq)
@@ -98,6 +106,21 @@ mod tests {
         assert_eq!(r.iter().map(|m| m.seq).collect::<Vec<_>>(), (31..=50).collect::<Vec<_>>());
         let r = ring.recent(20, 50_000, 5_000);
         assert_eq!(r.iter().map(|m| m.seq).collect::<Vec<_>>(), (45..=50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn recalled_messages_are_gone_for_newcomers() {
+        let mut ring = HistoryRing::new(10);
+        for seq in 1..=5 {
+            ring.push(msg(seq, 0));
+        }
+        assert!(ring.recall(3));
+        assert!(!ring.recall(3));
+        assert_eq!(ring.recent(10, 0, 1).iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 4, 5]);
+        match ring.since(1, 6) {
+            Resume::Complete(v) => assert_eq!(v.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 4, 5]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

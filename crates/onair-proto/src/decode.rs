@@ -127,6 +127,8 @@ pub enum RequestKind {
         /// How many (capped by the server's member list size).
         limit: Option<usize>,
     },
+    /// Moderation by the owner, a room admin or an app admin (an OnAir addition).
+    Moderate(Moderation),
     /// Update the logged-in user's nick/avatar (an OnAir addition).
     SetProfile {
         /// New nick.
@@ -134,6 +136,94 @@ pub enum RequestKind {
         /// New avatar URL.
         avatar: Option<String>,
     },
+}
+
+/// A moderation request from the WebSocket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Moderation {
+    /// Room acted on.
+    pub room_id: String,
+    /// What to do.
+    pub action: ModerationAction,
+}
+
+/// What a moderator asks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModerationAction {
+    /// `mute`: users may not send for `seconds` (0 = unmute).
+    Mute {
+        /// Accounts.
+        user_ids: Vec<String>,
+        /// Duration; 0 lifts it; ≥ 4294967295 = permanent.
+        seconds: u64,
+    },
+    /// `ban`: out now and kept out for `seconds`.
+    Ban {
+        /// Accounts.
+        user_ids: Vec<String>,
+        /// Duration (≥ 1).
+        seconds: u64,
+        /// Shown to the banned user.
+        reason: String,
+    },
+    /// `unban`.
+    Unban {
+        /// Accounts.
+        user_ids: Vec<String>,
+    },
+    /// `kick`: out now, may come back.
+    Kick {
+        /// Accounts.
+        user_ids: Vec<String>,
+        /// Shown to the kicked user.
+        reason: String,
+    },
+    /// `recall`: withdraw a delivered message.
+    Recall {
+        /// Its seq.
+        seq: u64,
+    },
+    /// `muteAll`: only the owner and admins may speak.
+    MuteAll {
+        /// On or off.
+        on: bool,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ModerationRaw {
+    room_id: String,
+    #[serde(default)]
+    user_ids: Vec<String>,
+    #[serde(default)]
+    seconds: Option<u64>,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    on: Option<bool>,
+}
+
+fn moderation(id: &Value, op: &str, value: Value) -> Result<RequestKind, DecodeError> {
+    let raw: ModerationRaw = payload(id, op, value)?;
+    let need = |what: &str| fail(id, Code::InvalidParam, format!("'{op}' needs '{what}'"));
+    let action = match op {
+        "mute" => {
+            ModerationAction::Mute { user_ids: raw.user_ids, seconds: raw.seconds.ok_or_else(|| need("seconds"))? }
+        }
+        "ban" => ModerationAction::Ban {
+            user_ids: raw.user_ids,
+            seconds: raw.seconds.ok_or_else(|| need("seconds"))?,
+            reason: raw.reason,
+        },
+        "unban" => ModerationAction::Unban { user_ids: raw.user_ids },
+        "kick" => ModerationAction::Kick { user_ids: raw.user_ids, reason: raw.reason },
+        "recall" => ModerationAction::Recall { seq: raw.seq.ok_or_else(|| need("seq"))? },
+        _ => ModerationAction::MuteAll { on: raw.on.ok_or_else(|| need("on"))? },
+    };
+    Ok(RequestKind::Moderate(Moderation { room_id: raw.room_id, action }))
 }
 
 /// Why a frame could not be decoded: the reply code and text, and the `id` if known.
@@ -183,6 +273,7 @@ pub fn decode_request(frame: &[u8]) -> Result<Request, DecodeError> {
             let m: MembersRaw = payload(&id, &op, value)?;
             RequestKind::Members { room_id: m.room_id, limit: m.limit }
         }
+        "mute" | "ban" | "unban" | "kick" | "recall" | "muteAll" => moderation(&id, &op, value)?,
         "setProfile" => {
             let p: ProfileRaw = payload(&id, &op, value)?;
             RequestKind::SetProfile { nick: p.nick, avatar: p.avatar }
@@ -244,6 +335,26 @@ mod tests {
         assert_eq!(decode_request(br#"{"op":"ping","id":5}"#).expect("ok").kind, RequestKind::Ping);
         let r = decode_request(br#"{"op":"ping","id":"abc"}"#).expect("ok");
         assert_eq!(r.id, Value::from("abc"), "ids are echoed whatever their type");
+    }
+
+    #[test]
+    fn moderation_ops_decode_and_say_what_is_missing() {
+        let r = decode_request(br#"{"op":"mute","id":1,"roomId":"r","userIds":["a"],"seconds":60}"#).expect("ok");
+        assert_eq!(
+            r.kind,
+            RequestKind::Moderate(Moderation {
+                room_id: "r".into(),
+                action: ModerationAction::Mute { user_ids: vec!["a".into()], seconds: 60 }
+            })
+        );
+        let r = decode_request(br#"{"op":"recall","id":2,"roomId":"r","seq":7}"#).expect("ok");
+        assert!(matches!(
+            r.kind,
+            RequestKind::Moderate(Moderation { action: ModerationAction::Recall { seq: 7 }, .. })
+        ));
+        assert_eq!(code(r#"{"op":"ban","id":3,"roomId":"r","userIds":["a"]}"#), (Value::from(3), 10004));
+        assert_eq!(code(r#"{"op":"muteAll","id":4,"roomId":"r"}"#), (Value::from(4), 10004));
+        assert_eq!(code(r#"{"op":"mute","id":5,"roomId":"r","userIds":["a"],"seconds":-1}"#), (Value::from(5), 10004));
     }
 
     #[test]

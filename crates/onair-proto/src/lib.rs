@@ -8,7 +8,10 @@
 mod decode;
 mod encode;
 
-pub use decode::{DecodeError, JoinRequest, LoginRequest, Request, RequestKind, SendRequest, decode_request};
+pub use decode::{
+    DecodeError, JoinRequest, LoginRequest, Moderation, ModerationAction, Request, RequestKind, SendRequest,
+    decode_request,
+};
 pub use encode::{
     RoomView, YouView, ack_error, ack_ok, ack_ok_with, encode_join_ack, encode_push, encode_send_ack, kicked_frame,
     wire_msg,

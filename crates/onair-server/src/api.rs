@@ -37,6 +37,9 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/rooms/{id}/notification", post(notify_room))
         .route("/api/v1/rooms/{id}/mutes", get(list_mutes).post(mute_users))
         .route("/api/v1/rooms/{id}/bans", get(list_bans).post(ban_users).delete(unban_users))
+        .route("/api/v1/rooms/{id}/kick", post(kick_users))
+        .route("/api/v1/rooms/{id}/recall", post(recall_message))
+        .route("/api/v1/rooms/{id}/admins", get(list_admins).post(add_admins).delete(remove_admins))
         .route("/api/v1/broadcast", post(broadcast))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/docs", get(api_docs))
@@ -570,4 +573,58 @@ async fn list_bans(
         .map(|b| json!({"userId": b.user, "bannedUntil": b.banned_until, "reason": b.reason}))
         .collect();
     ok(json!({"bans": list, "nextOffset": next}))
+}
+
+#[derive(Deserialize)]
+struct KickBody {
+    users: Vec<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn kick_users(
+    State(state): State<Shared>,
+    _a: Admin,
+    Path(id): Path<String>,
+    Body(b): Body<KickBody>,
+) -> ApiResult {
+    state.hub.kick(&id, &b.users, &b.reason).await?;
+    ok(json!({"code": 0}))
+}
+
+#[derive(Deserialize)]
+struct RecallBody {
+    seq: u64,
+}
+
+async fn recall_message(
+    State(state): State<Shared>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    Body(b): Body<RecallBody>,
+) -> ApiResult {
+    state.hub.recall(&id, b.seq, &admin).await?;
+    ok(json!({"code": 0}))
+}
+
+async fn list_admins(State(state): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    ok(json!({ "admins": state.hub.room_admins(&id)? }))
+}
+
+async fn add_admins(
+    State(state): State<Shared>,
+    _a: Admin,
+    Path(id): Path<String>,
+    Body(b): Body<UsersBody>,
+) -> ApiResult {
+    ok(json!({ "admins": state.hub.set_room_admins(&id, &b.users, true).await? }))
+}
+
+async fn remove_admins(
+    State(state): State<Shared>,
+    _a: Admin,
+    Path(id): Path<String>,
+    Body(b): Body<UsersBody>,
+) -> ApiResult {
+    ok(json!({ "admins": state.hub.set_room_admins(&id, &b.users, false).await? }))
 }

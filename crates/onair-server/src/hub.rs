@@ -7,7 +7,7 @@
 //! encoded once and handed to every member's [`Outbox`], and only then are senders
 //! acked — so an ack means "stored and delivered".
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -119,6 +119,9 @@ pub struct SendResult {
     pub drop_reason: String,
 }
 
+/// Most admins a room may have (the cloud's AVChatRoom figure).
+pub const MAX_ROOM_ADMINS: usize = 5;
+
 /// A ban as the APIs report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BanEntry {
@@ -149,6 +152,7 @@ pub struct Room {
     profile: Mutex<RoomProfile>,
     members: Mutex<HashMap<u64, Member>>,
     moderation: Mutex<Moderation>,
+    admins: Mutex<BTreeSet<String>>,
     /// Held by a delivery round and by joins, so a joiner's history and the pushes
     /// it receives afterwards neither overlap nor leave a gap.
     delivery: tokio::sync::Mutex<()>,
@@ -195,6 +199,33 @@ impl Room {
     /// Exact online count.
     pub fn online(&self) -> u64 {
         self.chat.lock().online()
+    }
+
+    /// Whether `user` is one of the room's admins.
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.admins.lock().contains(user)
+    }
+
+    /// Takes every connection of `user` out of the room with a `kicked` event
+    /// (`banned_until` 0 = a kick, not a ban) and tells the others.
+    fn remove_user(&self, user: &str, reason: &str, banned_until: u64) {
+        let event = RoomEvent::Kicked { user_id: user.to_owned(), reason: reason.to_owned(), banned_until };
+        let frame = Utf8Bytes::from(onair_proto::encode_push::<Arc<onair_core::message::ChatMessage>>(
+            &self.id,
+            &[],
+            std::slice::from_ref(&event),
+        ));
+        let removed: Vec<Member> = {
+            let mut members = self.members.lock();
+            let ids: Vec<u64> =
+                members.iter().filter(|(_, m)| m.user.as_deref() == Some(user)).map(|(k, _)| *k).collect();
+            ids.into_iter().filter_map(|k| members.remove(&k)).collect()
+        };
+        for member in &removed {
+            member.outbox.push(FrameClass::Essential, frame.clone());
+            self.chat.lock().leave(Some(user));
+        }
+        self.push_event(event);
     }
 
     /// Whether `user` has a connection in this room.
@@ -384,7 +415,8 @@ impl Hub {
             let restored = store.latest_messages(&profile.id, chat_cfg.resume_buffer).await?;
             let (mutes, bans) = store.load_moderation(&profile.id).await?;
             let moderation = Moderation::restore(mutes, bans, now_ms());
-            hub.install(profile, next_seq, restored, moderation);
+            let admins = store.room_admins(&profile.id).await?;
+            hub.install(profile, next_seq, restored, moderation, admins);
         }
         Ok(hub)
     }
@@ -395,6 +427,7 @@ impl Hub {
         next_seq: u64,
         restored: Vec<Arc<onair_core::message::ChatMessage>>,
         moderation: Moderation,
+        admins: Vec<String>,
     ) -> Arc<Room> {
         let room = Arc::new(Room {
             id: profile.id.clone(),
@@ -402,6 +435,7 @@ impl Hub {
             profile: Mutex::new(profile),
             members: Mutex::new(HashMap::new()),
             moderation: Mutex::new(moderation),
+            admins: Mutex::new(admins.into_iter().collect()),
             delivery: tokio::sync::Mutex::new(()),
             profile_write: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
@@ -461,7 +495,7 @@ impl Hub {
             }
             Err(e) => return Err(internal(e)),
         }
-        Ok(self.install(profile, 1, Vec::new(), Moderation::default()))
+        Ok(self.install(profile, 1, Vec::new(), Moderation::default(), Vec::new()))
     }
 
     /// Destroys a room: members get a `destroyed` event and are out; history is deleted.
@@ -725,26 +759,61 @@ impl Hub {
             let until = room.moderation.lock().ban(user, secs, reason, now);
             let ban = onair_core::moderation::Ban { until, reason: reason.to_owned() };
             self.store.set_ban(id, user, Some(&ban)).await.map_err(internal)?;
-            let event =
-                RoomEvent::Kicked { user_id: user.clone(), reason: reason.to_owned(), banned_until: end_secs(until) };
-            let frame = Utf8Bytes::from(onair_proto::encode_push::<Arc<onair_core::message::ChatMessage>>(
-                id,
-                &[],
-                std::slice::from_ref(&event),
-            ));
-            let removed: Vec<Member> = {
-                let mut members = room.members.lock();
-                let ids: Vec<u64> =
-                    members.iter().filter(|(_, m)| m.user.as_deref() == Some(user.as_str())).map(|(k, _)| *k).collect();
-                ids.into_iter().filter_map(|k| members.remove(&k)).collect()
-            };
-            for member in &removed {
-                member.outbox.push(FrameClass::Essential, frame.clone());
-                room.chat.lock().leave(Some(user));
-            }
-            room.push_event(event);
+            room.remove_user(user, reason, end_secs(until));
         }
         Ok(())
+    }
+
+    /// Removes users from the room now (a `kicked` event, then out) without keeping
+    /// them out: they may join again.
+    pub async fn kick(&self, id: &str, users: &[String], reason: &str) -> Result<(), Rejection> {
+        let room = self.get(id)?;
+        check_accounts(users, 1000)?;
+        let _delivery = room.delivery.lock().await;
+        for user in users {
+            room.remove_user(user, reason, 0);
+        }
+        Ok(())
+    }
+
+    /// Recalls a delivered message: storage marks it, history drops it, members get a
+    /// `recall` event.
+    pub async fn recall(&self, id: &str, seq: u64, operator: &str) -> Result<(), Rejection> {
+        let room = self.get(id)?;
+        let stored = self.store.recall_message(id, seq).await.map_err(internal)?;
+        let held = room.chat.lock().recall(seq, operator);
+        room.wake.notify_one();
+        if !stored && !held {
+            return Err(Rejection::new(Code::InvalidParam, format!("no message with seq {seq} in room '{id}'")));
+        }
+        Ok(())
+    }
+
+    /// The room's admins.
+    pub fn room_admins(&self, id: &str) -> Result<Vec<String>, Rejection> {
+        Ok(self.get(id)?.admins.lock().iter().cloned().collect())
+    }
+
+    /// Adds (or removes) room admins; at most [`MAX_ROOM_ADMINS`].
+    pub async fn set_room_admins(&self, id: &str, users: &[String], add: bool) -> Result<Vec<String>, Rejection> {
+        let room = self.get(id)?;
+        check_accounts(users, MAX_ROOM_ADMINS.max(users.len().min(100)))?;
+        let _w = room.profile_write.lock().await;
+        let mut next = room.admins.lock().clone();
+        for user in users {
+            if add {
+                next.insert(user.clone());
+            } else {
+                next.remove(user);
+            }
+        }
+        if next.len() > MAX_ROOM_ADMINS {
+            return Err(Rejection::new(Code::InvalidParam, format!("a room has at most {MAX_ROOM_ADMINS} admins")));
+        }
+        let list: Vec<String> = next.iter().cloned().collect();
+        self.store.set_room_admins(id, &list).await.map_err(internal)?;
+        *room.admins.lock() = next;
+        Ok(list)
     }
 
     /// Lifts bans.

@@ -33,12 +33,7 @@ const JSON_PARSE_INFO: &str = "Fail to Parse json data of body, Please check it"
 
 /// Commands of the cloud API that OnAir will serve but does not yet (moderation and
 /// room admins): answered with 10003 and a distinct text.
-const NOT_YET: &[(&str, &str)] = &[
-    ("group_open_http_svc", "group_msg_recall"),
-    ("group_open_avchatroom_http_svc", "modify_admin"),
-    ("group_open_avchatroom_http_svc", "get_admin_list"),
-    ("group_open_avchatroom_http_svc", "modify_user_info"),
-];
+const NOT_YET: &[(&str, &str)] = &[("group_open_avchatroom_http_svc", "modify_user_info")];
 
 /// A failed call: the cloud's number and a sentence for the developer.
 #[derive(Debug)]
@@ -200,6 +195,9 @@ async fn run(state: &Shared, admin: &str, service: &str, command: &str, body: Ma
         ("group_open_http_svc", "get_online_member_num") => get_online_member_num(state, parse(body)?),
         ("group_open_avchatroom_http_svc", "get_members") => get_members(state, parse(body)?),
         ("group_open_avchatroom_http_svc", "check_members") => check_members(state, parse(body)?),
+        ("group_open_http_svc", "group_msg_recall") => group_msg_recall(state, admin, parse(body)?).await,
+        ("group_open_avchatroom_http_svc", "modify_admin") => modify_admin(state, parse(body)?).await,
+        ("group_open_avchatroom_http_svc", "get_admin_list") => get_admin_list(state, parse(body)?),
         ("group_open_http_svc", "forbid_send_msg") => forbid_send_msg(state, parse(body)?).await,
         ("group_open_http_svc", "get_group_muted_account") => muted_accounts(state, parse(body)?, false),
         ("group_open_http_svc", "get_group_shutted_uin") => muted_accounts(state, parse(body)?, true),
@@ -1002,13 +1000,69 @@ fn get_group_ban_member(state: &Shared, req: BanList) -> V4 {
     Ok(fields(json!({"BannedAccountList": list, "NextOffset": next})))
 }
 
+#[derive(Deserialize)]
+struct SeqItem {
+    #[serde(rename = "MsgSeq")]
+    msg_seq: u64,
+}
+
+#[derive(Deserialize)]
+struct Recall {
+    #[serde(rename = "GroupId")]
+    group_id: String,
+    #[serde(rename = "MsgSeqList")]
+    msg_seq_list: Vec<SeqItem>,
+}
+
+async fn group_msg_recall(state: &Shared, admin: &str, req: Recall) -> V4 {
+    if req.msg_seq_list.is_empty() {
+        return Err(Fail::param("MsgSeqList must name at least one message"));
+    }
+    state.hub.get(&req.group_id)?;
+    let mut results = Vec::with_capacity(req.msg_seq_list.len());
+    for item in req.msg_seq_list {
+        let code = match state.hub.recall(&req.group_id, item.msg_seq, admin).await {
+            Ok(()) => 0,
+            Err(r) => r.code.number(),
+        };
+        results.push(json!({"MsgSeq": item.msg_seq, "RetCode": code}));
+    }
+    Ok(fields(json!({ "RecallRetList": results })))
+}
+
+#[derive(Deserialize)]
+struct ModifyAdmin {
+    #[serde(rename = "GroupId")]
+    group_id: String,
+    #[serde(rename = "CommandType")]
+    command_type: u8,
+    #[serde(rename = "Admin_Account")]
+    admin_account: Vec<String>,
+}
+
+async fn modify_admin(state: &Shared, req: ModifyAdmin) -> V4 {
+    let add = match req.command_type {
+        1 => true,
+        2 => false,
+        other => return Err(Fail::param(format!("CommandType must be 1 (set) or 2 (unset), got {other}"))),
+    };
+    state.hub.set_room_admins(&req.group_id, &req.admin_account, add).await?;
+    Ok(Fields::new())
+}
+
+fn get_admin_list(state: &Shared, req: GroupOnly) -> V4 {
+    let list: Vec<Value> =
+        state.hub.room_admins(&req.group_id)?.into_iter().map(|u| json!({ "Admin_Account": u })).collect();
+    Ok(fields(json!({ "Admin_List": list })))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn not_yet_commands_are_distinct_from_unknown_ones() {
-        assert!(NOT_YET.contains(&("group_open_http_svc", "group_msg_recall")));
+        assert!(NOT_YET.contains(&("group_open_avchatroom_http_svc", "modify_user_info")));
         assert!(!NOT_YET.contains(&("group_open_http_svc", "send_group_msg")));
     }
 

@@ -13,8 +13,11 @@ use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use onair_core::event::MemberBrief;
 use onair_core::message::{Outgoing, SenderProfile};
+use onair_core::room::ProfilePatch;
 use onair_core::{Code, Rejection};
-use onair_proto::{JoinRequest, LoginRequest, Request, RequestKind, SendRequest, YouView};
+use onair_proto::{
+    JoinRequest, LoginRequest, Moderation, ModerationAction, Request, RequestKind, SendRequest, YouView,
+};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
@@ -237,6 +240,7 @@ impl Conn {
             }
             RequestKind::Members { room_id, limit } => self.members(&id, &room_id, limit),
             RequestKind::SetProfile { nick, avatar } => self.set_profile(&id, nick, avatar).await,
+            RequestKind::Moderate(m) => self.moderate(&id, m).await,
         };
         if let Err(rejection) = result {
             self.reply_err(&id, rejection);
@@ -358,7 +362,7 @@ impl Conn {
         let role = match &self.login {
             None => "Anonymous",
             Some(l) if room.profile().owner == l.user_id => "Owner",
-            Some(l) if l.is_admin => "Admin",
+            Some(l) if l.is_admin || room.is_admin(&l.user_id) => "Admin",
             Some(_) => "Member",
         };
         let muted_until = user_id.as_deref().map_or(0, |u| room.muted_until(u));
@@ -408,7 +412,7 @@ impl Conn {
         let ctx = SendCtx {
             operator: login.user_id.clone(),
             origin: self.origin(),
-            privileged: login.is_admin || room.profile().owner == login.user_id,
+            privileged: login.is_admin || room.profile().owner == login.user_id || room.is_admin(&login.user_id),
             forbid_before: false,
             forbid_after: false,
         };
@@ -454,6 +458,61 @@ impl Conn {
             Rejection::new(Code::Internal, "internal storage error; retry later")
         })?;
         self.state.sessions.update_profile(&p.user_id, &p);
+        self.reply(onair_proto::ack_ok(id));
+        Ok(())
+    }
+}
+
+impl Conn {
+    /// Moderation from the WebSocket: the owner, room admins and app admins, each
+    /// only over users of a lower role (app admin > owner > room admin > member).
+    async fn moderate(&mut self, id: &Value, m: Moderation) -> Result<(), Rejection> {
+        let Some(login) = &self.login else {
+            return Err(Rejection::new(Code::NotLoggedIn, "log in to moderate"));
+        };
+        let operator = login.user_id.clone();
+        let hub = self.state.hub.clone();
+        let room = hub.get(&m.room_id)?;
+        let owner = room.profile().owner;
+        let rank = |user: &str| {
+            if self.state.app.admins.contains(user) {
+                3
+            } else if owner == user {
+                2
+            } else if room.is_admin(user) {
+                1
+            } else {
+                0
+            }
+        };
+        let mine = rank(&operator);
+        if mine == 0 {
+            return Err(Rejection::new(Code::NoPermission, "only the owner, room admins and app admins may moderate"));
+        }
+        let outranks = |users: &[String]| match users.iter().find(|u| rank(u) >= mine) {
+            Some(u) => Err(Rejection::new(Code::NoPermission, format!("cannot moderate '{u}': same or higher role"))),
+            None => Ok(()),
+        };
+        match m.action {
+            ModerationAction::Mute { user_ids, seconds } => {
+                outranks(&user_ids)?;
+                hub.mute(&room.id, &user_ids, seconds).await?;
+            }
+            ModerationAction::Ban { user_ids, seconds, reason } => {
+                outranks(&user_ids)?;
+                hub.ban(&room.id, &user_ids, seconds, &reason).await?;
+            }
+            ModerationAction::Unban { user_ids } => hub.unban(&room.id, &user_ids).await?,
+            ModerationAction::Kick { user_ids, reason } => {
+                outranks(&user_ids)?;
+                hub.kick(&room.id, &user_ids, &reason).await?;
+            }
+            ModerationAction::Recall { seq } => hub.recall(&room.id, seq, &operator).await?,
+            ModerationAction::MuteAll { on } => {
+                let patch = ProfilePatch { mute_all: Some(on), ..Default::default() };
+                hub.modify_by(&room.id, patch, &operator).await?;
+            }
+        }
         self.reply(onair_proto::ack_ok(id));
         Ok(())
     }

@@ -162,3 +162,92 @@ async fn hundreds_banned_in_one_native_call_and_paged() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["muted"][0]["userId"], "y");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_and_room_admins_moderate_from_the_websocket_within_their_rank() {
+    let server = Server::start("").await;
+    let (s, _) =
+        server.http("POST", &server.admin("/api/v1/rooms"), Some(&json!({"roomId": "w", "owner": "anchor"}))).await;
+    assert_eq!(s, 201);
+    server
+        .v4_ok(
+            "group_open_avchatroom_http_svc/modify_admin",
+            &json!({"GroupId":"w","CommandType":1,"Admin_Account":["helper"]}),
+        )
+        .await;
+    let list = server.v4_ok("group_open_avchatroom_http_svc/get_admin_list", &json!({"GroupId":"w"})).await;
+    assert_eq!(list["Admin_List"], json!([{"Admin_Account": "helper"}]));
+    let six: Vec<String> = (0..6).map(|i| format!("a{i}")).collect();
+    let v = server
+        .v4("group_open_avchatroom_http_svc/modify_admin", &json!({"GroupId":"w","CommandType":1,"Admin_Account":six}))
+        .await;
+    assert_eq!(v["ErrorCode"], 10004, "at most 5 admins: {v}");
+
+    let mut anchor = server.login_client("anchor", "Web").await;
+    assert_eq!(anchor.join_ok("w").await["you"]["role"], "Owner");
+    let mut helper = server.login_client("helper", "Web").await;
+    assert_eq!(helper.join_ok("w").await["you"]["role"], "Admin");
+    let mut member = server.login_client("member", "Web").await;
+    assert_eq!(member.join_ok("w").await["you"]["role"], "Member");
+
+    // A member may not moderate; a room admin may not touch the owner.
+    let ack = member.request(json!({"op":"mute","roomId":"w","userIds":["helper"],"seconds":60})).await;
+    assert_eq!(ack["code"], 10007, "{ack}");
+    let ack = helper.request(json!({"op":"mute","roomId":"w","userIds":["anchor"],"seconds":60})).await;
+    assert_eq!(ack["code"], 10007, "{ack}");
+
+    // The room admin mutes the member; the owner kicks them; they may come back.
+    let ack = helper.request(json!({"op":"mute","roomId":"w","userIds":["member"],"seconds":60})).await;
+    assert_eq!(ack["code"], 0, "{ack}");
+    member.wait_event_where("w", "muted", |e| e["userId"] == "member").await;
+    assert_eq!(member.send_text("w", "hi", "Normal", 1).await["code"], 10017);
+    let ack = anchor.request(json!({"op":"kick","roomId":"w","userIds":["member"],"reason":"cool down"})).await;
+    assert_eq!(ack["code"], 0, "{ack}");
+    let ev = member.wait_event_where("w", "kicked", |e| e["userId"] == "member").await;
+    assert_eq!((ev["reason"].clone(), ev["bannedUntil"].clone()), (json!("cool down"), json!(0)));
+    let rejoin = member.join_ok("w").await;
+    assert!(rejoin["you"]["mutedUntil"].as_u64().unwrap() > 0, "the mute survives leaving: {rejoin}");
+
+    // Mute-all from the WebSocket: members silenced, the room admin still speaks.
+    let ack = anchor.request(json!({"op":"muteAll","roomId":"w","on":true})).await;
+    assert_eq!(ack["code"], 0, "{ack}");
+    helper.wait_event_where("w", "muteAll", |e| e["on"] == true).await;
+    assert_eq!(helper.send_text("w", "admins may talk", "Normal", 2).await["code"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recalled_message_disappears_for_everyone() {
+    let server = Server::start("").await;
+    let (s, _) =
+        server.http("POST", &server.admin("/api/v1/rooms"), Some(&json!({"roomId": "r", "owner": "anchor"}))).await;
+    assert_eq!(s, 201);
+    let mut anchor = server.login_client("anchor", "Web").await;
+    anchor.join_ok("r").await;
+    let mut viewer = server.ws().await;
+    viewer.join_ok("r").await;
+    let keep = anchor.send_text("r", "keep me", "Normal", 1).await["seq"].as_u64().unwrap();
+    let bad = anchor.send_text("r", "oops", "Normal", 2).await["seq"].as_u64().unwrap();
+    let other = anchor.send_text("r", "another", "Normal", 3).await["seq"].as_u64().unwrap();
+    viewer.collect_msgs("r", 3, T).await;
+
+    let ack = anchor.request(json!({"op":"recall","roomId":"r","seq":bad})).await;
+    assert_eq!(ack["code"], 0, "{ack}");
+    let ev = viewer.wait_event("r", "recall").await;
+    assert_eq!((ev["seq"].clone(), ev["operator"].clone()), (json!(bad), json!("anchor")));
+
+    let mut newcomer = server.ws().await;
+    let join = newcomer.join_ok("r").await;
+    let seqs: Vec<u64> = join["history"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, vec![keep, other]);
+    let (_, page) = server.http("GET", &server.admin("/api/v1/rooms/r/messages"), None).await;
+    assert!(page["messages"].as_array().unwrap().iter().all(|m| m["seq"] != bad), "{page}");
+
+    let v = server
+        .v4_ok(
+            "group_open_http_svc/group_msg_recall",
+            &json!({"GroupId":"r","MsgSeqList":[{"MsgSeq": other}, {"MsgSeq": 999}]}),
+        )
+        .await;
+    assert_eq!(v["RecallRetList"], json!([{"MsgSeq": other, "RetCode": 0}, {"MsgSeq": 999, "RetCode": 10004}]));
+    viewer.wait_event_where("r", "recall", |e| e["seq"] == other).await;
+}

@@ -95,6 +95,42 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Marks a message recalled; whether it existed.
+    pub async fn recall_message(&self, room_id: &str, seq: u64) -> Result<bool, StoreError> {
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        let done = sqlx::query("UPDATE messages SET recalled = 1 WHERE room_id = ? AND seq = ?")
+            .bind(room_id)
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// A room's admins.
+    pub async fn room_admins(&self, room_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT user_id FROM room_admins WHERE room_id = ? ORDER BY user_id")
+            .bind(room_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Replaces a room's admins.
+    pub async fn set_room_admins(&self, room_id: &str, admins: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM room_admins WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
+        for user in admins {
+            sqlx::query("INSERT INTO room_admins (room_id, user_id) VALUES (?, ?)")
+                .bind(room_id)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +152,10 @@ mod tests {
         assert_eq!(bans, vec![("d".to_string(), Ban { until: u64::MAX, reason: "spam".into() })]);
         store.set_ban("r", "d", None).await.expect("unban");
         assert!(store.load_moderation("r").await.expect("load").1.is_empty());
+        store.set_room_admins("r", &["x".into(), "y".into()]).await.expect("admins");
+        assert_eq!(store.room_admins("r").await.expect("admins"), vec!["x".to_string(), "y".to_string()]);
+        assert!(!store.recall_message("r", 1).await.expect("recall"), "no such message");
         assert!(store.delete_room("r").await.is_ok());
+        assert!(store.room_admins("r").await.expect("admins").is_empty());
     }
 }

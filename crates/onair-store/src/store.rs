@@ -273,6 +273,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM messages WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM mutes WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM room_admins WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM bans WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
         let done = sqlx::query("DELETE FROM rooms WHERE id = ?").bind(room_id).execute(&mut *tx).await?;
         tx.commit().await?;
@@ -341,7 +342,8 @@ impl Store {
     }
 
     /// Up to `limit` messages with `seq < before_seq` (or the newest when `None`),
-    /// newest first: pages backwards through a room's history.
+    /// newest first: pages backwards through a room's history. Recalled messages are
+    /// never returned.
     pub async fn messages_before(
         &self,
         room_id: &str,
@@ -352,8 +354,9 @@ impl Store {
             Some(seq) => i64::try_from(seq).unwrap_or(i64::MAX),
             None => i64::MAX,
         };
-        let sql =
-            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?");
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND seq < ? AND recalled = 0 ORDER BY seq DESC LIMIT ?"
+        );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(room_id)
             .bind(before)
