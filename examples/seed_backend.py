@@ -84,8 +84,15 @@ GIFT = {
 ADMIN_SIG = None
 
 
+_LOG_LOCK = threading.Lock()
+
+
 def log(*args):
-    print(*args, flush=True)
+    # The callback receiver answers on several threads: one line at a time.
+    line = " ".join(str(a) for a in args) + "\n"
+    with _LOG_LOCK:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 class Unexpected(Exception):

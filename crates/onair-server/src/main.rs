@@ -153,6 +153,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         next_conn_id: AtomicU64::new(1),
     });
+    // Listen for SIGTERM/SIGINT before announcing the server, so a stop that comes
+    // right after the "listening" line is a graceful one.
+    let signals = Signals::new()?;
     print_banner(&state, addr, created);
 
     let router = api::router(state.clone());
@@ -171,7 +174,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(async move { server_shutdown.cancelled().await });
     let signal_token = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.wait().await;
         tracing::info!("shutting down");
         signal_token.cancel();
     });
@@ -184,25 +187,31 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// The shutdown signals, registered up front.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?,
+        })
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -215,6 +224,7 @@ fn print_banner(state: &AppState, addr: std::net::SocketAddr, created: bool) {
     println!(
         "OnAir is running.\n\
          \n  SDKAppID        {sdkappid}{created}\
+         \n  secret key      {key}\
          \n  data            {data}\
          \n  admin           {admin}\
          \n  admin UserSig   {sig}\
@@ -227,6 +237,7 @@ fn print_banner(state: &AppState, addr: std::net::SocketAddr, created: bool) {
          \n\
          \nlistening on {base}",
         sdkappid = state.app.sdkappid,
+        key = state.app.secret_key,
         data = state.cfg.data_dir.display(),
         port = addr.port(),
     );
