@@ -24,6 +24,8 @@ pub enum Code {
     Muted,
     /// 10021: a room with this id already exists.
     RoomIdInUse,
+    /// 10023: the sender is over a per-user limit (rate, slow mode, repeats).
+    SenderLimit,
     /// 10049: group attribute writes too frequent / limits exceeded.
     AttrLimit,
     /// 70001: UserSig expired.
@@ -63,6 +65,7 @@ impl Code {
             Code::CallbackRejected => 10016,
             Code::Muted => 10017,
             Code::RoomIdInUse => 10021,
+            Code::SenderLimit => 10023,
             Code::AttrLimit => 10049,
             Code::UserSigExpired => 70001,
             Code::UserSigEmpty | Code::NotLoggedIn => 70002,

@@ -117,6 +117,11 @@ pub enum RoomEvent {
         /// Unix seconds the ban ends (4294967295 = permanent).
         banned_until: u64,
     },
+    /// Slow mode changed: members may send one message per `seconds` (0 = off).
+    SlowMode {
+        /// Seconds between two messages of one member.
+        seconds: u64,
+    },
     /// A delivered message was recalled: clients remove it; history no longer has it.
     Recall {
         /// The message's seq.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod freq;
 pub mod history;
+pub mod limits;
 pub mod message;
 pub mod moderation;
 pub mod presence;

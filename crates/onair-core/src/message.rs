@@ -275,6 +275,24 @@ pub fn validate_body(body: &[MsgElem], cloud_custom_data: &str) -> Result<(), Re
     Ok(())
 }
 
+/// The human-readable text of a body: every `TIMTextElem` and the text fields of a
+/// `TIMCustomElem`, joined by newlines (for flood detection and content checks).
+pub fn body_text(body: &[MsgElem]) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for elem in body {
+        match elem {
+            MsgElem::Text(t) => parts.push(&t.text),
+            MsgElem::Custom(c) => {
+                parts.push(&c.data);
+                parts.extend(c.desc.as_deref());
+                parts.extend(c.ext.as_deref());
+            }
+            _ => {}
+        }
+    }
+    parts.join("\n")
+}
+
 /// Who sent a message, as stamped on delivery so clients never look it up.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SenderProfile {

@@ -183,6 +183,11 @@ pub enum ModerationAction {
         /// Its seq.
         seq: u64,
     },
+    /// `slowMode`: each member may send one message per `seconds` (0 = off).
+    SlowMode {
+        /// Seconds between two messages of one member.
+        seconds: u64,
+    },
     /// `muteAll`: only the owner and admins may speak.
     MuteAll {
         /// On or off.
@@ -221,6 +226,7 @@ fn moderation(id: &Value, op: &str, value: Value) -> Result<RequestKind, DecodeE
         "unban" => ModerationAction::Unban { user_ids: raw.user_ids },
         "kick" => ModerationAction::Kick { user_ids: raw.user_ids, reason: raw.reason },
         "recall" => ModerationAction::Recall { seq: raw.seq.ok_or_else(|| need("seq"))? },
+        "slowMode" => ModerationAction::SlowMode { seconds: raw.seconds.ok_or_else(|| need("seconds"))? },
         _ => ModerationAction::MuteAll { on: raw.on.ok_or_else(|| need("on"))? },
     };
     Ok(RequestKind::Moderate(Moderation { room_id: raw.room_id, action }))
@@ -273,7 +279,7 @@ pub fn decode_request(frame: &[u8]) -> Result<Request, DecodeError> {
             let m: MembersRaw = payload(&id, &op, value)?;
             RequestKind::Members { room_id: m.room_id, limit: m.limit }
         }
-        "mute" | "ban" | "unban" | "kick" | "recall" | "muteAll" => moderation(&id, &op, value)?,
+        "mute" | "ban" | "unban" | "kick" | "recall" | "muteAll" | "slowMode" => moderation(&id, &op, value)?,
         "setProfile" => {
             let p: ProfileRaw = payload(&id, &op, value)?;
             RequestKind::SetProfile { nick: p.nick, avatar: p.avatar }

@@ -38,6 +38,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/rooms/{id}/mutes", get(list_mutes).post(mute_users))
         .route("/api/v1/rooms/{id}/bans", get(list_bans).post(ban_users).delete(unban_users))
         .route("/api/v1/rooms/{id}/kick", post(kick_users))
+        .route("/api/v1/rooms/{id}/slow-mode", axum::routing::put(set_slow_mode))
         .route("/api/v1/rooms/{id}/recall", post(recall_message))
         .route("/api/v1/rooms/{id}/admins", get(list_admins).post(add_admins).delete(remove_admins))
         .route("/api/v1/broadcast", post(broadcast))
@@ -627,4 +628,19 @@ async fn remove_admins(
     Body(b): Body<UsersBody>,
 ) -> ApiResult {
     ok(json!({ "admins": state.hub.set_room_admins(&id, &b.users, false).await? }))
+}
+
+#[derive(Deserialize)]
+struct SlowModeBody {
+    seconds: u64,
+}
+
+async fn set_slow_mode(
+    State(state): State<Shared>,
+    _a: Admin,
+    Path(id): Path<String>,
+    Body(b): Body<SlowModeBody>,
+) -> ApiResult {
+    state.hub.set_slow_mode(&id, b.seconds)?;
+    ok(json!({"code": 0}))
 }

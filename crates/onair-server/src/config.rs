@@ -8,6 +8,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use onair_core::chat::ChatConfig;
 use onair_core::freq::FreqConfig;
+use onair_core::limits::LimitsConfig;
 use onair_core::presence::PresenceConfig;
 use onair_core::room::RoomLimits;
 use onair_core::tick::TickPolicy;
@@ -96,6 +97,14 @@ pub struct ChatSettings {
     pub ping_interval_secs: u64,
     /// A connection silent (no frame, no pong) this long is closed.
     pub idle_timeout_secs: u64,
+    /// Messages per second one user may send in one room (0 = unlimited).
+    pub user_rate_per_sec: u32,
+    /// Burst of the per-user rate.
+    pub user_burst: u32,
+    /// The same text more than `flood_max_repeats` times within this window is refused.
+    pub flood_window_ms: u64,
+    /// Repeats allowed within the window.
+    pub flood_max_repeats: u32,
 }
 
 /// `[limits]` (bytes).
@@ -160,6 +169,10 @@ impl Default for ChatSettings {
             slow_consumer_grace_ms: 5_000,
             ping_interval_secs: 30,
             idle_timeout_secs: 120,
+            user_rate_per_sec: 5,
+            user_burst: 10,
+            flood_window_ms: 30_000,
+            flood_max_repeats: 3,
         }
     }
 }
@@ -216,6 +229,17 @@ impl Config {
             history_max_age_ms: c.history_max_age_secs * 1000,
             resume_buffer: c.resume_buffer.max(c.history_on_join).max(1),
             ..ChatConfig::default()
+        }
+    }
+
+    /// Per-user sending limits (slow mode is set per room at run time).
+    pub fn user_limits(&self) -> LimitsConfig {
+        LimitsConfig {
+            user_rate_per_sec: self.chat.user_rate_per_sec,
+            user_burst: self.chat.user_burst,
+            flood_window_ms: self.chat.flood_window_ms,
+            flood_max_repeats: self.chat.flood_max_repeats,
+            ..LimitsConfig::default()
         }
     }
 

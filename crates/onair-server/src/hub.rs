@@ -17,7 +17,8 @@ use onair_core::Millis;
 use onair_core::chat::{ChatConfig, Outcome, RoomChat, Submit, TickOutput};
 use onair_core::dedup::Seen;
 use onair_core::event::{MemberBrief, RoomEvent};
-use onair_core::message::{MsgElem, Outgoing, validate_body};
+use onair_core::limits::{self, LimitsConfig, UserLimits};
+use onair_core::message::{MsgElem, Outgoing, body_text, validate_body};
 use onair_core::moderation::{Expired, Moderation, PERMANENT_SECS};
 use onair_core::presence::RecentMember;
 use onair_core::random::{RandomSource, SplitMix64};
@@ -153,6 +154,7 @@ pub struct Room {
     members: Mutex<HashMap<u64, Member>>,
     moderation: Mutex<Moderation>,
     admins: Mutex<BTreeSet<String>>,
+    limits: Mutex<UserLimits>,
     /// Held by a delivery round and by joins, so a joiner's history and the pushes
     /// it receives afterwards neither overlap nor leave a gap.
     delivery: tokio::sync::Mutex<()>,
@@ -316,9 +318,11 @@ impl Room {
     }
 }
 
-/// How rooms behave: chat tuning, profile limits, delivery rounds.
+/// How rooms behave: chat tuning, profile limits, delivery rounds, per-user limits.
 #[derive(Debug, Clone, Copy)]
 pub struct RoomRules {
+    /// Per-user sending limits.
+    pub user_limits: LimitsConfig,
     /// Chat core tuning.
     pub chat: ChatConfig,
     /// Profile and attribute limits.
@@ -333,6 +337,7 @@ pub struct Hub {
     chat_cfg: ChatConfig,
     limits: RoomLimits,
     tick: TickPolicy,
+    user_limits: LimitsConfig,
     store: Store,
     writer: HistoryWriter,
     tasks: TaskTracker,
@@ -396,12 +401,13 @@ impl Hub {
         shutdown: CancellationToken,
         callbacks: Arc<Callbacks>,
     ) -> anyhow::Result<Arc<Hub>> {
-        let RoomRules { chat: chat_cfg, limits, tick } = rules;
+        let RoomRules { chat: chat_cfg, limits, tick, user_limits } = rules;
         let hub = Arc::new(Hub {
             rooms: RwLock::new(HashMap::new()),
             chat_cfg,
             limits,
             tick,
+            user_limits,
             store: store.clone(),
             writer,
             tasks,
@@ -436,6 +442,7 @@ impl Hub {
             members: Mutex::new(HashMap::new()),
             moderation: Mutex::new(moderation),
             admins: Mutex::new(admins.into_iter().collect()),
+            limits: Mutex::new(UserLimits::new(self.user_limits)),
             delivery: tokio::sync::Mutex::new(()),
             profile_write: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
@@ -666,6 +673,13 @@ impl Hub {
                 return Err(Rejection::new(Code::Muted, info));
             }
         }
+        if !ctx.privileged {
+            let fingerprint = limits::fingerprint(&body_text(&msg.body));
+            room.limits
+                .lock()
+                .check(&msg.sender.user_id, fingerprint, now)
+                .map_err(|v| Rejection::new(Code::SenderLimit, v.message()))?;
+        }
         if self.callbacks.enabled() && !ctx.forbid_before {
             let verdict = self
                 .callbacks
@@ -786,6 +800,17 @@ impl Hub {
         if !stored && !held {
             return Err(Rejection::new(Code::InvalidParam, format!("no message with seq {seq} in room '{id}'")));
         }
+        Ok(())
+    }
+
+    /// Slow mode: each member may send one message per `secs` (0 = off).
+    pub fn set_slow_mode(&self, id: &str, secs: u64) -> Result<(), Rejection> {
+        if secs > 86_400 {
+            return Err(Rejection::new(Code::InvalidParam, "slow mode is at most 86400 seconds"));
+        }
+        let room = self.get(id)?;
+        room.limits.lock().set_slow_mode(secs * 1000);
+        room.push_event(RoomEvent::SlowMode { seconds: secs });
         Ok(())
     }
 

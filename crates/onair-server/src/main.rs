@@ -135,7 +135,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let callbacks = callbacks::Callbacks::start(cfg.callback.clone(), app.sdkappid);
-    let rules = hub::RoomRules { chat: cfg.chat_config(), limits: cfg.room_limits(), tick: cfg.tick_policy() };
+    let rules = hub::RoomRules {
+        chat: cfg.chat_config(),
+        limits: cfg.room_limits(),
+        tick: cfg.tick_policy(),
+        user_limits: cfg.user_limits(),
+    };
     let hub = hub::Hub::load(store.clone(), writer.clone(), rules, tasks.clone(), shutdown.clone(), callbacks).await?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)

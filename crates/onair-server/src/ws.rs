@@ -508,6 +508,7 @@ impl Conn {
                 hub.kick(&room.id, &user_ids, &reason).await?;
             }
             ModerationAction::Recall { seq } => hub.recall(&room.id, seq, &operator).await?,
+            ModerationAction::SlowMode { seconds } => hub.set_slow_mode(&room.id, seconds)?,
             ModerationAction::MuteAll { on } => {
                 let patch = ProfilePatch { mute_all: Some(on), ..Default::default() };
                 hub.modify_by(&room.id, patch, &operator).await?;

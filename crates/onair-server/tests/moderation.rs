@@ -251,3 +251,52 @@ async fn a_recalled_message_disappears_for_everyone() {
     assert_eq!(v["RecallRetList"], json!([{"MsgSeq": other, "RetCode": 0}, {"MsgSeq": 999, "RetCode": 10004}]));
     viewer.wait_event_where("r", "recall", |e| e["seq"] == other).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_rate_repeats_and_slow_mode_say_how_long_to_wait() {
+    let server = Server::start(
+        "[chat]\nuser_rate_per_sec = 2\nuser_burst = 2\nflood_max_repeats = 2\nflood_window_ms = 60000\n",
+    )
+    .await;
+    let (s, _) =
+        server.http("POST", &server.admin("/api/v1/rooms"), Some(&json!({"roomId": "s", "owner": "anchor"}))).await;
+    assert_eq!(s, 201);
+    let mut fan = server.login_client("fan", "Web").await;
+    fan.join_ok("s").await;
+    let mut anchor = server.login_client("anchor", "Web").await;
+    anchor.join_ok("s").await;
+
+    // Rate: a burst of 2, then "wait".
+    assert_eq!(fan.send_text("s", "one", "Normal", 1).await["code"], 0);
+    assert_eq!(fan.send_text("s", "two", "Normal", 2).await["code"], 0);
+    let ack = fan.send_text("s", "three", "Normal", 3).await;
+    assert_eq!(ack["code"], 10023, "{ack}");
+    assert!(ack["message"].as_str().unwrap().contains("wait"), "{ack}");
+
+    // The same text a third time within the window: refused as a flood.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(fan.send_text("s", "spam!", "Normal", 10).await["code"], 0);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(fan.send_text("s", "SPAM !", "Normal", 11).await["code"], 0, "normalised: the same text");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let ack = fan.send_text("s", "spam!", "Normal", 12).await;
+    assert_eq!(ack["code"], 10023, "{ack}");
+    assert!(ack["message"].as_str().unwrap().contains("repeated"), "{ack}");
+
+    // Slow mode from the owner's WebSocket: one message per 30 s, the owner exempt.
+    let ack = anchor.request(json!({"op":"slowMode","roomId":"s","seconds":30})).await;
+    assert_eq!(ack["code"], 0, "{ack}");
+    let ev = fan.wait_event("s", "slowMode").await;
+    assert_eq!(ev["seconds"], 30);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let ack = fan.send_text("s", "slow one", "Normal", 20).await;
+    assert_eq!(ack["code"], 10023, "the last accepted message was under 30 s ago: {ack}");
+    assert!(ack["message"].as_str().unwrap().contains("slow mode"), "{ack}");
+    for i in 0..5 {
+        assert_eq!(anchor.send_text("s", "the owner is exempt", "Normal", 100 + i).await["code"], 0);
+    }
+    let (s, _) = server.http("PUT", &server.admin("/api/v1/rooms/s/slow-mode"), Some(&json!({"seconds": 0}))).await;
+    assert_eq!(s, 200);
+    fan.wait_event_where("s", "slowMode", |e| e["seconds"] == 0).await;
+    assert_eq!(fan.send_text("s", "free again", "Normal", 21).await["code"], 0);
+}

@@ -49,6 +49,16 @@ pub struct Server {
 impl Server {
     /// Starts a server with the base config plus `extra_toml`.
     pub async fn start(extra_toml: &str) -> Server {
+        // Per-user send limits are off unless a test sets them: most tests send fast
+        // and repeat texts on purpose.
+        const LIMITS_OFF: &str = "user_rate_per_sec = 0\nflood_max_repeats = 0\n";
+        let extra_toml = if extra_toml.contains("user_rate_per_sec") || extra_toml.contains("flood_max_repeats") {
+            extra_toml.to_string()
+        } else if extra_toml.contains("[chat]\n") {
+            extra_toml.replacen("[chat]\n", &format!("[chat]\n{LIMITS_OFF}"), 1)
+        } else {
+            format!("{extra_toml}\n[chat]\n{LIMITS_OFF}")
+        };
         let dir = tempfile::TempDir::new().expect("temp dir");
         let config = dir.path().join("onair.toml");
         let text = format!(
