@@ -90,6 +90,8 @@ pub struct RoomView {
     pub info_seq: u64,
     /// Seq the next message will get.
     pub next_seq: u64,
+    /// Slow mode: seconds between two messages of one member (0 = off).
+    pub slow_mode: u64,
 }
 
 /// The joining user's own standing in the room.

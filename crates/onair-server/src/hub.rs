@@ -185,6 +185,7 @@ impl Room {
             created_at: p.created_at / 1000,
             info_seq: p.info_seq,
             next_seq,
+            slow_mode: self.limits.lock().slow_mode_ms() / 1000,
         }
     }
 
