@@ -38,6 +38,8 @@ pub enum Code {
     UserSigIdentifier,
     /// 70014: SDKAppID does not match the UserSig.
     UserSigApp,
+    /// 80001: the text contains a sensitive word.
+    SensitiveWord,
     /// 80002: message body too long.
     MsgTooLong,
     /// 90001: JSON could not be parsed.
@@ -72,6 +74,7 @@ impl Code {
             Code::UserSigInvalid => 70003,
             Code::UserSigIdentifier => 70013,
             Code::UserSigApp => 70014,
+            Code::SensitiveWord => 80001,
             Code::MsgTooLong => 80002,
             Code::JsonParse => 90001,
             Code::BodyFormat => 90002,

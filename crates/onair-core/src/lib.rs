@@ -10,6 +10,7 @@ pub mod chat;
 pub mod dedup;
 pub mod error;
 pub mod event;
+pub mod filter;
 pub mod freq;
 pub mod history;
 pub mod limits;

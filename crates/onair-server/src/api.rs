@@ -38,6 +38,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/rooms/{id}/mutes", get(list_mutes).post(mute_users))
         .route("/api/v1/rooms/{id}/bans", get(list_bans).post(ban_users).delete(unban_users))
         .route("/api/v1/rooms/{id}/kick", post(kick_users))
+        .route("/api/v1/filter", get(get_app_filter).put(put_app_filter).delete(delete_app_filter))
+        .route("/api/v1/rooms/{id}/filter", get(get_room_filter).put(put_room_filter).delete(delete_room_filter))
         .route("/api/v1/rooms/{id}/slow-mode", axum::routing::put(set_slow_mode))
         .route("/api/v1/rooms/{id}/recall", post(recall_message))
         .route("/api/v1/rooms/{id}/admins", get(list_admins).post(add_admins).delete(remove_admins))
@@ -643,4 +645,54 @@ async fn set_slow_mode(
 ) -> ApiResult {
     state.hub.set_slow_mode(&id, b.seconds)?;
     ok(json!({"code": 0}))
+}
+
+#[derive(Deserialize)]
+struct FilterBody {
+    action: String,
+    words: Vec<String>,
+}
+
+fn filter_json(list: Option<(onair_core::filter::FilterAction, Vec<String>)>) -> Value {
+    match list {
+        Some((action, words)) => {
+            json!({"action": crate::hub::action_name(action), "count": words.len(), "words": words})
+        }
+        None => json!({"action": null, "count": 0, "words": []}),
+    }
+}
+
+async fn get_app_filter(State(state): State<Shared>, _a: Admin) -> ApiResult {
+    ok(filter_json(state.hub.app_filter()))
+}
+
+async fn put_app_filter(State(state): State<Shared>, _a: Admin, Body(b): Body<FilterBody>) -> ApiResult {
+    let action = crate::hub::parse_action(&b.action)?;
+    let count = state.hub.set_app_filter(Some((action, b.words))).await?;
+    ok(json!({ "count": count }))
+}
+
+async fn delete_app_filter(State(state): State<Shared>, _a: Admin) -> ApiResult {
+    state.hub.set_app_filter(None).await?;
+    ok(json!({"count": 0}))
+}
+
+async fn get_room_filter(State(state): State<Shared>, _a: Admin, Path(id): Path<String>) -> ApiResult {
+    ok(filter_json(state.hub.room_filter(&id)?))
+}
+
+async fn put_room_filter(
+    State(state): State<Shared>,
+    _a: Admin,
+    Path(id): Path<String>,
+    Body(b): Body<FilterBody>,
+) -> ApiResult {
+    let action = crate::hub::parse_action(&b.action)?;
+    let count = state.hub.set_room_filter(&id, Some((action, b.words))).await?;
+    ok(json!({ "count": count }))
+}
+
+async fn delete_room_filter(State(state): State<Shared>, _a: Admin, Path(id): Path<String>) -> ApiResult {
+    state.hub.set_room_filter(&id, None).await?;
+    ok(json!({"count": 0}))
 }

@@ -32,6 +32,25 @@ pub struct Config {
     pub limits: LimitSettings,
     /// Webhooks to the business backend.
     pub callback: CallbackConfig,
+    /// The app's sensitive-word list loaded at start.
+    pub filter: FilterSettings,
+}
+
+/// `[filter]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FilterSettings {
+    /// A file with one word per line (`#` starts a comment line); empty = none. Used
+    /// when no list was stored through the API yet.
+    pub words_file: String,
+    /// `reject` (80001 to the sender), `mask` (`***`) or `drop` (silently).
+    pub action: String,
+}
+
+impl Default for FilterSettings {
+    fn default() -> Self {
+        FilterSettings { words_file: String::new(), action: "reject".into() }
+    }
 }
 
 /// `[http]`.
@@ -130,6 +149,7 @@ impl Default for Config {
             chat: ChatSettings::default(),
             limits: LimitSettings::default(),
             callback: CallbackConfig::default(),
+            filter: FilterSettings::default(),
         }
     }
 }

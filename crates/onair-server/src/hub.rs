@@ -17,6 +17,7 @@ use onair_core::Millis;
 use onair_core::chat::{ChatConfig, Outcome, RoomChat, Submit, TickOutput};
 use onair_core::dedup::Seen;
 use onair_core::event::{MemberBrief, RoomEvent};
+use onair_core::filter::{self, FilterAction, WordList};
 use onair_core::limits::{self, LimitsConfig, UserLimits};
 use onair_core::message::{MsgElem, Outgoing, body_text, validate_body};
 use onair_core::moderation::{Expired, Moderation, PERMANENT_SECS};
@@ -155,6 +156,7 @@ pub struct Room {
     moderation: Mutex<Moderation>,
     admins: Mutex<BTreeSet<String>>,
     limits: Mutex<UserLimits>,
+    filter: Mutex<Option<Arc<WordList>>>,
     /// Held by a delivery round and by joins, so a joiner's history and the pushes
     /// it receives afterwards neither overlap nor leave a gap.
     delivery: tokio::sync::Mutex<()>,
@@ -346,6 +348,7 @@ pub struct Hub {
     broadcast_seq: AtomicU64,
     rng: Mutex<SplitMix64>,
     callbacks: Arc<Callbacks>,
+    app_filter: RwLock<Option<Arc<WordList>>>,
 }
 
 /// A new room request.
@@ -367,6 +370,63 @@ pub struct NewRoom {
     pub app_defined_data: BTreeMap<String, String>,
     /// Initial attributes.
     pub attrs: BTreeMap<String, String>,
+}
+
+/// What the word lists decided for a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Screened {
+    Deliver,
+    Drop,
+}
+
+/// The text fields of an element that the word lists apply to.
+fn text_fields(elem: &mut MsgElem) -> Vec<&mut String> {
+    match elem {
+        MsgElem::Text(t) => vec![&mut t.text],
+        MsgElem::Custom(c) => {
+            let mut fields = vec![&mut c.data];
+            fields.extend(c.desc.as_mut());
+            fields.extend(c.ext.as_mut());
+            fields
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Reject > Drop > Mask.
+fn more_severe(a: FilterAction, b: FilterAction) -> FilterAction {
+    let rank = |x| match x {
+        FilterAction::Reject => 2,
+        FilterAction::Drop => 1,
+        FilterAction::Mask => 0,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// The stored name of an action.
+pub fn action_name(action: FilterAction) -> &'static str {
+    match action {
+        FilterAction::Reject => "reject",
+        FilterAction::Mask => "mask",
+        FilterAction::Drop => "drop",
+    }
+}
+
+/// Parses an action name.
+pub fn parse_action(name: &str) -> Result<FilterAction, Rejection> {
+    match name {
+        "reject" => Ok(FilterAction::Reject),
+        "mask" => Ok(FilterAction::Mask),
+        "drop" => Ok(FilterAction::Drop),
+        other => {
+            Err(Rejection::new(Code::InvalidParam, format!("unknown filter action '{other}' (reject, mask or drop)")))
+        }
+    }
+}
+
+fn parse_filter(action: &str, words: Vec<String>) -> Result<Arc<WordList>, Rejection> {
+    let action = parse_action(action)?;
+    WordList::new(&words, action).map(Arc::new).map_err(|e| Rejection::new(Code::InvalidParam, e.to_string()))
 }
 
 /// Checks a list of accounts in a moderation call.
@@ -416,14 +476,26 @@ impl Hub {
             broadcast_seq: AtomicU64::new(now_ms()),
             rng: Mutex::new(SplitMix64::new(seed())),
             callbacks,
+            app_filter: RwLock::new(None),
         });
+        let mut room_filters = HashMap::new();
+        for (scope, (action, words)) in store.filter_lists().await? {
+            match parse_filter(&action, words) {
+                Ok(list) if scope.is_empty() => *hub.app_filter.write() = Some(list),
+                Ok(list) => {
+                    room_filters.insert(scope, list);
+                }
+                Err(r) => tracing::warn!(scope = %scope, error = %r, "stored word list ignored"),
+            }
+        }
         for profile in store.list_rooms().await? {
             let next_seq = store.max_seq(&profile.id).await? + 1;
             let restored = store.latest_messages(&profile.id, chat_cfg.resume_buffer).await?;
             let (mutes, bans) = store.load_moderation(&profile.id).await?;
             let moderation = Moderation::restore(mutes, bans, now_ms());
             let admins = store.room_admins(&profile.id).await?;
-            hub.install(profile, next_seq, restored, moderation, admins);
+            let room = hub.install(profile, next_seq, restored, moderation, admins);
+            *room.filter.lock() = room_filters.remove(&room.id);
         }
         Ok(hub)
     }
@@ -444,6 +516,7 @@ impl Hub {
             moderation: Mutex::new(moderation),
             admins: Mutex::new(admins.into_iter().collect()),
             limits: Mutex::new(UserLimits::new(self.user_limits)),
+            filter: Mutex::new(None),
             delivery: tokio::sync::Mutex::new(()),
             profile_write: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
@@ -550,6 +623,20 @@ impl Hub {
     /// [`Hub::modify`] naming who did it (for the callback).
     pub async fn modify_by(&self, id: &str, patch: ProfilePatch, operator: &str) -> Result<Arc<Room>, Rejection> {
         let room = self.get(id)?;
+        let lists = self.word_lists(&room);
+        let lists: Vec<&WordList> = lists.iter().map(|l| l.as_ref()).collect();
+        for (field, text) in
+            [("Name", &patch.name), ("Introduction", &patch.introduction), ("Notification", &patch.notification)]
+        {
+            if let Some(text) = text
+                && filter::check(&lists, text).action.is_some()
+            {
+                return Err(Rejection::new(
+                    Code::SensitiveWord,
+                    format!("{field} contains a word that is not allowed"),
+                ));
+            }
+        }
         let _w = room.profile_write.lock().await;
         let mut next = room.profile();
         let (change, mute) = next.apply(patch, &self.limits)?;
@@ -681,6 +768,10 @@ impl Hub {
                 .check(&msg.sender.user_id, fingerprint, now)
                 .map_err(|v| Rejection::new(Code::SenderLimit, v.message()))?;
         }
+        if self.screen(room, msg, ctx)? == Screened::Drop {
+            reply.resolve(SendResult { seq: 0, time: now_ms() / 1000, drop_reason: String::new() });
+            return Ok(());
+        }
         if self.callbacks.enabled() && !ctx.forbid_before {
             let verdict = self
                 .callbacks
@@ -802,6 +893,104 @@ impl Hub {
             return Err(Rejection::new(Code::InvalidParam, format!("no message with seq {seq} in room '{id}'")));
         }
         Ok(())
+    }
+
+    /// The sensitive-word lists in force for a room (the app's, then the room's).
+    fn word_lists(&self, room: &Room) -> Vec<Arc<WordList>> {
+        self.app_filter.read().iter().chain(room.filter.lock().iter()).cloned().collect()
+    }
+
+    /// Applies the word lists to every text field of a message sent by a client
+    /// (the server API's own messages are the backend's responsibility): reject
+    /// (80001), drop silently, or mask in place.
+    fn screen(&self, room: &Room, msg: &mut Outgoing, ctx: &SendCtx) -> Result<Screened, Rejection> {
+        if ctx.origin.platform == "RESTAPI" {
+            return Ok(Screened::Deliver);
+        }
+        let lists = self.word_lists(room);
+        if lists.is_empty() {
+            return Ok(Screened::Deliver);
+        }
+        let lists: Vec<&WordList> = lists.iter().map(|l| l.as_ref()).collect();
+        let mut worst: Option<FilterAction> = None;
+        for elem in &mut msg.body {
+            for field in text_fields(elem) {
+                let verdict = filter::check(&lists, field);
+                if let Some(action) = verdict.action {
+                    worst = Some(worst.map_or(action, |w| more_severe(w, action)));
+                    if action == FilterAction::Mask {
+                        *field = verdict.text;
+                    }
+                }
+            }
+        }
+        let Some(action) = worst else { return Ok(Screened::Deliver) };
+        let label = match action {
+            FilterAction::Reject => "reject",
+            FilterAction::Mask => "mask",
+            FilterAction::Drop => "drop",
+        };
+        metrics::counter!("onair_filter_hits_total", "action" => label).increment(1);
+        match action {
+            FilterAction::Reject => {
+                Err(Rejection::new(Code::SensitiveWord, "the message contains a word that is not allowed here"))
+            }
+            FilterAction::Drop => Ok(Screened::Drop),
+            FilterAction::Mask => Ok(Screened::Deliver),
+        }
+    }
+
+    /// Replaces the app's word list (`None` removes it); stored.
+    pub async fn set_app_filter(&self, list: Option<(FilterAction, Vec<String>)>) -> Result<usize, Rejection> {
+        let compiled = self.store_filter("", list).await?;
+        let n = compiled.as_ref().map_or(0, |l| l.len());
+        *self.app_filter.write() = compiled;
+        Ok(n)
+    }
+
+    /// Sets the app's word list at start (from the configured file) unless one is stored.
+    pub fn seed_app_filter(&self, list: WordList) {
+        let mut current = self.app_filter.write();
+        if current.is_none() {
+            *current = Some(Arc::new(list));
+        }
+    }
+
+    /// The app's word list: action and words.
+    pub fn app_filter(&self) -> Option<(FilterAction, Vec<String>)> {
+        self.app_filter.read().as_ref().map(|l| (l.action(), l.words().to_vec()))
+    }
+
+    /// Replaces a room's word list (`None` removes it); stored.
+    pub async fn set_room_filter(
+        &self,
+        id: &str,
+        list: Option<(FilterAction, Vec<String>)>,
+    ) -> Result<usize, Rejection> {
+        let room = self.get(id)?;
+        let compiled = self.store_filter(id, list).await?;
+        let n = compiled.as_ref().map_or(0, |l| l.len());
+        *room.filter.lock() = compiled;
+        Ok(n)
+    }
+
+    /// A room's word list: action and words.
+    pub fn room_filter(&self, id: &str) -> Result<Option<(FilterAction, Vec<String>)>, Rejection> {
+        Ok(self.get(id)?.filter.lock().as_ref().map(|l| (l.action(), l.words().to_vec())))
+    }
+
+    async fn store_filter(
+        &self,
+        scope: &str,
+        list: Option<(FilterAction, Vec<String>)>,
+    ) -> Result<Option<Arc<WordList>>, Rejection> {
+        let Some((action, words)) = list else {
+            self.store.set_filter_list(scope, None).await.map_err(internal)?;
+            return Ok(None);
+        };
+        let compiled = WordList::new(&words, action).map_err(|e| Rejection::new(Code::InvalidParam, e.to_string()))?;
+        self.store.set_filter_list(scope, Some((action_name(action), compiled.words()))).await.map_err(internal)?;
+        Ok(Some(Arc::new(compiled)))
     }
 
     /// Slow mode: each member may send one message per `secs` (0 = off).

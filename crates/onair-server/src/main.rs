@@ -143,6 +143,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let hub = hub::Hub::load(store.clone(), writer.clone(), rules, tasks.clone(), shutdown.clone(), callbacks).await?;
 
+    if !cfg.filter.words_file.is_empty() {
+        let path = &cfg.filter.words_file;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading filter.words_file {path}"))?;
+        let words = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+        let action = hub::parse_action(&cfg.filter.action).map_err(|r| anyhow::anyhow!("filter.action: {}", r.info))?;
+        let list = onair_core::filter::WordList::new(words, action).with_context(|| format!("filter list {path}"))?;
+        tracing::info!(words = list.len(), "loaded the sensitive-word list");
+        hub.seed_app_filter(list);
+    }
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
         .with_context(|| format!("binding {}", cfg.http.listen))?;

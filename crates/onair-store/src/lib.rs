@@ -14,5 +14,6 @@ mod store;
 mod writer;
 
 pub use error::StoreError;
+pub use moderation::StoredWordList;
 pub use store::{AppRecord, Store, UserRecord};
 pub use writer::HistoryWriter;

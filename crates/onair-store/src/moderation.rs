@@ -131,6 +131,48 @@ impl Store {
     }
 }
 
+/// A stored word list: its action name and words.
+pub type StoredWordList = (String, Vec<String>);
+
+impl Store {
+    /// Every stored word list by scope (`""` = the app's list, else a room id).
+    pub async fn filter_lists(&self) -> Result<Vec<(String, StoredWordList)>, StoreError> {
+        let rows = sqlx::query("SELECT scope, action, words FROM filter_lists").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let scope: String = r.try_get(0)?;
+                let action: String = r.try_get(1)?;
+                let words: String = r.try_get(2)?;
+                let words: Vec<String> = serde_json::from_str(&words)
+                    .map_err(|e| StoreError::Corrupt(format!("filter list '{scope}': {e}")))?;
+                Ok((scope, (action, words)))
+            })
+            .collect()
+    }
+
+    /// Stores (or, with `None`, deletes) the word list of a scope.
+    pub async fn set_filter_list(&self, scope: &str, list: Option<(&str, &[String])>) -> Result<(), StoreError> {
+        match list {
+            None => {
+                sqlx::query("DELETE FROM filter_lists WHERE scope = ?").bind(scope).execute(&self.pool).await?;
+            }
+            Some((action, words)) => {
+                let words = serde_json::to_string(words).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                sqlx::query(
+                    "INSERT INTO filter_lists (scope, action, words) VALUES (?, ?, ?) \
+                     ON CONFLICT (scope) DO UPDATE SET action = excluded.action, words = excluded.words",
+                )
+                .bind(scope)
+                .bind(action)
+                .bind(words)
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +199,10 @@ mod tests {
         assert!(!store.recall_message("r", 1).await.expect("recall"), "no such message");
         assert!(store.delete_room("r").await.is_ok());
         assert!(store.room_admins("r").await.expect("admins").is_empty());
+        let words = vec!["a".to_string(), "广告".to_string()];
+        store.set_filter_list("", Some(("mask", &words))).await.expect("save");
+        store.set_filter_list("r", Some(("reject", &words))).await.expect("save");
+        store.set_filter_list("r", None).await.expect("delete");
+        assert_eq!(store.filter_lists().await.expect("load"), vec![(String::new(), ("mask".to_string(), words))]);
     }
 }

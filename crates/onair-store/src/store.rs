@@ -274,6 +274,7 @@ impl Store {
         sqlx::query("DELETE FROM messages WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM mutes WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM room_admins WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM filter_lists WHERE scope = ?").bind(room_id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM bans WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
         let done = sqlx::query("DELETE FROM rooms WHERE id = ?").bind(room_id).execute(&mut *tx).await?;
         tx.commit().await?;
