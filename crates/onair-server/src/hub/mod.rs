@@ -1,5 +1,5 @@
 //! The rooms of this node and the operations on them, shared by the WebSocket
-//! handlers and the admin API (and, later, the cloud-compatible `/v4` face).
+//! handlers, the native admin API and the cloud-compatible `/v4` face.
 //!
 //! Each room is a [`RoomChat`] core behind a short sync lock plus a ticker task.
 //! The ticker runs one delivery round per tick: the core decides (frequency control,
@@ -17,7 +17,7 @@ use onair_core::Millis;
 use onair_core::chat::{ChatConfig, Outcome, RoomChat, Submit, TickOutput};
 use onair_core::dedup::Seen;
 use onair_core::event::{MemberBrief, RoomEvent};
-use onair_core::filter::{self, FilterAction, WordList};
+use onair_core::filter::{self, WordList};
 use onair_core::limits::{self, LimitsConfig, UserLimits};
 use onair_core::message::{MsgElem, Outgoing, body_text, validate_body};
 use onair_core::moderation::{Expired, Moderation, PERMANENT_SECS};
@@ -39,6 +39,12 @@ use tokio_util::task::TaskTracker;
 use crate::callbacks::{BeforeSend, Callbacks, Origin, SendVerdict};
 use crate::outbox::{DrainMark, FrameClass, Outbox};
 use crate::util::{now_ms, seed};
+
+mod moderation;
+mod words;
+
+use words::{Screened, parse_filter};
+pub use words::{action_name, parse_action};
 
 /// The drop reason of a message cut by frequency control (ack `dropReason`,
 /// REST `MsgDropReason`).
@@ -119,20 +125,6 @@ pub struct SendResult {
     pub time: u64,
     /// Empty when delivered; else why not.
     pub drop_reason: String,
-}
-
-/// Most admins a room may have (the cloud's AVChatRoom figure).
-pub const MAX_ROOM_ADMINS: usize = 5;
-
-/// A ban as the APIs report it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BanEntry {
-    /// Who.
-    pub user: String,
-    /// End, Unix seconds (4294967295 = permanent).
-    pub banned_until: u64,
-    /// Why.
-    pub reason: String,
 }
 
 /// A connection in a room.
@@ -370,77 +362,6 @@ pub struct NewRoom {
     pub app_defined_data: BTreeMap<String, String>,
     /// Initial attributes.
     pub attrs: BTreeMap<String, String>,
-}
-
-/// What the word lists decided for a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Screened {
-    Deliver,
-    Drop,
-}
-
-/// The text fields of an element that the word lists apply to.
-fn text_fields(elem: &mut MsgElem) -> Vec<&mut String> {
-    match elem {
-        MsgElem::Text(t) => vec![&mut t.text],
-        MsgElem::Custom(c) => {
-            let mut fields = vec![&mut c.data];
-            fields.extend(c.desc.as_mut());
-            fields.extend(c.ext.as_mut());
-            fields
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// Reject > Drop > Mask.
-fn more_severe(a: FilterAction, b: FilterAction) -> FilterAction {
-    let rank = |x| match x {
-        FilterAction::Reject => 2,
-        FilterAction::Drop => 1,
-        FilterAction::Mask => 0,
-    };
-    if rank(b) > rank(a) { b } else { a }
-}
-
-/// The stored name of an action.
-pub fn action_name(action: FilterAction) -> &'static str {
-    match action {
-        FilterAction::Reject => "reject",
-        FilterAction::Mask => "mask",
-        FilterAction::Drop => "drop",
-    }
-}
-
-/// Parses an action name.
-pub fn parse_action(name: &str) -> Result<FilterAction, Rejection> {
-    match name {
-        "reject" => Ok(FilterAction::Reject),
-        "mask" => Ok(FilterAction::Mask),
-        "drop" => Ok(FilterAction::Drop),
-        other => {
-            Err(Rejection::new(Code::InvalidParam, format!("unknown filter action '{other}' (reject, mask or drop)")))
-        }
-    }
-}
-
-fn parse_filter(action: &str, words: Vec<String>) -> Result<Arc<WordList>, Rejection> {
-    let action = parse_action(action)?;
-    WordList::new(&words, action).map(Arc::new).map_err(|e| Rejection::new(Code::InvalidParam, e.to_string()))
-}
-
-/// Checks a list of accounts in a moderation call.
-fn check_accounts(users: &[String], max: usize) -> Result<(), Rejection> {
-    if users.is_empty() {
-        return Err(Rejection::new(Code::InvalidParam, "no accounts given"));
-    }
-    if users.len() > max {
-        return Err(Rejection::new(Code::InvalidParam, format!("{} accounts; at most {max} per call", users.len())));
-    }
-    if let Some(bad) = users.iter().find(|u| u.is_empty() || u.len() > 32) {
-        return Err(Rejection::new(Code::InvalidParam, format!("account '{bad}' must be 1-32 bytes")));
-    }
-    Ok(())
 }
 
 fn room_not_found(id: &str) -> Rejection {
@@ -819,239 +740,6 @@ impl Hub {
             }),
             ctx.origin.clone(),
         );
-    }
-
-    /// Mutes users for `secs` (0 = unmute, ≥ 4294967295 = permanent); everyone in the
-    /// room gets a `muted` event at once. Returns each user's end (Unix s, 0 = none).
-    pub async fn mute(&self, id: &str, users: &[String], secs: u64) -> Result<Vec<(String, u64)>, Rejection> {
-        let room = self.get(id)?;
-        check_accounts(users, 500)?;
-        let now = now_ms();
-        let mut out = Vec::with_capacity(users.len());
-        for user in users {
-            let until = room.moderation.lock().mute(user, secs, now);
-            self.store.set_mute(id, user, until).await.map_err(internal)?;
-            let until = if until == 0 { 0 } else { end_secs(until) };
-            room.push_event(RoomEvent::Muted { user_id: user.clone(), muted_until: until });
-            out.push((user.clone(), until));
-        }
-        Ok(out)
-    }
-
-    /// Current mutes of a room: (user, end in Unix s).
-    pub fn muted(&self, id: &str) -> Result<Vec<(String, u64)>, Rejection> {
-        let room = self.get(id)?;
-        let list = room.moderation.lock().mutes(now_ms());
-        Ok(list.into_iter().map(|(u, until)| (u, end_secs(until))).collect())
-    }
-
-    /// Bans users for `secs` (≥ 4294967295 = permanent): their connections get a
-    /// `kicked` event and are out of the room now; rejoining is refused until the end.
-    pub async fn ban(&self, id: &str, users: &[String], secs: u64, reason: &str) -> Result<(), Rejection> {
-        let room = self.get(id)?;
-        check_accounts(users, 1000)?;
-        if secs == 0 {
-            return Err(Rejection::new(
-                Code::InvalidParam,
-                "Duration must be at least 1 second (use unban to lift a ban)",
-            ));
-        }
-        if reason.len() > 1000 {
-            return Err(Rejection::new(Code::InvalidParam, "Description is limited to 1000 bytes"));
-        }
-        let now = now_ms();
-        let _delivery = room.delivery.lock().await;
-        for user in users {
-            let until = room.moderation.lock().ban(user, secs, reason, now);
-            let ban = onair_core::moderation::Ban { until, reason: reason.to_owned() };
-            self.store.set_ban(id, user, Some(&ban)).await.map_err(internal)?;
-            room.remove_user(user, reason, end_secs(until));
-        }
-        Ok(())
-    }
-
-    /// Removes users from the room now (a `kicked` event, then out) without keeping
-    /// them out: they may join again.
-    pub async fn kick(&self, id: &str, users: &[String], reason: &str) -> Result<(), Rejection> {
-        let room = self.get(id)?;
-        check_accounts(users, 1000)?;
-        let _delivery = room.delivery.lock().await;
-        for user in users {
-            room.remove_user(user, reason, 0);
-        }
-        Ok(())
-    }
-
-    /// Recalls a delivered message: storage marks it, history drops it, members get a
-    /// `recall` event.
-    pub async fn recall(&self, id: &str, seq: u64, operator: &str) -> Result<(), Rejection> {
-        let room = self.get(id)?;
-        let stored = self.store.recall_message(id, seq).await.map_err(internal)?;
-        let held = room.chat.lock().recall(seq, operator);
-        room.wake.notify_one();
-        if !stored && !held {
-            return Err(Rejection::new(Code::InvalidParam, format!("no message with seq {seq} in room '{id}'")));
-        }
-        Ok(())
-    }
-
-    /// The sensitive-word lists in force for a room (the app's, then the room's).
-    fn word_lists(&self, room: &Room) -> Vec<Arc<WordList>> {
-        self.app_filter.read().iter().chain(room.filter.lock().iter()).cloned().collect()
-    }
-
-    /// Applies the word lists to every text field of a message sent by a client
-    /// (the server API's own messages are the backend's responsibility): reject
-    /// (80001), drop silently, or mask in place.
-    fn screen(&self, room: &Room, msg: &mut Outgoing, ctx: &SendCtx) -> Result<Screened, Rejection> {
-        if ctx.origin.platform == "RESTAPI" {
-            return Ok(Screened::Deliver);
-        }
-        let lists = self.word_lists(room);
-        if lists.is_empty() {
-            return Ok(Screened::Deliver);
-        }
-        let lists: Vec<&WordList> = lists.iter().map(|l| l.as_ref()).collect();
-        let mut worst: Option<FilterAction> = None;
-        for elem in &mut msg.body {
-            for field in text_fields(elem) {
-                let verdict = filter::check(&lists, field);
-                if let Some(action) = verdict.action {
-                    worst = Some(worst.map_or(action, |w| more_severe(w, action)));
-                    if action == FilterAction::Mask {
-                        *field = verdict.text;
-                    }
-                }
-            }
-        }
-        let Some(action) = worst else { return Ok(Screened::Deliver) };
-        let label = match action {
-            FilterAction::Reject => "reject",
-            FilterAction::Mask => "mask",
-            FilterAction::Drop => "drop",
-        };
-        metrics::counter!("onair_filter_hits_total", "action" => label).increment(1);
-        match action {
-            FilterAction::Reject => {
-                Err(Rejection::new(Code::SensitiveWord, "the message contains a word that is not allowed here"))
-            }
-            FilterAction::Drop => Ok(Screened::Drop),
-            FilterAction::Mask => Ok(Screened::Deliver),
-        }
-    }
-
-    /// Replaces the app's word list (`None` removes it); stored.
-    pub async fn set_app_filter(&self, list: Option<(FilterAction, Vec<String>)>) -> Result<usize, Rejection> {
-        let compiled = self.store_filter("", list).await?;
-        let n = compiled.as_ref().map_or(0, |l| l.len());
-        *self.app_filter.write() = compiled;
-        Ok(n)
-    }
-
-    /// Sets the app's word list at start (from the configured file) unless one is stored.
-    pub fn seed_app_filter(&self, list: WordList) {
-        let mut current = self.app_filter.write();
-        if current.is_none() {
-            *current = Some(Arc::new(list));
-        }
-    }
-
-    /// The app's word list: action and words.
-    pub fn app_filter(&self) -> Option<(FilterAction, Vec<String>)> {
-        self.app_filter.read().as_ref().map(|l| (l.action(), l.words().to_vec()))
-    }
-
-    /// Replaces a room's word list (`None` removes it); stored.
-    pub async fn set_room_filter(
-        &self,
-        id: &str,
-        list: Option<(FilterAction, Vec<String>)>,
-    ) -> Result<usize, Rejection> {
-        let room = self.get(id)?;
-        let compiled = self.store_filter(id, list).await?;
-        let n = compiled.as_ref().map_or(0, |l| l.len());
-        *room.filter.lock() = compiled;
-        Ok(n)
-    }
-
-    /// A room's word list: action and words.
-    pub fn room_filter(&self, id: &str) -> Result<Option<(FilterAction, Vec<String>)>, Rejection> {
-        Ok(self.get(id)?.filter.lock().as_ref().map(|l| (l.action(), l.words().to_vec())))
-    }
-
-    async fn store_filter(
-        &self,
-        scope: &str,
-        list: Option<(FilterAction, Vec<String>)>,
-    ) -> Result<Option<Arc<WordList>>, Rejection> {
-        let Some((action, words)) = list else {
-            self.store.set_filter_list(scope, None).await.map_err(internal)?;
-            return Ok(None);
-        };
-        let compiled = WordList::new(&words, action).map_err(|e| Rejection::new(Code::InvalidParam, e.to_string()))?;
-        self.store.set_filter_list(scope, Some((action_name(action), compiled.words()))).await.map_err(internal)?;
-        Ok(Some(Arc::new(compiled)))
-    }
-
-    /// Slow mode: each member may send one message per `secs` (0 = off).
-    pub fn set_slow_mode(&self, id: &str, secs: u64) -> Result<(), Rejection> {
-        if secs > 86_400 {
-            return Err(Rejection::new(Code::InvalidParam, "slow mode is at most 86400 seconds"));
-        }
-        let room = self.get(id)?;
-        room.limits.lock().set_slow_mode(secs * 1000);
-        room.push_event(RoomEvent::SlowMode { seconds: secs });
-        Ok(())
-    }
-
-    /// The room's admins.
-    pub fn room_admins(&self, id: &str) -> Result<Vec<String>, Rejection> {
-        Ok(self.get(id)?.admins.lock().iter().cloned().collect())
-    }
-
-    /// Adds (or removes) room admins; at most [`MAX_ROOM_ADMINS`].
-    pub async fn set_room_admins(&self, id: &str, users: &[String], add: bool) -> Result<Vec<String>, Rejection> {
-        let room = self.get(id)?;
-        check_accounts(users, MAX_ROOM_ADMINS.max(users.len().min(100)))?;
-        let _w = room.profile_write.lock().await;
-        let mut next = room.admins.lock().clone();
-        for user in users {
-            if add {
-                next.insert(user.clone());
-            } else {
-                next.remove(user);
-            }
-        }
-        if next.len() > MAX_ROOM_ADMINS {
-            return Err(Rejection::new(Code::InvalidParam, format!("a room has at most {MAX_ROOM_ADMINS} admins")));
-        }
-        let list: Vec<String> = next.iter().cloned().collect();
-        self.store.set_room_admins(id, &list).await.map_err(internal)?;
-        *room.admins.lock() = next;
-        Ok(list)
-    }
-
-    /// Lifts bans.
-    pub async fn unban(&self, id: &str, users: &[String]) -> Result<(), Rejection> {
-        let room = self.get(id)?;
-        check_accounts(users, 1000)?;
-        for user in users {
-            room.moderation.lock().unban(user);
-            self.store.set_ban(id, user, None).await.map_err(internal)?;
-        }
-        Ok(())
-    }
-
-    /// A page of a room's bans (user order) and the next offset (0 = done).
-    pub fn bans(&self, id: &str, offset: usize, limit: usize) -> Result<(Vec<BanEntry>, usize), Rejection> {
-        let room = self.get(id)?;
-        let (page, next) = room.moderation.lock().bans(offset, limit.clamp(1, 100), now_ms());
-        Ok((
-            page.into_iter()
-                .map(|(user, b)| BanEntry { user, banned_until: end_secs(b.until), reason: b.reason })
-                .collect(),
-            next,
-        ))
     }
 
     /// Tells the backend about a membership change (logged-in users only).
