@@ -169,22 +169,22 @@ async fn run(state: &Shared, admin: &str, service: &str, command: &str, body: Ma
         ("profile", "portrait_set") => portrait_set(state, parse(body)?).await,
         ("profile", "portrait_get") => portrait_get(state, parse(body)?).await,
         ("group_open_http_svc", "create_group") => create_group(state, parse(body)?).await,
-        ("group_open_http_svc", "destroy_group") => destroy_group(state, parse(body)?).await,
+        ("group_open_http_svc", "destroy_group") => destroy_group(state, admin, parse(body)?).await,
         ("group_open_http_svc", "get_group_info") => get_group_info(state, parse(body)?).await,
-        ("group_open_http_svc", "modify_group_base_info") => modify_group_base_info(state, parse(body)?).await,
+        ("group_open_http_svc", "modify_group_base_info") => modify_group_base_info(state, admin, parse(body)?).await,
         ("group_open_http_svc", "get_appid_group_list") => get_appid_group_list(state, parse(body)?),
         ("group_open_attr_http_svc" | "group_open_http_svc", "get_group_attr") => get_group_attr(state, parse(body)?),
         ("group_open_http_svc" | "group_open_attr_http_svc", "modify_group_attr") => {
-            write_attrs(state, AttrWrite::Modify, parse(body)?).await
+            write_attrs(state, admin, AttrWrite::Modify, parse(body)?).await
         }
         ("group_open_http_svc" | "group_open_attr_http_svc", "set_group_attr") => {
-            write_attrs(state, AttrWrite::Set, parse(body)?).await
+            write_attrs(state, admin, AttrWrite::Set, parse(body)?).await
         }
         ("group_open_http_svc" | "group_open_attr_http_svc", "delete_group_attr") => {
-            write_attrs(state, AttrWrite::Delete, parse(body)?).await
+            write_attrs(state, admin, AttrWrite::Delete, parse(body)?).await
         }
         ("group_open_http_svc" | "group_open_attr_http_svc", "clear_group_attr") => {
-            write_attrs(state, AttrWrite::Clear, parse(body)?).await
+            write_attrs(state, admin, AttrWrite::Clear, parse(body)?).await
         }
         ("group_open_http_svc", "send_group_msg") => send_group_msg(state, admin, parse(body)?).await,
         ("group_open_http_svc", "send_group_system_notification") => {
@@ -533,8 +533,8 @@ struct GroupOnly {
     group_id: String,
 }
 
-async fn destroy_group(state: &Shared, req: GroupOnly) -> V4 {
-    state.hub.destroy(&req.group_id).await?;
+async fn destroy_group(state: &Shared, admin: &str, req: GroupOnly) -> V4 {
+    state.hub.destroy_by(&req.group_id, admin).await?;
     Ok(Fields::new())
 }
 
@@ -631,7 +631,7 @@ struct ModifyGroup {
     app_defined_data: Option<Vec<KeyValue>>,
 }
 
-async fn modify_group_base_info(state: &Shared, req: ModifyGroup) -> V4 {
+async fn modify_group_base_info(state: &Shared, admin: &str, req: ModifyGroup) -> V4 {
     let mute = match (req.mute_all_member.as_deref(), req.shut_up_all_member.as_deref()) {
         (Some(m), _) => on_off("MuteAllMember", Some(m))?,
         (None, s) => on_off("ShutUpAllMember", s)?,
@@ -644,7 +644,7 @@ async fn modify_group_base_info(state: &Shared, req: ModifyGroup) -> V4 {
         app_defined_data: req.app_defined_data.map(kv_map),
         mute_all: mute,
     };
-    state.hub.modify(&req.group_id, patch).await?;
+    state.hub.modify_by(&req.group_id, patch, admin).await?;
     Ok(Fields::new())
 }
 
@@ -693,7 +693,7 @@ fn get_group_attr(state: &Shared, req: GroupOnly) -> V4 {
     Ok(fields(json!({ "GroupAttrAry": ary })))
 }
 
-async fn write_attrs(state: &Shared, op: AttrWrite, req: AttrWriteReq) -> V4 {
+async fn write_attrs(state: &Shared, admin: &str, op: AttrWrite, req: AttrWriteReq) -> V4 {
     let mut given = BTreeMap::new();
     for item in req.group_attr {
         let value = match (op, item.value) {
@@ -711,7 +711,7 @@ async fn write_attrs(state: &Shared, op: AttrWrite, req: AttrWriteReq) -> V4 {
         AttrWrite::Clear => given.clear(),
         _ => {}
     }
-    state.hub.write_attrs(&req.group_id, op, given).await?;
+    state.hub.write_attrs_by(&req.group_id, op, given, admin).await?;
     Ok(Fields::new())
 }
 

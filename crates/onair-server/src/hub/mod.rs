@@ -500,12 +500,8 @@ impl Hub {
         Ok(self.install(profile, 1, Vec::new(), Moderation::default(), Vec::new()))
     }
 
-    /// Destroys a room: members get a `destroyed` event and are out; history is deleted.
-    pub async fn destroy(&self, id: &str) -> Result<(), Rejection> {
-        self.destroy_by(id, "").await
-    }
-
-    /// [`Hub::destroy`] naming who did it (for the callback).
+    /// Destroys a room: members get a `destroyed` event and are out; history is
+    /// deleted; `operator` is named in the callback.
     pub async fn destroy_by(&self, id: &str, operator: &str) -> Result<(), Rejection> {
         let room = self.get(id)?;
         let _delivery = room.delivery.lock().await;
@@ -536,12 +532,8 @@ impl Hub {
         Ok(())
     }
 
-    /// Changes profile fields and/or mute-all; members are told at once.
-    pub async fn modify(&self, id: &str, patch: ProfilePatch) -> Result<Arc<Room>, Rejection> {
-        self.modify_by(id, patch, "").await
-    }
-
-    /// [`Hub::modify`] naming who did it (for the callback).
+    /// Changes profile fields and/or mute-all; members are told at once; `operator`
+    /// is named in the callback.
     pub async fn modify_by(&self, id: &str, patch: ProfilePatch, operator: &str) -> Result<Arc<Room>, Rejection> {
         let room = self.get(id)?;
         let lists = self.word_lists(&room);
@@ -591,17 +583,8 @@ impl Hub {
         Ok(room)
     }
 
-    /// Writes group attributes (modify / set / delete / clear); members get the full set.
-    pub async fn write_attrs(
-        &self,
-        id: &str,
-        op: AttrWrite,
-        given: BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, String>, Rejection> {
-        self.write_attrs_by(id, op, given, "").await
-    }
-
-    /// [`Hub::write_attrs`] naming who did it (for the callback).
+    /// Writes group attributes (modify / set / delete / clear); members get the full
+    /// set; `operator` is named in the callback.
     pub async fn write_attrs_by(
         &self,
         id: &str,
