@@ -188,6 +188,22 @@ pub enum ModerationAction {
         /// Seconds between two messages of one member.
         seconds: u64,
     },
+    /// `bans`: a page of the room's bans.
+    Bans {
+        /// First entry.
+        offset: usize,
+        /// Page size (≤ 100).
+        limit: usize,
+    },
+    /// `mutes`: the room's current mutes.
+    Mutes,
+    /// `words`: replace the room's sensitive-word list (empty = remove it).
+    Words {
+        /// `reject`, `mask` or `drop`.
+        action: String,
+        /// The words.
+        words: Vec<String>,
+    },
     /// `muteAll`: only the owner and admins may speak.
     MuteAll {
         /// On or off.
@@ -209,6 +225,14 @@ struct ModerationRaw {
     seq: Option<u64>,
     #[serde(default)]
     on: Option<bool>,
+    #[serde(default)]
+    offset: Option<usize>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    words: Vec<String>,
 }
 
 fn moderation(id: &Value, op: &str, value: Value) -> Result<RequestKind, DecodeError> {
@@ -227,6 +251,9 @@ fn moderation(id: &Value, op: &str, value: Value) -> Result<RequestKind, DecodeE
         "kick" => ModerationAction::Kick { user_ids: raw.user_ids, reason: raw.reason },
         "recall" => ModerationAction::Recall { seq: raw.seq.ok_or_else(|| need("seq"))? },
         "slowMode" => ModerationAction::SlowMode { seconds: raw.seconds.ok_or_else(|| need("seconds"))? },
+        "bans" => ModerationAction::Bans { offset: raw.offset.unwrap_or(0), limit: raw.limit.unwrap_or(100) },
+        "mutes" => ModerationAction::Mutes,
+        "words" => ModerationAction::Words { action: raw.action.ok_or_else(|| need("action"))?, words: raw.words },
         _ => ModerationAction::MuteAll { on: raw.on.ok_or_else(|| need("on"))? },
     };
     Ok(RequestKind::Moderate(Moderation { room_id: raw.room_id, action }))
@@ -279,7 +306,9 @@ pub fn decode_request(frame: &[u8]) -> Result<Request, DecodeError> {
             let m: MembersRaw = payload(&id, &op, value)?;
             RequestKind::Members { room_id: m.room_id, limit: m.limit }
         }
-        "mute" | "ban" | "unban" | "kick" | "recall" | "muteAll" | "slowMode" => moderation(&id, &op, value)?,
+        "mute" | "ban" | "unban" | "kick" | "recall" | "muteAll" | "slowMode" | "bans" | "mutes" | "words" => {
+            moderation(&id, &op, value)?
+        }
         "setProfile" => {
             let p: ProfileRaw = payload(&id, &op, value)?;
             RequestKind::SetProfile { nick: p.nick, avatar: p.avatar }

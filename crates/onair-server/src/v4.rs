@@ -31,10 +31,6 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The `ErrorInfo` of a body that is not JSON, verbatim from the cloud.
 const JSON_PARSE_INFO: &str = "Fail to Parse json data of body, Please check it";
 
-/// Commands of the cloud API that OnAir will serve but does not yet (moderation and
-/// room admins): answered with 10003 and a distinct text.
-const NOT_YET: &[(&str, &str)] = &[("group_open_avchatroom_http_svc", "modify_user_info")];
-
 /// A failed call: the cloud's number and a sentence for the developer.
 #[derive(Debug)]
 struct Fail {
@@ -195,6 +191,7 @@ async fn run(state: &Shared, admin: &str, service: &str, command: &str, body: Ma
         ("group_open_http_svc", "get_online_member_num") => get_online_member_num(state, parse(body)?),
         ("group_open_avchatroom_http_svc", "get_members") => get_members(state, parse(body)?),
         ("group_open_avchatroom_http_svc", "check_members") => check_members(state, parse(body)?),
+        ("group_open_avchatroom_http_svc", "modify_user_info") => modify_user_info(state, parse(body)?),
         ("group_open_http_svc", "group_msg_recall") => group_msg_recall(state, admin, parse(body)?).await,
         ("group_open_avchatroom_http_svc", "modify_admin") => modify_admin(state, parse(body)?).await,
         ("group_open_avchatroom_http_svc", "get_admin_list") => get_admin_list(state, parse(body)?),
@@ -204,9 +201,6 @@ async fn run(state: &Shared, admin: &str, service: &str, command: &str, body: Ma
         ("group_open_http_svc", "ban_group_member") => ban_group_member(state, parse(body)?).await,
         ("group_open_http_svc", "unban_group_member") => unban_group_member(state, parse(body)?).await,
         ("group_open_http_svc", "get_group_ban_member") => get_group_ban_member(state, parse(body)?),
-        _ if NOT_YET.contains(&(service, command)) => {
-            Err(Fail::new(10003, format!("'{service}/{command}' is not supported yet")))
-        }
         _ => Err(Fail::new(10003, format!("unknown command '{service}/{command}'"))),
     }
 }
@@ -876,14 +870,16 @@ struct GetMembers {
     #[serde(rename = "Timestamp", default)]
     _timestamp: u64,
     #[serde(rename = "Mark", default)]
-    _mark: Option<Value>,
+    mark: Option<u64>,
 }
 
 fn get_members(state: &Shared, req: GetMembers) -> V4 {
     let room = state.hub.get(&req.group_id)?;
+    let marked = req.mark.map(|m| state.hub.marked(&req.group_id, m)).transpose()?;
     let list: Vec<Value> = room
         .recent_members(usize::MAX)
         .into_iter()
+        .filter(|m| marked.as_ref().is_none_or(|set| set.contains(&m.brief.user_id)))
         .map(|m| {
             json!({
                 "Member_Account": m.brief.user_id,
@@ -1001,6 +997,39 @@ fn get_group_ban_member(state: &Shared, req: BanList) -> V4 {
 }
 
 #[derive(Deserialize)]
+struct MarkItem {
+    #[serde(rename = "Member_Account")]
+    member_account: String,
+    #[serde(rename = "Marks", default)]
+    marks: Vec<u64>,
+}
+
+#[derive(Deserialize)]
+struct ModifyUserInfo {
+    #[serde(rename = "GroupId")]
+    group_id: String,
+    #[serde(rename = "CommandType")]
+    command_type: u8,
+    #[serde(rename = "MemberList")]
+    member_list: Vec<MarkItem>,
+}
+
+fn modify_user_info(state: &Shared, req: ModifyUserInfo) -> V4 {
+    let add = match req.command_type {
+        1 => true,
+        2 => false,
+        other => return Err(Fail::param(format!("CommandType must be 1 (set) or 2 (delete), got {other}"))),
+    };
+    let entries: Vec<(String, Vec<u64>)> = req.member_list.into_iter().map(|m| (m.member_account, m.marks)).collect();
+    let changed = state.hub.set_marks(&req.group_id, &entries, add)?;
+    if changed.is_empty() && !entries.is_empty() {
+        return Err(Fail::param("none of the members is online (only mark 500 may be set on offline members)"));
+    }
+    let list: Vec<Value> = changed.into_iter().map(|u| json!({ "Member_Account": u })).collect();
+    Ok(fields(json!({"CommandType": req.command_type, "MemberList": list})))
+}
+
+#[derive(Deserialize)]
 struct SeqItem {
     #[serde(rename = "MsgSeq")]
     msg_seq: u64,
@@ -1059,12 +1088,6 @@ fn get_admin_list(state: &Shared, req: GroupOnly) -> V4 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn not_yet_commands_are_distinct_from_unknown_ones() {
-        assert!(NOT_YET.contains(&("group_open_avchatroom_http_svc", "modify_user_info")));
-        assert!(!NOT_YET.contains(&("group_open_http_svc", "send_group_msg")));
-    }
 
     #[test]
     fn priorities_map_to_the_history_integers() {

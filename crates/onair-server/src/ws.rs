@@ -493,7 +493,30 @@ impl Conn {
             Some(u) => Err(Rejection::new(Code::NoPermission, format!("cannot moderate '{u}': same or higher role"))),
             None => Ok(()),
         };
+        let mut extra = serde_json::Map::new();
         match m.action {
+            ModerationAction::Bans { offset, limit } => {
+                let (page, next) = hub.bans(&room.id, offset, limit)?;
+                let list: Vec<Value> = page
+                    .into_iter()
+                    .map(|b| json!({"userId": b.user, "bannedUntil": b.banned_until, "reason": b.reason}))
+                    .collect();
+                extra.insert("bans".into(), Value::from(list));
+                extra.insert("nextOffset".into(), Value::from(next));
+            }
+            ModerationAction::Mutes => {
+                let list: Vec<Value> = hub
+                    .muted(&room.id)?
+                    .into_iter()
+                    .map(|(u, until)| json!({"userId": u, "mutedUntil": until}))
+                    .collect();
+                extra.insert("muted".into(), Value::from(list));
+            }
+            ModerationAction::Words { action, words } => {
+                let list = if words.is_empty() { None } else { Some((crate::hub::parse_action(&action)?, words)) };
+                let count = hub.set_room_filter(&room.id, list).await?;
+                extra.insert("count".into(), Value::from(count));
+            }
             ModerationAction::Mute { user_ids, seconds } => {
                 outranks(&user_ids)?;
                 hub.mute(&room.id, &user_ids, seconds).await?;
@@ -514,7 +537,7 @@ impl Conn {
                 hub.modify_by(&room.id, patch, &operator).await?;
             }
         }
-        self.reply(onair_proto::ack_ok(id));
+        self.reply(onair_proto::ack_ok_with(id, extra));
         Ok(())
     }
 }

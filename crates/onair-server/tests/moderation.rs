@@ -300,3 +300,70 @@ async fn per_user_rate_repeats_and_slow_mode_say_how_long_to_wait() {
     fan.wait_event_where("s", "slowMode", |e| e["seconds"] == 0).await;
     assert_eq!(fan.send_text("s", "free again", "Normal", 21).await["code"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_marks_filter_the_member_list() {
+    let server = Server::start("").await;
+    server.create_room("k").await;
+    let mut vip = server.login_client("vip", "Web").await;
+    vip.join_ok("k").await;
+    let mut other = server.login_client("other", "Web").await;
+    other.join_ok("k").await;
+    let v = server
+        .v4_ok(
+            "group_open_avchatroom_http_svc/modify_user_info",
+            &json!({"GroupId":"k","CommandType":1,"MemberList":[{"Member_Account":"vip","Marks":[1001]},{"Member_Account":"ghost","Marks":[1001]}]}),
+        )
+        .await;
+    assert_eq!(v["MemberList"], json!([{"Member_Account": "vip"}]), "offline members are not marked: {v}");
+    let v = server
+        .v4_ok("group_open_avchatroom_http_svc/get_members", &json!({"GroupId":"k","Timestamp":0,"Mark":1001}))
+        .await;
+    let names: Vec<&str> =
+        v["MemberList"].as_array().unwrap().iter().map(|m| m["Member_Account"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["vip"]);
+    let v = server
+        .v4(
+            "group_open_avchatroom_http_svc/modify_user_info",
+            &json!({"GroupId":"k","CommandType":1,"MemberList":[{"Member_Account":"vip","Marks":[7]}]}),
+        )
+        .await;
+    assert_eq!(v["ErrorCode"], 10004, "{v}");
+    vip.close().await;
+    eventually("vip left", T, || async {
+        server.v4_ok("group_open_avchatroom_http_svc/get_members", &json!({"GroupId":"k","Mark":1001})).await["MemberList"]
+            == json!([])
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_reads_lists_and_sets_the_room_words_from_the_websocket() {
+    let server = Server::start("").await;
+    let (s, _) =
+        server.http("POST", &server.admin("/api/v1/rooms"), Some(&json!({"roomId": "o", "owner": "anchor"}))).await;
+    assert_eq!(s, 201);
+    let mut anchor = server.login_client("anchor", "Web").await;
+    anchor.join_ok("o").await;
+    let mut fan = server.login_client("fan", "Web").await;
+    fan.join_ok("o").await;
+
+    assert_eq!(
+        anchor.request(json!({"op":"ban","roomId":"o","userIds":["t1","t2"],"seconds":600,"reason":"x"})).await["code"],
+        0
+    );
+    assert_eq!(anchor.request(json!({"op":"mute","roomId":"o","userIds":["fan"],"seconds":600})).await["code"], 0);
+    let bans = anchor.request(json!({"op":"bans","roomId":"o","limit":1})).await;
+    assert_eq!((bans["bans"][0]["userId"].clone(), bans["nextOffset"].clone()), (json!("t1"), json!(1)), "{bans}");
+    let mutes = anchor.request(json!({"op":"mutes","roomId":"o"})).await;
+    assert_eq!(mutes["muted"][0]["userId"], "fan", "{mutes}");
+    assert_eq!(anchor.request(json!({"op":"mute","roomId":"o","userIds":["fan"],"seconds":0})).await["code"], 0);
+
+    let ack = anchor.request(json!({"op":"words","roomId":"o","action":"mask","words":["heck"]})).await;
+    assert_eq!(ack["count"], 1, "{ack}");
+    assert_eq!(fan.send_text("o", "what the H E C K", "Normal", 1).await["code"], 0);
+    let got = anchor.collect_msgs("o", 1, T).await;
+    assert_eq!(got[0].1["body"][0]["MsgContent"]["Text"], "what the ***");
+    let ack = fan.request(json!({"op":"words","roomId":"o","action":"mask","words":[]})).await;
+    assert_eq!(ack["code"], 10007, "members may not edit the list: {ack}");
+}

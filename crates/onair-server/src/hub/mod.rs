@@ -149,6 +149,8 @@ pub struct Room {
     admins: Mutex<BTreeSet<String>>,
     limits: Mutex<UserLimits>,
     filter: Mutex<Option<Arc<WordList>>>,
+    /// Member marks (the cloud's `modify_user_info`), for online members only.
+    marks: Mutex<HashMap<String, BTreeSet<u64>>>,
     /// Held by a delivery round and by joins, so a joiner's history and the pushes
     /// it receives afterwards neither overlap nor leave a gap.
     delivery: tokio::sync::Mutex<()>,
@@ -275,7 +277,14 @@ impl Room {
     /// Removes a connection (no-op if it is not a member).
     pub fn leave(&self, conn_id: u64, user_id: Option<&str>) {
         if self.members.lock().remove(&conn_id).is_some() {
-            self.chat.lock().leave(user_id);
+            let mut chat = self.chat.lock();
+            chat.leave(user_id);
+            if let Some(user) = user_id
+                && !chat.has_member(user)
+            {
+                self.marks.lock().remove(user);
+            }
+            drop(chat);
             self.wake.notify_one();
         }
     }
@@ -438,6 +447,7 @@ impl Hub {
             admins: Mutex::new(admins.into_iter().collect()),
             limits: Mutex::new(UserLimits::new(self.user_limits)),
             filter: Mutex::new(None),
+            marks: Mutex::new(HashMap::new()),
             delivery: tokio::sync::Mutex::new(()),
             profile_write: tokio::sync::Mutex::new(()),
             wake: Notify::new(),

@@ -35,7 +35,64 @@ fn check_accounts(users: &[String], max: usize) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// The mark that may be set on members who are not online (the cloud's rule).
+const OFFLINE_MARK: u64 = 500;
+
 impl Hub {
+    /// Sets (or, with `add` false, deletes) member marks; returns the accounts
+    /// changed. Marks are ≥ 1000 (or 500, the only one allowed on offline members),
+    /// at most 10 distinct per room and 1000 members per mark.
+    pub fn set_marks(&self, id: &str, entries: &[(String, Vec<u64>)], add: bool) -> Result<Vec<String>, Rejection> {
+        let room = self.get(id)?;
+        let users: Vec<String> = entries.iter().map(|(u, _)| u.clone()).collect();
+        check_accounts(&users, 500)?;
+        if let Some(bad) = entries.iter().flat_map(|(_, m)| m).find(|m| **m < 1000 && **m != OFFLINE_MARK) {
+            return Err(Rejection::new(
+                Code::InvalidParam,
+                format!("mark {bad} is invalid: marks are ≥ 1000 (or 500)"),
+            ));
+        }
+        let mut marks = room.marks.lock();
+        let mut next = marks.clone();
+        let mut changed = Vec::new();
+        for (user, list) in entries {
+            if add && !room.has_user(user) && !list.contains(&OFFLINE_MARK) {
+                continue; // marks are for online members
+            }
+            let set = next.entry(user.clone()).or_default();
+            for m in list {
+                if add {
+                    set.insert(*m);
+                } else {
+                    set.remove(m);
+                }
+            }
+            if set.is_empty() {
+                next.remove(user);
+            }
+            changed.push(user.clone());
+        }
+        let mut per_mark: HashMap<u64, usize> = HashMap::new();
+        for m in next.values().flatten() {
+            *per_mark.entry(*m).or_default() += 1;
+        }
+        if per_mark.len() > 10 {
+            return Err(Rejection::new(Code::InvalidParam, "at most 10 distinct marks per room"));
+        }
+        if let Some((m, _)) = per_mark.iter().find(|(_, n)| **n > 1000) {
+            return Err(Rejection::new(Code::InvalidParam, format!("mark {m} is on more than 1000 members")));
+        }
+        *marks = next;
+        Ok(changed)
+    }
+
+    /// Members carrying a mark.
+    pub fn marked(&self, id: &str, mark: u64) -> Result<BTreeSet<String>, Rejection> {
+        let room = self.get(id)?;
+        let marks = room.marks.lock();
+        Ok(marks.iter().filter(|(_, set)| set.contains(&mark)).map(|(u, _)| u.clone()).collect())
+    }
+
     /// Mutes users for `secs` (0 = unmute, ≥ 4294967295 = permanent); everyone in the
     /// room gets a `muted` event at once. Returns each user's end (Unix s, 0 = none).
     pub async fn mute(&self, id: &str, users: &[String], secs: u64) -> Result<Vec<(String, u64)>, Rejection> {
