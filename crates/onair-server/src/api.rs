@@ -49,6 +49,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/users/{id}", get(get_user).put(put_user))
         .route("/v4/{service}/{command}", axum::routing::any(crate::v4::dispatch))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -102,6 +103,19 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
         serde_json::from_value(value)
             .map(Body)
             .map_err(|e| ApiError(Rejection::new(Code::InvalidParam, format!("invalid request body: {e}"))))
+    }
+}
+
+/// Query-string extractor whose failures are API errors (10004), not axum's text.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| ApiError(Rejection::new(Code::InvalidParam, format!("bad query string: {e}"))))
     }
 }
 
@@ -205,6 +219,11 @@ async fn healthz(State(state): State<Shared>) -> Response {
 
 async fn metrics(State(state): State<Shared>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    let body = Json(json!({"code": Code::UnknownCommand.number(), "message": "method not allowed on this endpoint"}));
+    (StatusCode::METHOD_NOT_ALLOWED, body).into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -348,7 +367,11 @@ struct LimitQuery {
     before: Option<u64>,
 }
 
-async fn room_members(State(state): State<Shared>, Path(id): Path<String>, Query(q): Query<LimitQuery>) -> ApiResult {
+async fn room_members(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> ApiResult {
     let room = state.hub.get(&id)?;
     let members: Vec<Value> = room
         .recent_members(q.limit.unwrap_or(state.cfg.chat.member_list_size))
@@ -362,7 +385,7 @@ async fn room_messages(
     State(state): State<Shared>,
     _a: Admin,
     Path(id): Path<String>,
-    Query(q): Query<LimitQuery>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> ApiResult {
     state.hub.get(&id)?;
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
@@ -568,7 +591,7 @@ async fn list_bans(
     State(state): State<Shared>,
     _a: Admin,
     Path(id): Path<String>,
-    Query(q): Query<PageQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult {
     let (page, next) = state.hub.bans(&id, q.offset.unwrap_or(0), q.limit.unwrap_or(100))?;
     let list: Vec<Value> = page

@@ -89,3 +89,17 @@ async fn the_openapi_document_and_its_page_are_served() {
     assert_eq!(s, 200);
     assert!(b.contains("/api/v1/openapi.json"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_queries_and_methods_answer_in_json() {
+    let server = Server::start("").await;
+    server.create_room("q").await;
+    let (s, b) = request(&server, "GET", "/api/v1/rooms/q/members?limit=abc", &[], None).await;
+    assert_eq!(s, 400, "{b}");
+    let v: Value = serde_json::from_str(&b).expect("JSON error");
+    assert_eq!(v["code"], 10004);
+    let (s, b) = request(&server, "PUT", "/api/v1/rooms/q/members", &[], None).await;
+    assert_eq!(s, 405, "{b}");
+    let v: Value = serde_json::from_str(&b).expect("JSON error");
+    assert_eq!(v["code"], 10003);
+}
