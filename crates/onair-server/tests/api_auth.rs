@@ -103,3 +103,19 @@ async fn bad_queries_and_methods_answer_in_json() {
     let v: Value = serde_json::from_str(&b).expect("JSON error");
     assert_eq!(v["code"], 10003);
 }
+
+#[test]
+fn every_native_route_is_in_the_openapi_document() {
+    let doc: Value = serde_json::from_str(include_str!("../../../docs/openapi.json")).expect("valid JSON");
+    let source = include_str!("../src/api.rs");
+    let routes: Vec<&str> = source
+        .split(".route(\"")
+        .skip(1)
+        .filter_map(|r| r.split('"').next())
+        .filter(|r| r.starts_with("/api/v1"))
+        .collect();
+    assert!(routes.len() > 10);
+    for route in routes {
+        assert!(doc["paths"].get(route).is_some(), "{route} is served but not documented in docs/openapi.json");
+    }
+}
