@@ -8,28 +8,6 @@ mod common;
 use common::*;
 use serde_json::json;
 
-/// A UserSig from the official Python package. Fails (never skips) when it is missing.
-fn official_sig(identifier: &str, expire: u64) -> String {
-    let script = format!(
-        "import sys\ntry:\n    import TLSSigAPIv2\nexcept ImportError:\n    sys.exit(42)\n\
-         print(TLSSigAPIv2.TLSSigAPIv2({SDKAPPID}, {SECRET_KEY:?}).gen_sig({identifier:?}, {expire}))\n"
-    );
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .expect("python3 is needed for this test (and `pip install tls-sig-api-v2`)");
-    assert_ne!(
-        out.status.code(),
-        Some(42),
-        "the official TLSSigAPIv2 Python package is missing: run `pip install tls-sig-api-v2`"
-    );
-    assert!(out.status.success(), "python3 failed: {}", String::from_utf8_lossy(&out.stderr));
-    let sig = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(sig.len() > 50, "unexpected official UserSig {sig:?}");
-    sig
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_library_usersigs_log_in_and_authenticate_the_admin_api() {
     let server = Server::start("").await;
