@@ -367,17 +367,20 @@ struct LimitQuery {
     before: Option<u64>,
 }
 
+/// A recently joined member as the member lists show it (WebSocket and API).
+pub fn member_json(m: &onair_core::presence::RecentMember) -> Value {
+    json!({"userId": m.brief.user_id, "nick": m.brief.nick, "avatar": m.brief.avatar, "level": m.brief.level,
+           "joinTime": m.joined_at / 1000})
+}
+
 async fn room_members(
     State(state): State<Shared>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> ApiResult {
     let room = state.hub.get(&id)?;
-    let members: Vec<Value> = room
-        .recent_members(q.limit.unwrap_or(state.cfg.chat.member_list_size))
-        .into_iter()
-        .map(|m| json!({"userId": m.brief.user_id, "nick": m.brief.nick, "avatar": m.brief.avatar, "level": m.brief.level, "joinTime": m.joined_at / 1000}))
-        .collect();
+    let members: Vec<Value> =
+        room.recent_members(q.limit.unwrap_or(state.cfg.chat.member_list_size)).iter().map(member_json).collect();
     ok(json!({"online": room.online(), "members": members}))
 }
 
@@ -411,13 +414,10 @@ struct SendBody {
 }
 
 async fn sender_profile(state: &Shared, user_id: &str) -> Result<SenderProfile, Rejection> {
-    let record = state.store.get_user(user_id).await.map_err(|e| {
+    state.store.sender_profile(user_id).await.map_err(|e| {
         tracing::error!(error = %e, "profile load failed");
         Rejection::new(Code::Internal, "internal storage error; retry later")
-    })?;
-    Ok(record
-        .map(|r| SenderProfile { user_id: r.user_id, nick: r.nick, avatar: r.avatar, level: r.level })
-        .unwrap_or_else(|| SenderProfile { user_id: user_id.to_owned(), ..Default::default() }))
+    })
 }
 
 async fn send_message(

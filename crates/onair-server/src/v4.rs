@@ -224,21 +224,13 @@ async fn load_user(state: &Shared, user_id: &str) -> Result<Option<onair_store::
 }
 
 async fn sender_profile(state: &Shared, user_id: &str) -> Result<SenderProfile, Fail> {
-    Ok(load_user(state, user_id)
-        .await?
-        .map(|r| SenderProfile { user_id: r.user_id, nick: r.nick, avatar: r.avatar, level: r.level })
-        .unwrap_or_else(|| SenderProfile { user_id: user_id.to_owned(), ..Default::default() }))
+    state.store.sender_profile(user_id).await.map_err(storage)
 }
 
 /// Stores a user and restamps the profile of their connected sessions.
 async fn save_user(state: &Shared, record: &onair_store::UserRecord) -> Result<(), Fail> {
     state.store.upsert_user(record).await.map_err(storage)?;
-    let profile = SenderProfile {
-        user_id: record.user_id.clone(),
-        nick: record.nick.clone(),
-        avatar: record.avatar.clone(),
-        level: record.level,
-    };
+    let profile = SenderProfile::from(record);
     state.sessions.update_profile(&record.user_id, &profile);
     Ok(())
 }

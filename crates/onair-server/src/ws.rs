@@ -279,12 +279,7 @@ impl Conn {
         if changed && let Err(e) = self.state.store.upsert_user(&record).await {
             tracing::warn!(error = %e, "profile save failed");
         }
-        let profile = Arc::new(Mutex::new(SenderProfile {
-            user_id: record.user_id.clone(),
-            nick: record.nick.clone(),
-            avatar: record.avatar.clone(),
-            level: record.level,
-        }));
+        let profile = Arc::new(Mutex::new(SenderProfile::from(&record)));
         let session = Session { conn_id: self.id, outbox: self.outbox.clone(), profile: profile.clone() };
         let replaced = self.state.sessions.login(&req.user_id, &req.platform, session);
         let kicked_platform = replaced.as_ref().map(|_| req.platform.clone());
@@ -424,8 +419,8 @@ impl Conn {
         let room = self.state.hub.get(room_id)?;
         let members: Vec<Value> = room
             .recent_members(limit.unwrap_or(self.state.cfg.chat.member_list_size))
-            .into_iter()
-            .map(|m| json!({"userId": m.brief.user_id, "nick": m.brief.nick, "avatar": m.brief.avatar, "level": m.brief.level, "joinTime": m.joined_at / 1000}))
+            .iter()
+            .map(crate::api::member_json)
             .collect();
         let mut extra = serde_json::Map::new();
         extra.insert("online".into(), Value::from(room.online()));

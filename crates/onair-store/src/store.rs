@@ -46,6 +46,12 @@ pub struct UserRecord {
     pub level: u32,
 }
 
+impl From<&UserRecord> for SenderProfile {
+    fn from(r: &UserRecord) -> Self {
+        SenderProfile { user_id: r.user_id.clone(), nick: r.nick.clone(), avatar: r.avatar.clone(), level: r.level }
+    }
+}
+
 /// Handle on the database. Cloning is cheap (it shares the pool).
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -199,6 +205,15 @@ impl Store {
     }
 
     /// Creates or replaces a user's profile (stamping `updated_at` with now).
+    /// The profile to stamp on a user's messages (an unknown user gets an empty one).
+    pub async fn sender_profile(&self, user_id: &str) -> Result<SenderProfile, StoreError> {
+        Ok(self
+            .get_user(user_id)
+            .await?
+            .map(|r| SenderProfile::from(&r))
+            .unwrap_or_else(|| SenderProfile { user_id: user_id.to_owned(), ..Default::default() }))
+    }
+
     pub async fn upsert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO users (user_id, nick, avatar, level, updated_at) VALUES (?, ?, ?, ?, ?) \
