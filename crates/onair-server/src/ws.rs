@@ -133,7 +133,12 @@ impl Conn {
                 msg = socket.recv() => {
                     last_heard = tokio::time::Instant::now();
                     match msg {
-                        Some(Ok(Message::Text(text))) => self.handle(text.as_bytes()).await,
+                        Some(Ok(Message::Text(text))) => {
+                            // Boxed: the request path (webhooks, storage) holds big futures,
+                            // and inline they would make every idle connection's task as
+                            // large as the largest of them.
+                            Box::pin(self.handle(text.as_bytes())).await
+                        }
                         Some(Ok(Message::Binary(_))) => self.reply_err(&Value::Null, Rejection::new(Code::JsonParse, "binary frames are not supported; send JSON text frames")),
                         Some(Ok(Message::Ping(_))) => {
                             // tungstenite queued the pong; push it out now.
