@@ -367,6 +367,16 @@ struct LimitQuery {
     before: Option<u64>,
 }
 
+/// A ban as the ban lists show it (WebSocket and API).
+pub fn ban_json(b: &crate::hub::BanEntry) -> Value {
+    json!({"userId": b.user, "bannedUntil": b.banned_until, "reason": b.reason})
+}
+
+/// A mute as the mute lists show it (WebSocket and API).
+pub fn mute_json((user, until): &(String, u64)) -> Value {
+    json!({"userId": user, "mutedUntil": until})
+}
+
 /// A recently joined member as the member lists show it (WebSocket and API).
 pub fn member_json(m: &onair_core::presence::RecentMember) -> Value {
     json!({"userId": m.brief.user_id, "nick": m.brief.nick, "avatar": m.brief.avatar, "level": m.brief.level,
@@ -537,13 +547,12 @@ async fn mute_users(
     Body(b): Body<MuteBody>,
 ) -> ApiResult {
     let result = state.hub.mute(&id, &b.users, b.seconds).await?;
-    let list: Vec<Value> = result.into_iter().map(|(u, until)| json!({"userId": u, "mutedUntil": until})).collect();
+    let list: Vec<Value> = result.iter().map(mute_json).collect();
     ok(json!({ "muted": list }))
 }
 
 async fn list_mutes(State(state): State<Shared>, _a: Admin, Path(id): Path<String>) -> ApiResult {
-    let list: Vec<Value> =
-        state.hub.muted(&id)?.into_iter().map(|(u, until)| json!({"userId": u, "mutedUntil": until})).collect();
+    let list: Vec<Value> = state.hub.muted(&id)?.iter().map(mute_json).collect();
     ok(json!({ "muted": list }))
 }
 
@@ -594,10 +603,7 @@ async fn list_bans(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult {
     let (page, next) = state.hub.bans(&id, q.offset.unwrap_or(0), q.limit.unwrap_or(100))?;
-    let list: Vec<Value> = page
-        .into_iter()
-        .map(|b| json!({"userId": b.user, "bannedUntil": b.banned_until, "reason": b.reason}))
-        .collect();
+    let list: Vec<Value> = page.iter().map(ban_json).collect();
     ok(json!({"bans": list, "nextOffset": next}))
 }
 

@@ -497,19 +497,12 @@ impl Conn {
         match m.action {
             ModerationAction::Bans { offset, limit } => {
                 let (page, next) = hub.bans(&room.id, offset, limit)?;
-                let list: Vec<Value> = page
-                    .into_iter()
-                    .map(|b| json!({"userId": b.user, "bannedUntil": b.banned_until, "reason": b.reason}))
-                    .collect();
+                let list: Vec<Value> = page.iter().map(crate::api::ban_json).collect();
                 extra.insert("bans".into(), Value::from(list));
                 extra.insert("nextOffset".into(), Value::from(next));
             }
             ModerationAction::Mutes => {
-                let list: Vec<Value> = hub
-                    .muted(&room.id)?
-                    .into_iter()
-                    .map(|(u, until)| json!({"userId": u, "mutedUntil": until}))
-                    .collect();
+                let list: Vec<Value> = hub.muted(&room.id)?.iter().map(crate::api::mute_json).collect();
                 extra.insert("muted".into(), Value::from(list));
             }
             ModerationAction::Words { action, words } => {

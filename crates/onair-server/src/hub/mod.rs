@@ -43,6 +43,7 @@ use crate::util::{now_ms, seed};
 mod moderation;
 mod words;
 
+pub use moderation::BanEntry;
 use words::{Screened, parse_filter};
 pub use words::{action_name, parse_action};
 

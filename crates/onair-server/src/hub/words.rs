@@ -97,12 +97,7 @@ impl Hub {
             }
         }
         let Some(action) = worst else { return Ok(Screened::Deliver) };
-        let label = match action {
-            FilterAction::Reject => "reject",
-            FilterAction::Mask => "mask",
-            FilterAction::Drop => "drop",
-        };
-        metrics::counter!("onair_filter_hits_total", "action" => label).increment(1);
+        metrics::counter!("onair_filter_hits_total", "action" => action_name(action)).increment(1);
         match action {
             FilterAction::Reject => {
                 Err(Rejection::new(Code::SensitiveWord, "the message contains a word that is not allowed here"))
