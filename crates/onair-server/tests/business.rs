@@ -281,7 +281,7 @@ async fn parallel_gifts_against_one_wallet_end_exact() {
     assert!(ledger["entries"].as_array().unwrap().iter().filter(|e| e["kind"] == "gift").count() <= 1);
     let (_, earnings) = server.http("GET", &server.admin("/api/v1/users/anchor/earnings"), None).await;
     assert_eq!(earnings["earnings"].as_u64().unwrap(), 1_000 + (100 - dave), "{earnings}");
-    assert_eq!(codes.get(&402).copied().unwrap_or(0) >= 50, true, "{codes:?}");
+    assert!(codes.get(&402).copied().unwrap_or(0) >= 50, "{codes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
