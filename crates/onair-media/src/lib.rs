@@ -5,4 +5,5 @@
 //! No sockets, no tokio, no clock: the server crate feeds bytes and timestamps in and
 //! writes what comes out.
 
+pub mod codec;
 pub mod frame;
