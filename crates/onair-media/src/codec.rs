@@ -257,7 +257,7 @@ impl StreamConfig {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// An avcC written by ffmpeg/libx264 for 640x360 high profile level 3.0.

@@ -7,3 +7,4 @@
 
 pub mod codec;
 pub mod frame;
+pub mod fmp4;
