@@ -13,9 +13,9 @@
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use mp4_atom::{
-    Audio, Avc1, Avcc, AvccExt, Dinf, Dref, Encode as _, Esds, FourCC, Ftyp, Hdlr, Mdhd, Mdia, Mfhd, Minf,
-    Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun,
-    TrunEntry, TrunSamples, Url, Visual, Vmhd, esds,
+    Audio, Avc1, Avcc, AvccExt, Dinf, Dref, Encode as _, Esds, FourCC, Ftyp, Hdlr, Mdhd, Mdia, Mfhd, Minf, Moof, Moov,
+    Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry,
+    TrunSamples, Url, Visual, Vmhd, esds,
 };
 
 use crate::codec::{AacConfig, AvcConfig, StreamConfig};
@@ -349,7 +349,7 @@ fn traf(track_id: u32, base: u64, entries: Vec<TrunEntry>) -> Traf {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::frame::CodecConfig;
     use mp4_atom::Decode as _;
@@ -385,7 +385,8 @@ mod tests {
     #[test]
     fn fragment_offsets_durations_and_flags() {
         let mut f = Fragmenter::new(&config());
-        let frames = [vframe(0, true, 100), aframe(0, 10), vframe(33, false, 50), aframe(23, 11), vframe(67, false, 60)];
+        let frames =
+            [vframe(0, true, 100), aframe(0, 10), vframe(33, false, 50), aframe(23, 11), vframe(67, false, 60)];
         let frag = f.fragment(&frames, Some(100)).unwrap();
         assert_eq!(frag.samples, 5);
         let mut buf = std::io::Cursor::new(&frag.data[..]);

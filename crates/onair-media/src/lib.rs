@@ -6,5 +6,6 @@
 //! writes what comes out.
 
 pub mod codec;
-pub mod frame;
 pub mod fmp4;
+pub mod frame;
+pub mod hls;
