@@ -8,8 +8,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use bytes::Bytes;
 use onair_media::codec::StreamConfig;
+use onair_media::flv::{self, FlvDemuxer, Parsed};
 use onair_media::frame::{CodecConfig, MediaFrame, TrackKind};
 use onair_media::hls::{HlsConfig, HlsEvent, Segmenter, VodSegment, vod_playlist};
 
@@ -17,42 +17,21 @@ fn have(tool: &str) -> bool {
     Command::new(tool).arg("-version").output().is_ok_and(|o| o.status.success())
 }
 
-/// Minimal FLV reader for the test input only (the server uses the real FLV demuxer).
+/// Reads an FLV file with the crate's own demuxer and tag parser.
 fn read_flv(data: &[u8]) -> (Vec<CodecConfig>, Vec<MediaFrame>) {
-    let mut configs = Vec::new();
-    let mut frames = Vec::new();
-    let mut pos = 9 + 4;
-    while pos + 11 <= data.len() {
-        let kind = data[pos] & 0x1f;
-        let size = u32::from_be_bytes([0, data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
-        let ts = u32::from_be_bytes([data[pos + 7], data[pos + 4], data[pos + 5], data[pos + 6]]) as u64;
-        let body = &data[pos + 11..pos + 11 + size];
-        pos += 11 + size + 4;
-        match kind {
-            9 if body.len() > 5 && body[0] & 0x0f == 7 => {
-                let cts = (i32::from_be_bytes([body[2], body[3], body[4], 0])) >> 8;
-                let payload = Bytes::copy_from_slice(&body[5..]);
-                if body[1] == 0 {
-                    configs.push(CodecConfig::Avc { record: payload });
-                } else if body[1] == 1 {
-                    frames.push(MediaFrame {
-                        kind: TrackKind::Video,
-                        dts: ts,
-                        cts,
-                        keyframe: body[0] >> 4 == 1,
-                        data: payload,
-                    });
-                }
-            }
-            8 if body.len() > 2 && body[0] >> 4 == 10 => {
-                let payload = Bytes::copy_from_slice(&body[2..]);
-                if body[1] == 0 {
-                    configs.push(CodecConfig::Aac { config: payload });
-                } else {
-                    frames.push(MediaFrame { kind: TrackKind::Audio, dts: ts, cts: 0, keyframe: true, data: payload });
-                }
-            }
-            _ => {}
+    let mut demux = FlvDemuxer::new();
+    demux.push(data);
+    let (mut configs, mut frames) = (Vec::new(), Vec::new());
+    while let Some(tag) = demux.next_tag().unwrap() {
+        let kind = match tag.tag_type {
+            8 => TrackKind::Audio,
+            9 => TrackKind::Video,
+            _ => continue,
+        };
+        match flv::parse_media(kind, &tag.body, u64::from(tag.timestamp)).unwrap() {
+            Parsed::Config(c) => configs.push(c),
+            Parsed::Frame(f) => frames.push(f),
+            Parsed::Nothing => {}
         }
     }
     (configs, frames)
