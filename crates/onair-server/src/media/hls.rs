@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -37,10 +37,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::MediaService;
+use super::hooks::{RecordingInfo, SnapshotInfo};
 use super::registry::{Media, Protocol, Recv, RegistryEvent, StreamRegistry};
 use crate::util::now_ms;
 
-/// `[media]` keys of the HLS side.
+/// `[media]` keys of the HLS side (flattened into `[media]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HlsSettings {
@@ -85,7 +87,7 @@ impl HlsSettings {
     }
 }
 
-/// A finished recording, reported to whoever listens (the room's replay).
+/// A finished recording (reported through [`MediaService::recording_ready`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordingDone {
     /// Stream name.
@@ -129,24 +131,21 @@ impl LiveHls {
 /// All HLS streams, recordings and snapshots.
 pub struct HlsHub {
     settings: HlsSettings,
+    media: Arc<MediaService>,
     registry: Arc<StreamRegistry>,
     streams: RwLock<HashMap<String, Arc<LiveHls>>>,
     data_dir: PathBuf,
     ffmpeg: Option<String>,
-    recordings: broadcast::Sender<RecordingDone>,
 }
 
-/// Stream names and ids that may be used as one path component on disk and in URLs.
+/// Stream names, recording ids and file names: one safe path component.
 fn safe_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with('.')
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    super::valid_stream_name(s)
 }
 
 impl HlsHub {
     /// Builds the hub; checks for ffmpeg once (snapshots are off with a log line without it).
-    pub async fn new(settings: HlsSettings, data_dir: &Path, registry: Arc<StreamRegistry>) -> Arc<HlsHub> {
+    pub async fn new(settings: HlsSettings, data_dir: &Path, media: Arc<MediaService>) -> Arc<HlsHub> {
         let ffmpeg = if settings.snapshot_secs == 0 {
             None
         } else {
@@ -167,17 +166,12 @@ impl HlsHub {
         };
         Arc::new(HlsHub {
             settings,
-            registry,
+            registry: media.registry.clone(),
+            media,
             streams: RwLock::new(HashMap::new()),
             data_dir: data_dir.to_path_buf(),
             ffmpeg,
-            recordings: broadcast::channel(64).0,
         })
-    }
-
-    /// Finished recordings as they complete (for the room replay / lifecycle events).
-    pub fn recordings(&self) -> broadcast::Receiver<RecordingDone> {
-        self.recordings.subscribe()
     }
 
     /// Starts following the registry: one muxing task per published stream.
@@ -357,9 +351,21 @@ impl HlsHub {
             for (msn, data, duration_ms) in events {
                 rec.segment(msn, &data, duration_ms).await;
             }
-            if let Some(done) = rec.finish(name, &live.sid).await {
+            if let Some((done, bytes)) = rec.finish(name, &live.sid).await {
                 tracing::info!(stream = %name, url = %done.url, secs = done.duration_ms / 1000, "recording ready");
-                let _ = self.recordings.send(done);
+                let start_time = live.sid.parse::<u64>().unwrap_or(0) / 1000;
+                self.media.recording_ready(
+                    name,
+                    RecordingInfo {
+                        url: done.url.clone(),
+                        file_id: format!("{name}/{}", done.id),
+                        file_format: "hls".into(),
+                        start_time,
+                        end_time: now_ms() / 1000,
+                        duration: done.duration_ms / 1000,
+                        file_size: bytes,
+                    },
+                );
             }
         }
     }
@@ -391,6 +397,21 @@ impl HlsHub {
                 Ok(jpeg) => {
                     let _ = tokio::fs::create_dir_all(&dir).await;
                     let _ = tokio::fs::write(dir.join(format!("{name}.jpg")), &jpeg).await;
+                    let (width, height) = {
+                        let inner = live.inner.lock();
+                        inner.config.video.as_ref().map_or((0, 0), |v| (v.width.min(640), v.height * v.width.min(640) / v.width.max(1)))
+                    };
+                    let pic_url = format!("/live/{name}/snapshot.jpg");
+                    self.media.snapshot_taken(
+                        name,
+                        SnapshotInfo {
+                            pic_full_url: format!("http://{}{pic_url}", self.media.cfg.public_host),
+                            pic_url,
+                            file_size: jpeg.len() as u64,
+                            width,
+                            height,
+                        },
+                    );
                     *live.snapshot.lock() = Some(jpeg);
                 }
                 Err(e) => tracing::warn!(stream = %name, error = %e, "snapshot failed"),
@@ -446,12 +467,13 @@ async fn snapshot_jpeg(ffmpeg: &str, input: Vec<u8>) -> anyhow::Result<Bytes> {
 struct Recorder {
     dir: PathBuf,
     segments: Vec<VodSegment>,
+    bytes: u64,
     failed: bool,
 }
 
 impl Recorder {
     fn new(dir: PathBuf) -> Recorder {
-        Recorder { dir, segments: Vec::new(), failed: false }
+        Recorder { dir, segments: Vec::new(), bytes: 0, failed: false }
     }
 
     async fn write(&mut self, file: &str, data: &[u8]) {
@@ -463,9 +485,12 @@ impl Recorder {
             tokio::fs::write(self.dir.join(file), data).await
         }
         .await;
-        if let Err(e) = res {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "recording stopped: cannot write");
-            self.failed = true;
+        match res {
+            Ok(()) => self.bytes += data.len() as u64,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "recording stopped: cannot write");
+                self.failed = true;
+            }
         }
     }
 
@@ -481,17 +506,19 @@ impl Recorder {
         }
     }
 
-    async fn finish(&mut self, stream: &str, sid: &str) -> Option<RecordingDone> {
+    /// Writes the VOD playlist; the recording and its size in bytes.
+    async fn finish(&mut self, stream: &str, sid: &str) -> Option<(RecordingDone, u64)> {
         if self.failed || self.segments.is_empty() {
             return None;
         }
         self.write("index.m3u8", vod_playlist("init.mp4", &self.segments).as_bytes()).await;
-        (!self.failed).then(|| RecordingDone {
+        let done = RecordingDone {
             stream: stream.to_string(),
             id: sid.to_string(),
             url: format!("/vod/{stream}/{sid}/index.m3u8"),
             duration_ms: self.segments.iter().map(|s| s.duration_ms).sum(),
-        })
+        };
+        (!self.failed).then_some((done, self.bytes))
     }
 }
 
@@ -515,26 +542,51 @@ fn status(code: StatusCode, msg: &'static str) -> Response {
     (code, [(header::CACHE_CONTROL, "no-cache")], msg).into_response()
 }
 
-/// Query of a playlist request.
-#[derive(Debug, Default, Deserialize)]
-pub struct PlaylistQuery {
-    #[serde(rename = "_HLS_msn")]
+/// The LL-HLS query parameters of a playlist request.
+#[derive(Debug, Default)]
+struct PlaylistQuery {
     msn: Option<String>,
-    #[serde(rename = "_HLS_part")]
     part: Option<String>,
-    #[serde(rename = "_HLS_skip")]
     skip: Option<String>,
 }
 
+impl PlaylistQuery {
+    fn parse(raw: &str) -> PlaylistQuery {
+        let mut q = PlaylistQuery::default();
+        for pair in raw.split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let slot = match k {
+                "_HLS_msn" => &mut q.msn,
+                "_HLS_part" => &mut q.part,
+                "_HLS_skip" => &mut q.skip,
+                _ => continue,
+            };
+            *slot = Some(v.to_string());
+        }
+        q
+    }
+}
+
 /// `/live/{file}` for the extensions this module serves (`.m3u8`, `.mp4`, `.json`);
-/// `None` for anything else (e.g. `.flv`, served by the FLV side).
-pub async fn live_file(hub: &Arc<HlsHub>, file: &str, query: &PlaylistQuery) -> Option<Response> {
+/// `None` for anything else (e.g. `.flv`, served by the FLV side). `query` is the raw
+/// query string (LL-HLS parameters, and the play signature when `[media] play_auth`).
+pub async fn live_file(hub: &Arc<HlsHub>, file: &str, query: &str) -> Option<Response> {
     let (name, ext) = file.rsplit_once('.')?;
+    if !matches!(ext, "m3u8" | "mp4" | "json") {
+        return None;
+    }
+    if !safe_name(name) {
+        return Some(status(StatusCode::NOT_FOUND, "no such stream\n"));
+    }
+    let key = onair_media::rtmp::StreamKey { name: name.to_string(), query: query.to_string() };
+    if let Err(why) = hub.media.check_play(&key) {
+        tracing::debug!(stream = %name, why = %why, "HLS play refused");
+        return Some(status(StatusCode::FORBIDDEN, "play refused: bad or expired signature\n"));
+    }
     Some(match ext {
-        "m3u8" => playlist(hub, name, query).await,
+        "m3u8" => playlist(hub, name, &PlaylistQuery::parse(query)).await,
         "mp4" => live_mp4(hub, name),
-        "json" => info(hub, name),
-        _ => return None,
+        _ => info(hub, name),
     })
 }
 
@@ -758,19 +810,6 @@ async fn vod_file(State(hub): State<Arc<HlsHub>>, UrlPath((name, id, file)): Url
     }
 }
 
-/// Handler for the shared `/live/{file}` route until the FLV side owns it: this module's
-/// extensions, 404 for the rest.
-pub async fn live_route(
-    State(hub): State<Arc<HlsHub>>,
-    UrlPath(file): UrlPath<String>,
-    Query(q): Query<PlaylistQuery>,
-) -> Response {
-    match live_file(&hub, &file, &q).await {
-        Some(r) => r,
-        None => status(StatusCode::NOT_FOUND, "unknown stream format\n"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -788,5 +827,8 @@ mod tests {
         for bad in ["", "..", ".hidden", "a/b", "a b", "ü"] {
             assert!(!safe_name(bad), "{bad}");
         }
+        let q = PlaylistQuery::parse("_HLS_msn=12&_HLS_part=3&txSecret=x&_HLS_skip=YES");
+        assert_eq!((q.msn.as_deref(), q.part.as_deref(), q.skip.as_deref()), (Some("12"), Some("3"), Some("YES")));
+        assert!(PlaylistQuery::parse("").msn.is_none());
     }
 }
