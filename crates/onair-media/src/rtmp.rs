@@ -338,7 +338,7 @@ fn map_event(e: ServerSessionEvent) -> Option<RtmpEvent> {
 /// timestamp field, repeated in every continuation chunk as FFmpeg and `rml_rtmp`
 /// expect. The 64-bit timestamp is sent modulo 2^32, as RTMP does.
 pub fn chunk_message(csid: u8, stream_id: u32, type_id: u8, timestamp: u64, payload: &[u8]) -> Bytes {
-    debug_assert!((3..64).contains(&csid));
+    debug_assert!((2..64).contains(&csid));
     let ts = timestamp as u32;
     let extended = ts >= 0x00FF_FFFF;
     let chunks = payload.len().div_ceil(CHUNK_SIZE as usize).max(1);
@@ -374,6 +374,44 @@ pub fn with_stream_id(chunks: &Bytes, stream_id: u32) -> Bytes {
     let mut b = BytesMut::from(&chunks[..]);
     b[8..12].copy_from_slice(&stream_id.to_le_bytes());
     b.freeze()
+}
+
+/// Chunk stream of the play-start commands written by [`play_start`].
+pub const CSID_COMMAND: u8 = 10;
+
+/// What a player gets when its `play` is accepted: `StreamBegin`, then `onStatus`
+/// `NetStream.Play.Reset` and `NetStream.Play.Start`, all at timestamp 0.
+///
+/// Written instead of `rml_rtmp`'s own answer, which also sends `|RtmpSampleAccess`
+/// and a `NetStream.Data.Start` data message stamped with the session clock: FFmpeg
+/// turns data messages with a non-zero timestamp into an extra "data" stream.
+/// (`rml_rtmp`'s answer is still generated, to move its session into the playing
+/// state, and dropped: its later messages on chunk stream 2/3/6 then carry a
+/// timestamp delta against a message the player never saw, which only matters for
+/// timestamps of control messages, never for their content.)
+pub fn play_start(stream_id: u32, stream: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut begin = vec![0u8, 0];
+    begin.extend_from_slice(&stream_id.to_be_bytes());
+    out.extend_from_slice(&chunk_message(2, 0, 4, 0, &begin));
+    for (code, description) in [
+        ("NetStream.Play.Reset", format!("Playing and resetting {stream}.")),
+        ("NetStream.Play.Start", format!("Started playing {stream}.")),
+    ] {
+        let mut props = std::collections::HashMap::new();
+        props.insert("level".to_string(), Amf0Value::Utf8String("status".into()));
+        props.insert("code".to_string(), Amf0Value::Utf8String(code.into()));
+        props.insert("description".to_string(), Amf0Value::Utf8String(description));
+        let values = vec![
+            Amf0Value::Utf8String("onStatus".into()),
+            Amf0Value::Number(0.0),
+            Amf0Value::Null,
+            Amf0Value::Object(props),
+        ];
+        let body = rml_amf0::serialize(&values).unwrap_or_default();
+        out.extend_from_slice(&chunk_message(CSID_COMMAND, stream_id, 20, 0, &body));
+    }
+    out
 }
 
 /// The AMF0 body of an `onMetaData` script tag / data message for players.

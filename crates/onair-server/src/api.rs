@@ -48,6 +48,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/docs", get(api_docs))
         .route("/api/v1/users/{id}", get(get_user).put(put_user))
         .route("/v4/{service}/{command}", axum::routing::any(crate::v4::dispatch))
+        .merge(crate::media::http::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

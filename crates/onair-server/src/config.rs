@@ -15,6 +15,7 @@ use onair_core::tick::TickPolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::callbacks::CallbackConfig;
+use crate::media::{MediaConfig, RtmpConfig};
 
 /// Everything `onair serve` can be told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +35,10 @@ pub struct Config {
     pub callback: CallbackConfig,
     /// The app's sensitive-word list loaded at start.
     pub filter: FilterSettings,
+    /// RTMP listener (push and play).
+    pub rtmp: RtmpConfig,
+    /// Live video: keys, GOP cache, viewer queues, stream callbacks.
+    pub media: MediaConfig,
 }
 
 /// `[filter]`.
@@ -150,6 +155,8 @@ impl Default for Config {
             limits: LimitSettings::default(),
             callback: CallbackConfig::default(),
             filter: FilterSettings::default(),
+            rtmp: RtmpConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ mod api;
 mod callbacks;
 mod config;
 mod hub;
+mod media;
 mod outbox;
 mod sessions;
 mod state;
@@ -58,6 +59,21 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print a signed RTMP push URL (and the play URLs) for a stream.
+    PushUrl {
+        /// Stream name.
+        #[arg(long)]
+        stream: String,
+        /// Host in the URL (default: `[media] public_host`).
+        #[arg(long)]
+        host: Option<String>,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        valid_secs: u64,
+        /// TOML config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,6 +89,9 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config } => runtime.block_on(serve(Config::load(config.as_deref())?)),
         Command::Usersig { user, expire, config } => {
             runtime.block_on(usersig(Config::load(config.as_deref())?, &user, expire))
+        }
+        Command::PushUrl { stream, host, valid_secs, config } => {
+            push_url(Config::load(config.as_deref())?, &stream, host, valid_secs)
         }
     }
 }
@@ -122,6 +141,26 @@ async fn usersig(cfg: Config, user: &str, expire: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn push_url(cfg: Config, stream: &str, host: Option<String>, valid_secs: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(media::valid_stream_name(stream), "--stream must be 1-128 of A-Z a-z 0-9 - _ .");
+    let key = media::push_key(&cfg.media, &cfg.data_dir, false)?;
+    let host = host.unwrap_or_else(|| cfg.media.public_host.clone());
+    let port = cfg.rtmp.listen.rsplit(':').next().unwrap_or("1935");
+    let http_port = cfg.http.listen.rsplit(':').next().unwrap_or("8080");
+    let rtmp = format!("rtmp://{host}:{port}/{}/", cfg.rtmp.app);
+    println!("{}", media::signed_url(&rtmp, &key, stream, "", valid_secs));
+    let play_key = if cfg.media.play_key.is_empty() { key.clone() } else { cfg.media.play_key.clone() };
+    let flv = format!("http://{host}:{http_port}/live/");
+    if cfg.media.play_auth {
+        eprintln!("play (RTMP)     {}", media::signed_url(&rtmp, &play_key, stream, "", valid_secs));
+        eprintln!("play (HTTP-FLV) {}", media::signed_url(&flv, &play_key, stream, ".flv", valid_secs));
+    } else {
+        eprintln!("play (RTMP)     {rtmp}{stream}");
+        eprintln!("play (HTTP-FLV) {flv}{stream}.flv");
+    }
+    Ok(())
+}
+
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let metrics_handle = recorder.handle();
@@ -152,6 +191,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(words = list.len(), "loaded the sensitive-word list");
         hub.seed_app_filter(list);
     }
+    let push_key = media::push_key(&cfg.media, &cfg.data_dir, true)?;
+    // The room layer implements the observer when rooms follow their streams.
+    let observer: Arc<dyn media::StreamObserver> = Arc::new(media::hooks::NoopObserver);
+    let media = media::MediaService::start(
+        cfg.rtmp.clone(),
+        cfg.media.clone(),
+        push_key,
+        app.sdkappid,
+        observer,
+        shutdown.clone(),
+        tasks.clone(),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
         .with_context(|| format!("binding {}", cfg.http.listen))?;
@@ -166,6 +218,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         metrics: metrics_handle,
         shutdown: shutdown.clone(),
         next_conn_id: AtomicU64::new(1),
+        media,
     });
     // Listen for SIGTERM/SIGINT before announcing the server, so a stop that comes
     // right after the "listening" line is a graceful one.
@@ -248,11 +301,33 @@ fn print_banner(state: &AppState, addr: std::net::SocketAddr, created: bool) {
          \n  rooms API       {base}/api/v1/rooms\
          \n  health          {base}/healthz\
          \n  metrics         {base}/metrics\
+         {rtmp}\
          \n\
          \nlistening on {base}",
         sdkappid = state.app.sdkappid,
         key = state.app.secret_key,
         data = state.cfg.data_dir.display(),
         port = addr.port(),
+        rtmp = rtmp_banner(state, &host, addr.port()),
     );
+}
+
+fn rtmp_banner(state: &AppState, host: &str, http_port: u16) -> String {
+    let media = &state.media;
+    let Some(addr) = media.rtmp_addr else { return "\n  RTMP            off ([rtmp] listen is empty)".into() };
+    let rtmp = format!("rtmp://{host}:{}/{}/", addr.port(), media.rtmp.app);
+    let push = if media.rtmp.auth {
+        media::signed_url(&rtmp, media.push_key(), "test", "", 86_400)
+    } else {
+        format!("{rtmp}test  (push auth off)")
+    };
+    format!(
+        "\n  RTMP push       {push}\
+         \n  push key        {key}  (`onair push-url --stream NAME` signs a URL)\
+         \n  watch           http://{host}:{http_port}/live/test.flv  or  {rtmp}test\
+         \n\
+         \nrtmp listening on rtmp://{host}:{port}",
+        key = media.push_key(),
+        port = addr.port(),
+    )
 }
