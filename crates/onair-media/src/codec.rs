@@ -318,7 +318,8 @@ pub(crate) mod tests {
 
     #[test]
     fn asc_table() {
-        let table: &[(&[u8], Result<(u8, u32, u8), CodecError>)] = &[
+        type Row = (&'static [u8], Result<(u8, u32, u8), CodecError>);
+        let table: &[Row] = &[
             (&[0x12, 0x10], Ok((2, 44100, 2))),                   // AAC-LC 44.1 kHz stereo
             (&[0x11, 0x90], Ok((2, 48000, 2))),                   // AAC-LC 48 kHz stereo
             (&[0x11, 0x88], Ok((2, 48000, 1))),                   // mono

@@ -38,12 +38,7 @@ fn read_flv(data: &[u8]) -> (Vec<CodecConfig>, Vec<MediaFrame>) {
 }
 
 fn ffprobe_json(args: &[&str], input: &Path) -> serde_json::Value {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-of", "json"])
-        .args(args)
-        .arg(input)
-        .output()
-        .unwrap();
+    let out = Command::new("ffprobe").args(["-v", "error", "-of", "json"]).args(args).arg(input).output().unwrap();
     assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }

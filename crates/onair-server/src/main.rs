@@ -204,6 +204,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tasks.clone(),
     )
     .await?;
+    let hls = media::hls::HlsHub::new(cfg.media.hls.clone(), &cfg.data_dir, media.clone()).await;
+    hls.spawn(shutdown.clone());
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
         .with_context(|| format!("binding {}", cfg.http.listen))?;
@@ -219,6 +221,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         next_conn_id: AtomicU64::new(1),
         media,
+        hls,
     });
     // Listen for SIGTERM/SIGINT before announcing the server, so a stop that comes
     // right after the "listening" line is a graceful one.

@@ -78,6 +78,8 @@ pub struct AppState {
     pub conn_limit: Arc<Semaphore>,
     /// Live video (RTMP, HTTP-FLV, stream registry).
     pub media: Arc<crate::media::MediaService>,
+    /// LL-HLS, live fMP4, recordings, snapshots.
+    pub hls: Arc<crate::media::hls::HlsHub>,
 }
 
 /// The handle handlers receive.

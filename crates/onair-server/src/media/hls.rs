@@ -399,7 +399,11 @@ impl HlsHub {
                     let _ = tokio::fs::write(dir.join(format!("{name}.jpg")), &jpeg).await;
                     let (width, height) = {
                         let inner = live.inner.lock();
-                        inner.config.video.as_ref().map_or((0, 0), |v| (v.width.min(640), v.height * v.width.min(640) / v.width.max(1)))
+                        inner
+                            .config
+                            .video
+                            .as_ref()
+                            .map_or((0, 0), |v| (v.width.min(640), v.height * v.width.min(640) / v.width.max(1)))
                     };
                     let pic_url = format!("/live/{name}/snapshot.jpg");
                     self.media.snapshot_taken(
@@ -655,7 +659,10 @@ fn parse_media_name(file: &str) -> Option<(u64, Option<usize>)> {
     }
 }
 
-async fn media_file(State(hub): State<Arc<HlsHub>>, UrlPath((name, sid, file)): UrlPath<(String, String, String)>) -> Response {
+async fn media_file(
+    State(hub): State<Arc<HlsHub>>,
+    UrlPath((name, sid, file)): UrlPath<(String, String, String)>,
+) -> Response {
     let Some(live) = hub.get(&name).filter(|l| l.sid == sid) else {
         return status(StatusCode::NOT_FOUND, "no such stream session\n");
     };
@@ -682,7 +689,8 @@ async fn media_file(State(hub): State<Arc<HlsHub>>, UrlPath((name, sid, file)): 
                 None => seg.segment(msn).map(|s| s.data.clone()),
             };
             if let Some(data) = found {
-                return ([(header::CONTENT_TYPE, "video/mp4"), (header::CACHE_CONTROL, IMMUTABLE)], data).into_response();
+                return ([(header::CONTENT_TYPE, "video/mp4"), (header::CACHE_CONTROL, IMMUTABLE)], data)
+                    .into_response();
             }
             // Only what is about to exist is worth waiting for: the preload-hinted part
             // (or a little past it) and the segment in progress.
@@ -792,7 +800,10 @@ async fn snapshot(State(hub): State<Arc<HlsHub>>, UrlPath(name): UrlPath<String>
         .into_response()
 }
 
-async fn vod_file(State(hub): State<Arc<HlsHub>>, UrlPath((name, id, file)): UrlPath<(String, String, String)>) -> Response {
+async fn vod_file(
+    State(hub): State<Arc<HlsHub>>,
+    UrlPath((name, id, file)): UrlPath<(String, String, String)>,
+) -> Response {
     if !(safe_name(&name) && safe_name(&id) && safe_name(&file)) {
         return status(StatusCode::NOT_FOUND, "no such recording\n");
     }

@@ -41,6 +41,9 @@ async fn live_file(State(state): State<Shared>, Path(file): Path<String>, RawQue
     let Some((name, ext)) = file.rsplit_once('.') else { return error(StatusCode::NOT_FOUND, "no such file") };
     match ext {
         "flv" => http_flv(&state.media, name, query.as_deref().unwrap_or("")),
+        "m3u8" | "mp4" | "json" => super::hls::live_file(&state.hls, &file, query.as_deref().unwrap_or(""))
+            .await
+            .unwrap_or_else(|| error(StatusCode::NOT_FOUND, "no such file")),
         _ => error(StatusCode::NOT_FOUND, "no such file"),
     }
 }

@@ -15,6 +15,7 @@
 // kept even where nothing in this binary calls it yet.
 #![allow(dead_code)]
 
+pub mod hls;
 pub mod hooks;
 pub mod http;
 pub mod registry;
@@ -95,6 +96,9 @@ pub struct MediaConfig {
     pub callback_key: String,
     /// Callback request timeout.
     pub callback_timeout_ms: u64,
+    /// LL-HLS, recording and snapshot keys (`record`, `snapshot_secs`, `hls_part_ms`, …).
+    #[serde(flatten)]
+    pub hls: hls::HlsSettings,
 }
 
 impl Default for MediaConfig {
@@ -111,6 +115,7 @@ impl Default for MediaConfig {
             callback_url: String::new(),
             callback_key: String::new(),
             callback_timeout_ms: 5_000,
+            hls: hls::HlsSettings::default(),
         }
     }
 }
