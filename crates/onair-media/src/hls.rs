@@ -108,7 +108,10 @@ pub struct Segmenter {
     next_msn: u64,
     /// dts of the previous driving frame, for the frame-interval estimate.
     last_driver_dts: Option<u64>,
-    interval_ms: u64,
+    /// Smallest interval between driving frames seen (0 = not known yet).
+    min_interval_ms: u64,
+    /// The latest interval between driving frames.
+    last_interval_ms: u64,
     max_segment_ms: u64,
     first_dts: Option<(u64, u64)>,
     ended: bool,
@@ -139,7 +142,8 @@ impl Segmenter {
             open: None,
             next_msn: 0,
             last_driver_dts: None,
-            interval_ms: 0,
+            min_interval_ms: 0,
+            last_interval_ms: 0,
             max_segment_ms: 0,
             first_dts: None,
             ended: false,
@@ -191,10 +195,9 @@ impl Segmenter {
             if let Some(last) = self.last_driver_dts
                 && frame.dts > last
             {
-                // The largest frame interval of the segment so far: timestamps of 1000/fps ms
-                // alternate (22, 23, 22 ms at 45 fps) and the last one alone would let a part
-                // run 1 ms past the target.
-                self.interval_ms = self.interval_ms.max(frame.dts - last);
+                let d = frame.dts - last;
+                self.last_interval_ms = d;
+                self.min_interval_ms = if self.min_interval_ms == 0 { d } else { self.min_interval_ms.min(d) };
             }
             self.last_driver_dts = Some(frame.dts);
         }
@@ -209,15 +212,14 @@ impl Segmenter {
             }
             Some(open) if driver => {
                 let seg_elapsed = frame.dts.saturating_sub(open.start_dts);
-                if start_ok && seg_elapsed >= self.cfg.segment_target_ms && !open.pending.is_empty() {
+                let segment_ends = start_ok && seg_elapsed >= self.cfg.segment_target_ms && !open.pending.is_empty();
+                self.split_overflow(frame.dts, &mut events);
+                if segment_ends {
                     self.close_part(frame.dts, &mut events);
                     self.close_segment(frame.dts, &mut events);
                     self.open_segment(frame.dts);
                 } else {
-                    let part_elapsed = frame.dts.saturating_sub(open.part_start_dts);
-                    if !open.pending.is_empty() && part_elapsed + self.interval_ms > self.cfg.part_target_ms {
-                        self.close_part(frame.dts, &mut events);
-                    }
+                    self.cut_predicted(frame.dts, &mut events);
                 }
             }
             Some(_) => {}
@@ -236,8 +238,9 @@ impl Segmenter {
             return events;
         }
         if let Some(open) = self.open.as_ref() {
-            let end = self.last_driver_dts.unwrap_or(open.part_start_dts).saturating_add(self.interval_ms.max(1));
+            let end = self.last_driver_dts.unwrap_or(open.part_start_dts).saturating_add(self.last_interval_ms.max(1));
             if !open.pending.is_empty() {
+                self.split_overflow(end, &mut events);
                 self.close_part(end, &mut events);
             }
             if self.open.as_ref().is_some_and(|o| !o.parts.is_empty()) {
@@ -250,9 +253,6 @@ impl Segmenter {
     }
 
     fn open_segment(&mut self, dts: u64) {
-        // Forget a past stall: the interval estimate restarts with the segment (the next
-        // frame sets it before any cut depends on it).
-        self.interval_ms = 0;
         let wall_ms = match self.first_dts {
             Some((d0, w0)) => w0 + dts.saturating_sub(d0),
             None => 0,
@@ -266,6 +266,41 @@ impl Segmenter {
             pending: Vec::new(),
         });
         self.next_msn += 1;
+    }
+
+    /// When timestamps jitter, the last frame added may have taken the open part past the
+    /// target (it would end at `dts`): the part is then cut before that frame, which opens
+    /// the next part. Together with [`Self::cut_predicted`], parts never exceed `PART-TARGET`.
+    fn split_overflow(&mut self, dts: u64, events: &mut Vec<HlsEvent>) {
+        let target = self.cfg.part_target_ms;
+        let has_video = self.has_video;
+        let Some(open) = self.open.as_mut() else { return };
+        if !open.pending.is_empty() && dts.saturating_sub(open.part_start_dts) > target {
+            let is_driver = |f: &MediaFrame| !has_video || f.kind == TrackKind::Video;
+            let split = open.pending.iter().rposition(is_driver).filter(|&i| i > 0);
+            match split.map(|i| (i, open.pending[i].dts)) {
+                Some((i, split_dts)) if split_dts > open.part_start_dts => {
+                    let tail = open.pending.split_off(i);
+                    self.close_part(split_dts, events);
+                    if let Some(open) = self.open.as_mut() {
+                        open.pending = tail;
+                    }
+                }
+                // One frame longer than the target: nothing shorter is possible.
+                _ => self.close_part(dts, events),
+            }
+        }
+    }
+
+    /// Closes the open part before a driving frame at `dts` as soon as even the shortest
+    /// frame interval seen would take it past the target — so a 30 fps stream gets exact
+    /// 500 ms parts without waiting for one more frame.
+    fn cut_predicted(&mut self, dts: u64, events: &mut Vec<HlsEvent>) {
+        let target = self.cfg.part_target_ms;
+        let Some(open) = self.open.as_ref() else { return };
+        if !open.pending.is_empty() && dts.saturating_sub(open.part_start_dts) + self.min_interval_ms > target {
+            self.close_part(dts, events);
+        }
     }
 
     fn close_part(&mut self, end_dts: u64, events: &mut Vec<HlsEvent>) {
@@ -548,9 +583,10 @@ mod tests {
     /// Feeds `secs` of 30 fps video with a keyframe every `gop` frames, plus 44.1 kHz audio.
     fn feed(s: &mut Segmenter, from_frame: u64, frames: u64, gop: u64) -> Vec<HlsEvent> {
         let mut events = Vec::new();
-        let mut audio_next = from_frame * 1000 / 30;
+        // Millisecond timestamps rounded as ffmpeg writes them (0, 33, 67, 100, …).
+        let mut audio_next = (from_frame * 1000 + 15) / 30;
         for i in from_frame..from_frame + frames {
-            let dts = i * 1000 / 30;
+            let dts = (i * 1000 + 15) / 30;
             while audio_next <= dts {
                 events.extend(s.push(a(audio_next), 1_700_000_000_000 + audio_next));
                 audio_next += 23;
@@ -576,11 +612,17 @@ mod tests {
                 }
                 for p in &seg.parts {
                     assert!(p.duration_ms <= part_ms, "part {} > {part_ms}", p.duration_ms);
-                    // Parts should not be needlessly short (≥ 85 % of target except the last).
-                    assert!(p.duration_ms * 100 >= part_ms * 60, "part {} ≪ {part_ms}", p.duration_ms);
+                }
+                // Parts are not needlessly short (≥ 85 % of the target except a segment's last).
+                for p in seg.parts.iter().rev().skip(1) {
+                    assert!(p.duration_ms * 100 >= part_ms * 85, "part {} ≪ {part_ms}", p.duration_ms);
                 }
             }
             assert_eq!(s.target_duration_s(), want_seg_ms / 1000);
+            // Targets that are a whole number of frames give equal parts, no runt at the end.
+            for seg in segs.iter().filter(|s| !s.parts.is_empty()) {
+                assert_eq!(seg.part_count as u64, want_seg_ms / part_ms, "part {part_ms} gop {gop}");
+            }
         }
     }
 
