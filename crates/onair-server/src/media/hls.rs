@@ -726,11 +726,23 @@ fn live_mp4(hub: &Arc<HlsHub>, name: &str) -> Response {
         queued: std::collections::VecDeque<Bytes>,
         rx: broadcast::Receiver<LivePart>,
         resync: bool,
+        last_lag: Option<std::time::Instant>,
+        grace: Duration,
+        // Held (never read) so the stream's stats count this viewer under "hls".
+        _viewer: Option<super::registry::Subscription>,
     }
     let mut queued: std::collections::VecDeque<Bytes> = start.into();
     let resync = queued.is_empty();
     queued.push_front(init);
-    let stream = futures_util::stream::unfold(St { queued, rx, resync }, |mut st| async move {
+    let st = St {
+        queued,
+        rx,
+        resync,
+        last_lag: None,
+        grace: Duration::from_millis(hub.media.cfg.slow_viewer_grace_ms.max(100)),
+        _viewer: hub.registry.subscribe(name, Protocol::Hls),
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
         if let Some(b) = st.queued.pop_front() {
             return Some((Ok::<_, Infallible>(b), st));
         }
@@ -743,9 +755,16 @@ fn live_mp4(hub: &Arc<HlsHub>, name: &str) -> Response {
                     st.resync = false;
                     return Some((Ok(p.data), st));
                 }
-                // Fell behind by more than the channel holds: continue at the next
-                // independent part (the player sees a jump, the server holds nothing).
-                Err(broadcast::error::RecvError::Lagged(_)) => st.resync = true,
+                // Fell behind by more than the channel holds (64 parts): continue at the
+                // next independent part (the player sees a jump, the server holds
+                // nothing); falling behind again within the grace period ends the response.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if st.last_lag.is_some_and(|t| t.elapsed() < st.grace) {
+                        return None;
+                    }
+                    st.last_lag = Some(std::time::Instant::now());
+                    st.resync = true;
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
