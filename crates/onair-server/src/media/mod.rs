@@ -52,6 +52,9 @@ pub struct RtmpConfig {
     pub max_connections: usize,
     /// A publisher silent this long is dropped; also the handshake deadline.
     pub idle_timeout_secs: u64,
+    /// Kernel send buffer per RTMP socket, bytes (0 = OS default, which auto-grows to
+    /// megabytes and hides a stalled player for minutes).
+    pub send_buffer: usize,
 }
 
 impl Default for RtmpConfig {
@@ -62,6 +65,7 @@ impl Default for RtmpConfig {
             auth: true,
             max_connections: 50_000,
             idle_timeout_secs: 20,
+            send_buffer: 256 * 1024,
         }
     }
 }

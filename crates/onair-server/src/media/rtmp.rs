@@ -44,6 +44,9 @@ pub async fn serve(listener: TcpListener, svc: Arc<MediaService>, tasks: TaskTra
             continue;
         };
         let _ = socket.set_nodelay(true);
+        if svc.rtmp.send_buffer > 0 {
+            let _ = socket2::SockRef::from(&socket).set_send_buffer_size(svc.rtmp.send_buffer);
+        }
         let svc = svc.clone();
         tasks.spawn(async move {
             metrics::gauge!("onair_rtmp_connections").increment(1.0);
