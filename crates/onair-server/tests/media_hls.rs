@@ -28,16 +28,12 @@ fn have_ffmpeg() -> bool {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn start(extra: &str) -> (Server, u16) {
-    let rtmp = free_port();
-    let server = Server::start(&format!(
-        "[rtmp]\nlisten = \"127.0.0.1:{rtmp}\"\nauth = false\n\n[media]\nhls_part_ms = 500\nlinger_secs = 20\n{extra}\n"
-    ))
-    .await;
+    let server =
+        Server::start(&format!("[rtmp]\nauth = false\n\n[media]\nhls_part_ms = 500\nlinger_secs = 20\n{extra}\n"))
+            .await;
+    let rtmp = server.rtmp_port;
+    assert_ne!(rtmp, 0, "RTMP listener port not printed");
     (server, rtmp)
 }
 
