@@ -205,7 +205,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     )
     .await?;
     let hls = media::hls::HlsHub::new(cfg.media.hls.clone(), &cfg.data_dir, media.clone()).await;
-    hls.spawn(shutdown.clone());
+    hls.spawn(shutdown.clone(), tasks.clone());
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
         .with_context(|| format!("binding {}", cfg.http.listen))?;

@@ -238,6 +238,7 @@ async fn ll_hls_playlist_blocking_reload_parts_and_fmp4_stream() {
     let resp = client.get(format!("http://127.0.0.1:{port}/live/cam.mp4").parse().unwrap()).await.unwrap();
     assert_eq!(resp.headers()["x-codecs"], "avc1.42c01e,mp4a.40.2");
     assert_eq!(resp.headers()["content-type"], "video/mp4");
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
     drop(resp);
 
     // A thumbnail (ffmpeg child, every second here).
@@ -252,7 +253,14 @@ async fn ll_hls_playlist_blocking_reload_parts_and_fmp4_stream() {
         assert!(Instant::now() < deadline, "no snapshot");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // Bad input: clear errors, nothing held.
     assert_eq!(get(port, "/live/nothere.m3u8").await.status, 404);
+    assert_eq!(get(port, "/live/cam.m3u8?_HLS_msn=abc").await.status, 400);
+    assert_eq!(get(port, "/live/cam.m3u8?_HLS_msn=18446744073709551615&_HLS_part=99999999999").await.status, 400);
+    assert_eq!(get(port, "/live/cam/1/0.m4s").await.status, 404, "wrong session id");
+    assert_eq!(get(port, &format!("/live/{base}x.m4s")).await.status, 404);
+    assert_eq!(get(port, &format!("/live/{base}1.2.3.m4s")).await.status, 404);
+    assert_eq!(get(port, "/live/..%2Fcam.m3u8").await.status, 404);
     let _ = ff.kill().await;
 }
 

@@ -36,6 +36,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::MediaService;
 use super::hooks::{RecordingInfo, SnapshotInfo};
@@ -174,13 +175,14 @@ impl HlsHub {
         })
     }
 
-    /// Starts following the registry: one muxing task per published stream.
-    pub fn spawn(self: &Arc<Self>, shutdown: CancellationToken) {
+    /// Starts following the registry: one muxing task per published stream, tracked by
+    /// `tasks` so a shutdown waits for recordings to be finished (playlist written).
+    pub fn spawn(self: &Arc<Self>, shutdown: CancellationToken, tasks: TaskTracker) {
         let hub = self.clone();
         let mut events = self.registry.watch();
         tokio::spawn(async move {
             for s in hub.registry.list() {
-                hub.start(&s.name, s.info.started_at_ms, &shutdown);
+                hub.start(&s.name, s.info.started_at_ms, &shutdown, &tasks);
             }
             loop {
                 let ev = tokio::select! {
@@ -190,12 +192,12 @@ impl HlsHub {
                 match ev {
                     Ok(RegistryEvent::Published(name)) => {
                         let started = hub.registry.get(&name).map_or_else(now_ms, |s| s.info.started_at_ms);
-                        hub.start(&name, started, &shutdown);
+                        hub.start(&name, started, &shutdown, &tasks);
                     }
                     Ok(RegistryEvent::Unpublished(_)) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         for s in hub.registry.list() {
-                            hub.start(&s.name, s.info.started_at_ms, &shutdown);
+                            hub.start(&s.name, s.info.started_at_ms, &shutdown, &tasks);
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -204,7 +206,7 @@ impl HlsHub {
         });
     }
 
-    fn start(self: &Arc<Self>, name: &str, started_ms: u64, shutdown: &CancellationToken) {
+    fn start(self: &Arc<Self>, name: &str, started_ms: u64, shutdown: &CancellationToken, tasks: &TaskTracker) {
         if !safe_name(name) {
             tracing::warn!(stream = %name, "no HLS for a stream name unusable in a URL or file name");
             return;
@@ -232,7 +234,7 @@ impl HlsHub {
         let hub = self.clone();
         let name = name.to_string();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let snap = hub.ffmpeg.clone().map(|ff| {
                 let (hub, live, name, shutdown) = (hub.clone(), live.clone(), name.clone(), shutdown.clone());
                 tokio::spawn(async move { hub.snapshots(&ff, &name, &live, shutdown).await })
@@ -536,7 +538,16 @@ pub fn routes<S: Clone + Send + Sync + 'static>(hub: Arc<HlsHub>) -> Router<S> {
         .route("/live/{stream}/snapshot.jpg", get(snapshot))
         .route("/live/{stream}/{sid}/{file}", get(media_file))
         .route("/vod/{stream}/{id}/{file}", get(vod_file))
+        .layer(axum::middleware::map_response(|r: Response| async { cors(r) }))
         .with_state(hub)
+}
+
+/// Players on other origins (hls.js, MediaSource pages) may read everything here.
+fn cors(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("x-codecs"));
+    r
 }
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -587,11 +598,11 @@ pub async fn live_file(hub: &Arc<HlsHub>, file: &str, query: &str) -> Option<Res
         tracing::debug!(stream = %name, why = %why, "HLS play refused");
         return Some(status(StatusCode::FORBIDDEN, "play refused: bad or expired signature\n"));
     }
-    Some(match ext {
+    Some(cors(match ext {
         "m3u8" => playlist(hub, name, &PlaylistQuery::parse(query)).await,
         "mp4" => live_mp4(hub, name),
         _ => info(hub, name),
-    })
+    }))
 }
 
 fn hold(hub: &HlsHub) -> Duration {
