@@ -10,6 +10,7 @@
 mod coord;
 mod frame;
 mod hist;
+mod media;
 mod net;
 mod procfs;
 mod target;
@@ -29,6 +30,14 @@ struct Cli {
 enum Cmd {
     /// One big room: N viewers, P senders publishing R msgs/s in total.
     Chat(Box<coord::ChatArgs>),
+    /// Many light viewers of one live stream (RTMP play or HTTP-FLV).
+    Media(Box<media::MediaArgs>),
+    /// Internal: a worker process started by `media`.
+    #[command(hide = true)]
+    MediaWorker {
+        #[arg(long)]
+        spec: String,
+    },
     /// Internal: a worker process started by `chat`.
     #[command(hide = true)]
     Worker {
@@ -44,6 +53,12 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.cmd {
         Cmd::Chat(args) => rt.block_on(coord::run(*args)),
+        Cmd::Media(args) => rt.block_on(media::run(*args)),
+        Cmd::MediaWorker { spec } => {
+            let spec: media::MediaWorkerSpec = serde_json::from_str(&spec).context("worker spec")?;
+            // Viewers are `spawn_local` tasks: one thread per worker process.
+            tokio::task::LocalSet::new().block_on(&rt, media::worker(spec))
+        }
         Cmd::Worker { spec } => {
             let spec: worker::WorkerSpec = serde_json::from_str(&spec).context("worker spec")?;
             rt.block_on(worker::run(spec))

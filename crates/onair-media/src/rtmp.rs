@@ -591,6 +591,25 @@ mod tests {
         assert_eq!(events, vec![RtmpEvent::Video { timestamp: 0x0100_0000, data: body }]);
     }
 
+    /// Found by the `rtmp_chunks` fuzz target: a 13-byte AMF0 command with too few
+    /// values makes `rml_rtmp` panic (`amf0_command.rs:35`); the guard turns that into
+    /// an error for this connection only.
+    #[test]
+    fn a_panic_inside_rml_rtmp_fails_only_this_connection() {
+        let mut out = Vec::new();
+        let mut conn = ServerConn::after_handshake(&mut out).unwrap();
+        let input = [0x33, 0, 0, 0, 0, 0, 0, 0x11, 0x11, 0x11, 0, 0x41];
+        let mut failed = false;
+        for b in input {
+            if conn.feed(&[b], &mut out).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed);
+        assert!(conn.feed(&[0], &mut out).is_err());
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let mut server = ServerConn::new();

@@ -4,6 +4,7 @@
 //! The stats are public like room reads: they name streams and their numbers, never
 //! the publisher's address or push URL query (which holds the signature).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,7 +62,17 @@ fn http_flv(svc: &Arc<MediaService>, name: &str, query: &str) -> Response {
     };
     let grace = Duration::from_millis(svc.cfg.slow_viewer_grace_ms.max(100));
     let header_bytes = Bytes::copy_from_slice(&flv::file_header(true, true));
-    let state = FlvBody { sub, first: Some(header_bytes), last_skip: None, grace };
+    let merge = Duration::from_millis(svc.cfg.merge_write_ms);
+    let state = FlvBody {
+        sub,
+        first: Some(header_bytes),
+        last_skip: None,
+        grace,
+        merge,
+        last_batch: None,
+        ready: VecDeque::new(),
+        ended: false,
+    };
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         let item = s.next().await?;
         Some((item, s))
@@ -80,32 +91,66 @@ struct FlvBody {
     first: Option<Bytes>,
     last_skip: Option<Instant>,
     grace: Duration,
+    merge: Duration,
+    last_batch: Option<Instant>,
+    ready: VecDeque<Bytes>,
+    ended: bool,
 }
 
 impl FlvBody {
     /// The next chunk of the body; `None` ends it. Each item is a shared, pre-built
-    /// tag: hyper queues them and writes with vectored writes.
+    /// tag. Items come in batches at most every `merge` (merged writes): hyper polls
+    /// the body again while it is ready, queues the tags and writes them with one
+    /// vectored write.
     async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
         if let Some(h) = self.first.take() {
             return Some(Ok(h));
         }
-        loop {
-            match self.sub.recv().await {
-                Recv::Packet(p) => {
-                    self.sub.stream().add_bytes_out(p.flv.len());
-                    return Some(Ok(p.flv.clone()));
-                }
-                Recv::Skipped(n) => {
-                    metrics::counter!("onair_media_viewer_skips_total", "protocol" => "flv").increment(1);
-                    if self.last_skip.is_some_and(|t| t.elapsed() < self.grace) {
-                        metrics::counter!("onair_media_viewers_cut_total", "protocol" => "flv").increment(1);
-                        return Some(Err(std::io::Error::other(format!("viewer stays behind ({n} packets skipped)"))));
-                    }
-                    self.last_skip = Some(Instant::now());
-                }
-                Recv::Ended => return None,
+        if let Some(b) = self.ready.pop_front() {
+            return Some(Ok(b));
+        }
+        if self.ended {
+            return None;
+        }
+        let first = self.sub.recv().await;
+        if let Err(e) = self.take(first) {
+            return Some(Err(e));
+        }
+        if let Some(at) = self.last_batch.map(|t| t + self.merge).filter(|at| *at > Instant::now() && !self.ended) {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        while self.ready.len() < 256 && !self.ended {
+            let Some(r) = self.sub.try_recv() else { break };
+            if let Err(e) = self.take(r) {
+                return Some(Err(e));
             }
         }
+        self.last_batch = Some(Instant::now());
+        match self.ready.pop_front() {
+            Some(b) => Some(Ok(b)),
+            // A skip with nothing after it yet: wait for the next batch.
+            None if !self.ended => Box::pin(self.next()).await,
+            None => None,
+        }
+    }
+
+    fn take(&mut self, r: Recv) -> Result<(), std::io::Error> {
+        match r {
+            Recv::Packet(p) => {
+                self.sub.stream().add_bytes_out(p.flv.len());
+                self.ready.push_back(p.flv.clone());
+            }
+            Recv::Skipped(n) => {
+                metrics::counter!("onair_media_viewer_skips_total", "protocol" => "flv").increment(1);
+                if self.last_skip.is_some_and(|t| t.elapsed() < self.grace) {
+                    metrics::counter!("onair_media_viewers_cut_total", "protocol" => "flv").increment(1);
+                    return Err(std::io::Error::other(format!("viewer stays behind ({n} packets skipped)")));
+                }
+                self.last_skip = Some(Instant::now());
+            }
+            Recv::Ended => self.ended = true,
+        }
+        Ok(())
     }
 }
 

@@ -93,6 +93,11 @@ pub struct MediaConfig {
     /// A viewer that falls behind twice within this window, or whose socket accepts
     /// nothing for this long, is disconnected.
     pub slow_viewer_grace_ms: u64,
+    /// Merged writes: a viewer's socket is written at most once per this many ms,
+    /// with everything that arrived meanwhile in one vectored write (SRS's
+    /// `mw_latency`; its default is 350 ms). Fewer wakeups and syscalls per viewer at
+    /// the cost of up to this much latency; 0 = write every packet at once.
+    pub merge_write_ms: u64,
     /// Stream event callbacks (publish 1, unpublish 0, recording 100, snapshot 200);
     /// empty = off.
     pub callback_url: String,
@@ -116,6 +121,7 @@ impl Default for MediaConfig {
             gop_max_frames: 2500,
             viewer_queue_packets: 1024,
             slow_viewer_grace_ms: 10_000,
+            merge_write_ms: 100,
             callback_url: String::new(),
             callback_key: String::new(),
             callback_timeout_ms: 5_000,

@@ -277,7 +277,7 @@ impl Buf for BytesQueue {
 }
 
 /// Most packets merged into one write.
-const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 256;
 
 async fn play(
     socket: TcpStream,
@@ -294,6 +294,8 @@ async fn play(
     let mut last_skip: Option<Instant> = None;
     let stream = sub.stream().clone();
     let mut ended = false;
+    let merge = Duration::from_millis(svc.cfg.merge_write_ms);
+    let mut last_write: Option<Instant> = None;
     let push = |queue: &mut BytesQueue, recv: Recv, last_skip: &mut Option<Instant>| -> anyhow::Result<bool> {
         match recv {
             Recv::Packet(p) => {
@@ -339,6 +341,10 @@ async fn play(
                 if !push(&mut queue, recv, &mut last_skip)? {
                     ended = true;
                 }
+                // Merged write: let more packets gather, then send them in one syscall.
+                if let Some(at) = last_write.map(|t| t + merge).filter(|at| *at > Instant::now() && !ended) {
+                    tokio::time::sleep_until(at.into()).await;
+                }
                 while queue.q.len() < MAX_BATCH && !ended {
                     match sub.try_recv() {
                         Some(recv) => ended = !push(&mut queue, recv, &mut last_skip)?,
@@ -357,6 +363,7 @@ async fn play(
                 }
             }
             stream.add_bytes_out(n);
+            last_write = Some(Instant::now());
         }
     }
     let _ = wr.shutdown().await;
