@@ -15,6 +15,7 @@ use onair_core::tick::TickPolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::callbacks::CallbackConfig;
+use crate::media::{MediaConfig, RtmpConfig};
 
 /// Everything `onair serve` can be told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +45,10 @@ pub struct Config {
     pub levels: onair_core::level::LevelWeights,
     /// Room popularity weights.
     pub popularity: PopularitySettings,
+    /// RTMP listener (push and play).
+    pub rtmp: RtmpConfig,
+    /// Live video: keys, GOP cache, viewer queues, stream callbacks.
+    pub media: MediaConfig,
 }
 
 /// `[live]`.
@@ -52,22 +57,13 @@ pub struct Config {
 pub struct LiveSettings {
     /// A paused room (stream gone) ends after this long.
     pub pause_grace_secs: u64,
-    /// Base of signed push URLs handed to co-hosts (`<base>/<stream>?txSecret=…`).
-    pub push_base: String,
-    /// Push key for those URLs; empty = the app's secret key.
-    pub push_key: String,
-    /// Validity of a co-host push URL.
+    /// Validity of a co-host's signed push URL (signed with `[media] push_key`).
     pub push_valid_secs: u64,
 }
 
 impl Default for LiveSettings {
     fn default() -> Self {
-        LiveSettings {
-            pause_grace_secs: 300,
-            push_base: "rtmp://127.0.0.1:1935/live".into(),
-            push_key: String::new(),
-            push_valid_secs: 86_400,
-        }
+        LiveSettings { pause_grace_secs: 300, push_valid_secs: 86_400 }
     }
 }
 
@@ -237,6 +233,8 @@ impl Default for Config {
             likes: Default::default(),
             levels: Default::default(),
             popularity: PopularitySettings::default(),
+            rtmp: RtmpConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }

@@ -43,6 +43,8 @@ pub struct Server {
     dir: tempfile::TempDir,
     config: PathBuf,
     pub port: u16,
+    /// The RTMP listener's port (the harness puts it on a free port).
+    pub rtmp_port: u16,
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
@@ -67,7 +69,8 @@ impl Server {
             data = dir.path().display().to_string(),
         );
         std::fs::write(&config, text).expect("write config");
-        let mut server = Server { child: None, dir, config, port: 0, stderr: Arc::new(Mutex::new(Vec::new())) };
+        let mut server =
+            Server { child: None, dir, config, port: 0, rtmp_port: 0, stderr: Arc::new(Mutex::new(Vec::new())) };
         server.spawn().await;
         server
     }
@@ -78,6 +81,8 @@ impl Server {
             .arg("--config")
             .arg(&self.config)
             .env("ONAIR_LOG", "warn")
+            // Tests run in parallel: RTMP on a free port, never the default 1935.
+            .env("ONAIR_RTMP__LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -94,8 +99,12 @@ impl Server {
         });
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut rtmp_port = 0;
         let port = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if let Some(rest) = line.strip_prefix("rtmp listening on rtmp://127.0.0.1:") {
+                    rtmp_port = rest.trim().parse::<u16>().expect("rtmp port");
+                }
                 if let Some(rest) = line.strip_prefix("listening on http://127.0.0.1:") {
                     return rest.trim().parse::<u16>().expect("port");
                 }
@@ -107,6 +116,7 @@ impl Server {
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.port = port;
+        self.rtmp_port = rtmp_port;
         self.child = Some(child);
     }
 
