@@ -6,6 +6,7 @@
 //! No sockets, no tokio, no clock: the server crate feeds bytes and timestamps in and
 //! writes what comes out.
 
+pub mod amf_guard;
 pub mod codec;
 pub mod flv;
 pub mod fmp4;

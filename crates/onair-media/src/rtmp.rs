@@ -18,6 +18,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rml_amf0::Amf0Value;
+
+use crate::amf_guard::AmfGuard;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult, StreamMetadata};
 
@@ -184,7 +186,7 @@ pub enum RtmpEvent {
 
 enum State {
     Handshaking(Box<Handshake>),
-    Session(Box<ServerSession>),
+    Session(Box<ServerSession>, Box<AmfGuard>),
     Failed,
 }
 
@@ -210,12 +212,12 @@ impl ServerConn {
     /// and fuzzing the chunk stream); its initial messages go to `out`.
     pub fn after_handshake(out: &mut Vec<u8>) -> Result<ServerConn, RtmpError> {
         let session = start_session(out)?;
-        Ok(ServerConn { state: State::Session(session) })
+        Ok(ServerConn { state: State::Session(session, Box::default()) })
     }
 
     /// Whether the handshake is done.
     pub fn is_ready(&self) -> bool {
-        matches!(self.state, State::Session(_))
+        matches!(self.state, State::Session(..))
     }
 
     /// Processes received bytes.
@@ -241,18 +243,20 @@ impl ServerConn {
                     }
                     HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
                         out.extend_from_slice(&response_bytes);
-                        self.state = State::Session(start_session(out)?);
+                        self.state = State::Session(start_session(out)?, Box::default());
                         rest = remaining_bytes;
                         &rest[..]
                     }
                 }
             }
-            State::Session(_) => input,
+            State::Session(..) => input,
         };
         if input.is_empty() {
             return Ok(());
         }
-        let State::Session(session) = &mut self.state else { return Err(RtmpError::NotReady) };
+        let State::Session(session, amf_guard) = &mut self.state else { return Err(RtmpError::NotReady) };
+        // Before rml_rtmp decodes anything: refuse AMF that could overflow the stack.
+        amf_guard.feed(input).map_err(RtmpError::Protocol)?;
         let results = guard(|| session.handle_input(input).map_err(|e| RtmpError::Protocol(e.to_string())))?;
         let _ = &rest;
         collect(results, out, events);
@@ -261,7 +265,7 @@ impl ServerConn {
 
     /// Accepts a pending connect/publish/play request.
     pub fn accept(&mut self, request_id: u32, out: &mut Vec<u8>) -> Result<Vec<RtmpEvent>, RtmpError> {
-        let State::Session(session) = &mut self.state else { return Err(RtmpError::NotReady) };
+        let State::Session(session, _) = &mut self.state else { return Err(RtmpError::NotReady) };
         let results = guard(|| session.accept_request(request_id).map_err(|e| RtmpError::Protocol(e.to_string())))?;
         let mut events = Vec::new();
         collect(results, out, &mut events);
@@ -277,7 +281,7 @@ impl ServerConn {
         description: &str,
         out: &mut Vec<u8>,
     ) -> Result<(), RtmpError> {
-        let State::Session(session) = &mut self.state else { return Err(RtmpError::NotReady) };
+        let State::Session(session, _) = &mut self.state else { return Err(RtmpError::NotReady) };
         let results = guard(|| {
             session.reject_request(request_id, code, description).map_err(|e| RtmpError::Protocol(e.to_string()))
         })?;
@@ -608,6 +612,24 @@ mod tests {
         }
         assert!(failed);
         assert!(conn.feed(&[0], &mut out).is_err());
+    }
+
+    /// A `connect` nested 15,000 objects deep (60 KB) overflows the stack inside
+    /// `rml_amf0` and would abort the process; the AMF guard refuses it first.
+    #[test]
+    fn deeply_nested_amf_is_refused_before_rml_rtmp_sees_it() {
+        let mut out = Vec::new();
+        let mut conn = ServerConn::after_handshake(&mut out).unwrap();
+        let mut body = vec![2u8, 0, 7];
+        body.extend_from_slice(b"connect");
+        body.extend_from_slice(&[0, 0x3F, 0xF0, 0, 0, 0, 0, 0, 0]);
+        body.extend_from_slice(&b"\x03\x00\x01a".repeat(15_000));
+        let msg = chunk_message(3, 0, 20, 0, &body);
+        // Announce the chunk size the pre-built message uses.
+        let mut bytes = chunk_message(2, 0, 1, 0, &CHUNK_SIZE.to_be_bytes()).to_vec();
+        bytes.extend_from_slice(&msg);
+        let r = conn.feed(&bytes, &mut out);
+        assert!(matches!(&r, Err(RtmpError::Protocol(m)) if m.contains("nesting")), "{r:?}");
     }
 
     #[test]

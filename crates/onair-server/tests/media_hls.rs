@@ -308,3 +308,54 @@ async fn recording_is_served_as_vod_when_the_stream_ends() {
     assert_eq!(get(port, &format!("/vod/rec/{id}/..%2F..%2Fonair.toml")).await.status, 404);
     assert_eq!(get(port, "/vod/rec/..%2F../index.m3u8").await.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_held_requests_and_a_stalled_fmp4_viewer_do_not_hurt_others() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let (server, rtmp) = start("snapshot_secs = 0\nrecord = false").await;
+    let port = server.port;
+    let mut ff = publish(rtmp, "busy", 15, true);
+    let playlist = wait_playlist(port, "busy", 1).await;
+
+    // A viewer that opens the fMP4 stream and never reads.
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, b"GET /live/busy.mp4 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+
+    // 100 players blocking on the next part at once: all answered with it, within the hold.
+    let (msn, part) = preload_hint(&playlist);
+    let held = (0..100).map(|_| {
+        let path = format!("/live/busy.m3u8?_HLS_msn={msn}&_HLS_part={part}");
+        tokio::spawn(async move { get(port, &path).await })
+    });
+    for h in futures_util::future::join_all(held).await {
+        let g = h.unwrap();
+        assert_eq!(g.status, 200);
+        assert!(g.took < Duration::from_millis(3000), "held {:?}", g.took);
+        let body = text(&g);
+        // The part asked for is listed (or its segment already closed and the next began).
+        assert!(
+            body.contains(&format!("/{msn}.{part}.m4s\"")) || body.contains(&format!("/{}.0.m4s\"", msn + 1)),
+            "{body}"
+        );
+    }
+
+    // Another fMP4 viewer still gets a steady stream: ≥ 3 s of media in about 3 s.
+    let dir = tempfile::TempDir::new().unwrap();
+    let out = dir.path().join("ok.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg(format!("http://127.0.0.1:{port}/live/busy.mp4"))
+        .args(["-t", "3", "-c", "copy"])
+        .arg(&out)
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let p = ffprobe(out.to_str().unwrap()).await;
+    assert_av(&p);
+    assert!(duration(&p) >= 2.5);
+    drop(stalled);
+    let _ = ff.kill().await;
+}

@@ -106,3 +106,28 @@ async fn a_viewer_that_stops_reading_does_not_hurt_others() {
     }
     let _ = publisher.kill().await;
 }
+
+#[tokio::test]
+async fn a_stalled_publisher_is_dropped_and_its_name_freed() {
+    let s = Server::start(&format!("{}\n[rtmp]\nidle_timeout_secs = 2\n", media_toml(""))).await;
+    let mut good = publish(&push_url(&s, "steady"), 14);
+    let mut stalled = publish(&push_url(&s, "frozen"), 14);
+    wait_live(&s, "steady").await;
+    wait_live(&s, "frozen").await;
+    let pid = stalled.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    eventually("the silent publisher is dropped", Duration::from_secs(8), || async {
+        s.http("GET", "/api/v1/streams/frozen", None).await.0 == 404
+    })
+    .await;
+    let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = stalled.kill().await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("steady.flv");
+    assert!(record(&format!("http://127.0.0.1:{}/live/steady.flv", s.port), 2.0, &file).await);
+    assert_av(&probe(&file).await, 1.5, "the other stream");
+    let mut again = publish(&push_url(&s, "frozen"), 4);
+    wait_live(&s, "frozen").await;
+    let _ = again.kill().await;
+    let _ = good.kill().await;
+}

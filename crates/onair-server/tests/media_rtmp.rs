@@ -95,6 +95,30 @@ async fn push_auth_refuses_wrong_expired_and_missing_signatures() {
 }
 
 #[tokio::test]
+async fn signed_play_urls_when_play_auth_is_on() {
+    let s = Server::start(&media_toml("play_auth = true\nplay_key = \"playkey\"")).await;
+    let mut p = publish(&push_url(&s, "paid"), 10);
+    wait_live(&s, "paid").await;
+    let (status, _) = s.http_raw("GET", "/live/paid.flv", None).await;
+    assert_eq!(status, 403, "unsigned HTTP-FLV");
+    let tx_time = format!("{:X}", now_secs() + 600);
+    let wrong = onair_auth::tx_secret(PUSH_KEY, "paid", &tx_time);
+    let (status, _) = s.http_raw("GET", &format!("/live/paid.flv?txSecret={wrong}&txTime={tx_time}"), None).await;
+    assert_eq!(status, 403, "signed with the push key, not the play key");
+    let dir = tempfile::TempDir::new().unwrap();
+    let ok = onair_auth::tx_secret("playkey", "paid", &tx_time);
+    let file = dir.path().join("paid.flv");
+    let url = format!("http://127.0.0.1:{}/live/paid.flv?txSecret={ok}&txTime={tx_time}", s.port);
+    assert!(record(&url, 1.5, &file).await, "signed HTTP-FLV plays");
+    assert_av(&probe(&file).await, 1.0, "signed HTTP-FLV");
+    let rtmp_unsigned = format!("rtmp://127.0.0.1:{}/live/paid", s.rtmp_port);
+    assert!(!record(&rtmp_unsigned, 1.0, &dir.path().join("x.flv")).await, "unsigned RTMP play refused");
+    let rtmp_signed = format!("rtmp://127.0.0.1:{}/live/paid?txSecret={ok}&txTime={tx_time}", s.rtmp_port);
+    assert!(record(&rtmp_signed, 1.5, &dir.path().join("y.flv")).await, "signed RTMP play");
+    let _ = p.kill().await;
+}
+
+#[tokio::test]
 async fn a_second_publisher_is_refused_and_the_first_keeps_going() {
     let s = Server::start(&media_toml("")).await;
     let mut first = publish(&push_url(&s, "solo"), 12);

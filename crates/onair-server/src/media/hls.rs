@@ -281,7 +281,7 @@ impl HlsHub {
                 }
                 Recv::Ended => break,
             };
-            let (events, init) = {
+            let (events, init, changed) = {
                 let mut inner = live.inner.lock();
                 match &packet.media {
                     Media::Config(c) => {
@@ -323,11 +323,14 @@ impl HlsHub {
                         // Sent under the lock so a live viewer's start (taken under the same
                         // lock) and the broadcast never overlap or leave a gap.
                         publish_parts(seg, &events, &live.live);
-                        (collect_segments(seg, &events), init)
+                        (collect_segments(seg, &events), init, !events.is_empty())
                     }
                 }
             };
-            live.bump();
+            // Waiters only care about new parts and segments, not every frame.
+            if changed {
+                live.bump();
+            }
             if let Some(rec) = recorder.as_mut() {
                 if let Some(init) = init {
                     rec.init(&init).await;

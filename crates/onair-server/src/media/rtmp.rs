@@ -139,6 +139,10 @@ async fn handle(mut socket: TcpStream, addr: SocketAddr, svc: &Arc<MediaService>
                                 conn.accept(request_id, &mut Vec::new())?;
                                 out.extend_from_slice(&r::play_start(stream_id, &key.name));
                                 socket.write_all(&out).await?;
+                                // A player needs neither the publisher-sized read buffer
+                                // nor this output buffer: give their memory back.
+                                drop(std::mem::take(&mut buf));
+                                drop(std::mem::take(&mut out));
                                 return play(socket, conn, sub, stream_id, svc).await;
                             }
                             Err((code, why)) => {
