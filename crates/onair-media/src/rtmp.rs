@@ -5,7 +5,7 @@
 //! `rml_rtmp` (pinned `=0.8.0`) does the handshake (including the Flash "complex"
 //! digest OBS uses), chunk (de)serialization and the connect / createStream /
 //! publish / play command flow. It is dormant upstream and has panicked on bad
-//! input in the past, so every call into it goes through [`guard`]: a panic inside
+//! input in the past, so every call into it goes through `guard` (`catch_unwind`): a panic inside
 //! the library becomes an error for this one connection instead of taking down the
 //! task (see also the fuzz targets in `fuzz/`).
 //!

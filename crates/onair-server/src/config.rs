@@ -142,6 +142,10 @@ pub struct HttpConfig {
     /// Kernel send buffer per accepted socket, bytes (0 = the OS default, which
     /// auto-grows to megabytes and hides a stalled client for seconds).
     pub socket_send_buffer: usize,
+    /// A socket whose peer acknowledges nothing we send for this long is closed by the
+    /// kernel (`TCP_USER_TIMEOUT`, Linux): frees an HTTP-FLV viewer that never reads
+    /// (its body is never polled again, so no timer of ours would see it). 0 = off.
+    pub stall_timeout_secs: u64,
 }
 
 /// `[app]`.
@@ -241,7 +245,12 @@ impl Default for Config {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "0.0.0.0:8080".into(), max_connections: 100_000, socket_send_buffer: 256 * 1024 }
+        HttpConfig {
+            listen: "0.0.0.0:8080".into(),
+            max_connections: 100_000,
+            socket_send_buffer: 256 * 1024,
+            stall_timeout_secs: 30,
+        }
     }
 }
 

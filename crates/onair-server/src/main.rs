@@ -266,7 +266,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let router = api::router(state.clone());
     let server_shutdown = shutdown.clone();
     let send_buffer = state.cfg.http.socket_send_buffer;
+    let stall = state.cfg.http.stall_timeout_secs;
     let listener = listener.tap_io(move |tcp| {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if stall > 0 {
+            let _ = socket2::SockRef::from(&*tcp).set_tcp_user_timeout(Some(Duration::from_secs(stall)));
+        }
         // Writes are already batched per flush, so Nagle would only add delay.
         let _ = tcp.set_nodelay(true);
         // A bounded kernel send buffer keeps a stalled viewer's backlog in our

@@ -61,10 +61,14 @@ async fn bad_publishers_leave_other_streams_alone() {
 #[tokio::test]
 async fn a_viewer_that_stops_reading_does_not_hurt_others() {
     // A small ring and grace so the stalled viewer is caught quickly.
-    let s = Server::start(&format!(
-        "{}\n[rtmp]\nsend_buffer = 16384\n",
-        media_toml("viewer_queue_packets = 64\nslow_viewer_grace_ms = 2000")
-    ))
+    let s = Server::start_with_env(
+        &format!(
+            "{}\n[rtmp]\nsend_buffer = 16384\n",
+            media_toml("viewer_queue_packets = 64\nslow_viewer_grace_ms = 2000")
+        ),
+        // HTTP-FLV viewers that never read are freed by the kernel (TCP_USER_TIMEOUT).
+        &[("ONAIR_HTTP__STALL_TIMEOUT_SECS", "2"), ("ONAIR_HTTP__SOCKET_SEND_BUFFER", "16384")],
+    )
     .await;
     let mut publisher = publish(&push_url(&s, "busy"), 18);
     wait_live(&s, "busy").await;
@@ -99,6 +103,13 @@ async fn a_viewer_that_stops_reading_does_not_hurt_others() {
         s.metric("onair_media_viewers_cut_total").await >= 1.0
     })
     .await;
+    // The frozen HTTP-FLV viewer and the raw never-reading one are gone too: the kernel
+    // gave up on their sockets, hyper saw the error and dropped their subscriptions.
+    eventually("stalled HTTP-FLV viewers freed", Duration::from_secs(20), || async {
+        s.http("GET", "/api/v1/streams/busy", None).await.1["viewers"]["flv"] == 0
+    })
+    .await;
+    drop(raw);
     for c in [&mut frozen_rtmp, &mut frozen_flv] {
         let pid = c.id().unwrap().to_string();
         let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();

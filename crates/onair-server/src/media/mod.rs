@@ -32,7 +32,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use hooks::StreamObserver;
+#[allow(unused_imports)] // `StreamLifecycle` is for the room layer's observer.
+pub use hooks::{StreamLifecycle, StreamObserver};
 pub use registry::{Protocol, StreamRegistry};
 
 use crate::util::{now_ms, now_secs};
