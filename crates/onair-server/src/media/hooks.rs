@@ -31,13 +31,6 @@ pub trait StreamObserver: Send + Sync + 'static {
     fn on_stream(&self, stream: &str, event: StreamLifecycle);
 }
 
-/// An observer that ignores everything.
-pub struct NoopObserver;
-
-impl StreamObserver for NoopObserver {
-    fn on_stream(&self, _stream: &str, _event: StreamLifecycle) {}
-}
-
 /// A finished recording (callback 100).
 #[derive(Debug, Clone, Default)]
 pub struct RecordingInfo {

@@ -32,8 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-#[allow(unused_imports)] // `StreamLifecycle` is for the room layer's observer.
-pub use hooks::{StreamLifecycle, StreamObserver};
+pub use hooks::StreamObserver;
 pub use registry::{Protocol, StreamRegistry};
 
 use crate::util::{now_ms, now_secs};
