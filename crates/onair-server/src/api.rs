@@ -25,7 +25,7 @@ use crate::ws::check_profile_field;
 /// Builds the whole HTTP surface.
 pub fn router(state: Shared) -> Router {
     Router::new()
-        .route("/", get(index))
+        .merge(crate::web::routes())
         .route("/ws", get(crate::ws::upgrade))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -202,16 +202,6 @@ for (const [path, ops] of Object.entries(doc.paths || {})) {
   }
 }
 </script>"#;
-
-async fn index(State(state): State<Shared>) -> Html<String> {
-    Html(format!(
-        "<!doctype html><meta charset=utf-8><title>OnAir</title><h1>OnAir</h1>\
-         <p>Live-room server for app {}.</p><ul><li>WebSocket: <code>/ws</code></li>\
-         <li><a href=/api/v1/rooms>/api/v1/rooms</a></li><li><a href=/healthz>/healthz</a></li>\
-         <li><a href=/metrics>/metrics</a></li></ul>",
-        state.app.sdkappid
-    ))
-}
 
 async fn healthz(State(state): State<Shared>) -> Response {
     Json(json!({"status": "ok", "rooms": state.hub.list().len()})).into_response()

@@ -34,6 +34,10 @@ pub struct Config {
     pub callback: CallbackConfig,
     /// The app's sensitive-word list loaded at start.
     pub filter: FilterSettings,
+    /// Demo mode: guest logins minted by the server (`POST /api/v1/demo/guest`) and a
+    /// demo room on a first start. Unset = on when no `[app]` is configured (zero-config
+    /// start), off otherwise; `onair serve --demo` turns it on.
+    pub demo: Option<bool>,
 }
 
 /// `[filter]`.
@@ -150,6 +154,7 @@ impl Default for Config {
             limits: LimitSettings::default(),
             callback: CallbackConfig::default(),
             filter: FilterSettings::default(),
+            demo: None,
         }
     }
 }

@@ -1,0 +1,311 @@
+//! The web app: the pages, assets and JS SDK in `web/` (embedded in the binary at
+//! compile time by `rust-embed`), plus the few endpoints only the pages need — the
+//! page configuration, demo guest logins, the anchor's push address and a redacted
+//! view of the config for the admin console.
+//!
+//! Pages are static files; each reads its room id from `location.pathname` and talks
+//! to the public API and `/ws`, so nothing here renders user data into HTML.
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use onair_core::{Code, Rejection};
+use rust_embed::RustEmbed;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::{Admin, ApiError};
+use crate::hub::NewRoom;
+use crate::state::Shared;
+
+/// Everything under `web/` except the browser tests and their `node_modules`.
+#[derive(RustEmbed)]
+#[folder = "../../web/"]
+#[exclude = "tests/**"]
+struct Assets;
+
+/// The room created in demo mode when there is no room yet.
+pub const DEMO_ROOM: &str = "demo";
+/// The owner of the demo room; demo mode hands out its login for the studio.
+pub const DEMO_ANCHOR: &str = "demo-anchor";
+/// Validity of demo logins (a day).
+const DEMO_SIG_SECS: u64 = 86_400;
+
+/// The page and asset routes and the web app's own endpoints.
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/", get(|h: HeaderMap| async move { file("index.html", &h) }))
+        .route("/room/{id}", get(|h: HeaderMap| async move { file("room.html", &h) }))
+        .route("/studio/{id}", get(|h: HeaderMap| async move { file("studio.html", &h) }))
+        .route("/admin", get(|h: HeaderMap| async move { file("admin.html", &h) }))
+        .route("/assets/{*path}", get(asset))
+        .route("/sdk/{*path}", get(sdk))
+        .route("/api/v1/web/config", get(web_config))
+        .route("/api/v1/demo/guest", post(demo_guest))
+        .route("/api/v1/rooms/{id}/push-url", get(push_url))
+        .route("/api/v1/admin/config", get(admin_config))
+}
+
+async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
+    file(&format!("assets/{path}"), &headers)
+}
+
+async fn sdk(Path(path): Path<String>, headers: HeaderMap) -> Response {
+    file(&format!("sdk/{path}"), &headers)
+}
+
+/// One embedded file with its content type and a strong ETag (its SHA-256). Files are
+/// not fingerprinted, so browsers revalidate every time (`no-cache`) and get a 304
+/// without the body when nothing changed.
+fn file(path: &str, headers: &HeaderMap) -> Response {
+    if path.split('/').any(|seg| seg == ".." || seg.starts_with('.')) {
+        return not_found();
+    }
+    let Some(f) = Assets::get(path) else {
+        return not_found();
+    };
+    let etag: String = f.metadata.sha256_hash()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let etag = format!("\"{etag}\"");
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut mime = f.metadata.mimetype().to_owned();
+    if mime.starts_with("text/") || mime == "application/javascript" || mime == "image/svg+xml" {
+        mime.push_str("; charset=utf-8");
+    }
+    let common = [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (header::ETAG, HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\""))),
+        (header::HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff")),
+    ];
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    let ctype = HeaderValue::from_str(&mime).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    (common, [(header::CONTENT_TYPE, ctype)], f.data.into_owned()).into_response()
+}
+
+fn not_found() -> Response {
+    ApiError(Rejection::new(Code::UnknownCommand, "no such page or asset")).into_response()
+}
+
+/// Whether demo mode is on (resolved in `main`: `--demo`, `demo = true|false`, or on by
+/// default when no app is configured).
+pub fn demo_enabled(state: &Shared) -> bool {
+    state.cfg.demo.unwrap_or(false)
+}
+
+/// What a page needs before it connects: the app id and whether demo logins exist.
+async fn web_config(State(state): State<Shared>) -> Response {
+    let demo = demo_enabled(&state);
+    Json(json!({
+        "sdkAppId": state.app.sdkappid,
+        "demo": demo,
+        "demoRoom": if demo { DEMO_ROOM } else { "" },
+        "ws": "/ws",
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct GuestReq {
+    /// `viewer` (default: a fresh `guest-…` account) or `anchor` (the demo room's owner).
+    role: Option<String>,
+    nick: Option<String>,
+}
+
+/// Demo mode only: a login minted by the server, so a new user can try the product in
+/// two tabs at once without a backend. Never an app admin.
+async fn demo_guest(State(state): State<Shared>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    if !demo_enabled(&state) {
+        return Err(Rejection::new(Code::NoPermission, "demo logins are off on this server (config `demo`)").into());
+    }
+    let req: GuestReq = if body.is_empty() {
+        GuestReq::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Rejection::new(Code::InvalidParam, format!("invalid body: {e}")))?
+    };
+    let (user_id, nick) = match req.role.as_deref().unwrap_or("viewer") {
+        "viewer" => {
+            let id = format!("guest-{}", &crate::util::random_hex(4));
+            let nick = req.nick.filter(|n| !n.is_empty()).unwrap_or_else(|| format!("Guest {}", &id[6..]));
+            (id, nick)
+        }
+        "anchor" => (DEMO_ANCHOR.to_owned(), "Demo anchor".to_owned()),
+        other => return Err(Rejection::new(Code::InvalidParam, format!("unknown role '{other}'")).into()),
+    };
+    crate::ws::check_profile_field("nick", &nick, 64)?;
+    if state.app.admins.contains(&user_id) {
+        return Err(Rejection::new(Code::NoPermission, "that account is an app admin").into());
+    }
+    let sig = state.app.mint(&user_id, DEMO_SIG_SECS);
+    Ok(Json(json!({
+        "sdkAppId": state.app.sdkappid,
+        "userId": user_id,
+        "userSig": sig,
+        "nick": nick,
+        "expireAt": crate::util::now_secs() + DEMO_SIG_SECS,
+    }))
+    .into_response())
+}
+
+/// A logged-in caller of the HTTP API: the `X-OnAir-Identifier` / `X-OnAir-UserSig`
+/// headers (or `?identifier=&usersig=`), or the API token (as the first app admin).
+pub struct Caller(pub String);
+
+#[derive(Deserialize)]
+struct CallerQuery {
+    identifier: Option<String>,
+    usersig: Option<String>,
+}
+
+impl FromRequestParts<Shared> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            let Admin(a) = Admin::from_request_parts(parts, state).await?;
+            return Ok(Caller(a));
+        }
+        let h = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (id, sig) = match (h("x-onair-identifier"), h("x-onair-usersig")) {
+            (Some(i), Some(s)) => (i, s),
+            _ => {
+                let q = axum::extract::Query::<CallerQuery>::try_from_uri(&parts.uri)
+                    .map_err(|e| ApiError(Rejection::new(Code::InvalidParam, format!("bad query string: {e}"))))?;
+                match (q.0.identifier, q.0.usersig) {
+                    (Some(i), Some(s)) => (i, s),
+                    _ => {
+                        return Err(ApiError(Rejection::new(
+                            Code::UserSigEmpty,
+                            "this endpoint needs a login: headers X-OnAir-Identifier and X-OnAir-UserSig",
+                        )));
+                    }
+                }
+            }
+        };
+        state.app.verify(state.app.sdkappid, &id, &sig)?;
+        Ok(Caller(id))
+    }
+}
+
+/// The owner, a room admin or an app admin of `room_id`, else 10007.
+fn require_room_role(state: &Shared, room_id: &str, user: &str) -> Result<(), ApiError> {
+    let room = state.hub.get(room_id)?;
+    if room.profile().owner == user || room.is_admin(user) || state.app.admins.contains(user) {
+        return Ok(());
+    }
+    Err(Rejection::new(Code::NoPermission, format!("'{user}' is not the owner or an admin of this room")).into())
+}
+
+/// The stream name of a room: the room JSON's `stream` when the business layer sets
+/// one, else the room id (what the media server names a room's stream by default).
+fn stream_of(state: &Shared, room_id: &str) -> Result<String, ApiError> {
+    let room = state.hub.get(room_id)?;
+    let view = serde_json::to_value(room.view()).unwrap_or_default();
+    Ok(view.get("stream").and_then(Value::as_str).map_or_else(|| room_id.to_owned(), str::to_owned))
+}
+
+/// Validity of a push address handed to the studio.
+const PUSH_URL_SECS: u64 = 86_400;
+
+/// The anchor's push address for OBS: server URL and stream key (the key carries the
+/// streaming service's `txSecret`/`txTime` signature), owner/admin only.
+async fn push_url(
+    State(state): State<Shared>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_room_role(&state, &id, &user)?;
+    let stream = stream_of(&state, &id)?;
+    let tx_time = format!("{:X}", crate::util::now_secs() + PUSH_URL_SECS);
+    let secret = onair_auth::tx_secret(&push_key(&state), &stream, &tx_time);
+    // The host the browser used is the host OBS should reach (the server may listen
+    // on 0.0.0.0); RTMP is on its own port.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_owned())
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    let server = format!("rtmp://{host}:{}/live/", rtmp_port(&state));
+    let key = format!("{stream}?txSecret={secret}&txTime={tx_time}");
+    Ok(Json(json!({
+        "stream": stream,
+        "server": server,
+        "streamKey": key,
+        "url": format!("{server}{key}"),
+        "expireAt": crate::util::now_secs() + PUSH_URL_SECS,
+    }))
+    .into_response())
+}
+
+/// The key push signatures are made with. Until the media server has its own
+/// `[live]` key this is the app's secret key.
+fn push_key(state: &Shared) -> String {
+    state.app.secret_key.clone()
+}
+
+/// The RTMP port the media server listens on.
+fn rtmp_port(_state: &Shared) -> u16 {
+    1935
+}
+
+/// The config as the admin console shows it, without secrets.
+async fn admin_config(State(state): State<Shared>, _a: Admin) -> Response {
+    let mut cfg = serde_json::to_value(&state.cfg).unwrap_or_default();
+    if let Some(app) = cfg.get_mut("app").and_then(Value::as_object_mut) {
+        for k in ["secret_key", "api_token"] {
+            if let Some(v) = app.get_mut(k) {
+                *v = json!(if v.as_str().is_some_and(|s| !s.is_empty()) { "(set)" } else { "" });
+            }
+        }
+    }
+    if let Some(cb) = cfg.get_mut("callback").and_then(Value::as_object_mut)
+        && let Some(v) = cb.get_mut("token")
+    {
+        *v = json!(if v.as_str().is_some_and(|s| !s.is_empty()) { "(set)" } else { "" });
+    }
+    Json(json!({"sdkAppId": state.app.sdkappid, "config": cfg})).into_response()
+}
+
+/// Demo mode on a server without rooms: creates the demo room, so the room list is
+/// not empty on a first start.
+pub async fn demo_setup(state: &Shared) -> anyhow::Result<()> {
+    if !demo_enabled(state) || !state.hub.list().is_empty() {
+        return Ok(());
+    }
+    state
+        .hub
+        .create(NewRoom {
+            room_id: Some(DEMO_ROOM.to_owned()),
+            name: "OnAir demo room".to_owned(),
+            owner: DEMO_ANCHOR.to_owned(),
+            introduction: "Try OnAir: open this page in two tabs and chat.".to_owned(),
+            notification: "Welcome! Be nice in the chat.".to_owned(),
+            ..NewRoom::default()
+        })
+        .await
+        .map_err(|r| anyhow::anyhow!("creating the demo room: {}", r.info))?;
+    tracing::info!(room = DEMO_ROOM, "demo mode: created the demo room");
+    Ok(())
+}
+
+/// The lines the start banner prints for the web app.
+pub fn banner(state: &Shared, base: &str, admin: &str, admin_sig: &str) -> String {
+    let room = state.hub.list().first().map(|r| r.profile().id.clone());
+    let mut out = String::new();
+    if let Some(room) = room {
+        out.push_str(&format!("\n  watch           {base}/room/{room}\n  studio          {base}/studio/{room}"));
+    }
+    out.push_str(&format!("\n  admin console   {base}/admin#identifier={admin}&usersig={admin_sig}"));
+    if demo_enabled(state) {
+        out.push_str("\n  demo mode       on: guest logins for anyone (turn off with `demo = false`)");
+    }
+    out
+}
