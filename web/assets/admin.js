@@ -215,7 +215,7 @@ async function loadConfig() {
   try {
     const r = await onair.api('GET', '/api/v1/admin/config');
     const cb = r.config?.callback ?? {};
-    const kv = [['SDKAppID', r.sdkAppId], ['Callback URL', cb.url || '(off)'], ['Callback token', cb.token || '(none)'], ['Demo mode', String(r.config?.demo ?? false)]];
+    const kv = [['SDKAppID', r.sdkAppId], ['Callback URL', cb.url || '(off)'], ['Callback token', cb.token || '(none)'], ['Demo mode', String(r.config?.demo?.enabled ?? false)]];
     $('cbSummary').replaceChildren(...kv.flatMap(([k, v]) => [h('span', { class: 'k', text: k }), h('span', { class: 'mono', text: String(v) })]));
     $('cfg').textContent = JSON.stringify(r.config, null, 2);
   } catch (e) {

@@ -27,7 +27,7 @@ const contexts = [];
 async function startServer() {
   dir = mkdtempSync(join(tmpdir(), 'onair-web-'));
   const cfg = join(dir, 'onair.toml');
-  writeFileSync(cfg, `data_dir = ${JSON.stringify(join(dir, 'data'))}\ndemo = true\n[http]\nlisten = "127.0.0.1:0"\n[chat]\nflood_max_repeats = 0\n`);
+  writeFileSync(cfg, `data_dir = ${JSON.stringify(join(dir, 'data'))}\n[demo]\nenabled = true\n[http]\nlisten = "127.0.0.1:0"\n[chat]\nflood_max_repeats = 0\n`);
   server = spawn(bin, ['serve', '--config', cfg], { env: { ...process.env, ONAIR_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = createInterface({ input: server.stdout });
   return new Promise((ok, fail) => {
@@ -300,7 +300,7 @@ test('the admin console lists, creates and destroys rooms', async () => {
   await p.locator('#roomRows tr[data-room="made-in-admin"] button.danger').click();
   await p.locator('#roomRows tr[data-room="made-in-admin"]').waitFor({ state: 'detached', timeout: T });
   await p.click('[data-tab="config"]');
-  await p.locator('#cfg', { hasText: '"demo": true' }).waitFor({ timeout: T });
+  await p.locator('#cfg', { hasText: '"enabled": true' }).waitFor({ timeout: T });
   assert.equal(await p.locator('#cfg', { hasText: 'secret_key' }).count(), 1);
   assert.doesNotMatch(await p.locator('#cfg').textContent(), /[0-9a-f]{32}/, 'no secret in the config view');
   await p.click('[data-tab="stats"]');

@@ -34,10 +34,18 @@ pub struct Config {
     pub callback: CallbackConfig,
     /// The app's sensitive-word list loaded at start.
     pub filter: FilterSettings,
-    /// Demo mode: guest logins minted by the server (`POST /api/v1/demo/guest`) and a
-    /// demo room on a first start. Unset = on when no `[app]` is configured (zero-config
-    /// start), off otherwise; `onair serve --demo` turns it on.
-    pub demo: Option<bool>,
+    /// `[demo]`: guest logins and a demo room for trying the web app.
+    pub demo: DemoSettings,
+}
+
+/// `[demo]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DemoSettings {
+    /// Guest logins minted by the server (`POST /api/v1/demo/guest`) and a demo room
+    /// when there is none. Unset = on when no `[app]` is configured (a zero-config
+    /// start), off otherwise; `onair serve --demo` turns it on; `false` turns it off.
+    pub enabled: Option<bool>,
 }
 
 /// `[filter]`.
@@ -154,7 +162,7 @@ impl Default for Config {
             limits: LimitSettings::default(),
             callback: CallbackConfig::default(),
             filter: FilterSettings::default(),
-            demo: None,
+            demo: DemoSettings::default(),
         }
     }
 }

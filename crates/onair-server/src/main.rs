@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config, demo } => {
             let mut cfg = Config::load(config.as_deref())?;
             // Resolved once here: the web module reads `cfg.demo` as a plain switch.
-            cfg.demo = Some(demo || cfg.demo.unwrap_or(cfg.app.sdkappid == 0));
+            cfg.demo.enabled = Some(demo || cfg.demo.enabled.unwrap_or(cfg.app.sdkappid == 0));
             runtime.block_on(serve(cfg))
         }
         Command::Usersig { user, expire, config } => {

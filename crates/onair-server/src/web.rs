@@ -93,10 +93,10 @@ fn not_found() -> Response {
     ApiError(Rejection::new(Code::UnknownCommand, "no such page or asset")).into_response()
 }
 
-/// Whether demo mode is on (resolved in `main`: `--demo`, `demo = true|false`, or on by
+/// Whether demo mode is on (resolved in `main`: `--demo`, `[demo] enabled`, or on by
 /// default when no app is configured).
 pub fn demo_enabled(state: &Shared) -> bool {
-    state.cfg.demo.unwrap_or(false)
+    state.cfg.demo.enabled.unwrap_or(false)
 }
 
 /// What a page needs before it connects: the app id and whether demo logins exist.
@@ -123,7 +123,9 @@ struct GuestReq {
 /// two tabs at once without a backend. Never an app admin.
 async fn demo_guest(State(state): State<Shared>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     if !demo_enabled(&state) {
-        return Err(Rejection::new(Code::NoPermission, "demo logins are off on this server (config `demo`)").into());
+        return Err(
+            Rejection::new(Code::NoPermission, "demo logins are off on this server (config `[demo] enabled`)").into()
+        );
     }
     let req: GuestReq = if body.is_empty() {
         GuestReq::default()
@@ -305,7 +307,7 @@ pub fn banner(state: &Shared, base: &str, admin: &str, admin_sig: &str) -> Strin
     }
     out.push_str(&format!("\n  admin console   {base}/admin#identifier={admin}&usersig={admin_sig}"));
     if demo_enabled(state) {
-        out.push_str("\n  demo mode       on: guest logins for anyone (turn off with `demo = false`)");
+        out.push_str("\n  demo mode       on: guest logins for anyone (off: `[demo] enabled = false` or ONAIR_DEMO__ENABLED=false)");
     }
     out
 }
