@@ -52,6 +52,19 @@ pub enum Code {
     /// The cloud answers an unauthenticated send with 70002-family codes; OnAir uses
     /// 70002 (UserSig empty) so SDKs map it to "please log in".
     NotLoggedIn,
+    /// 120001 (OnAir): the live state cannot make this move.
+    InvalidTransition,
+    /// 120002 (OnAir): no gift with this id in the catalog.
+    UnknownGift,
+    /// 120003 (OnAir): the wallet balance does not cover the gift.
+    InsufficientBalance,
+    /// 120004 (OnAir): an idempotency key was reused with a different request.
+    IdempotencyConflict,
+    /// 120005 (OnAir): the named thing (lottery, co-host request…) does not exist.
+    NotFound,
+    /// 120006 (OnAir): the request conflicts with the current state (a lottery is
+    /// already running, a co-host request is already pending…).
+    Conflict,
 }
 
 impl Code {
@@ -79,6 +92,12 @@ impl Code {
             Code::JsonParse => 90001,
             Code::BodyFormat => 90002,
             Code::PacketTooLong => 93000,
+            Code::InvalidTransition => 120001,
+            Code::UnknownGift => 120002,
+            Code::InsufficientBalance => 120003,
+            Code::IdempotencyConflict => 120004,
+            Code::NotFound => 120005,
+            Code::Conflict => 120006,
         }
     }
 }

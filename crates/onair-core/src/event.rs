@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::live::{ChangeReason, LiveState};
 use crate::message::MsgElem;
 
 /// A member as shown in enter/quit events and the member list.
@@ -134,12 +135,79 @@ pub enum RoomEvent {
         /// Why.
         reason: String,
     },
+    /// The live state changed.
+    #[serde(rename_all = "camelCase")]
+    State {
+        /// The new state.
+        state: LiveState,
+        /// The state before.
+        previous: LiveState,
+        /// Announced start (Unix seconds; 0 = none).
+        scheduled_at: u64,
+        /// When it changed (Unix ms).
+        at: u64,
+        /// What changed it.
+        reason: ChangeReason,
+    },
+    /// Gifts were sent (one event per request with a count, per merged batch of
+    /// a combo, and one `end` event closing a combo).
+    Gift(GiftEvent),
+    /// Likes since the previous like event, and the room's exact total.
+    Like {
+        /// Likes since the previous event.
+        delta: u64,
+        /// The room's total.
+        total: u64,
+    },
+    /// A lottery started or was drawn (fields of the lottery, plus `phase`).
+    Lottery(serde_json::Value),
+    /// Co-hosting signalling (`phase`: requested, accepted, refused, started, ended).
+    Cohost(serde_json::Value),
+    /// The anchor's stream was published, stopped or recorded (`phase` plus details).
+    Stream(serde_json::Value),
+}
+
+/// One gift event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GiftEvent {
+    /// The combo (or single request) this event belongs to.
+    pub combo_id: String,
+    /// Sender account.
+    pub from: String,
+    /// Sender's display name.
+    pub nick: String,
+    /// Sender's avatar.
+    pub avatar: String,
+    /// Sender's level.
+    pub level: u32,
+    /// Receiving anchor.
+    pub to: String,
+    /// Gift id.
+    pub gift_id: String,
+    /// Gift name.
+    pub name: String,
+    /// Price of one.
+    pub price: u64,
+    /// Icon URL.
+    pub icon: String,
+    /// Animation URL.
+    pub animation: String,
+    /// Gifts in this event (0 in the end event).
+    pub count: u64,
+    /// Running total of the combo.
+    pub combo: u64,
+    /// This event closes the combo.
+    pub end: bool,
 }
 
 impl RoomEvent {
     /// True for events that only refresh a number and can be skipped for a client
     /// that fell behind (the next one carries the current value).
     pub fn is_refreshable(&self) -> bool {
-        matches!(self, RoomEvent::Online { .. } | RoomEvent::Enter { .. } | RoomEvent::Quit { .. })
+        matches!(
+            self,
+            RoomEvent::Online { .. } | RoomEvent::Enter { .. } | RoomEvent::Quit { .. } | RoomEvent::Like { .. }
+        )
     }
 }

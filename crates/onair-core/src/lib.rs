@@ -7,15 +7,22 @@
 //! fake clock and a seeded random source, so every rule is reproducible.
 
 pub mod chat;
+pub mod cohost;
 pub mod dedup;
 pub mod error;
 pub mod event;
 pub mod filter;
 pub mod freq;
+pub mod gifts;
 pub mod history;
+pub mod level;
+pub mod likes;
 pub mod limits;
+pub mod live;
+pub mod lottery;
 pub mod message;
 pub mod moderation;
+pub mod popularity;
 pub mod presence;
 pub mod random;
 pub mod room;

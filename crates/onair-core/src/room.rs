@@ -103,6 +103,14 @@ pub struct RoomProfile {
     pub created_at: Millis,
     /// Incremented on every profile change (the cloud's `InfoSeq`).
     pub info_seq: u64,
+    /// Announced start time (Unix ms; 0 = none).
+    pub scheduled_at: Millis,
+    /// When the live state last changed (Unix ms).
+    pub state_changed_at: Millis,
+    /// The anchor's stream name (RTMP `live/<stream>`).
+    pub stream: String,
+    /// Where the replay can be watched once the room is in `replay`.
+    pub replay_url: String,
 }
 
 /// Requested profile changes; `None` leaves a field as it is.
@@ -135,7 +143,17 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), Rejection> {
 impl RoomProfile {
     /// A new room with default state `upcoming`.
     pub fn new(id: String, name: String, owner: String, now: Millis) -> Self {
-        RoomProfile { id, name, owner, state: "upcoming".into(), created_at: now, ..Default::default() }
+        let stream = crate::live::default_stream_name(&id);
+        RoomProfile {
+            id,
+            name,
+            owner,
+            state: "upcoming".into(),
+            created_at: now,
+            state_changed_at: now,
+            stream,
+            ..Default::default()
+        }
     }
 
     /// Checks every field against the limits (used on create).

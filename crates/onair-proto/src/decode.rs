@@ -129,6 +129,13 @@ pub enum RequestKind {
     },
     /// Moderation by the owner, a room admin or an app admin (an OnAir addition).
     Moderate(Moderation),
+    /// Likes for a room (an OnAir addition): `count` taps the client batched.
+    Like {
+        /// Room.
+        room_id: String,
+        /// Taps in this batch (1..=1000).
+        count: u64,
+    },
     /// Update the logged-in user's nick/avatar (an OnAir addition).
     SetProfile {
         /// New nick.
@@ -209,6 +216,14 @@ pub enum ModerationAction {
         /// On or off.
         on: bool,
     },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LikeRaw {
+    room_id: String,
+    #[serde(default)]
+    count: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +323,14 @@ pub fn decode_request(frame: &[u8]) -> Result<Request, DecodeError> {
         }
         "mute" | "ban" | "unban" | "kick" | "recall" | "muteAll" | "slowMode" | "bans" | "mutes" | "words" => {
             moderation(&id, &op, value)?
+        }
+        "like" => {
+            let raw: LikeRaw = payload(&id, &op, value)?;
+            let count = raw.count.unwrap_or(1);
+            if !(1..=1000).contains(&count) {
+                return Err(fail(&id, Code::InvalidParam, "'like' count must be 1..=1000"));
+            }
+            RequestKind::Like { room_id: raw.room_id, count }
         }
         "setProfile" => {
             let p: ProfileRaw = payload(&id, &op, value)?;

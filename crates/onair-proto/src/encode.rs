@@ -92,6 +92,18 @@ pub struct RoomView {
     pub next_seq: u64,
     /// Slow mode: seconds between two messages of one member (0 = off).
     pub slow_mode: u64,
+    /// Announced start time, Unix seconds (0 = none).
+    pub scheduled_at: u64,
+    /// When the live state last changed, Unix seconds.
+    pub state_changed_at: u64,
+    /// The anchor's stream name (`rtmp://HOST/live/<stream>`, `/live/<stream>.flv`…).
+    pub stream: String,
+    /// Where the replay plays once the state is `replay` (empty before).
+    pub replay_url: String,
+    /// Exact like total.
+    pub likes: u64,
+    /// Popularity score (online now plus recent activity with decay).
+    pub popularity: f64,
 }
 
 /// The joining user's own standing in the room.

@@ -29,8 +29,8 @@ pub fn router(state: Shared) -> Router {
         .route("/ws", get(crate::ws::upgrade))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/rooms", get(list_rooms).post(create_room))
-        .route("/api/v1/rooms/{id}", get(get_room).patch(modify_room).delete(destroy_room))
+        .route("/api/v1/rooms", get(crate::api_live::list_rooms).post(create_room))
+        .route("/api/v1/rooms/{id}", get(crate::api_live::get_room).patch(modify_room).delete(destroy_room))
         .route("/api/v1/rooms/{id}/attrs", get(get_attrs).put(set_attrs).patch(modify_attrs).delete(delete_attrs))
         .route("/api/v1/rooms/{id}/members", get(room_members))
         .route("/api/v1/rooms/{id}/messages", get(room_messages).post(send_message))
@@ -48,6 +48,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/docs", get(api_docs))
         .route("/api/v1/users/{id}", get(get_user).put(put_user))
         .route("/v4/{service}/{command}", axum::routing::any(crate::v4::dispatch))
+        .merge(crate::api_live::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -67,7 +68,11 @@ impl IntoResponse for ApiError {
         let status = match self.0.code {
             Code::RoomNotFound => StatusCode::NOT_FOUND,
             Code::NoPermission => StatusCode::FORBIDDEN,
-            Code::RoomIdInUse => StatusCode::CONFLICT,
+            Code::RoomIdInUse | Code::InvalidTransition | Code::IdempotencyConflict | Code::Conflict => {
+                StatusCode::CONFLICT
+            }
+            Code::UnknownGift | Code::NotFound => StatusCode::NOT_FOUND,
+            Code::InsufficientBalance => StatusCode::PAYMENT_REQUIRED,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::UnknownCommand => StatusCode::NOT_FOUND,
             Code::UserSigExpired
@@ -133,6 +138,53 @@ impl FromRequestParts<Shared> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if !caller.app_admin {
+            return Err(ApiError(Rejection::new(Code::NoPermission, format!("'{}' is not an app admin", caller.user))));
+        }
+        Ok(Admin(caller.user))
+    }
+}
+
+/// Any authenticated user: an app admin (API token or admin UserSig) or a user with
+/// a valid UserSig, from the same three places as [`Admin`].
+pub struct Caller {
+    /// Account.
+    pub user: String,
+    /// Whether the account is an app admin.
+    pub app_admin: bool,
+}
+
+impl Caller {
+    /// Whether the caller may manage `room` (its owner, a room admin or an app admin).
+    pub fn manages(&self, room: &crate::hub::Room) -> bool {
+        self.app_admin || room.profile().owner == self.user || room.is_admin(&self.user)
+    }
+
+    /// Refuses unless the caller manages `room`.
+    pub fn must_manage(&self, room: &crate::hub::Room) -> Result<(), ApiError> {
+        if self.manages(room) {
+            return Ok(());
+        }
+        Err(ApiError(Rejection::new(
+            Code::NoPermission,
+            format!("'{}' is not the owner or an admin of room '{}'", self.user, room.id),
+        )))
+    }
+
+    /// Refuses unless the caller is `user` or an app admin.
+    pub fn must_be(&self, user: &str) -> Result<(), ApiError> {
+        if self.app_admin || self.user == user {
+            return Ok(());
+        }
+        Err(ApiError(Rejection::new(Code::NoPermission, format!("only '{user}' or an app admin may do this"))))
+    }
+}
+
+impl FromRequestParts<Shared> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         // 1. A static API token (`[app] api_token`) acts as the first app admin.
         if let Some(auth) = header("authorization") {
@@ -141,9 +193,10 @@ impl FromRequestParts<Shared> for Admin {
             if expected.is_empty() || !onair_auth::constant_time_eq(token.as_bytes(), expected.as_bytes()) {
                 return Err(ApiError(Rejection::new(Code::UserSigInvalid, "invalid API token")));
             }
-            return Ok(Admin(state.cfg.app.admins.first().cloned().unwrap_or_else(|| "administrator".into())));
+            let user = state.cfg.app.admins.first().cloned().unwrap_or_else(|| "administrator".into());
+            return Ok(Caller { user, app_admin: true });
         }
-        // 2. An admin UserSig in headers, or 3. in the query like the cloud's REST API.
+        // 2. A UserSig in headers, or 3. in the query like the cloud's REST API.
         let (sdkappid, identifier, usersig) = match (header("x-onair-identifier"), header("x-onair-usersig")) {
             (Some(identifier), Some(usersig)) => (Some(state.app.sdkappid), Some(identifier), Some(usersig)),
             _ => {
@@ -156,15 +209,13 @@ impl FromRequestParts<Shared> for Admin {
         let (Some(sdkappid), Some(identifier), Some(usersig)) = (sdkappid, identifier, usersig) else {
             return Err(ApiError(Rejection::new(
                 Code::UserSigEmpty,
-                "admin API needs an app admin's UserSig (?sdkappid=&identifier=&usersig=, or the headers \
-                 X-OnAir-Identifier and X-OnAir-UserSig) or Authorization: Bearer <api_token>",
+                "this API needs a UserSig (?sdkappid=&identifier=&usersig=, or the headers X-OnAir-Identifier \
+                 and X-OnAir-UserSig) or Authorization: Bearer <api_token>",
             )));
         };
         state.app.verify(sdkappid, &identifier, &usersig)?;
-        if !state.app.admins.contains(&identifier) {
-            return Err(ApiError(Rejection::new(Code::NoPermission, format!("'{identifier}' is not an app admin"))));
-        }
-        Ok(Admin(identifier))
+        let app_admin = state.app.admins.contains(&identifier);
+        Ok(Caller { user: identifier, app_admin })
     }
 }
 
@@ -218,15 +269,6 @@ async fn method_not_allowed() -> Response {
 
 async fn not_found() -> ApiError {
     ApiError(Rejection::new(Code::UnknownCommand, "no such endpoint"))
-}
-
-async fn list_rooms(State(state): State<Shared>) -> ApiResult {
-    let rooms: Vec<_> = state.hub.list().iter().map(|r| r.view()).collect();
-    ok(json!({ "rooms": rooms }))
-}
-
-async fn get_room(State(state): State<Shared>, Path(id): Path<String>) -> ApiResult {
-    ok(serde_json::to_value(state.hub.get(&id)?.view()).unwrap_or_default())
 }
 
 #[derive(Deserialize, Default)]

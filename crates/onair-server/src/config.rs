@@ -34,6 +34,16 @@ pub struct Config {
     pub callback: CallbackConfig,
     /// The app's sensitive-word list loaded at start.
     pub filter: FilterSettings,
+    /// Live state.
+    pub live: LiveSettings,
+    /// Gift combos.
+    pub gifts: GiftSettings,
+    /// Like aggregation.
+    pub likes: LikeSettings,
+    /// User level weights.
+    pub levels: LevelSettings,
+    /// Room popularity weights.
+    pub popularity: PopularitySettings,
     /// `[demo]`: guest logins and a demo room for trying the web app.
     pub demo: DemoSettings,
 }
@@ -46,6 +56,129 @@ pub struct DemoSettings {
     /// when there is none. Unset = on when no `[app]` is configured (a zero-config
     /// start), off otherwise; `onair serve --demo` turns it on; `false` turns it off.
     pub enabled: Option<bool>,
+}
+
+/// `[live]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LiveSettings {
+    /// A paused room (stream gone) ends after this long.
+    pub pause_grace_secs: u64,
+    /// Base of signed push URLs handed to co-hosts (`<base>/<stream>?txSecret=…`).
+    pub push_base: String,
+    /// Push key for those URLs; empty = the app's secret key.
+    pub push_key: String,
+    /// Validity of a co-host push URL.
+    pub push_valid_secs: u64,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        LiveSettings {
+            pause_grace_secs: 300,
+            push_base: "rtmp://127.0.0.1:1935/live".into(),
+            push_key: String::new(),
+            push_valid_secs: 86_400,
+        }
+    }
+}
+
+/// `[gifts]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GiftSettings {
+    /// Merge at most this many repeated clicks into one event.
+    pub combo_batch: u64,
+    /// Emit merged clicks at least this often.
+    pub combo_window_ms: u64,
+    /// A combo ends after this long without a click.
+    pub combo_end_ms: u64,
+}
+
+impl Default for GiftSettings {
+    fn default() -> Self {
+        GiftSettings { combo_batch: 20, combo_window_ms: 1_000, combo_end_ms: 1_000 }
+    }
+}
+
+/// `[likes]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LikeSettings {
+    /// Most likes one user (or anonymous connection) may add per second.
+    pub per_user_per_sec: u64,
+    /// At most one `like` event per room per window (≤ 1000 ms).
+    pub window_ms: u64,
+}
+
+impl Default for LikeSettings {
+    fn default() -> Self {
+        LikeSettings { per_user_per_sec: 20, window_ms: 500 }
+    }
+}
+
+/// `[levels]`: points per activity; level n needs `step × (n − 1)²` points.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LevelSettings {
+    /// Points per minute in a room.
+    pub online_minute: f64,
+    /// Points per delivered message.
+    pub message: f64,
+    /// Points per like.
+    pub like: f64,
+    /// Points per coin spent on gifts.
+    pub gift_coin: f64,
+    /// Points for the member flag.
+    pub member: f64,
+    /// Level curve step.
+    pub step: f64,
+    /// Highest level.
+    pub max_level: u32,
+}
+
+impl Default for LevelSettings {
+    fn default() -> Self {
+        let w = onair_core::level::LevelWeights::default();
+        LevelSettings {
+            online_minute: w.online_minute,
+            message: w.message,
+            like: w.like,
+            gift_coin: w.gift_coin,
+            member: w.member,
+            step: w.step,
+            max_level: w.max_level,
+        }
+    }
+}
+
+/// `[popularity]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PopularitySettings {
+    /// Points per online member.
+    pub online: f64,
+    /// Points per recent message.
+    pub message: f64,
+    /// Points per recent like.
+    pub like: f64,
+    /// Points per recent gift coin.
+    pub gift_coin: f64,
+    /// Half-life of recent activity.
+    pub half_life_secs: u64,
+}
+
+impl Default for PopularitySettings {
+    fn default() -> Self {
+        let w = onair_core::popularity::PopularityWeights::default();
+        PopularitySettings {
+            online: w.online,
+            message: w.message,
+            like: w.like,
+            gift_coin: w.gift_coin,
+            half_life_secs: w.half_life_ms / 1000,
+        }
+    }
 }
 
 /// `[filter]`.
@@ -162,6 +295,11 @@ impl Default for Config {
             limits: LimitSettings::default(),
             callback: CallbackConfig::default(),
             filter: FilterSettings::default(),
+            live: LiveSettings::default(),
+            gifts: GiftSettings::default(),
+            likes: LikeSettings::default(),
+            levels: LevelSettings::default(),
+            popularity: PopularitySettings::default(),
             demo: DemoSettings::default(),
         }
     }
@@ -249,6 +387,40 @@ impl Config {
     }
 
     /// The core's chat tuning derived from these settings.
+    /// The business rules' tuning.
+    pub fn business(&self) -> crate::hub::BusinessConfig {
+        use onair_core::gifts::ComboConfig;
+        use onair_core::level::LevelWeights;
+        use onair_core::likes::LikeConfig;
+        use onair_core::popularity::PopularityWeights;
+        let (g, l, v, p) = (&self.gifts, &self.likes, &self.levels, &self.popularity);
+        crate::hub::BusinessConfig {
+            combo: ComboConfig {
+                batch: g.combo_batch.max(1),
+                window_ms: g.combo_window_ms.max(100),
+                end_after_ms: g.combo_end_ms.max(100),
+            },
+            likes: LikeConfig { per_user_per_sec: l.per_user_per_sec, window_ms: l.window_ms.clamp(100, 1_000) },
+            levels: LevelWeights {
+                online_minute: v.online_minute,
+                message: v.message,
+                like: v.like,
+                gift_coin: v.gift_coin,
+                member: v.member,
+                step: v.step,
+                max_level: v.max_level.max(1),
+            },
+            popularity: PopularityWeights {
+                online: p.online,
+                message: p.message,
+                like: p.like,
+                gift_coin: p.gift_coin,
+                half_life_ms: p.half_life_secs.saturating_mul(1000),
+            },
+            pause_grace_ms: self.live.pause_grace_secs.saturating_mul(1000),
+        }
+    }
+
     pub fn chat_config(&self) -> ChatConfig {
         let c = &self.chat;
         ChatConfig {

@@ -5,6 +5,7 @@
 //! credential for the configured app.
 
 mod api;
+mod api_live;
 mod callbacks;
 mod config;
 mod hub;
@@ -132,6 +133,19 @@ async fn usersig(cfg: Config, user: &str, expire: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Signs RTMP push URLs (`txSecret`/`txTime`, the streaming service's scheme) for
+/// co-hosts.
+fn push_signer(cfg: &Config, secret_key: &str) -> hub::PushSigner {
+    let key = if cfg.live.push_key.is_empty() { secret_key.to_owned() } else { cfg.live.push_key.clone() };
+    let base = cfg.live.push_base.trim_end_matches('/').to_owned();
+    let valid = cfg.live.push_valid_secs;
+    Arc::new(move |stream: &str| {
+        let tx_time = format!("{:X}", util::now_secs() + valid);
+        let secret = onair_auth::tx_secret(&key, stream, &tx_time);
+        format!("{base}/{stream}?txSecret={secret}&txTime={tx_time}")
+    })
+}
+
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let metrics_handle = recorder.handle();
@@ -150,8 +164,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         limits: cfg.room_limits(),
         tick: cfg.tick_policy(),
         user_limits: cfg.user_limits(),
+        business: cfg.business(),
     };
-    let hub = hub::Hub::load(store.clone(), writer.clone(), rules, tasks.clone(), shutdown.clone(), callbacks).await?;
+    let push_url = push_signer(&cfg, &app.secret_key);
+    let hub = hub::Hub::load(
+        store.clone(),
+        writer.clone(),
+        rules,
+        tasks.clone(),
+        shutdown.clone(),
+        callbacks,
+        Some(push_url),
+    )
+    .await?;
 
     if !cfg.filter.words_file.is_empty() {
         let path = &cfg.filter.words_file;

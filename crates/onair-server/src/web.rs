@@ -213,11 +213,10 @@ fn stream_of(state: &Shared, room_id: &str) -> Result<String, ApiError> {
     Ok(view.get("stream").and_then(Value::as_str).map_or_else(|| room_id.to_owned(), str::to_owned))
 }
 
-/// Validity of a push address handed to the studio.
-const PUSH_URL_SECS: u64 = 86_400;
-
 /// The anchor's push address for OBS: server URL and stream key (the key carries the
-/// streaming service's `txSecret`/`txTime` signature), owner/admin only.
+/// streaming service's `txSecret`/`txTime` signature), owner/admin only. Signed like
+/// co-host URLs: `[live] push_key` (empty = the app's secret key), `push_base`,
+/// `push_valid_secs`.
 async fn push_url(
     State(state): State<Shared>,
     Caller(user): Caller,
@@ -226,36 +225,40 @@ async fn push_url(
 ) -> Result<Response, ApiError> {
     require_room_role(&state, &id, &user)?;
     let stream = stream_of(&state, &id)?;
-    let tx_time = format!("{:X}", crate::util::now_secs() + PUSH_URL_SECS);
-    let secret = onair_auth::tx_secret(&push_key(&state), &stream, &tx_time);
-    // The host the browser used is the host OBS should reach (the server may listen
-    // on 0.0.0.0); RTMP is on its own port.
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_owned())
-        .unwrap_or_else(|| "127.0.0.1".to_owned());
-    let server = format!("rtmp://{host}:{}/live/", rtmp_port(&state));
+    let live = &state.cfg.live;
+    let expire_at = crate::util::now_secs() + live.push_valid_secs;
+    let tx_time = format!("{expire_at:X}");
+    let key = if live.push_key.is_empty() { &state.app.secret_key } else { &live.push_key };
+    let secret = onair_auth::tx_secret(key, &stream, &tx_time);
+    let server = format!("{}/", public_base(&live.push_base, &headers).trim_end_matches('/'));
     let key = format!("{stream}?txSecret={secret}&txTime={tx_time}");
     Ok(Json(json!({
         "stream": stream,
         "server": server,
         "streamKey": key,
         "url": format!("{server}{key}"),
-        "expireAt": crate::util::now_secs() + PUSH_URL_SECS,
+        "expireAt": expire_at,
     }))
     .into_response())
 }
 
-/// The key push signatures are made with. Until the media server has its own
-/// `[live]` key this is the app's secret key.
-fn push_key(state: &Shared) -> String {
-    state.app.secret_key.clone()
-}
-
-/// The RTMP port the media server listens on.
-fn rtmp_port(_state: &Shared) -> u16 {
-    1935
+/// `base` with a loopback host replaced by the host the browser used: the server may
+/// listen on all interfaces while the config names 127.0.0.1, and OBS runs where the
+/// browser does, not on the server.
+fn public_base(base: &str, headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
+        .filter(|h| !h.is_empty());
+    for loopback in ["127.0.0.1", "localhost", "0.0.0.0"] {
+        if let (Some(host), Some((scheme, rest))) = (host, base.split_once("://"))
+            && (rest.starts_with(&format!("{loopback}:")) || rest.starts_with(&format!("{loopback}/")))
+        {
+            return format!("{scheme}://{host}{}", &rest[loopback.len()..]);
+        }
+    }
+    base.to_owned()
 }
 
 /// The config as the admin console shows it, without secrets.

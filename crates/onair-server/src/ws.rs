@@ -245,6 +245,7 @@ impl Conn {
             }
             RequestKind::Members { room_id, limit } => self.members(&id, &room_id, limit),
             RequestKind::SetProfile { nick, avatar } => self.set_profile(&id, nick, avatar).await,
+            RequestKind::Like { room_id, count } => self.like(&id, &room_id, count),
             RequestKind::Moderate(m) => self.moderate(&id, m).await,
         };
         if let Err(rejection) = result {
@@ -299,6 +300,10 @@ impl Conn {
         if changed {
             let current = profile.lock().clone();
             self.state.sessions.update_profile(&req.user_id, &current);
+        }
+        // Levels come from stored activity: have it in memory before the first send.
+        if let Err(r) = self.state.hub.load_activity(&req.user_id).await {
+            tracing::warn!(user = %req.user_id, error = %r, "activity not loaded; level shows 1 until it is");
         }
         let is_admin = self.state.app.admins.contains(&req.user_id);
         self.login = Some(Login {
@@ -357,7 +362,8 @@ impl Conn {
         }
         let member = self.login.as_ref().map(|l| {
             let p = l.profile.lock();
-            MemberBrief { user_id: p.user_id.clone(), nick: p.nick.clone(), avatar: p.avatar.clone(), level: p.level }
+            let level = p.level.max(self.state.hub.level_of(&p.user_id));
+            MemberBrief { user_id: p.user_id.clone(), nick: p.nick.clone(), avatar: p.avatar.clone(), level }
         });
         let role = match &self.login {
             None => "Anonymous",
@@ -415,9 +421,26 @@ impl Conn {
             privileged: login.is_admin || room.profile().owner == login.user_id || room.is_admin(&login.user_id),
             forbid_before: false,
             forbid_after: false,
+            system: false,
         };
         let reply = Reply::Ws { outbox: self.outbox.clone(), id: id.clone() };
         self.state.hub.send(&room, reply, msg, ctx).await
+    }
+
+    /// Likes from a member of the room (anonymous viewers too, capped per connection).
+    fn like(&self, id: &Value, room_id: &str, count: u64) -> Result<(), Rejection> {
+        if !self.rooms.iter().any(|r| r.id == room_id) {
+            self.state.hub.get(room_id)?;
+            return Err(Rejection::new(Code::NoPermission, format!("join room '{room_id}' before liking it")));
+        }
+        let user = self.login.as_ref().map(|l| l.user_id.as_str());
+        let anonymous = format!("conn:{}", self.id);
+        let (accepted, total) = self.state.hub.like(room_id, user.unwrap_or(&anonymous), user, count)?;
+        let mut extra = serde_json::Map::new();
+        extra.insert("accepted".into(), Value::from(accepted));
+        extra.insert("total".into(), Value::from(total));
+        self.reply(onair_proto::ack_ok_with(id, extra));
+        Ok(())
     }
 
     fn members(&self, id: &Value, room_id: &str, limit: Option<usize>) -> Result<(), Rejection> {

@@ -8,11 +8,13 @@
 //! `migrations/sqlite/` and are embedded in the binary; a PostgreSQL backend can
 //! add `migrations/postgres/` next to them.
 
+mod business;
 mod error;
 mod moderation;
 mod store;
 mod writer;
 
+pub use business::{GiftOrder, LedgerEntry, LotteryRecord, MoneyError, Receipt, WalletRecord};
 pub use error::StoreError;
 pub use moderation::StoredWordList;
 pub use store::{AppRecord, Store, UserRecord};

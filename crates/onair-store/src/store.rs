@@ -59,21 +59,21 @@ pub struct Store {
 }
 
 /// Converts an unsigned domain value for an INTEGER column.
-fn to_db(value: u64, what: &str) -> Result<i64, StoreError> {
+pub(crate) fn to_db(value: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::OutOfRange(format!("{what} {value} exceeds {}", i64::MAX)))
 }
 
 /// Converts an INTEGER column back into an unsigned domain value.
-fn from_db<T: TryFrom<i64>>(value: i64, what: &str) -> Result<T, StoreError> {
+pub(crate) fn from_db<T: TryFrom<i64>>(value: i64, what: &str) -> Result<T, StoreError> {
     T::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is out of range")))
 }
 
 /// A row limit for SQL (`LIMIT` takes i64).
-fn limit_db(limit: usize) -> i64 {
+pub(crate) fn limit_db(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
@@ -87,11 +87,11 @@ fn priority_from_db(value: i64) -> Result<Priority, StoreError> {
     }
 }
 
-fn encode_json<T: serde::Serialize>(value: &T, what: &str) -> Result<String, StoreError> {
+pub(crate) fn encode_json<T: serde::Serialize>(value: &T, what: &str) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode {what}: {e}")))
 }
 
-fn decode_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("cannot decode {what}: {e}")))
 }
 
@@ -132,6 +132,10 @@ fn room_from_row(row: &SqliteRow) -> Result<RoomProfile, StoreError> {
         state: row.try_get("state")?,
         created_at: from_db(row.try_get("created_at")?, "created_at")?,
         info_seq: from_db(row.try_get("info_seq")?, "info_seq")?,
+        scheduled_at: from_db(row.try_get("scheduled_at")?, "scheduled_at")?,
+        state_changed_at: from_db(row.try_get("state_changed_at")?, "state_changed_at")?,
+        stream: row.try_get("stream")?,
+        replay_url: row.try_get("replay_url")?,
         id,
     })
 }
@@ -234,8 +238,9 @@ impl Store {
     pub async fn insert_room(&self, room: &RoomProfile) -> Result<(), StoreError> {
         let done = sqlx::query(
             "INSERT INTO rooms (id, name, introduction, notification, face_url, owner, \
-             app_defined_data, attrs, mute_all, state, created_at, info_seq) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+             app_defined_data, attrs, mute_all, state, created_at, info_seq, scheduled_at, state_changed_at, \
+             stream, replay_url) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&room.id)
         .bind(&room.name)
@@ -249,6 +254,10 @@ impl Store {
         .bind(&room.state)
         .bind(to_db(room.created_at, "created_at")?)
         .bind(to_db(room.info_seq, "info_seq")?)
+        .bind(to_db(room.scheduled_at, "scheduled_at")?)
+        .bind(to_db(room.state_changed_at, "state_changed_at")?)
+        .bind(&room.stream)
+        .bind(&room.replay_url)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
@@ -262,8 +271,8 @@ impl Store {
     pub async fn update_room(&self, room: &RoomProfile) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE rooms SET name = ?, introduction = ?, notification = ?, face_url = ?, owner = ?, \
-             app_defined_data = ?, attrs = ?, mute_all = ?, state = ?, created_at = ?, info_seq = ? \
-             WHERE id = ?",
+             app_defined_data = ?, attrs = ?, mute_all = ?, state = ?, created_at = ?, info_seq = ?, \
+             scheduled_at = ?, state_changed_at = ?, stream = ?, replay_url = ? WHERE id = ?",
         )
         .bind(&room.name)
         .bind(&room.introduction)
@@ -276,6 +285,10 @@ impl Store {
         .bind(&room.state)
         .bind(to_db(room.created_at, "created_at")?)
         .bind(to_db(room.info_seq, "info_seq")?)
+        .bind(to_db(room.scheduled_at, "scheduled_at")?)
+        .bind(to_db(room.state_changed_at, "state_changed_at")?)
+        .bind(&room.stream)
+        .bind(&room.replay_url)
         .bind(&room.id)
         .execute(&self.pool)
         .await?;
@@ -291,6 +304,10 @@ impl Store {
         sqlx::query("DELETE FROM room_admins WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM filter_lists WHERE scope = ?").bind(room_id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM bans WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
+        // Money records (ledger, earnings) outlive the room; its statistics do not.
+        sqlx::query("DELETE FROM room_stats WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM lotteries WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM room_gift_totals WHERE room_id = ?").bind(room_id).execute(&mut *tx).await?;
         let done = sqlx::query("DELETE FROM rooms WHERE id = ?").bind(room_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
@@ -300,7 +317,8 @@ impl Store {
     pub async fn list_rooms(&self) -> Result<Vec<RoomProfile>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, name, introduction, notification, face_url, owner, app_defined_data, attrs, \
-             mute_all, state, created_at, info_seq FROM rooms ORDER BY created_at, id",
+             mute_all, state, created_at, info_seq, scheduled_at, state_changed_at, stream, replay_url \
+             FROM rooms ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -18,9 +18,11 @@ use onair_core::chat::{ChatConfig, Outcome, RoomChat, Submit, TickOutput};
 use onair_core::dedup::Seen;
 use onair_core::event::{MemberBrief, RoomEvent};
 use onair_core::filter::{self, WordList};
+use onair_core::gifts::Gift;
 use onair_core::limits::{self, LimitsConfig, UserLimits};
 use onair_core::message::{MsgElem, Outgoing, body_text, validate_body};
 use onair_core::moderation::{Expired, Moderation, PERMANENT_SECS};
+use onair_core::popularity::PopularityWeights;
 use onair_core::presence::RecentMember;
 use onair_core::random::{RandomSource, SplitMix64};
 use onair_core::room::{
@@ -29,7 +31,7 @@ use onair_core::room::{
 use onair_core::tick::TickPolicy;
 use onair_core::{Code, Rejection};
 use onair_proto::RoomView;
-use onair_store::{HistoryWriter, Store};
+use onair_store::{HistoryWriter, LotteryRecord, Store};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
@@ -40,8 +42,13 @@ use crate::callbacks::{BeforeSend, Callbacks, Origin, SendVerdict};
 use crate::outbox::{DrainMark, FrameClass, Outbox};
 use crate::util::{now_ms, seed};
 
+mod business;
+mod live;
 mod moderation;
 mod words;
+
+pub use business::BusinessConfig;
+pub use live::StreamLifecycle;
 
 pub use moderation::BanEntry;
 use words::{Screened, parse_filter};
@@ -96,6 +103,9 @@ pub struct SendCtx {
     pub forbid_before: bool,
     /// `ForbidAfterSendMsgCallback`.
     pub forbid_after: bool,
+    /// A message the server makes for a user (a gift): it earns no activity and
+    /// enters no lottery.
+    pub system: bool,
 }
 
 impl SendCtx {
@@ -107,6 +117,7 @@ impl SendCtx {
             privileged: true,
             forbid_before: false,
             forbid_after: false,
+            system: false,
         }
     }
 }
@@ -132,6 +143,8 @@ pub struct SendResult {
 struct Member {
     outbox: Arc<Outbox>,
     user: Option<String>,
+    /// Presence is credited (watch time, online time for levels) up to here.
+    credited_at: Millis,
 }
 
 /// Unix seconds as the cloud reports an end time (permanent = u32::MAX).
@@ -159,6 +172,9 @@ pub struct Room {
     profile_write: tokio::sync::Mutex<()>,
     wake: Notify,
     closed: AtomicBool,
+    /// Gifts, likes, statistics, lottery, co-hosts.
+    biz: Mutex<business::RoomBiz>,
+    popularity: PopularityWeights,
 }
 
 impl Room {
@@ -166,6 +182,10 @@ impl Room {
     pub fn view(&self) -> RoomView {
         let online = self.chat.lock().online();
         let next_seq = self.chat.lock().next_seq();
+        let (likes, popularity) = {
+            let biz = self.biz.lock();
+            (biz.likes.total(), biz.stats.popularity(online, now_ms(), &self.popularity))
+        };
         let p = self.profile.lock();
         RoomView {
             room_id: p.id.clone(),
@@ -183,7 +203,45 @@ impl Room {
             info_seq: p.info_seq,
             next_seq,
             slow_mode: self.limits.lock().slow_mode_ms() / 1000,
+            scheduled_at: p.scheduled_at / 1000,
+            state_changed_at: p.state_changed_at / 1000,
+            stream: p.stream.clone(),
+            replay_url: p.replay_url.clone(),
+            likes,
+            popularity,
         }
+    }
+
+    /// Pushes an event to every connection of one user in this room only.
+    pub fn push_to_user(&self, user: &str, event: RoomEvent) {
+        let frame = Utf8Bytes::from(onair_proto::encode_push::<Arc<onair_core::message::ChatMessage>>(
+            &self.id,
+            &[],
+            std::slice::from_ref(&event),
+        ));
+        for member in self.members.lock().values().filter(|m| m.user.as_deref() == Some(user)) {
+            member.outbox.push(FrameClass::Essential, frame.clone());
+        }
+    }
+
+    /// Credits the presence of every member up to `now` (called about once a second).
+    fn credit_members(&self, now: Millis) {
+        let mut credits = Vec::new();
+        for member in self.members.lock().values_mut() {
+            let ms = now.saturating_sub(member.credited_at);
+            member.credited_at = now;
+            credits.push((member.user.clone(), ms));
+        }
+        let mut biz = self.biz.lock();
+        for (user, ms) in credits {
+            biz.credit_presence(user.as_deref(), ms);
+        }
+    }
+
+    /// Credits the rest of a departing member's presence.
+    fn settle(&self, member: &Member) {
+        let ms = now_ms().saturating_sub(member.credited_at);
+        self.biz.lock().credit_presence(member.user.as_deref(), ms);
     }
 
     /// A copy of the profile.
@@ -224,6 +282,7 @@ impl Room {
         for member in &removed {
             member.outbox.push(FrameClass::Essential, frame.clone());
             self.chat.lock().leave(Some(user));
+            self.settle(member);
         }
         self.push_event(event);
     }
@@ -270,14 +329,16 @@ impl Room {
         let snapshot = self.chat.lock().join(member, resume_after, now);
         let view = self.view();
         outbox.push(FrameClass::Essential, Utf8Bytes::from(encode_ack(&view, &snapshot)));
-        self.members.lock().insert(conn_id, Member { outbox: outbox.clone(), user });
+        self.members.lock().insert(conn_id, Member { outbox: outbox.clone(), user, credited_at: now });
         self.wake.notify_one();
         Ok(snapshot.online)
     }
 
     /// Removes a connection (no-op if it is not a member).
     pub fn leave(&self, conn_id: u64, user_id: Option<&str>) {
-        if self.members.lock().remove(&conn_id).is_some() {
+        let removed = self.members.lock().remove(&conn_id);
+        if let Some(member) = removed {
+            self.settle(&member);
             let mut chat = self.chat.lock();
             chat.leave(user_id);
             if let Some(user) = user_id
@@ -334,6 +395,8 @@ pub struct RoomRules {
     pub limits: RoomLimits,
     /// Delivery round scheduling.
     pub tick: TickPolicy,
+    /// Gifts, likes, levels, popularity, live state.
+    pub business: BusinessConfig,
 }
 
 /// All rooms of this node.
@@ -351,7 +414,17 @@ pub struct Hub {
     rng: Mutex<SplitMix64>,
     callbacks: Arc<Callbacks>,
     app_filter: RwLock<Option<Arc<WordList>>>,
+    business: BusinessConfig,
+    /// Users' activity behind levels (a write-back cache of the store).
+    activity: Mutex<HashMap<String, business::ActivityEntry>>,
+    /// The gift catalog (a copy of the store's).
+    gifts: RwLock<HashMap<String, Gift>>,
+    /// Signs a push URL for a stream name (co-hosting), when the media service runs.
+    push_url: Option<PushSigner>,
 }
+
+/// Makes a signed RTMP push URL for a stream name.
+pub type PushSigner = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
 /// A new room request.
 #[derive(Debug, Clone, Default)]
@@ -392,8 +465,9 @@ impl Hub {
         tasks: TaskTracker,
         shutdown: CancellationToken,
         callbacks: Arc<Callbacks>,
+        push_url: Option<PushSigner>,
     ) -> anyhow::Result<Arc<Hub>> {
-        let RoomRules { chat: chat_cfg, limits, tick, user_limits } = rules;
+        let RoomRules { chat: chat_cfg, limits, tick, user_limits, business } = rules;
         let hub = Arc::new(Hub {
             rooms: RwLock::new(HashMap::new()),
             chat_cfg,
@@ -408,7 +482,13 @@ impl Hub {
             rng: Mutex::new(SplitMix64::new(seed())),
             callbacks,
             app_filter: RwLock::new(None),
+            business,
+            activity: Mutex::new(HashMap::new()),
+            gifts: RwLock::new(store.gifts().await?.into_iter().map(|g| (g.gift_id.clone(), g)).collect()),
+            push_url,
         });
+        let mut running: HashMap<String, LotteryRecord> =
+            store.running_lotteries().await?.into_iter().map(|l| (l.room_id.clone(), l)).collect();
         let mut room_filters = HashMap::new();
         for (scope, (action, words)) in store.filter_lists().await? {
             match parse_filter(&action, words) {
@@ -425,9 +505,14 @@ impl Hub {
             let (mutes, bans) = store.load_moderation(&profile.id).await?;
             let moderation = Moderation::restore(mutes, bans, now_ms());
             let admins = store.room_admins(&profile.id).await?;
-            let room = hub.install(profile, next_seq, restored, moderation, admins);
+            let stats = store.room_stats(&profile.id).await?;
+            let lottery = running.remove(&profile.id);
+            let biz = business::RoomBiz::new(&hub.business, stats, lottery);
+            let room = hub.install(profile, next_seq, restored, moderation, admins, biz);
             *room.filter.lock() = room_filters.remove(&room.id);
         }
+        let ticking = hub.clone();
+        hub.tasks.spawn(ticking.run_business());
         Ok(hub)
     }
 
@@ -438,6 +523,7 @@ impl Hub {
         restored: Vec<Arc<onair_core::message::ChatMessage>>,
         moderation: Moderation,
         admins: Vec<String>,
+        biz: business::RoomBiz,
     ) -> Arc<Room> {
         let room = Arc::new(Room {
             id: profile.id.clone(),
@@ -453,6 +539,8 @@ impl Hub {
             profile_write: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
+            biz: Mutex::new(biz),
+            popularity: self.business.popularity,
         });
         self.rooms.write().insert(room.id.clone(), room.clone());
         metrics::gauge!("onair_rooms").set(self.rooms.read().len() as f64);
@@ -508,7 +596,8 @@ impl Hub {
             }
             Err(e) => return Err(internal(e)),
         }
-        Ok(self.install(profile, 1, Vec::new(), Moderation::default(), Vec::new()))
+        let biz = business::RoomBiz::new(&self.business, Default::default(), None);
+        Ok(self.install(profile, 1, Vec::new(), Moderation::default(), Vec::new(), biz))
     }
 
     /// Destroys a room: members get a `destroyed` event and are out; history is
@@ -658,6 +747,9 @@ impl Hub {
         if room.is_closed() {
             return Err(room_not_found(&room.id));
         }
+        // The computed level is stamped on every message; an app-assigned level
+        // (profile) acts as a floor.
+        msg.sender.level = msg.sender.level.max(self.level_of(&msg.sender.user_id));
         if room.profile.lock().mute_all && !ctx.privileged {
             return Err(Rejection::new(Code::Muted, "all members are muted in this room"));
         }
@@ -838,7 +930,7 @@ impl Hub {
     }
 
     /// One round; returns the drain mark of the push frame and how many members got it.
-    async fn deliver_round(&self, room: &Room, rng: &mut impl RandomSource) -> Option<(DrainMark, usize)> {
+    async fn deliver_round(self: &Arc<Self>, room: &Room, rng: &mut impl RandomSource) -> Option<(DrainMark, usize)> {
         let _delivery = room.delivery.lock().await;
         let now = now_ms();
         let expired = room.moderation.lock().expire(now);
@@ -883,10 +975,15 @@ impl Hub {
                 .increment(members.len() as u64 * out.delivered.len() as u64);
         }
         let first_seq = out.delivered.first().map_or(0, |m| m.seq);
+        let mut credited = Vec::new();
         for (ticket, outcome) in out.outcomes {
             let result = match outcome {
                 Outcome::Delivered { seq, time_ms } => {
                     let delivered = seq.checked_sub(first_seq).and_then(|i| out.delivered.get(i as usize));
+                    if let Some(m) = delivered.filter(|_| !ticket.ctx.system) {
+                        room.biz.lock().delivered(&m.sender, &body_text(&m.body), now, &self.business.popularity);
+                        credited.push(m.sender.user_id.clone());
+                    }
                     if let Some(m) = delivered.filter(|_| !ticket.ctx.forbid_after) {
                         self.callbacks.after(
                             "Group.CallbackAfterSendMsg",
@@ -907,6 +1004,9 @@ impl Hub {
                 }
             };
             ticket.reply.resolve(result);
+        }
+        for user in credited {
+            self.credit(&user, |a| a.messages += 1);
         }
         pushed
     }

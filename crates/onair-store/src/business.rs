@@ -1,0 +1,608 @@
+//! Money, activity, statistics and lotteries.
+//!
+//! Every coin movement is one `BEGIN IMMEDIATE` transaction: the write lock is taken
+//! before anything is read, so concurrent gift requests against one wallet are
+//! serialised by SQLite itself and can neither overdraw it nor debit it twice for
+//! the same idempotency key. The `CHECK (balance >= 0)` in the schema is the last
+//! line of defence, not the mechanism.
+
+use onair_core::gifts::Gift;
+use onair_core::level::Activity;
+use onair_core::popularity::RoomStats;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::StoreError;
+use crate::store::{Store, decode_json, encode_json, from_db, limit_db, now_ms, to_db};
+
+/// A wallet.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WalletRecord {
+    /// Owner.
+    pub user_id: String,
+    /// Coins to spend.
+    pub balance: u64,
+    /// Coins received as an anchor.
+    pub earnings: u64,
+}
+
+/// One ledger row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// Row id (increasing).
+    pub id: u64,
+    /// Whose wallet.
+    pub user_id: String,
+    /// `topup`, `gift` or `earning`.
+    pub kind: String,
+    /// Signed amount (+ in, − out).
+    pub amount: i64,
+    /// Balance (or earnings, for `earning`) after this row.
+    pub balance_after: u64,
+    /// Gift id (gift and earning rows).
+    pub gift_id: String,
+    /// Gifts in the request.
+    pub gift_count: u64,
+    /// Room (gift and earning rows).
+    pub room_id: String,
+    /// The other side: the anchor of a gift, the sender of an earning, the admin of a top-up.
+    pub counterparty: String,
+    /// The request's idempotency key.
+    pub idempotency_key: String,
+    /// Unix ms.
+    pub at: u64,
+}
+
+/// A paid gift request.
+#[derive(Debug, Clone)]
+pub struct GiftOrder<'a> {
+    /// Who pays.
+    pub sender: &'a str,
+    /// Who earns (the room owner).
+    pub anchor: &'a str,
+    /// Where.
+    pub room_id: &'a str,
+    /// What.
+    pub gift: &'a Gift,
+    /// How many.
+    pub count: u64,
+    /// Total price.
+    pub cost: u64,
+    /// Idempotency key (per sender).
+    pub key: &'a str,
+}
+
+impl GiftOrder<'_> {
+    /// What a replay of the key must match.
+    fn fingerprint(&self) -> String {
+        format!("gift|{}|{}|{}|{}", self.room_id, self.gift.gift_id, self.count, self.cost)
+    }
+}
+
+/// A money request that went through (now or, for a replayed key, before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The payer's ledger row.
+    pub ledger_id: u64,
+    /// Balance after the request (as it was then, for a replay).
+    pub balance: u64,
+    /// The key was seen before with the same request: nothing moved now.
+    pub replayed: bool,
+}
+
+/// Why a money request did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum MoneyError {
+    /// The wallet does not cover the cost.
+    #[error("balance {balance} does not cover {cost}")]
+    Insufficient {
+        /// Balance now.
+        balance: u64,
+        /// What was asked.
+        cost: u64,
+    },
+    /// The idempotency key was used before for a different request.
+    #[error("idempotency key already used for a different request")]
+    KeyReused,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for MoneyError {
+    fn from(e: sqlx::Error) -> Self {
+        MoneyError::Store(StoreError::Sqlx(e))
+    }
+}
+
+/// A stored lottery.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LotteryRecord {
+    /// Lottery id.
+    pub id: String,
+    /// Room.
+    pub room_id: String,
+    /// Entry keyword.
+    pub keyword: String,
+    /// Unix ms.
+    pub started_at: u64,
+    /// Unix ms the window closes.
+    pub ends_at: u64,
+    /// Winners asked for.
+    pub winner_count: u32,
+    /// Minimum level to enter.
+    pub min_level: u32,
+    /// `running` or `drawn`.
+    pub status: String,
+    /// Published draw seed (16 hex digits) once drawn.
+    pub seed: String,
+    /// Entrants in entry order.
+    pub pool: Vec<String>,
+    /// Winners in draw order.
+    pub winners: Vec<String>,
+    /// Who started it.
+    pub created_by: String,
+    /// Unix ms of the draw (0 while running).
+    pub drawn_at: u64,
+}
+
+fn ledger_from_row(row: &SqliteRow) -> Result<LedgerEntry, StoreError> {
+    Ok(LedgerEntry {
+        id: from_db(row.try_get("id")?, "ledger id")?,
+        user_id: row.try_get("user_id")?,
+        kind: row.try_get("kind")?,
+        amount: row.try_get("amount")?,
+        balance_after: from_db(row.try_get("balance_after")?, "balance_after")?,
+        gift_id: row.try_get("gift_id")?,
+        gift_count: from_db(row.try_get("gift_count")?, "gift_count")?,
+        room_id: row.try_get("room_id")?,
+        counterparty: row.try_get("counterparty")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        at: from_db(row.try_get("at")?, "at")?,
+    })
+}
+
+fn lottery_from_row(row: &SqliteRow) -> Result<LotteryRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let pool: String = row.try_get("pool")?;
+    let winners: String = row.try_get("winners")?;
+    Ok(LotteryRecord {
+        room_id: row.try_get("room_id")?,
+        keyword: row.try_get("keyword")?,
+        started_at: from_db(row.try_get("started_at")?, "started_at")?,
+        ends_at: from_db(row.try_get("ends_at")?, "ends_at")?,
+        winner_count: from_db(row.try_get("winner_count")?, "winner_count")?,
+        min_level: from_db(row.try_get("min_level")?, "min_level")?,
+        status: row.try_get("status")?,
+        seed: row.try_get("seed")?,
+        pool: decode_json(&pool, &format!("pool of lottery '{id}'"))?,
+        winners: decode_json(&winners, &format!("winners of lottery '{id}'"))?,
+        created_by: row.try_get("created_by")?,
+        drawn_at: from_db(row.try_get("drawn_at")?, "drawn_at")?,
+        id,
+    })
+}
+
+const LEDGER_COLUMNS: &str = "id, user_id, kind, amount, balance_after, gift_id, gift_count, room_id, counterparty, \
+     idempotency_key, at";
+
+impl Store {
+    /// The catalog, by price then id.
+    pub async fn gifts(&self) -> Result<Vec<Gift>, StoreError> {
+        let rows = sqlx::query("SELECT gift_id, name, price, icon, animation FROM gifts ORDER BY price, gift_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Gift {
+                    gift_id: row.try_get("gift_id")?,
+                    name: row.try_get("name")?,
+                    price: from_db(row.try_get("price")?, "price")?,
+                    icon: row.try_get("icon")?,
+                    animation: row.try_get("animation")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds or replaces a catalog entry.
+    pub async fn put_gift(&self, gift: &Gift) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO gifts (gift_id, name, price, icon, animation, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (gift_id) DO UPDATE SET name = excluded.name, price = excluded.price, \
+             icon = excluded.icon, animation = excluded.animation, updated_at = excluded.updated_at",
+        )
+        .bind(&gift.gift_id)
+        .bind(&gift.name)
+        .bind(to_db(gift.price, "price")?)
+        .bind(&gift.icon)
+        .bind(&gift.animation)
+        .bind(to_db(now_ms(), "updated_at")?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a catalog entry; false if there was none. Ledger rows keep the id.
+    pub async fn delete_gift(&self, gift_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM gifts WHERE gift_id = ?").bind(gift_id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// A wallet (all zero if the user never had coins).
+    pub async fn wallet(&self, user_id: &str) -> Result<WalletRecord, StoreError> {
+        let row = sqlx::query("SELECT balance, earnings FROM wallets WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let (balance, earnings) = match row {
+            Some(row) => (from_db(row.try_get("balance")?, "balance")?, from_db(row.try_get("earnings")?, "earnings")?),
+            None => (0, 0),
+        };
+        Ok(WalletRecord { user_id: user_id.to_owned(), balance, earnings })
+    }
+
+    /// Adds coins to a wallet (an admin top-up), once per idempotency key.
+    pub async fn top_up(&self, user_id: &str, amount: u64, key: &str, admin: &str) -> Result<Receipt, MoneyError> {
+        let scope = format!("topup:{user_id}");
+        let fingerprint = format!("topup|{amount}");
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(receipt) = replayed(&mut tx, &scope, key, &fingerprint).await? {
+            tx.commit().await?;
+            return Ok(receipt);
+        }
+        let amount_db = to_db(amount, "amount")?;
+        let balance: i64 = sqlx::query(
+            "INSERT INTO wallets (user_id, balance) VALUES (?, ?) ON CONFLICT (user_id) \
+             DO UPDATE SET balance = balance + excluded.balance RETURNING balance",
+        )
+        .bind(user_id)
+        .bind(amount_db)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("balance")?;
+        let now = to_db(now_ms(), "at")?;
+        let ledger_id: i64 = sqlx::query(
+            "INSERT INTO ledger (user_id, kind, amount, balance_after, counterparty, idempotency_key, at) \
+             VALUES (?, 'topup', ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(user_id)
+        .bind(amount_db)
+        .bind(balance)
+        .bind(admin)
+        .bind(key)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("id")?;
+        remember(&mut tx, &scope, key, &fingerprint, ledger_id, now).await?;
+        tx.commit().await?;
+        Ok(Receipt {
+            ledger_id: from_db(ledger_id, "ledger id")?,
+            balance: from_db(balance, "balance")?,
+            replayed: false,
+        })
+    }
+
+    /// Pays for a gift: debits the sender, credits the anchor, writes both ledger
+    /// rows, the room leaderboard and the anchor's earnings, and remembers the key —
+    /// all or nothing.
+    pub async fn send_gift(&self, order: &GiftOrder<'_>) -> Result<Receipt, MoneyError> {
+        let scope = format!("gift:{}", order.sender);
+        let fingerprint = order.fingerprint();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(receipt) = replayed(&mut tx, &scope, order.key, &fingerprint).await? {
+            tx.commit().await?;
+            return Ok(receipt);
+        }
+        let cost = to_db(order.cost, "cost")?;
+        let debited = sqlx::query(
+            "UPDATE wallets SET balance = balance - ? WHERE user_id = ? AND balance >= ? RETURNING balance",
+        )
+        .bind(cost)
+        .bind(order.sender)
+        .bind(cost)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = debited else {
+            let balance = sqlx::query("SELECT balance FROM wallets WHERE user_id = ?")
+                .bind(order.sender)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get::<i64, _>("balance"))
+                .transpose()?
+                .unwrap_or(0);
+            tx.rollback().await?;
+            return Err(MoneyError::Insufficient { balance: from_db(balance, "balance")?, cost: order.cost });
+        };
+        let balance: i64 = row.try_get("balance")?;
+        let now = to_db(now_ms(), "at")?;
+        let count = to_db(order.count, "count")?;
+        let ledger_id: i64 = sqlx::query(
+            "INSERT INTO ledger (user_id, kind, amount, balance_after, gift_id, gift_count, room_id, counterparty, \
+             idempotency_key, at) VALUES (?, 'gift', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(order.sender)
+        .bind(-cost)
+        .bind(balance)
+        .bind(&order.gift.gift_id)
+        .bind(count)
+        .bind(order.room_id)
+        .bind(order.anchor)
+        .bind(order.key)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("id")?;
+        let earnings: i64 = sqlx::query(
+            "INSERT INTO wallets (user_id, earnings) VALUES (?, ?) ON CONFLICT (user_id) \
+             DO UPDATE SET earnings = earnings + excluded.earnings RETURNING earnings",
+        )
+        .bind(order.anchor)
+        .bind(cost)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("earnings")?;
+        sqlx::query(
+            "INSERT INTO ledger (user_id, kind, amount, balance_after, gift_id, gift_count, room_id, counterparty, \
+             idempotency_key, at) VALUES (?, 'earning', ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(order.anchor)
+        .bind(cost)
+        .bind(earnings)
+        .bind(&order.gift.gift_id)
+        .bind(count)
+        .bind(order.room_id)
+        .bind(order.sender)
+        .bind(order.key)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO room_gift_totals (room_id, user_id, total) VALUES (?, ?, ?) \
+             ON CONFLICT (room_id, user_id) DO UPDATE SET total = total + excluded.total",
+        )
+        .bind(order.room_id)
+        .bind(order.sender)
+        .bind(cost)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO anchor_earnings (anchor, room_id, total) VALUES (?, ?, ?) \
+             ON CONFLICT (anchor, room_id) DO UPDATE SET total = total + excluded.total",
+        )
+        .bind(order.anchor)
+        .bind(order.room_id)
+        .bind(cost)
+        .execute(&mut *tx)
+        .await?;
+        remember(&mut tx, &scope, order.key, &fingerprint, ledger_id, now).await?;
+        tx.commit().await?;
+        Ok(Receipt {
+            ledger_id: from_db(ledger_id, "ledger id")?,
+            balance: from_db(balance, "balance")?,
+            replayed: false,
+        })
+    }
+
+    /// A user's ledger, newest first, rows with id below `before` (0 = from the newest).
+    pub async fn ledger(&self, user_id: &str, before: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
+        let before = if before == 0 { i64::MAX } else { to_db(before, "before")? };
+        let sql = format!("SELECT {LEDGER_COLUMNS} FROM ledger WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .bind(before)
+            .bind(limit_db(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(ledger_from_row).collect()
+    }
+
+    /// Top spenders of a room: (user, coins), highest first.
+    pub async fn gift_leaderboard(&self, room_id: &str, limit: usize) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, total FROM room_gift_totals WHERE room_id = ? ORDER BY total DESC, user_id LIMIT ?",
+        )
+        .bind(room_id)
+        .bind(limit_db(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("user_id")?, from_db(r.try_get("total")?, "total")?))).collect()
+    }
+
+    /// An anchor's earnings per room, highest first.
+    pub async fn earnings_by_room(&self, anchor: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT room_id, total FROM anchor_earnings WHERE anchor = ? ORDER BY total DESC, room_id")
+                .bind(anchor)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| Ok((r.try_get("room_id")?, from_db(r.try_get("total")?, "total")?))).collect()
+    }
+
+    /// A user's stored activity (all zero if none).
+    pub async fn activity(&self, user_id: &str) -> Result<Activity, StoreError> {
+        let row =
+            sqlx::query("SELECT online_ms, messages, likes, gift_value, member FROM user_activity WHERE user_id = ?")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = row else { return Ok(Activity::default()) };
+        Ok(Activity {
+            online_ms: from_db(row.try_get("online_ms")?, "online_ms")?,
+            messages: from_db(row.try_get("messages")?, "messages")?,
+            likes: from_db(row.try_get("likes")?, "likes")?,
+            gift_value: from_db(row.try_get("gift_value")?, "gift_value")?,
+            member: row.try_get("member")?,
+        })
+    }
+
+    /// Stores many users' activity (absolute values) in one transaction.
+    pub async fn save_activity(&self, batch: &[(String, Activity)]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (user, a) in batch {
+            sqlx::query(
+                "INSERT INTO user_activity (user_id, online_ms, messages, likes, gift_value, member) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET online_ms = excluded.online_ms, \
+                 messages = excluded.messages, likes = excluded.likes, gift_value = excluded.gift_value, \
+                 member = excluded.member",
+            )
+            .bind(user)
+            .bind(to_db(a.online_ms, "online_ms")?)
+            .bind(to_db(a.messages, "messages")?)
+            .bind(to_db(a.likes, "likes")?)
+            .bind(to_db(a.gift_value, "gift_value")?)
+            .bind(a.member)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A room's stored statistics (zero if none).
+    pub async fn room_stats(&self, room_id: &str) -> Result<RoomStats, StoreError> {
+        let row = sqlx::query(
+            "SELECT peak_online, messages, likes, gifts, gift_value, watch_ms FROM room_stats WHERE room_id = ?",
+        )
+        .bind(room_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(RoomStats::default()) };
+        Ok(RoomStats::restore(
+            from_db(row.try_get("peak_online")?, "peak_online")?,
+            from_db(row.try_get("messages")?, "messages")?,
+            from_db(row.try_get("likes")?, "likes")?,
+            from_db(row.try_get("gifts")?, "gifts")?,
+            from_db(row.try_get("gift_value")?, "gift_value")?,
+            from_db(row.try_get("watch_ms")?, "watch_ms")?,
+        ))
+    }
+
+    /// Stores many rooms' statistics (absolute values) in one transaction. Rooms
+    /// deleted meanwhile are skipped.
+    pub async fn save_room_stats(&self, batch: &[(String, RoomStats)]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (room, s) in batch {
+            sqlx::query(
+                "INSERT INTO room_stats (room_id, peak_online, messages, likes, gifts, gift_value, watch_ms) \
+                 SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM rooms WHERE id = ?) \
+                 ON CONFLICT (room_id) DO UPDATE SET peak_online = excluded.peak_online, \
+                 messages = excluded.messages, likes = excluded.likes, gifts = excluded.gifts, \
+                 gift_value = excluded.gift_value, watch_ms = excluded.watch_ms",
+            )
+            .bind(room)
+            .bind(to_db(s.peak_online, "peak_online")?)
+            .bind(to_db(s.messages, "messages")?)
+            .bind(to_db(s.likes, "likes")?)
+            .bind(to_db(s.gifts, "gifts")?)
+            .bind(to_db(s.gift_value, "gift_value")?)
+            .bind(to_db(s.watch_ms, "watch_ms")?)
+            .bind(room)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Inserts or replaces a lottery.
+    pub async fn save_lottery(&self, l: &LotteryRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO lotteries (id, room_id, keyword, started_at, ends_at, winner_count, min_level, status, seed, \
+             pool, winners, created_by, drawn_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, seed = excluded.seed, pool = excluded.pool, \
+             winners = excluded.winners, drawn_at = excluded.drawn_at, ends_at = excluded.ends_at",
+        )
+        .bind(&l.id)
+        .bind(&l.room_id)
+        .bind(&l.keyword)
+        .bind(to_db(l.started_at, "started_at")?)
+        .bind(to_db(l.ends_at, "ends_at")?)
+        .bind(i64::from(l.winner_count))
+        .bind(i64::from(l.min_level))
+        .bind(&l.status)
+        .bind(&l.seed)
+        .bind(encode_json(&l.pool, "pool")?)
+        .bind(encode_json(&l.winners, "winners")?)
+        .bind(&l.created_by)
+        .bind(to_db(l.drawn_at, "drawn_at")?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// One lottery.
+    pub async fn lottery(&self, id: &str) -> Result<Option<LotteryRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM lotteries WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(lottery_from_row).transpose()
+    }
+
+    /// A room's lotteries, newest first.
+    pub async fn lotteries(&self, room_id: &str, limit: usize) -> Result<Vec<LotteryRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM lotteries WHERE room_id = ? ORDER BY started_at DESC, id LIMIT ?")
+            .bind(room_id)
+            .bind(limit_db(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(lottery_from_row).collect()
+    }
+
+    /// Lotteries still running (to resume after a restart).
+    pub async fn running_lotteries(&self) -> Result<Vec<LotteryRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM lotteries WHERE status = 'running'").fetch_all(&self.pool).await?;
+        rows.iter().map(lottery_from_row).collect()
+    }
+}
+
+/// The earlier answer for a replayed key, or `KeyReused` if it named another request.
+async fn replayed(
+    tx: &mut sqlx::SqliteConnection,
+    scope: &str,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Option<Receipt>, MoneyError> {
+    let row = sqlx::query(
+        "SELECT i.request_hash, i.ledger_id, l.balance_after FROM idempotency i \
+         JOIN ledger l ON l.id = i.ledger_id WHERE i.scope = ? AND i.key = ?",
+    )
+    .bind(scope)
+    .bind(key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let stored: String = row.try_get("request_hash")?;
+    if stored != fingerprint {
+        return Err(MoneyError::KeyReused);
+    }
+    Ok(Some(Receipt {
+        ledger_id: from_db(row.try_get("ledger_id")?, "ledger id")?,
+        balance: from_db(row.try_get("balance_after")?, "balance_after")?,
+        replayed: true,
+    }))
+}
+
+async fn remember(
+    tx: &mut sqlx::SqliteConnection,
+    scope: &str,
+    key: &str,
+    fingerprint: &str,
+    ledger_id: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO idempotency (scope, key, request_hash, ledger_id, at) VALUES (?, ?, ?, ?, ?)")
+        .bind(scope)
+        .bind(key)
+        .bind(fingerprint)
+        .bind(ledger_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
