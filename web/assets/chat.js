@@ -22,16 +22,19 @@ export function levelBadge(level) {
 }
 
 /**
- * One chat line.
+ * One chat line (null for lines not shown).
  * @param {any} msg @param {{actions?: (msg: any) => Node[]}} [opts]
  */
 export function messageLine(msg, opts = {}) {
   const gift = giftOf(msg);
+  // A combo's closing message repeats the total with count 0: the combo card shows it.
+  if (gift && gift.end) return null;
   const name = msg.nick || msg.from || '?';
   let text;
   if (gift) {
     const count = gift.count ?? 1;
-    text = `sent ${gift.name || gift.giftId || 'a gift'} ×${count}`;
+    const combo = gift.combo > count ? ` (combo ×${gift.combo})` : '';
+    text = `sent ${gift.name || gift.giftId || 'a gift'} ×${count}${combo}`;
   } else text = bodyText(msg.body);
   const line = h('div', { class: `msg${gift ? ' gift' : ''}`, dataset: { seq: String(msg.seq), from: msg.from ?? '' } },
     avatar(msg.avatar, name),
@@ -47,6 +50,7 @@ export function systemLine(text) {
 
 /** Appends to a chat list, keeping it scrolled to the end when it was, and bounded. */
 export function appendLine(list, line, max = 300) {
+  if (!line) return;
   const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   list.append(line);
   while (list.children.length > max) list.firstChild.remove();

@@ -1,6 +1,6 @@
 // The watch page /room/{id}: player, danmaku, chat, likes, gifts, state banners.
 import { h, $, toast, webConfig, client, loadCreds, saveCreds, roomIdFromPath, fmtDuration, fmtCount, safeUrl, STATE_LABEL } from '/assets/app.js';
-import { randomKey, FACES } from '/sdk/onair.js';
+import { randomKey, FACES, bodyText } from '/sdk/onair.js';
 import { Player } from '/assets/player.js';
 import { Danmaku } from '/assets/danmaku.js';
 import { messageLine, systemLine, appendLine, markRecalled, eventText, giftOf } from '/assets/chat.js';
@@ -183,10 +183,7 @@ function renderBanner() {
 // ---- messages and events ----
 function showMessage(m, live = true) {
   appendLine($('chat'), messageLine(m));
-  if (live && !giftOf(m)) {
-    const text = $('chat').lastChild?.querySelector('.text')?.textContent ?? '';
-    danmaku.add(text, m.from === onair.userId);
-  }
+  if (live && !giftOf(m)) danmaku.add(bodyText(m.body), m.from === onair.userId);
 }
 
 onair.on('message', (m) => showMessage(m));
@@ -327,7 +324,7 @@ async function loadGifts() {
     return;
   }
   for (const g of gifts) {
-    box.append(h('button', { class: 'gift', title: `${g.name} (${g.price} coins)`, dataset: { gift: g.giftId }, onclick: () => sendGift(g) },
+    box.append(h('button', { class: 'gift-btn', title: `${g.name} (${g.price} coins)`, dataset: { gift: g.giftId }, onclick: () => sendGift(g) },
       giftIcon(g), h('span', { text: g.name }), h('span', { class: 'price', text: `🪙${g.price}` })));
   }
   refreshBalance();

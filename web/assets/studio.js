@@ -35,7 +35,7 @@ async function start() {
     $('login').classList.add('hidden');
     $('console').classList.remove('hidden');
     $('logout').classList.remove('hidden');
-    $('chat').replaceChildren(...history.map(line));
+    $('chat').replaceChildren(...history.map(line).filter(Boolean));
     renderRoom();
     $('notice').value = room.notification || '';
     $('introduction').value = room.introduction || '';

@@ -241,9 +241,9 @@ test('a gift appears in the other viewer with its combo', async (t) => {
   const top = await adminApi('POST', `/api/v1/users/${a.userId}/wallet/topup`, { amount: 1000, idempotencyKey: `e2e-${a.userId}` });
   assert.equal(top.status, 200, JSON.stringify(top.json));
   await a.reload();
-  await a.waitForFunction(() => window.onair?.state === 'connected' && document.querySelector('#gifts .gift'), null, { timeout: T });
-  await a.locator('#gifts .gift').first().click();
-  await a.locator('#gifts .gift').first().click();
+  await a.waitForFunction(() => window.onair?.state === 'connected' && document.querySelector('#gifts .gift-btn'), null, { timeout: T });
+  await a.locator('#gifts .gift-btn').first().click();
+  await a.locator('#gifts .gift-btn').first().click();
   await b.locator('#giftfx .combo').first().waitFor({ timeout: T });
   await b.waitForFunction(() => [...document.querySelectorAll('#giftfx .combo .times')].some((e) => e.textContent === '×2'), null, { timeout: T });
   await b.locator('#chat .msg.gift').first().waitFor({ timeout: T });

@@ -312,12 +312,16 @@ struct ModifyRoom {
     mute_all: Option<bool>,
 }
 
+/// The room's owner and room admins may change its profile too (the studio edits the
+/// notice), like the cloud's client SDK lets a group owner do.
 async fn modify_room(
     State(state): State<Shared>,
-    Admin(admin): Admin,
+    caller: Caller,
     Path(id): Path<String>,
     Body(req): Body<ModifyRoom>,
 ) -> ApiResult {
+    caller.must_manage(&*state.hub.get(&id)?)?;
+    let admin = caller.user;
     let patch = ProfilePatch {
         name: req.name,
         introduction: req.introduction,

@@ -6,18 +6,18 @@
 //! Pages are static files; each reads its room id from `location.pathname` and talks
 //! to the public API and `/ws`, so nothing here renders user data into HTML.
 
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use onair_core::gifts::Gift;
 use onair_core::{Code, Rejection};
 use rust_embed::RustEmbed;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::{Admin, ApiError};
+use crate::api::{Admin, ApiError, Caller};
 use crate::hub::NewRoom;
 use crate::state::Shared;
 
@@ -33,6 +33,15 @@ pub const DEMO_ROOM: &str = "demo";
 pub const DEMO_ANCHOR: &str = "demo-anchor";
 /// Validity of demo logins (a day).
 const DEMO_SIG_SECS: u64 = 86_400;
+/// Coins each demo guest starts with.
+const DEMO_COINS: u64 = 1_000;
+/// The gift catalog a demo server starts with when it has none: (id, name, price, icon).
+const DEMO_GIFTS: [(&str, &str, u64, &str); 4] = [
+    ("rose", "Rose", 1, "🌹"),
+    ("heart", "Heart", 5, "💖"),
+    ("cake", "Cake", 20, "🎂"),
+    ("rocket", "Rocket", 100, "🚀"),
+];
 
 /// The page and asset routes and the web app's own endpoints.
 pub fn routes() -> Router<Shared> {
@@ -145,6 +154,13 @@ async fn demo_guest(State(state): State<Shared>, body: axum::body::Bytes) -> Res
     if state.app.admins.contains(&user_id) {
         return Err(Rejection::new(Code::NoPermission, "that account is an app admin").into());
     }
+    if user_id != DEMO_ANCHOR {
+        // Demo coins so a guest can send gifts; the key makes it once per guest.
+        let key = format!("demo-coins:{user_id}");
+        if let Err(e) = state.store.top_up(&user_id, DEMO_COINS, &key, "demo").await {
+            tracing::warn!(error = %e, user = %user_id, "demo coins not credited");
+        }
+    }
     let sig = state.app.mint(&user_id, DEMO_SIG_SECS);
     Ok(Json(json!({
         "sdkAppId": state.app.sdkappid,
@@ -154,55 +170,6 @@ async fn demo_guest(State(state): State<Shared>, body: axum::body::Bytes) -> Res
         "expireAt": crate::util::now_secs() + DEMO_SIG_SECS,
     }))
     .into_response())
-}
-
-/// A logged-in caller of the HTTP API: the `X-OnAir-Identifier` / `X-OnAir-UserSig`
-/// headers (or `?identifier=&usersig=`), or the API token (as the first app admin).
-pub struct Caller(pub String);
-
-#[derive(Deserialize)]
-struct CallerQuery {
-    identifier: Option<String>,
-    usersig: Option<String>,
-}
-
-impl FromRequestParts<Shared> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
-        if parts.headers.contains_key(header::AUTHORIZATION) {
-            let Admin(a) = Admin::from_request_parts(parts, state).await?;
-            return Ok(Caller(a));
-        }
-        let h = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let (id, sig) = match (h("x-onair-identifier"), h("x-onair-usersig")) {
-            (Some(i), Some(s)) => (i, s),
-            _ => {
-                let q = axum::extract::Query::<CallerQuery>::try_from_uri(&parts.uri)
-                    .map_err(|e| ApiError(Rejection::new(Code::InvalidParam, format!("bad query string: {e}"))))?;
-                match (q.0.identifier, q.0.usersig) {
-                    (Some(i), Some(s)) => (i, s),
-                    _ => {
-                        return Err(ApiError(Rejection::new(
-                            Code::UserSigEmpty,
-                            "this endpoint needs a login: headers X-OnAir-Identifier and X-OnAir-UserSig",
-                        )));
-                    }
-                }
-            }
-        };
-        state.app.verify(state.app.sdkappid, &id, &sig)?;
-        Ok(Caller(id))
-    }
-}
-
-/// The owner, a room admin or an app admin of `room_id`, else 10007.
-fn require_room_role(state: &Shared, room_id: &str, user: &str) -> Result<(), ApiError> {
-    let room = state.hub.get(room_id)?;
-    if room.profile().owner == user || room.is_admin(user) || state.app.admins.contains(user) {
-        return Ok(());
-    }
-    Err(Rejection::new(Code::NoPermission, format!("'{user}' is not the owner or an admin of this room")).into())
 }
 
 /// The stream name of a room: the room JSON's `stream` when the business layer sets
@@ -219,11 +186,11 @@ fn stream_of(state: &Shared, room_id: &str) -> Result<String, ApiError> {
 /// `push_valid_secs`.
 async fn push_url(
     State(state): State<Shared>,
-    Caller(user): Caller,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    require_room_role(&state, &id, &user)?;
+    caller.must_manage(&*state.hub.get(&id)?)?;
     let stream = stream_of(&state, &id)?;
     let live = &state.cfg.live;
     let expire_at = crate::util::now_secs() + live.push_valid_secs;
@@ -279,10 +246,20 @@ async fn admin_config(State(state): State<Shared>, _a: Admin) -> Response {
     Json(json!({"sdkAppId": state.app.sdkappid, "config": cfg})).into_response()
 }
 
-/// Demo mode on a server without rooms: creates the demo room, so the room list is
-/// not empty on a first start.
+/// Demo mode: a gift catalog when there is none, and the demo room on a server
+/// without rooms, so the room list is not empty on a first start.
 pub async fn demo_setup(state: &Shared) -> anyhow::Result<()> {
-    if !demo_enabled(state) || !state.hub.list().is_empty() {
+    if !demo_enabled(state) {
+        return Ok(());
+    }
+    if state.hub.gift_catalog().is_empty() {
+        for (id, name, price, icon) in DEMO_GIFTS {
+            let gift =
+                Gift { gift_id: id.into(), name: name.into(), price, icon: icon.into(), animation: String::new() };
+            state.hub.put_gift(gift).await.map_err(|r| anyhow::anyhow!("demo gift {id}: {}", r.info))?;
+        }
+    }
+    if !state.hub.list().is_empty() {
         return Ok(());
     }
     state

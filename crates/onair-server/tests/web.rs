@@ -113,8 +113,13 @@ async fn demo_mode_mints_guests_and_creates_the_demo_room() {
     assert_eq!(status, 400);
 
     // The push address: the owner gets it, a guest does not, nobody without a login.
-    let q =
-        |g: &Value| format!("identifier={}&usersig={}", g["userId"].as_str().unwrap(), g["userSig"].as_str().unwrap());
+    let q = |g: &Value| {
+        format!(
+            "sdkappid={SDKAPPID}&identifier={}&usersig={}",
+            g["userId"].as_str().unwrap(),
+            g["userSig"].as_str().unwrap()
+        )
+    };
     let (status, push) = server.http("GET", &format!("/api/v1/rooms/demo/push-url?{}", q(&anchor)), None).await;
     assert_eq!(status, 200, "{push}");
     let key = push["streamKey"].as_str().unwrap();
@@ -132,11 +137,35 @@ async fn demo_mode_mints_guests_and_creates_the_demo_room() {
     let (status, _) = server.http("GET", &server.admin("/api/v1/rooms/nope/push-url"), None).await;
     assert_eq!(status, 404);
 
+    // The owner edits the notice (the studio does); a guest may not.
+    let path = |g: &Value| format!("/api/v1/rooms/demo?{}", q(g));
+    let (status, v) = server.http("PATCH", &path(&anchor), Some(&json!({"notification": "Live at 8"}))).await;
+    assert_eq!((status, &v["notification"]), (200, &json!("Live at 8")), "{v}");
+    let (status, _) = server.http("PATCH", &path(&g1), Some(&json!({"notification": "hijacked"}))).await;
+    assert_eq!(status, 403);
+
     // The admin's config view hides the secrets.
     let (status, v) = server.http("GET", &server.admin("/api/v1/admin/config"), None).await;
     assert_eq!(status, 200);
     assert_eq!(v["config"]["app"]["secret_key"], "(set)");
     assert!(!v.to_string().contains(SECRET_KEY));
     let (status, _) = server.http("GET", &format!("/api/v1/admin/config?{}", q(&g1)), None).await;
-    assert_eq!(status, 401, "a guest is not an admin");
+    assert_eq!(status, 403, "a guest is not an admin");
+
+    // Demo guests start with coins and a gift catalog to spend them on.
+    let (_, gifts) = server.http("GET", "/api/v1/gifts", None).await;
+    assert!(gifts["gifts"].as_array().unwrap().len() >= 3, "{gifts}");
+    let (status, wallet) =
+        server.http("GET", &format!("/api/v1/users/{}/wallet?{}", g1["userId"].as_str().unwrap(), q(&g1)), None).await;
+    assert_eq!(status, 200, "{wallet}");
+    assert_eq!(wallet["balance"], 1000);
+    let (status, sent) = server
+        .http(
+            "POST",
+            &format!("/api/v1/rooms/demo/gifts?{}", q(&g1)),
+            Some(&json!({"giftId": "rose", "count": 3, "idempotencyKey": "k1"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["balance"], 997);
 }
