@@ -10,6 +10,7 @@
 mod coord;
 mod frame;
 mod hist;
+mod likes;
 mod net;
 mod procfs;
 mod target;
@@ -29,6 +30,8 @@ struct Cli {
 enum Cmd {
     /// One big room: N viewers, P senders publishing R msgs/s in total.
     Chat(Box<coord::ChatArgs>),
+    /// A like storm against one room, checked for an exact total.
+    Likes(likes::LikeArgs),
     /// Internal: a worker process started by `chat`.
     #[command(hide = true)]
     Worker {
@@ -44,6 +47,7 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.cmd {
         Cmd::Chat(args) => rt.block_on(coord::run(*args)),
+        Cmd::Likes(args) => rt.block_on(likes::run(args)),
         Cmd::Worker { spec } => {
             let spec: worker::WorkerSpec = serde_json::from_str(&spec).context("worker spec")?;
             rt.block_on(worker::run(spec))

@@ -114,10 +114,22 @@ pub async fn http_post_json(
     path_and_query: &str,
     body: &str,
 ) -> Result<(u16, String)> {
+    http_json("POST", addr, authority, path_and_query, body).await
+}
+
+/// One HTTP/1.1 request with a JSON body (may be empty); returns the status code
+/// and the response body.
+pub async fn http_json(
+    method: &str,
+    addr: SocketAddr,
+    authority: &str,
+    path_and_query: &str,
+    body: &str,
+) -> Result<(u16, String)> {
     let fut = async {
         let mut s = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
         let req = format!(
-            "POST {path_and_query} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
+            "{method} {path_and_query} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );

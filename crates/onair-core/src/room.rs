@@ -63,8 +63,8 @@ impl Default for RoomLimits {
     fn default() -> Self {
         RoomLimits {
             name: 30,
-            introduction: 300,
-            notification: 240,
+            introduction: 240,
+            notification: 300,
             face_url: 100,
             app_defined_keys: 16,
             app_defined_value: 4096,
@@ -342,7 +342,7 @@ mod tests {
         let bad = ProfilePatch { introduction: Some("i".into()), name: Some("가".repeat(11)), ..Default::default() };
         assert_eq!(p.apply(bad, &limits).map_err(|r| r.code), Err(Code::InvalidParam));
         assert_eq!(p.introduction, "", "nothing applied when one field fails");
-        let notice = ProfilePatch { notification: Some("n".repeat(241)), ..Default::default() };
+        let notice = ProfilePatch { notification: Some("n".repeat(301)), ..Default::default() };
         assert!(p.apply(notice, &limits).is_err());
         let (change, mute) = p.apply(ProfilePatch { mute_all: Some(true), ..Default::default() }, &limits).expect("ok");
         assert_eq!((change, mute), (ProfileChange::default(), Some(true)));

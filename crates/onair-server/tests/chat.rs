@@ -94,7 +94,8 @@ async fn users_and_an_anonymous_viewer_see_one_gap_free_order_with_stamped_profi
     }
     let expect_profile = [
         ("alice", "Alice A", "http://img/alice.png", 7),
-        ("bob", "Bobby", "http://img/b2.png", 0),
+        // No profile level: the computed level (docs/business.md), which starts at 1.
+        ("bob", "Bobby", "http://img/b2.png", 1),
         ("carol", "", "", 3),
     ];
     for m in &seen[0] {

@@ -180,9 +180,22 @@ impl Server {
     }
 
     pub async fn http_raw(&self, method: &str, path: &str, body: Option<String>) -> (u16, String) {
+        let (status, _, body) = self.http_full(method, path, body).await;
+        (status, body)
+    }
+
+    /// One HTTP/1.1 request; returns the status, the response head (status line and
+    /// headers) and the body.
+    pub async fn http_full(&self, method: &str, path: &str, body: Option<String>) -> (u16, String, String) {
         tokio::time::timeout(T, http_request(self.port, method, path, body))
             .await
             .unwrap_or_else(|_| panic!("HTTP {method} {path} timed out"))
+    }
+
+    /// A path with `user`'s UserSig in the query (the cloud REST style).
+    pub fn as_user(&self, path: &str, user: &str) -> String {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        format!("{path}{sep}sdkappid={SDKAPPID}&identifier={user}&usersig={}", sig(user))
     }
 
     /// One cloud-compatible call `/v4/{service_command}` as the app admin; asserts
@@ -251,7 +264,7 @@ pub fn parse_metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-async fn http_request(port: u16, method: &str, path: &str, body: Option<String>) -> (u16, String) {
+async fn http_request(port: u16, method: &str, path: &str, body: Option<String>) -> (u16, String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect http");
     let body = body.unwrap_or_default();
     let req = format!(
@@ -269,7 +282,7 @@ async fn http_request(port: u16, method: &str, path: &str, body: Option<String>)
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         payload = dechunk(&payload);
     }
-    (status, String::from_utf8(payload).expect("utf-8 body"))
+    (status, head, String::from_utf8(payload).expect("utf-8 body"))
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
@@ -482,7 +495,19 @@ impl Client {
                 v["op"] == "push" && v["roomId"] == room && events(v).iter().any(|e| e["type"] == kind)
             })
             .await;
-        events(&f.v).into_iter().find(|e| e["type"] == kind).unwrap()
+        self.take_event(f, |e| e["type"] == kind)
+    }
+
+    /// Takes the first event matching `pred` out of `f`; the rest of the frame (other
+    /// events, messages) goes back to the front of the buffer for later waits.
+    fn take_event(&mut self, mut f: Frame, pred: impl Fn(&Value) -> bool) -> Value {
+        let list = f.v["events"].as_array_mut().unwrap();
+        let i = list.iter().position(&pred).unwrap();
+        let event = list.remove(i);
+        if !list.is_empty() || !msgs(&f.v).is_empty() {
+            self.buffer.push_front(f);
+        }
+        event
     }
 
     /// Waits for an event of `kind` in `room` satisfying `pred` (skipping others of that kind).
@@ -492,7 +517,7 @@ impl Client {
                 v["op"] == "push" && v["roomId"] == room && events(v).iter().any(|e| e["type"] == kind && pred(e))
             })
             .await;
-        events(&f.v).into_iter().find(|e| e["type"] == kind && pred(e)).unwrap()
+        self.take_event(f, |e| e["type"] == kind && pred(e))
     }
 
     /// Every push frame (buffered and new) for `duration`; other frames stay buffered.
