@@ -116,7 +116,7 @@ export class Player {
     const reader = res.body.getReader();
     // The codec string: a header when the server sends one, else the stream's JSON,
     // else read from the init segment itself.
-    let codecs = codecsFromType(res.headers.get('content-type')) || res.headers.get('x-onair-codecs') || '';
+    let codecs = res.headers.get('x-codecs') || codecsFromType(res.headers.get('content-type')) || '';
     let head = new Uint8Array(0);
     let initEnd = 0;
     while (!initEnd) {
