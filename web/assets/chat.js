@@ -67,6 +67,9 @@ export function markRecalled(list, seq) {
   line.querySelector('.acts')?.remove();
 }
 
+/** A timestamp in ms (the API gives ms; tolerate seconds). @param {number} t */
+export const toMs = (t) => (t > 1e12 ? t : t * 1000);
+
 /** A system line for the business events, or null. @param {any} e */
 export function eventText(e) {
   switch (e.type) {
@@ -75,10 +78,11 @@ export function eventText(e) {
     case 'broadcast':
       return `📢 ${bodyText(e.body)}`;
     case 'lottery':
-      if (e.phase === 'started') return `🎲 Lottery! Send “${e.keyword}” within ${Math.max(0, Math.round((e.endsAt - Date.now() / 1000) || e.durationSecs || 0))} s to enter (${e.winnerCount ?? e.winners ?? 1} winner(s)).`;
+      if (e.phase === 'started') return `🎲 Lottery! Send “${e.keyword}” within ${Math.max(0, Math.round((toMs(e.endsAt) - Date.now()) / 1000))} s to enter (${e.winnerCount ?? 1} winner(s)).`;
       if (e.phase === 'drawn') return `🎉 Lottery “${e.keyword}” drawn: ${(e.winners ?? []).map((w) => w.nick || w.userId).join(', ') || 'no entrants'} (${e.entrants ?? 0} entered, seed ${e.seed ?? ''})`;
       return null;
     case 'cohost':
+      if (e.phase === 'requested') return `🎙 ${e.nick || e.userId} asks to co-host`;
       if (e.phase === 'started' || e.phase === 'accepted') return `🎙 ${e.nick || e.userId} is co-hosting`;
       if (e.phase === 'ended') return `🎙 ${e.nick || e.userId} stopped co-hosting`;
       return null;

@@ -1,7 +1,7 @@
 // The anchor console /studio/{id}: push address, live state and stream health, chat
 // with inline moderation, notice, lottery, co-host requests, statistics.
 import { h, $, toast, webConfig, client, loadCreds, saveCreds, credsFromHash, roomIdFromPath, fmtCount, fmtDuration, copy, STATE_LABEL } from '/assets/app.js';
-import { messageLine, systemLine, appendLine, markRecalled, eventText } from '/assets/chat.js';
+import { messageLine, systemLine, appendLine, markRecalled, eventText, toMs } from '/assets/chat.js';
 
 const PERMANENT = 4294967295;
 const roomId = roomIdFromPath();
@@ -224,8 +224,9 @@ function renderLottery(l) {
   clearInterval(lotteryTimer);
   const status = h('div', { class: 'kv' });
   const running = l.status === 'running' && l.phase !== 'drawn';
+  status.dataset.status = running ? 'running' : 'drawn';
   const left = h('span');
-  const tick = () => (left.textContent = running ? fmtDuration(l.endsAt - Date.now() / 1000) : 'drawn');
+  const tick = () => (left.textContent = running ? fmtDuration((toMs(l.endsAt) - Date.now()) / 1000) : 'drawn');
   tick();
   if (running) lotteryTimer = setInterval(tick, 1000);
   status.append(h('span', { class: 'k', text: 'Keyword' }), h('span', { text: l.keyword }), h('span', { class: 'k', text: 'Time left' }), left,
@@ -263,13 +264,17 @@ async function refreshBlocked() {
   } catch { /* keep */ }
 }
 
+/** Nicks of co-host requesters, from their `requested` events (the list has ids only). */
+const cohostNames = new Map();
+onair.on('cohost', (e) => e.phase === 'requested' && e.nick && cohostNames.set(e.userId, e.nick));
+
 async function refreshCohost() {
   try {
     const r = await onair.api('GET', `/api/v1/rooms/${encodeURIComponent(roomId)}/cohost`);
     const base = `/api/v1/rooms/${encodeURIComponent(roomId)}/cohost/`;
     const call = (u, what) => () => onair.api('POST', `${base}${encodeURIComponent(u)}/${what}`).then(refreshCohost);
     const rows = [
-      ...(r.requests ?? []).map((q) => h('tr', {}, h('td', { text: q.nick || q.userId }), h('td', {}, act('Accept', call(q.userId, 'accept')), act('Refuse', call(q.userId, 'refuse'))))),
+      ...(r.requests ?? []).map((q) => h('tr', {}, h('td', { text: cohostNames.has(q.userId) ? `${cohostNames.get(q.userId)} (${q.userId})` : q.userId }), h('td', {}, act('Accept', call(q.userId, 'accept')), act('Refuse', call(q.userId, 'refuse'))))),
       ...(r.active ?? []).map((a) => h('tr', {}, h('td', { text: `${a.userId} (on air)` }), h('td', {}, act('End', call(a.userId, 'end'))))),
     ];
     $('cohost').replaceChildren(...(rows.length ? rows : [h('tr', {}, h('td', { class: 'dim', text: 'no requests' }))]));

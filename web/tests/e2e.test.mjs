@@ -191,6 +191,34 @@ test('the studio mutes a viewer: the viewer input is disabled with the remaining
   await v.context().close();
 });
 
+test('the studio runs a lottery from chat and answers a co-host request', async (t) => {
+  if (!(await hasBusiness())) return t.skip('lotteries are not in this build');
+  const v = await viewer();
+  const studio = await newPage(1280, 1000);
+  await studio.goto(`${base}/studio/demo`);
+  await studio.click('#demoLogin');
+  await studio.locator('#console').waitFor({ state: 'visible', timeout: T });
+  await studio.fill('#lotKeyword', 'lucky');
+  await studio.click('#lotteryForm button');
+  await v.locator('#chat .msg.sys', { hasText: 'Lottery! Send “lucky”' }).waitFor({ timeout: T });
+  await say(v, 'I feel lucky');
+  await studio.locator(`#chat .msg[data-from="${v.userId}"]`, { hasText: 'I feel lucky' }).waitFor({ timeout: T });
+  await studio.locator('#lottery button', { hasText: 'Draw now' }).click();
+  const nick = await v.evaluate(() => window.onair.credentials.nick);
+  await v.locator('#chat .msg.sys', { hasText: `drawn: ${nick}` }).waitFor({ timeout: T });
+  await studio.locator('#lottery [data-status="drawn"]', { hasText: nick }).waitFor({ timeout: T });
+  // Co-hosting: the viewer asks, the anchor accepts, the guest gets a push address.
+  await v.click('#cohost');
+  const row = studio.locator('#cohost tr', { hasText: v.userId });
+  await row.waitFor({ timeout: T });
+  await row.locator('[data-act="accept"]').click();
+  await v.locator('#overlay', { hasText: 'rtmp://' }).waitFor({ timeout: T });
+  await shot(studio, 'studio-lottery');
+  assert.deepEqual([...v.errors, ...studio.errors], []);
+  await v.context().close();
+  await studio.context().close();
+});
+
 test('the SDK reconnects by itself and resumes the messages it missed', async () => {
   const a = await viewer();
   const b = await viewer();
