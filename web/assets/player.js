@@ -18,10 +18,18 @@ export class Player {
     this.retryTimer = null;
     this.edgeTimer = null;
     this.abort = null;
+    /** Recent decisions and errors, for debugging (`player.log`). */
+    this.log = [];
   }
 
-  /** Whether the browser plays HLS by itself. */
+  note(msg) {
+    this.log.push(`${new Date().toISOString().slice(11, 23)} ${msg}`);
+    if (this.log.length > 50) this.log.shift();
+  }
+
+  /** Whether the browser plays HLS by itself (`?player=mse` in the page URL forces MediaSource). */
   nativeHls() {
+    if (new URLSearchParams(location.search).get('player') === 'mse' && window.MediaSource) return false;
     return !!this.video.canPlayType(HLS_MIME);
   }
 
@@ -31,6 +39,7 @@ export class Player {
     this.live = stream;
     const enc = encodeURIComponent(stream);
     if (this.nativeHls()) {
+      this.note(`live ${stream}: native HLS`);
       this.video.src = `/live/${enc}.m3u8`;
       this.video.addEventListener('error', () => this.retry(gen, () => this.playLive(stream)), { once: true });
       this.autoplay();
@@ -41,15 +50,17 @@ export class Player {
       return;
     }
     this.onStatus('connecting');
+    this.note(`live ${stream}: fMP4 over MediaSource`);
     this.fmp4(gen, `/live/${enc}.mp4`, stream)
       .catch((e) => {
         if (gen !== this.gen) return;
+        this.note(`fMP4 failed: ${e.message || e}; trying HLS over MediaSource`);
         if (e && e.status === 404) return this.hlsMse(gen, `/live/${enc}.m3u8`, true);
         throw e;
       })
       .catch((e) => {
         if (gen !== this.gen) return;
-        console.warn('live playback failed', e);
+        this.note(`live failed: ${e.message || e}`);
         this.onStatus('waiting for the stream…');
         this.retry(gen, () => this.playLive(stream));
       });
@@ -129,17 +140,19 @@ export class Player {
     if (!codecs) codecs = await codecsFromJson(stream);
     if (!codecs) codecs = codecsFromInit(head.subarray(0, initEnd));
     const mime = `video/mp4; codecs="${codecs}"`;
+    this.note(`fMP4 ${mime}, init ${initEnd} bytes`);
     if (!MediaSource.isTypeSupported(mime)) throw new Error(`unsupported: ${mime}`);
     if (gen !== this.gen) return;
     const ms = await this.openSource();
     const sb = ms.addSourceBuffer(mime);
     sb.mode = 'segments';
+    const failed = this.failure(gen);
     const q = new AppendQueue(sb);
     q.push(head);
     this.autoplay();
     this.keepLiveEdge(gen, sb);
     for (;;) {
-      const { done, value } = await reader.read();
+      const { done, value } = await Promise.race([reader.read(), failed]);
       if (gen !== this.gen) return;
       if (done) throw new Error('live stream ended');
       q.push(value);
@@ -185,6 +198,15 @@ export class Player {
     }
     await q.drained(0);
     if (ms.readyState === 'open') ms.endOfStream();
+  }
+
+  /** Rejects when the video element reports a decode error (a dead MediaSource). */
+  failure(gen) {
+    return new Promise((_, reject) => {
+      this.video.addEventListener('error', () => {
+        if (gen === this.gen) reject(new Error(`media error: ${this.video.error?.message || this.video.error?.code}`));
+      }, { once: true });
+    });
   }
 
   /** Jumps to near the live edge when playback falls behind; trims old buffer. */

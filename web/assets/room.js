@@ -212,6 +212,15 @@ onair.on('like', (e) => {
   if (!mine) for (let i = 0; i < Math.min(e.delta ?? 1, 6); i++) setTimeout(heart, i * 120);
 });
 onair.on('gift', (e) => comboFx(e));
+onair.on('state', (e) => {
+  // The recording's URL is in the room JSON; fetch it when the event does not carry it.
+  if (e.state === 'replay' && !e.replayUrl) {
+    onair.getRoom(roomId).then((r) => {
+      room = { ...room, ...r };
+      renderRoom();
+    }, () => {});
+  }
+});
 onair.on('stream', (e) => {
   if (e.phase === 'published' && room?.state === 'live') {
     lastStarted = '';
@@ -414,3 +423,4 @@ loadGifts();
 setInterval(refreshBalance, 15000);
 // For tests and debugging.
 window.onair = onair;
+window.player = player;

@@ -309,13 +309,19 @@ async function refreshHealth() {
     const s = await r.json();
     const rows = [];
     const add = (k, v) => v !== undefined && v !== null && v !== '' && rows.push(h('span', { class: 'k', text: k }), h('span', { text: String(v) }));
+    const pick = (...keys) => keys.map((k) => s[k]).find((x) => x !== undefined && x !== null);
     add('Stream', stream);
-    add('Publishing', s.publishing ?? s.live ?? (s.publisher ? 'yes' : undefined));
-    add('Video', [s.videoCodec ?? s.video?.codec, s.width && `${s.width}×${s.height}`, s.fps && `${Math.round(s.fps)} fps`].filter(Boolean).join(' · ') || undefined);
-    add('Audio', s.audioCodec ?? s.audio?.codec);
-    add('Bitrate', s.bitrateKbps ? `${Math.round(s.bitrateKbps)} kbit/s` : s.bitrate ? `${Math.round(s.bitrate / 1000)} kbit/s` : undefined);
-    add('Duration', s.publishSeconds ?? s.durationSecs ? fmtDuration(s.publishSeconds ?? s.durationSecs) : undefined);
-    add('Viewers', typeof s.viewers === 'object' ? Object.entries(s.viewers).map(([k, v]) => `${k} ${v}`).join(', ') : s.viewers);
+    add('Codecs', [pick('videoCodec', 'video_codec'), pick('audioCodec', 'audio_codec')].filter(Boolean).join(' + ') || undefined);
+    const w = pick('width');
+    const fps = pick('videoFps', 'video_fps');
+    add('Video', [w && `${w}×${pick('height')}`, fps && `${Math.round(fps)} fps`].filter(Boolean).join(' · ') || undefined);
+    const bps = pick('bitrateBps', 'bitrate_bps');
+    add('Bitrate', bps !== undefined ? `${Math.round(bps / 1000)} kbit/s` : undefined);
+    const secs = pick('publishSecs', 'publish_secs');
+    add('On air for', secs !== undefined ? fmtDuration(secs) : undefined);
+    const viewers = pick('viewers');
+    add('Viewers', viewers && typeof viewers === 'object' ? Object.entries(viewers).map(([k, n]) => `${k} ${n}`).join(', ') : viewers);
+    add('Encoder', pick('encoder'));
     box.replaceChildren(...rows);
   } catch {
     box.replaceChildren(h('span', { class: 'k', text: 'Stream' }), h('span', { class: 'dim', text: 'health not available' }));

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { createServer } from 'node:net';
 import { chromium } from 'playwright-core';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -23,11 +24,23 @@ const T = 15000;
 let server, base, adminSig, browser, dir;
 const contexts = [];
 
+/** A free TCP port on loopback (for the RTMP listener). */
+function freePort() {
+  return new Promise((ok) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+  });
+}
+
 /** Starts `onair serve` with a fresh data dir on a free port; resolves with its base URL. */
 async function startServer() {
   dir = mkdtempSync(join(tmpdir(), 'onair-web-'));
   const cfg = join(dir, 'onair.toml');
-  writeFileSync(cfg, `data_dir = ${JSON.stringify(join(dir, 'data'))}\n[demo]\nenabled = true\n[http]\nlisten = "127.0.0.1:0"\n[chat]\nflood_max_repeats = 0\n`);
+  const rtmp = await freePort();
+  writeFileSync(cfg, `data_dir = ${JSON.stringify(join(dir, 'data'))}\n[demo]\nenabled = true\n[http]\nlisten = "127.0.0.1:0"\n` +
+    `[chat]\nflood_max_repeats = 0\n[live]\npush_base = "rtmp://127.0.0.1:${rtmp}/live"\n[rtmp]\nlisten = "127.0.0.1:${rtmp}"\n[media]\nhls_part_ms = 500\n`);
   server = spawn(bin, ['serve', '--config', cfg], { env: { ...process.env, ONAIR_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = createInterface({ input: server.stdout });
   return new Promise((ok, fail) => {
@@ -345,8 +358,55 @@ test('an unknown demo role is refused', async () => {
 });
 
 test('ffmpeg pushes a test stream and the watch page plays it', async (t) => {
-  if (!spawnSync('ffmpeg', ['-version']).stdout?.length) return t.skip('no ffmpeg');
-  const probe = await fetch(`${base}/live/demo.m3u8`);
+  if (spawnSync('ffmpeg', ['-version']).status !== 0) return t.skip('no ffmpeg');
+  const probe = await fetch(`${base}/live/demo.json`);
   if (probe.status === 404 && (await probe.text()).includes('no such endpoint')) return t.skip('live media is not in this build');
-  t.skip('media pending');
+  // The anchor's push address from the studio endpoint, as OBS would get it.
+  const anchor = await (await fetch(`${base}/api/v1/demo/guest`, { method: 'POST', body: '{"role":"anchor"}' })).json();
+  const pushRes = await fetch(`${base}/api/v1/rooms/demo/push-url`, { headers: { 'X-OnAir-Identifier': anchor.userId, 'X-OnAir-UserSig': anchor.userSig } });
+  const push = await pushRes.json();
+  assert.equal(pushRes.status, 200, JSON.stringify(push));
+  const v = await viewer();
+  // This chromium plays HLS natively; `?player=mse` takes the MediaSource + live fMP4 path.
+  const m = await viewer('demo?player=mse');
+  const ff = spawn('ffmpeg', ['-v', 'error', '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=25', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
+    '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '25', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-t', '60', '-f', 'flv', push.url], { stdio: ['ignore', 'ignore', 'inherit'] });
+  try {
+    // The room follows the stream: live on publish.
+    await v.waitForFunction(() => window.onair.room?.state === 'live', null, { timeout: 20000 });
+    for (const [page, name] of [[v, 'room-live'], [m, 'room-live-mse']]) {
+      await page.waitForFunction(() => document.getElementById('video').currentTime > 1, null, { timeout: 30000 });
+      const t0 = await page.evaluate(() => document.getElementById('video').currentTime);
+      await page.waitForTimeout(1500);
+      const t1 = await page.evaluate(() => document.getElementById('video').currentTime);
+      assert.ok(t1 > t0 + 0.5, `${name}: currentTime advances (${t0} → ${t1})`);
+      assert.equal(await page.locator('#banner').isVisible(), false, `${name}: no banner over a playing stream`);
+      const brightness = await page.evaluate(() => {
+        const video = document.getElementById('video');
+        const c = document.createElement('canvas');
+        c.width = 64;
+        c.height = 36;
+        const g = c.getContext('2d');
+        g.drawImage(video, 0, 0, 64, 36);
+        const d = g.getImageData(0, 0, 64, 36).data;
+        let sum = 0;
+        for (let i = 0; i < d.length; i += 4) sum += d[i] + d[i + 1] + d[i + 2];
+        return sum / (d.length / 4) / 3;
+      });
+      assert.ok(brightness > 30, `${name}: the picture is not black (mean ${brightness.toFixed(1)})`);
+      const behind = await page.evaluate(() => {
+        const video = document.getElementById('video');
+        return video.buffered.length ? video.buffered.end(video.buffered.length - 1) - video.currentTime : -1;
+      });
+      console.log(`# ${name}: ${behind.toFixed(2)} s behind the buffered live edge; player log: ${await page.evaluate(() => window.player?.log.join(' | '))}`);
+      await page.locator('#video').screenshot({ path: join(artifacts, `${name}-video.png`) });
+      await shot(page, name);
+    }
+  } finally {
+    ff.kill('SIGINT');
+  }
+  // The stream stops: the room pauses and the banner says so.
+  await v.locator('#banner', { hasText: 'Paused' }).waitFor({ timeout: 20000 });
+  await v.context().close();
+  await m.context().close();
 });
