@@ -19,11 +19,27 @@ export class Danmaku {
     /** @type {{text: string, mine: boolean, at: number}[]} */
     this.waiting = [];
     this.timer = null;
+    this.laneH = 0;
+    // The comment size changes with the layout (phone breakpoint): measure again.
+    addEventListener('resize', () => (this.laneH = 0));
+  }
+
+  /** Lane height: a measured comment plus a gap, so neighbours never touch. */
+  laneHeight() {
+    if (!this.laneH) {
+      const probe = document.createElement('div');
+      probe.className = 'dm mine';
+      probe.textContent = 'Xgjy';
+      probe.style.visibility = 'hidden';
+      this.layer.append(probe);
+      this.laneH = probe.offsetHeight + 4;
+      probe.remove();
+    }
+    return this.laneH || 32;
   }
 
   lanes() {
-    const lineH = parseFloat(getComputedStyle(this.layer).fontSize) * 1.6 || 30;
-    const n = Math.max(1, Math.floor((this.layer.clientHeight * this.density) / Math.max(lineH, 28)));
+    const n = Math.max(1, Math.floor((this.layer.clientHeight * this.density) / this.laneHeight()));
     while (this.freeAt.length < n) this.freeAt.push(0);
     return n;
   }
@@ -74,12 +90,11 @@ export class Danmaku {
     }
   }
 
-  launch(item, lane, n, now) {
+  launch(item, lane, _n, now) {
     const el = document.createElement('div');
     el.className = item.mine ? 'dm mine' : 'dm';
     el.textContent = item.text;
-    const laneH = this.layer.clientHeight * this.density / n;
-    el.style.top = `${lane * laneH}px`;
+    el.style.top = `${lane * this.laneHeight()}px`;
     el.style.visibility = 'hidden';
     this.layer.append(el);
     const W = this.layer.clientWidth;

@@ -424,3 +424,4 @@ setInterval(refreshBalance, 15000);
 // For tests and debugging.
 window.onair = onair;
 window.player = player;
+window.danmaku = danmaku;

@@ -287,7 +287,7 @@ async function refreshStats() {
   const box = $('stats');
   try {
     const s = await onair.api('GET', `/api/v1/rooms/${encodeURIComponent(roomId)}/stats`);
-    box.replaceChildren(...Object.entries(s).flatMap(([k, v]) => [h('span', { class: 'k', text: k }), h('span', { text: k === 'watchSeconds' ? fmtDuration(v) : String(v) })]));
+    box.replaceChildren(...Object.entries(s).flatMap(([k, v]) => [h('span', { class: 'k', text: k }), h('span', { text: k === 'watchSeconds' ? fmtDuration(v) : typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(1) : String(v) })]));
   } catch {
     box.replaceChildren(h('span', { class: 'k', text: 'online' }), h('span', { text: String(room?.online ?? 0) }));
   }

@@ -114,7 +114,8 @@ before(async () => {
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-dev-shm-usage', '--autoplay-policy=no-user-gesture-required'],
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run',
+      '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
   });
 });
 
@@ -316,6 +317,30 @@ test('the state banner follows the live state', async (t) => {
   await shot(w, 'room-upcoming');
   await v.context().close();
   await w.context().close();
+});
+
+test('danmaku never overlap, and the toggle clears them', async () => {
+  const v = await viewer();
+  const overlaps = await v.evaluate(async () => {
+    for (let i = 0; i < 40; i++) window.danmaku.add(`comment number ${i} ${'~'.repeat(i % 7)}`);
+    const found = [];
+    for (let sample = 0; sample < 6; sample++) {
+      await new Promise((r) => setTimeout(r, 400));
+      const rects = [...document.querySelectorAll('.danmaku .dm')].map((e) => e.getBoundingClientRect());
+      for (let i = 0; i < rects.length; i++)
+        for (let j = i + 1; j < rects.length; j++) {
+          const a = rects[i], b = rects[j];
+          if (a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom) found.push([i, j]);
+        }
+    }
+    return { found, shown: document.querySelectorAll('.danmaku .dm').length };
+  });
+  assert.ok(overlaps.shown > 3, `several comments on screen (${overlaps.shown})`);
+  assert.deepEqual(overlaps.found, []);
+  await shot(v, 'room-danmaku');
+  await v.click('#dmOn');
+  assert.equal(await v.locator('.danmaku .dm').count(), 0);
+  await v.context().close();
 });
 
 test('the watch page fits a phone screen', async () => {
