@@ -173,6 +173,7 @@ export class OnAir {
   async close() {
     this._closedByUser = true;
     clearTimeout(this._reconnectTimer);
+    this._reconnectTimer = null;
     if (this._likePending) await this._flushLikes().catch(() => {});
     this._stopPing();
     const ws = this._ws;
@@ -219,7 +220,10 @@ export class OnAir {
     const delayMs = Math.round(base / 2 + Math.random() * (base / 2));
     this._attempt += 1;
     this._setState('reconnecting', { attempt: this._attempt, delayMs, code });
-    this._reconnectTimer = setTimeout(() => this._reconnect(), delayMs);
+    this._reconnectTimer = setTimeout(() => {
+      this._reconnectTimer = null;
+      this._reconnect();
+    }, delayMs);
   }
 
   async _reconnect() {
@@ -229,12 +233,15 @@ export class OnAir {
       if (this.roomId) await this._join(this.roomId, true);
     } catch (e) {
       if (this._closedByUser) return;
-      // A refusal (banned, room gone, UserSig expired) is final; a transport failure retries.
       if (e instanceof OnAirError && e.code > 0) {
+        // Refused (banned, room gone, UserSig expired): retrying would not help.
         this._emit('error', e);
-        if (this._ws) return; // connected, only the rejoin failed: stay connected
+        return;
       }
-      if (!this._ws || this._ws.readyState !== 1) this._scheduleReconnect();
+      // A transport failure: the socket's close schedules the next attempt. A request
+      // that timed out on an open socket closes it to get there.
+      if (this._ws && this._ws.readyState === 1) this._ws.close();
+      else if (!this._ws && !this._reconnectTimer) this._scheduleReconnect();
     }
   }
 

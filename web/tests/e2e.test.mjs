@@ -34,18 +34,25 @@ function freePort() {
   });
 }
 
-/** Starts `onair serve` with a fresh data dir on a free port; resolves with its base URL. */
+let cfgPath;
+
+/** Starts `onair serve` with a fresh data dir on free ports; resolves with its base URL. */
 async function startServer() {
   dir = mkdtempSync(join(tmpdir(), 'onair-web-'));
-  const cfg = join(dir, 'onair.toml');
-  const rtmp = await freePort();
-  writeFileSync(cfg, `data_dir = ${JSON.stringify(join(dir, 'data'))}\n[demo]\nenabled = true\n[http]\nlisten = "127.0.0.1:0"\n` +
+  cfgPath = join(dir, 'onair.toml');
+  const [http, rtmp] = [await freePort(), await freePort()];
+  writeFileSync(cfgPath, `data_dir = ${JSON.stringify(join(dir, 'data'))}\n[demo]\nenabled = true\n[http]\nlisten = "127.0.0.1:${http}"\n` +
     `[chat]\nflood_max_repeats = 0\n[live]\npush_base = "rtmp://127.0.0.1:${rtmp}/live"\n[rtmp]\nlisten = "127.0.0.1:${rtmp}"\n[media]\nhls_part_ms = 500\n`);
-  server = spawn(bin, ['serve', '--config', cfg], { env: { ...process.env, ONAIR_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  return spawnServer();
+}
+
+/** Runs the binary on the config (again, for a restart). */
+function spawnServer() {
+  server = spawn(bin, ['serve', '--config', cfgPath], { env: { ...process.env, ONAIR_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = createInterface({ input: server.stdout });
   return new Promise((ok, fail) => {
     const timer = setTimeout(() => fail(new Error('onair did not start within 30 s')), 30000);
-    server.on('exit', (code) => fail(new Error(`onair exited with ${code}`)));
+    server.once('exit', (code) => fail(new Error(`onair exited with ${code}`)));
     lines.on('line', (l) => {
       const sig = /^\s*admin UserSig\s+(\S+)/.exec(l);
       if (sig) adminSig = sig[1];
@@ -56,6 +63,14 @@ async function startServer() {
       }
     });
   });
+}
+
+/** SIGTERM and wait for the exit. */
+async function stopServer() {
+  if (!server || server.exitCode !== null) return;
+  const exited = new Promise((r) => server.once('exit', r));
+  server.kill('SIGTERM');
+  await exited;
 }
 
 /** Calls the HTTP API as the app admin. */
@@ -122,10 +137,7 @@ before(async () => {
 after(async () => {
   for (const c of contexts) await c.close().catch(() => {});
   await browser?.close();
-  if (server && server.exitCode === null) {
-    server.kill('SIGTERM');
-    await new Promise((r) => server.once('exit', r));
-  }
+  await stopServer();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -248,6 +260,25 @@ test('the SDK reconnects by itself and resumes the messages it missed', async ()
   assert.equal(await b.locator('#reconnecting').isVisible(), false);
   await say(b, 'B is back');
   await seesText(a, 'B is back');
+  await a.context().close();
+  await b.context().close();
+});
+
+test('the watch page survives a server restart and resumes the chat', async () => {
+  const a = await viewer();
+  const b = await viewer();
+  await say(a, 'before the restart');
+  await seesText(b, 'before the restart');
+  await stopServer();
+  await b.waitForFunction(() => window.onair.state === 'reconnecting', null, { timeout: T });
+  assert.equal(await b.locator('#reconnecting').isVisible(), true);
+  await shot(b, 'room-reconnecting');
+  assert.equal(await spawnServer(), base, 'same address after the restart');
+  await a.waitForFunction(() => window.onair.state === 'connected' && window.onair.roomId, null, { timeout: 30000 });
+  await b.waitForFunction(() => window.onair.state === 'connected' && window.onair.roomId, null, { timeout: 30000 });
+  await say(a, 'after the restart');
+  await seesText(b, 'after the restart');
+  assert.equal(await b.locator('#chat .msg .text', { hasText: 'before the restart' }).count(), 1, 'no duplicate after the resume');
   await a.context().close();
   await b.context().close();
 });
