@@ -6,10 +6,11 @@
 //! something. Counters only ever grow, so the server recomputes a level from the
 //! running totals after each change without replaying anything.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// How much each activity is worth.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How much each activity is worth (the `[levels]` config section).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LevelWeights {
     /// Points per minute online in a room.
     pub online_minute: f64,

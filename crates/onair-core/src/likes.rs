@@ -8,10 +8,13 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::Millis;
 
-/// Like tuning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Like tuning (the `[likes]` config section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LikeConfig {
     /// Most likes one liker may add per second (excess is not counted).
     pub per_user_per_sec: u64,

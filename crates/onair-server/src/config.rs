@@ -39,9 +39,9 @@ pub struct Config {
     /// Gift combos.
     pub gifts: GiftSettings,
     /// Like aggregation.
-    pub likes: LikeSettings,
+    pub likes: onair_core::likes::LikeConfig,
     /// User level weights.
-    pub levels: LevelSettings,
+    pub levels: onair_core::level::LevelWeights,
     /// Room popularity weights.
     pub popularity: PopularitySettings,
     /// `[demo]`: guest logins and a demo room for trying the web app.
@@ -98,57 +98,6 @@ pub struct GiftSettings {
 impl Default for GiftSettings {
     fn default() -> Self {
         GiftSettings { combo_batch: 20, combo_window_ms: 1_000, combo_end_ms: 1_000 }
-    }
-}
-
-/// `[likes]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct LikeSettings {
-    /// Most likes one user (or anonymous connection) may add per second.
-    pub per_user_per_sec: u64,
-    /// At most one `like` event per room per window (≤ 1000 ms).
-    pub window_ms: u64,
-}
-
-impl Default for LikeSettings {
-    fn default() -> Self {
-        LikeSettings { per_user_per_sec: 20, window_ms: 500 }
-    }
-}
-
-/// `[levels]`: points per activity; level n needs `step × (n − 1)²` points.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct LevelSettings {
-    /// Points per minute in a room.
-    pub online_minute: f64,
-    /// Points per delivered message.
-    pub message: f64,
-    /// Points per like.
-    pub like: f64,
-    /// Points per coin spent on gifts.
-    pub gift_coin: f64,
-    /// Points for the member flag.
-    pub member: f64,
-    /// Level curve step.
-    pub step: f64,
-    /// Highest level.
-    pub max_level: u32,
-}
-
-impl Default for LevelSettings {
-    fn default() -> Self {
-        let w = onair_core::level::LevelWeights::default();
-        LevelSettings {
-            online_minute: w.online_minute,
-            message: w.message,
-            like: w.like,
-            gift_coin: w.gift_coin,
-            member: w.member,
-            step: w.step,
-            max_level: w.max_level,
-        }
     }
 }
 
@@ -297,8 +246,8 @@ impl Default for Config {
             filter: FilterSettings::default(),
             live: LiveSettings::default(),
             gifts: GiftSettings::default(),
-            likes: LikeSettings::default(),
-            levels: LevelSettings::default(),
+            likes: Default::default(),
+            levels: Default::default(),
             popularity: PopularitySettings::default(),
             demo: DemoSettings::default(),
         }
@@ -400,16 +349,8 @@ impl Config {
                 window_ms: g.combo_window_ms.max(100),
                 end_after_ms: g.combo_end_ms.max(100),
             },
-            likes: LikeConfig { per_user_per_sec: l.per_user_per_sec, window_ms: l.window_ms.clamp(100, 1_000) },
-            levels: LevelWeights {
-                online_minute: v.online_minute,
-                message: v.message,
-                like: v.like,
-                gift_coin: v.gift_coin,
-                member: v.member,
-                step: v.step,
-                max_level: v.max_level.max(1),
-            },
+            likes: LikeConfig { window_ms: l.window_ms.clamp(100, 1_000), ..*l },
+            levels: LevelWeights { max_level: v.max_level.max(1), ..*v },
             popularity: PopularityWeights {
                 online: p.online,
                 message: p.message,

@@ -50,7 +50,8 @@ async fn rooms_are_created_listed_modified_and_validated() {
     assert_eq!(status, 201, "48 bytes is fine: {v}");
     let (status, v) = server.http("POST", &server.admin("/api/v1/rooms"), Some(&json!({"roomId":"show-1"}))).await;
     assert_eq!((status, v["code"].clone()), (409, json!(10021)), "{v}");
-    let too_long = [("name", "가".repeat(11)), ("notification", "n".repeat(241)), ("introduction", "i".repeat(301))];
+    // The cloud's limits: introduction 240 bytes, notification 300 (TENCENT-COMPAT §7).
+    let too_long = [("name", "가".repeat(11)), ("notification", "n".repeat(301)), ("introduction", "i".repeat(241))];
     for (field, value) in &too_long {
         let mut body = json!({"roomId": format!("long-{field}")});
         body[*field] = json!(value);
@@ -64,7 +65,7 @@ async fn rooms_are_created_listed_modified_and_validated() {
         let (status, v) = server.http("PATCH", &server.admin("/api/v1/rooms/show-1"), Some(&patch)).await;
         assert_eq!((status, v["code"].clone()), (400, json!(10004)), "PATCH {field}: {v}");
     }
-    for (field, limit) in [("notification", 240), ("introduction", 300)] {
+    for (field, limit) in [("notification", 300), ("introduction", 240)] {
         let mut patch = json!({});
         patch[field] = json!("k".repeat(limit));
         let (status, v) = server.http("PATCH", &server.admin("/api/v1/rooms/show-1"), Some(&patch)).await;

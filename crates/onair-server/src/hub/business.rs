@@ -31,8 +31,11 @@ use crate::util::{now_ms, seed};
 /// How often the business ticker runs (combo windows, like windows, lottery ends,
 /// pause grace). Every rule's window is a multiple of this or much longer.
 const BUSINESS_TICK: Duration = Duration::from_millis(100);
-/// How often online time is credited and counters are written to the store.
+/// How often counters are written to the store.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How often connected members' online time is credited (leaving credits the rest
+/// at once). Walking a 20k-member room every second would cost more than it tells.
+const CREDIT_EVERY: Duration = Duration::from_secs(15);
 /// Activity entries untouched this long (and saved) leave the memory cache.
 const ACTIVITY_IDLE_MS: u64 = 10 * 60_000;
 
@@ -690,6 +693,7 @@ impl Hub {
         let mut interval = tokio::time::interval(BUSINESS_TICK);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_flush = tokio::time::Instant::now();
+        let mut last_credit = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
@@ -697,9 +701,13 @@ impl Hub {
             }
             let now = now_ms();
             let flush = last_flush.elapsed() >= FLUSH_EVERY;
+            let credit = last_credit.elapsed() >= CREDIT_EVERY;
+            if credit {
+                last_credit = tokio::time::Instant::now();
+            }
             let rooms: Vec<Arc<Room>> = self.rooms.read().values().cloned().collect();
             for room in rooms {
-                self.business_round(&room, now, flush).await;
+                self.business_round(&room, now, flush, credit).await;
             }
             if flush {
                 last_flush = tokio::time::Instant::now();
@@ -709,7 +717,7 @@ impl Hub {
         self.flush(true).await;
     }
 
-    async fn business_round(self: &Arc<Self>, room: &Arc<Room>, now: Millis, flush: bool) {
+    async fn business_round(self: &Arc<Self>, room: &Arc<Room>, now: Millis, flush: bool, credit: bool) {
         if room.is_closed() {
             return;
         }
@@ -737,8 +745,10 @@ impl Hub {
         {
             tracing::warn!(room = %room.id, error = %r, "could not end a paused room");
         }
-        if flush {
+        if credit {
             room.credit_members(now);
+        }
+        if flush {
             let online = room.online();
             let pending: Vec<(String, u64)> = {
                 let mut biz = room.biz.lock();
