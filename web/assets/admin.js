@@ -62,9 +62,9 @@ async function loadRooms() {
     h('td', { text: r.owner }),
     h('td', {}, h('span', { class: `badge ${r.state || ''}`, text: STATE_LABEL[r.state || ''] ?? r.state })),
     h('td', { text: fmtCount(r.online ?? 0) }),
-    h('td', { class: 'row' }, h('a', { class: 'pill', href: `/room/${enc(r.roomId)}`, target: '_blank', text: 'Watch' }),
+    h('td', {}, h('div', { class: 'row' }, h('a', { class: 'pill', href: `/room/${enc(r.roomId)}`, target: '_blank', text: 'Watch' }),
       h('a', { class: 'pill', href: `/studio/${enc(r.roomId)}`, target: '_blank', text: 'Studio' }),
-      h('button', { class: 'small danger', text: 'Destroy', onclick: () => destroy(r.roomId) })))));
+      h('button', { class: 'small danger', text: 'Destroy', onclick: () => destroy(r.roomId) }))))));
   for (const sel of [$('adminRoom'), $('notifyRoom')]) {
     const cur = sel.value;
     sel.replaceChildren(...rooms.map((r) => h('option', { value: r.roomId, text: r.name ? `${r.name} (${r.roomId})` : r.roomId })));

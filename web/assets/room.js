@@ -31,6 +31,7 @@ onair.on('connection', ({ state }) => {
   c.className = `conn ${state}`;
   c.textContent = state === 'connected' ? 'connected' : state;
   $('reconnecting').classList.toggle('hidden', state !== 'reconnecting');
+  $('sendBtn').disabled = state !== 'connected' || $('input').disabled;
 });
 onair.on('kickedOut', ({ message }) => overlay('You are watching somewhere else', message || 'This account logged in on another tab or device.'));
 onair.on('removed', ({ reason, bannedUntil }) => {

@@ -260,6 +260,10 @@ export class OnAir {
    * @returns {Promise<any>}
    */
   async request(req) {
+    if (this.state === 'reconnecting' && !(this._ws && this._ws.readyState === 1)) {
+      // Not around the backoff: the scheduled attempt logs in and re-joins first.
+      throw new OnAirError(-1, 'reconnecting; try again when connected');
+    }
     await this.connect();
     const id = this._nextId++;
     const frame = JSON.stringify({ ...req, id });

@@ -396,6 +396,20 @@ test('the admin console lists, creates and destroys rooms', async () => {
   p.once('dialog', (d) => d.accept());
   await p.locator('#roomRows tr[data-room="made-in-admin"] button.danger').click();
   await p.locator('#roomRows tr[data-room="made-in-admin"]').waitFor({ state: 'detached', timeout: T });
+  // Sensitive words: the list is in force at once; a broadcast reaches a viewer.
+  const v = await viewer();
+  await p.click('[data-tab="words"]');
+  await p.fill('#words', 'forbiddenword');
+  await p.click('#saveWords');
+  await p.locator('#wordCount', { hasText: '1 words in force' }).waitFor({ timeout: T });
+  await say(v, 'this has a forbiddenword in it');
+  await v.locator('.toast', { hasText: 'blocked word' }).waitFor({ timeout: T });
+  assert.equal(await v.inputValue('#input'), 'this has a forbiddenword in it', 'the refused text stays in the input');
+  await p.click('[data-tab="broadcast"]');
+  await p.fill('#bcText', 'Maintenance at midnight');
+  await p.click('#bcSend');
+  await v.locator('#chat .msg.sys', { hasText: '📢 Maintenance at midnight' }).waitFor({ timeout: T });
+  await v.context().close();
   await p.click('[data-tab="config"]');
   await p.locator('#cfg', { hasText: '"enabled": true' }).waitFor({ timeout: T });
   assert.equal(await p.locator('#cfg', { hasText: 'secret_key' }).count(), 1);
