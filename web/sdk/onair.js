@@ -36,6 +36,8 @@ export class OnAirError extends Error {
     this.code = code;
     /** The whole reply (WebSocket ack or HTTP JSON body). */
     this.reply = reply;
+    /** HTTP status for errors of the HTTP API (0 for WebSocket errors). */
+    this.status = 0;
   }
 }
 
