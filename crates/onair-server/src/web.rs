@@ -21,10 +21,12 @@ use crate::api::{Admin, ApiError, Caller};
 use crate::hub::NewRoom;
 use crate::state::Shared;
 
-/// Everything under `web/` except the browser tests and their `node_modules`.
+/// Everything under `web/` except the tests (and their `node_modules`) and the
+/// `package.json` that marks the modules for Node.
 #[derive(RustEmbed)]
 #[folder = "../../web/"]
 #[exclude = "tests/**"]
+#[exclude = "package.json"]
 struct Assets;
 
 /// The room created in demo mode when there is no room yet.
