@@ -45,21 +45,25 @@ onair.on('error', (e) => console.warn('OnAir:', e));
 // ---- login: stored per tab, a demo guest in demo mode, else anonymous ----
 async function ensureLogin() {
   let creds = loadCreds('viewer');
-  if (!creds && cfg.demo) {
-    try {
-      creds = await onair.demoGuest();
-      saveCreds('viewer', creds);
-    } catch (e) {
-      console.warn('no demo guest', e);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    if (!creds && cfg.demo) {
+      try {
+        creds = await onair.demoGuest();
+        saveCreds('viewer', creds);
+      } catch (e) {
+        console.warn('no demo guest', e);
+      }
     }
-  }
-  if (creds) {
+    if (!creds) break;
     try {
       await onair.login(creds);
+      break;
     } catch (e) {
+      // A stored login from another server or app: drop it (a demo server mints a new one).
       saveCreds('viewer', null);
-      toast(`Login failed: ${e.message}`, 'error');
+      onair.credentials = null;
       creds = null;
+      if (!cfg.demo) toast(`Login failed: ${e.message}`, 'error');
     }
   }
   renderMe();
