@@ -20,6 +20,8 @@ const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = process.env.ONAIR_BIN || join(process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, 'target'), 'debug/onair');
 const artifacts = join(repo, 'test-artifacts/web');
 const T = 15000;
+/** One push key for the studio's signer (`[live]`) and the RTMP server (`[media]`). */
+const PUSH_KEY = 'e2epushkey0123456789';
 
 let server, base, adminSig, browser, dir;
 const contexts = [];
@@ -42,7 +44,8 @@ async function startServer() {
   cfgPath = join(dir, 'onair.toml');
   const [http, rtmp] = [await freePort(), await freePort()];
   writeFileSync(cfgPath, `data_dir = ${JSON.stringify(join(dir, 'data'))}\n[demo]\nenabled = true\n[http]\nlisten = "127.0.0.1:${http}"\n` +
-    `[chat]\nflood_max_repeats = 0\n[live]\npush_base = "rtmp://127.0.0.1:${rtmp}/live"\n[rtmp]\nlisten = "127.0.0.1:${rtmp}"\n[media]\nhls_part_ms = 500\n`);
+    `[chat]\nflood_max_repeats = 0\n[live]\npush_base = "rtmp://127.0.0.1:${rtmp}/live"\npush_key = "${PUSH_KEY}"\n` +
+    `[rtmp]\nlisten = "127.0.0.1:${rtmp}"\n[media]\nhls_part_ms = 500\npush_key = "${PUSH_KEY}"\n`);
   return spawnServer();
 }
 
