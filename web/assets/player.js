@@ -42,6 +42,8 @@ export class Player {
       this.note(`live ${stream}: native HLS`);
       this.video.src = `/live/${enc}.m3u8`;
       this.video.addEventListener('error', () => this.retry(gen, () => this.playLive(stream)), { once: true });
+      // The browser's own HLS player keeps its own distance to the live edge (seeking
+      // towards it is ignored, a faster playbackRate breaks it), so no edge keeping here.
       this.autoplay();
       return;
     }
@@ -220,6 +222,7 @@ export class Player {
       const end = b.end(b.length - 1);
       if (end - v.currentTime > MAX_LATENCY_S || v.currentTime < b.start(0)) v.currentTime = Math.max(b.start(b.length - 1), end - TARGET_LATENCY_S);
       if (v.paused && v.readyState >= 2 && this.live) v.play().catch(() => {});
+      if (v.currentTime > 0 && !v.paused) this.onStatus('playing');
       if (!sb.updating && v.currentTime - b.start(0) > 30) {
         try {
           sb.remove(0, v.currentTime - 10);
@@ -227,7 +230,6 @@ export class Player {
           /* the buffer changed under us; next tick */
         }
       }
-      this.onStatus('playing');
     }, 1000);
   }
 }

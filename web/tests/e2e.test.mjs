@@ -434,14 +434,15 @@ test('ffmpeg pushes a test stream and the watch page plays it', async (t) => {
   if (spawnSync('ffmpeg', ['-version']).status !== 0) return t.skip('no ffmpeg');
   const probe = await fetch(`${base}/live/demo.json`);
   if (probe.status === 404 && (await probe.text()).includes('no such endpoint')) return t.skip('live media is not in this build');
-  // The anchor's push address from the studio endpoint, as OBS would get it.
-  const anchor = await (await fetch(`${base}/api/v1/demo/guest`, { method: 'POST', body: '{"role":"anchor"}' })).json();
-  const pushRes = await fetch(`${base}/api/v1/rooms/demo/push-url`, { headers: { 'X-OnAir-Identifier': anchor.userId, 'X-OnAir-UserSig': anchor.userSig } });
-  const push = await pushRes.json();
+  // A fresh room (the demo room may have ended in an earlier test) and its push address
+  // from the studio's endpoint, as OBS would get it.
+  assert.equal((await adminApi('POST', '/api/v1/rooms', { roomId: 'onstage', name: 'On stage', owner: 'anchor-live' })).status, 201);
+  const pushRes = await adminApi('GET', '/api/v1/rooms/onstage/push-url');
+  const push = pushRes.json;
   assert.equal(pushRes.status, 200, JSON.stringify(push));
-  const v = await viewer();
+  const v = await viewer('onstage');
   // This chromium plays HLS natively; `?player=mse` takes the MediaSource + live fMP4 path.
-  const m = await viewer('demo?player=mse');
+  const m = await viewer('onstage?player=mse');
   const ff = spawn('ffmpeg', ['-v', 'error', '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=25', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
     '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '25', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-t', '60', '-f', 'flv', push.url], { stdio: ['ignore', 'ignore', 'inherit'] });
   try {
