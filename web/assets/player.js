@@ -72,6 +72,7 @@ export class Player {
   playReplay(url) {
     const gen = this.reset();
     this.live = null;
+    this.note(`replay ${url}: ${this.nativeHls() ? 'native HLS' : 'HLS over MediaSource'}`);
     if (this.nativeHls()) {
       this.video.src = url;
       this.autoplay();
@@ -199,7 +200,8 @@ export class Player {
       pl = await fetchPlaylist(url);
     }
     await q.drained(0);
-    if (ms.readyState === 'open') ms.endOfStream();
+    while (sb.updating) await new Promise((r) => sb.addEventListener('updateend', r, { once: true }));
+    if (ms.readyState === 'open' && gen === this.gen) ms.endOfStream();
   }
 
   /** Rejects when the video element reports a decode error (a dead MediaSource). */

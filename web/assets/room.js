@@ -175,9 +175,13 @@ function renderBanner() {
     if (at) countdownTimer = setInterval(tick, 1000);
     show(h('div', { class: 'big', text: 'Starting soon' }), at ? h('div', { class: 'dim', text: `Starts ${new Date(at * 1000).toLocaleString()}` }) : null, cd);
   } else if (state === 'paused') show(h('div', { class: 'big', text: '⏸ Paused' }), h('div', { class: 'dim', text: 'The anchor will be right back.' }));
-  else if (state === 'ended') {
+  else if (state === 'ended' && lastStarted.startsWith('replay:')) {
+    // The viewer chose the replay from the ended banner.
+    banner.classList.add('hidden');
+    banner.dataset.state = state;
+  } else if (state === 'ended') {
     show(h('div', { class: 'big', text: 'This live has ended' }), h('div', { class: 'dim', text: room.replayUrl ? 'A replay is available.' : 'Thanks for watching!' }),
-      room.replayUrl ? h('button', { class: 'primary', text: '▶ Watch the replay', onclick: () => { lastStarted = `replay:${room.replayUrl}`; player.playReplay(safeUrl(room.replayUrl)); banner.classList.add('hidden'); } }) : null);
+      room.replayUrl ? h('button', { class: 'primary', id: 'replayBtn', text: '▶ Watch the replay', onclick: () => { lastStarted = `replay:${room.replayUrl}`; player.playReplay(safeUrl(room.replayUrl)); renderBanner(); } }) : null);
   } else if (state === 'live' && !playing) show(h('div', { class: 'big', text: '● LIVE' }), h('div', { class: 'dim', text: $('playerStatus').textContent || 'connecting to the stream…' }));
   else if (state === 'live' || (state === 'replay' && room.replayUrl)) {
     banner.classList.add('hidden');
@@ -218,8 +222,9 @@ onair.on('like', (e) => {
 });
 onair.on('gift', (e) => comboFx(e));
 onair.on('state', (e) => {
-  // The recording's URL is in the room JSON; fetch it when the event does not carry it.
-  if (e.state === 'replay' && !e.replayUrl) {
+  // The recording's URL is in the room JSON (set while paused or ended); fetch it when
+  // the event does not carry it.
+  if ((e.state === 'replay' || e.state === 'ended') && !e.replayUrl) {
     onair.getRoom(roomId).then((r) => {
       room = { ...room, ...r };
       renderRoom();

@@ -44,7 +44,7 @@ async function startServer() {
   cfgPath = join(dir, 'onair.toml');
   const [http, rtmp] = [await freePort(), await freePort()];
   writeFileSync(cfgPath, `data_dir = ${JSON.stringify(join(dir, 'data'))}\n[demo]\nenabled = true\n[http]\nlisten = "127.0.0.1:${http}"\n` +
-    `[chat]\nflood_max_repeats = 0\n[live]\npush_base = "rtmp://127.0.0.1:${rtmp}/live"\npush_key = "${PUSH_KEY}"\n` +
+    `[chat]\nflood_max_repeats = 0\n[live]\npush_base = "rtmp://127.0.0.1:${rtmp}/live"\npush_key = "${PUSH_KEY}"\npause_grace_secs = 3\n` +
     `[rtmp]\nlisten = "127.0.0.1:${rtmp}"\n[media]\nhls_part_ms = 500\npush_key = "${PUSH_KEY}"\n`);
   return spawnServer();
 }
@@ -481,6 +481,20 @@ test('ffmpeg pushes a test stream and the watch page plays it', async (t) => {
   }
   // The stream stops: the room pauses and the banner says so.
   await v.locator('#banner', { hasText: 'Paused' }).waitFor({ timeout: 20000 });
+  // No publisher within the grace (3 s here): ended; the recording plays as the replay
+  // (the room moves on to `replay`, or the ended banner offers it).
+  for (const [page, name] of [[v, 'room-replay'], [m, 'room-replay-mse']]) {
+    await page.waitForFunction(() => ['ended', 'replay'].includes(window.onair.room?.state), null, { timeout: 30000 });
+    await page.locator('#replayBtn').or(page.locator('#banner.hidden[data-state="replay"]')).first().waitFor({ state: 'attached', timeout: 20000 });
+    if (await page.locator('#replayBtn').count()) {
+      await shot(page, `${name}-offer`);
+      await page.click('#replayBtn');
+    }
+    await page.waitForFunction(() => document.getElementById('video').currentTime > 1, null, { timeout: 30000 });
+    assert.match(await page.evaluate(() => window.player.log.join(' | ')), /replay/);
+    assert.equal(await page.locator('#banner').isVisible(), false, `${name}: no banner over the replay`);
+    await shot(page, name);
+  }
   await v.context().close();
   await m.context().close();
 });
