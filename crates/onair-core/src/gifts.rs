@@ -211,6 +211,11 @@ impl ComboTracker {
             .min()
     }
 
+    /// Whether `key` has an open combo.
+    pub fn is_open(&self, key: &ComboKey) -> bool {
+        self.open.contains_key(key)
+    }
+
     /// Whether any combo is open.
     pub fn is_idle(&self) -> bool {
         self.open.is_empty()

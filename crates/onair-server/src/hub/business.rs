@@ -96,6 +96,24 @@ pub(crate) struct RoomBiz {
 }
 
 impl RoomBiz {
+    /// Pairs each emit with its sender/gift context, under the same lock as the
+    /// tracker that produced it (so a new combo's context is never taken by the end
+    /// of the previous one).
+    fn with_context(&mut self, emits: Vec<ComboEmit>) -> Vec<(ComboEmit, GiftContext)> {
+        let mut out = Vec::with_capacity(emits.len());
+        for emit in emits {
+            let ctx = if emit.end && !self.combos.is_open(&emit.key) {
+                self.gift_context.remove(&emit.key)
+            } else {
+                self.gift_context.get(&emit.key).cloned()
+            };
+            if let Some(ctx) = ctx {
+                out.push((emit, ctx));
+            }
+        }
+        out
+    }
+
     pub(crate) fn new(cfg: &BusinessConfig, stats: RoomStats, lottery: Option<LotteryRecord>) -> Self {
         let lottery = lottery.map(|record| {
             let spec = LotterySpec {
@@ -373,25 +391,17 @@ impl Hub {
             biz.stats.gifts(count, cost, now, &self.business.popularity);
             biz.stats_dirty = true;
             biz.gift_context.insert(key.clone(), GiftContext { sender, gift, anchor });
-            biz.combos.gift(key, count, now)
+            let emits = biz.combos.gift(key, count, now);
+            biz.with_context(emits)
         };
-        let combo_id = emits.first().map(|e| e.combo_id.to_string()).unwrap_or_default();
+        let combo_id = emits.first().map(|(e, _)| e.combo_id.to_string()).unwrap_or_default();
         self.show_gifts(&room, emits);
         Ok(GiftReply { balance: receipt.balance, ledger_id: receipt.ledger_id, combo_id, replayed: false })
     }
 
     /// Pushes gift events and their cloud-shaped messages (High priority).
-    fn show_gifts(&self, room: &Arc<Room>, emits: Vec<ComboEmit>) {
-        for emit in emits {
-            let ctx = {
-                let mut biz = room.biz.lock();
-                let ctx = biz.gift_context.get(&emit.key).cloned();
-                if emit.end {
-                    biz.gift_context.remove(&emit.key);
-                }
-                ctx
-            };
-            let Some(ctx) = ctx else { continue };
+    fn show_gifts(&self, room: &Arc<Room>, emits: Vec<(ComboEmit, GiftContext)>) {
+        for (emit, ctx) in emits {
             let level = self.level_of(&ctx.sender.user_id).max(ctx.sender.level);
             let event = GiftEvent {
                 combo_id: emit.combo_id.to_string(),
@@ -724,6 +734,7 @@ impl Hub {
         let (emits, likes, lottery_due) = {
             let mut biz = room.biz.lock();
             let emits = if biz.combos.is_idle() { Vec::new() } else { biz.combos.poll(now) };
+            let emits = biz.with_context(emits);
             let likes = biz.likes.flush(now);
             let due = biz.lottery.as_ref().is_some_and(|l| l.entries.ends_at() <= now);
             (emits, likes, due)
@@ -739,11 +750,12 @@ impl Hub {
             let p = room.profile.lock();
             (p.state.clone(), p.state_changed_at)
         };
-        if state == LiveState::Paused.as_str()
-            && now.saturating_sub(changed_at) >= self.business.pause_grace_ms
-            && let Err(r) = self.change_state(room, LiveState::Ended, ChangeReason::Timeout).await
-        {
-            tracing::warn!(room = %room.id, error = %r, "could not end a paused room");
+        let state = LiveState::parse(&state).unwrap_or(LiveState::Upcoming);
+        if onair_core::live::pause_expired(state, changed_at, self.business.pause_grace_ms, now) {
+            match self.change_state(room, LiveState::Ended, ChangeReason::Timeout).await {
+                Ok(_) => self.replay_if_ready(room).await,
+                Err(r) => tracing::warn!(room = %room.id, error = %r, "could not end a paused room"),
+            }
         }
         if credit {
             room.credit_members(now);
