@@ -19,7 +19,7 @@ import { chromium } from 'playwright-core';
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = process.env.ONAIR_BIN || join(process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, 'target'), 'debug/onair');
 const artifacts = join(repo, 'test-artifacts/web');
-const T = 15000;
+const T = 20000;
 /** One push key for the studio's signer (`[live]`) and the RTMP server (`[media]`). */
 const PUSH_KEY = 'e2epushkey0123456789';
 
