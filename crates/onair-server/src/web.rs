@@ -233,19 +233,33 @@ fn public_base(base: &str, headers: &HeaderMap) -> String {
 /// The config as the admin console shows it, without secrets.
 async fn admin_config(State(state): State<Shared>, _a: Admin) -> Response {
     let mut cfg = serde_json::to_value(&state.cfg).unwrap_or_default();
-    if let Some(app) = cfg.get_mut("app").and_then(Value::as_object_mut) {
-        for k in ["secret_key", "api_token"] {
-            if let Some(v) = app.get_mut(k) {
-                *v = json!(if v.as_str().is_some_and(|s| !s.is_empty()) { "(set)" } else { "" });
+    redact(&mut cfg);
+    Json(json!({"sdkAppId": state.app.sdkappid, "config": cfg})).into_response()
+}
+
+/// Replaces every non-empty string under a key that names a secret (`…key`, `…token`,
+/// `…secret…`, `…password…`) with `(set)`, at any depth: sections added later (media
+/// keys, callback tokens) are covered without a list to keep up to date.
+fn redact(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, item) in map.iter_mut() {
+                let k = k.to_ascii_lowercase();
+                let secret =
+                    k.ends_with("key") || k.ends_with("token") || k.contains("secret") || k.contains("password");
+                match item {
+                    Value::String(s) if secret => {
+                        if !s.is_empty() {
+                            *s = "(set)".into();
+                        }
+                    }
+                    _ => redact(item),
+                }
             }
         }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
     }
-    if let Some(cb) = cfg.get_mut("callback").and_then(Value::as_object_mut)
-        && let Some(v) = cb.get_mut("token")
-    {
-        *v = json!(if v.as_str().is_some_and(|s| !s.is_empty()) { "(set)" } else { "" });
-    }
-    Json(json!({"sdkAppId": state.app.sdkappid, "config": cfg})).into_response()
 }
 
 /// Demo mode: a gift catalog when there is none, and the demo room on a server
