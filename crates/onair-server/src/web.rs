@@ -194,12 +194,11 @@ async fn push_url(
 ) -> Result<Response, ApiError> {
     caller.must_manage(&*state.hub.get(&id)?)?;
     let stream = stream_of(&state, &id)?;
-    let live = &state.cfg.live;
-    let expire_at = crate::util::now_secs() + live.push_valid_secs;
+    let (key, base) = push_signing(&state);
+    let expire_at = crate::util::now_secs() + state.cfg.live.push_valid_secs;
     let tx_time = format!("{expire_at:X}");
-    let key = if live.push_key.is_empty() { &state.app.secret_key } else { &live.push_key };
-    let secret = onair_auth::tx_secret(key, &stream, &tx_time);
-    let server = format!("{}/", public_base(&live.push_base, &headers).trim_end_matches('/'));
+    let secret = onair_auth::tx_secret(&key, &stream, &tx_time);
+    let server = format!("{}/", public_base(&base, &headers).trim_end_matches('/'));
     let key = format!("{stream}?txSecret={secret}&txTime={tx_time}");
     Ok(Json(json!({
         "stream": stream,
@@ -209,6 +208,18 @@ async fn push_url(
         "expireAt": expire_at,
     }))
     .into_response())
+}
+
+/// The key push addresses are signed with and the RTMP base they point at:
+/// `[live] push_key` (empty = the app's secret key) and `push_base`, as the co-host
+/// URLs. With the media server in the binary these must be the key its RTMP listener
+/// checks and its address: `state.media.push_key()` and
+/// `format!("rtmp://127.0.0.1:{}/{}", addr.port(), state.media.rtmp.app)` for
+/// `Some(addr) = state.media.rtmp_addr` (the browser test pushes with what this returns).
+fn push_signing(state: &Shared) -> (String, String) {
+    let live = &state.cfg.live;
+    let key = if live.push_key.is_empty() { state.app.secret_key.clone() } else { live.push_key.clone() };
+    (key, live.push_base.clone())
 }
 
 /// `base` with a loopback host replaced by the host the browser used: the server may
