@@ -25,7 +25,7 @@ use crate::ws::check_profile_field;
 /// Builds the whole HTTP surface.
 pub fn router(state: Shared) -> Router {
     Router::new()
-        .route("/", get(index))
+        .merge(crate::web::routes())
         .route("/ws", get(crate::ws::upgrade))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -256,16 +256,6 @@ for (const [path, ops] of Object.entries(doc.paths || {})) {
 }
 </script>"#;
 
-async fn index(State(state): State<Shared>) -> Html<String> {
-    Html(format!(
-        "<!doctype html><meta charset=utf-8><title>OnAir</title><h1>OnAir</h1>\
-         <p>Live-room server for app {}.</p><ul><li>WebSocket: <code>/ws</code></li>\
-         <li><a href=/api/v1/rooms>/api/v1/rooms</a></li><li><a href=/healthz>/healthz</a></li>\
-         <li><a href=/metrics>/metrics</a></li></ul>",
-        state.app.sdkappid
-    ))
-}
-
 async fn healthz(State(state): State<Shared>) -> Response {
     Json(json!({"status": "ok", "rooms": state.hub.list().len()})).into_response()
 }
@@ -324,12 +314,16 @@ struct ModifyRoom {
     mute_all: Option<bool>,
 }
 
+/// The room's owner and room admins may change its profile too (the studio edits the
+/// notice), like the cloud's client SDK lets a group owner do.
 async fn modify_room(
     State(state): State<Shared>,
-    Admin(admin): Admin,
+    caller: Caller,
     Path(id): Path<String>,
     Body(req): Body<ModifyRoom>,
 ) -> ApiResult {
+    caller.must_manage(&*state.hub.get(&id)?)?;
+    let admin = caller.user;
     let patch = ProfilePatch {
         name: req.name,
         introduction: req.introduction,

@@ -49,6 +49,18 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     /// Live video: keys, GOP cache, viewer queues, stream callbacks.
     pub media: MediaConfig,
+    /// `[demo]`: guest logins and a demo room for trying the web app.
+    pub demo: DemoSettings,
+}
+
+/// `[demo]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DemoSettings {
+    /// Guest logins minted by the server (`POST /api/v1/demo/guest`) and a demo room
+    /// when there is none. Unset = on when no `[app]` is configured (a zero-config
+    /// start), off otherwise; `onair serve --demo` turns it on; `false` turns it off.
+    pub enabled: Option<bool>,
 }
 
 /// `[live]`.
@@ -239,6 +251,7 @@ impl Default for Config {
             popularity: PopularitySettings::default(),
             rtmp: RtmpConfig::default(),
             media: MediaConfig::default(),
+            demo: DemoSettings::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ mod sessions;
 mod state;
 mod util;
 mod v4;
+mod web;
 mod ws;
 
 use std::collections::HashSet;
@@ -47,6 +48,10 @@ enum Command {
         /// TOML config file (optional; `ONAIR_…` environment variables override it).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Demo mode: guest logins for anyone and a demo room (config `demo`; on by
+        /// default when no app is configured).
+        #[arg(long)]
+        demo: bool,
     },
     /// Print a UserSig for an account of the configured app.
     Usersig {
@@ -87,7 +92,12 @@ fn main() -> anyhow::Result<()> {
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve { config } => runtime.block_on(serve(Config::load(config.as_deref())?)),
+        Command::Serve { config, demo } => {
+            let mut cfg = Config::load(config.as_deref())?;
+            // Resolved once here: the web module reads `cfg.demo` as a plain switch.
+            cfg.demo.enabled = Some(demo || cfg.demo.enabled.unwrap_or(cfg.app.sdkappid == 0));
+            runtime.block_on(serve(cfg))
+        }
         Command::Usersig { user, expire, config } => {
             runtime.block_on(usersig(Config::load(config.as_deref())?, &user, expire))
         }
@@ -261,6 +271,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Listen for SIGTERM/SIGINT before announcing the server, so a stop that comes
     // right after the "listening" line is a graceful one.
     let signals = Signals::new()?;
+    web::demo_setup(&state).await?;
     print_banner(&state, addr, created);
 
     let router = api::router(state.clone());
@@ -325,7 +336,7 @@ impl Signals {
     }
 }
 
-fn print_banner(state: &AppState, addr: std::net::SocketAddr, created: bool) {
+fn print_banner(state: &state::Shared, addr: std::net::SocketAddr, created: bool) {
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
     let base = format!("http://{host}:{}", addr.port());
     let admin = state.cfg.app.admins.first().cloned().unwrap_or_else(|| "administrator".into());
@@ -345,8 +356,10 @@ fn print_banner(state: &AppState, addr: std::net::SocketAddr, created: bool) {
          \n  health          {base}/healthz\
          \n  metrics         {base}/metrics\
          {rtmp}\
+         {web}\
          \n\
          \nlistening on {base}",
+        web = web::banner(state, &base, &admin, &sig),
         sdkappid = state.app.sdkappid,
         key = state.app.secret_key,
         data = state.cfg.data_dir.display(),

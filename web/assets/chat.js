@@ -1,0 +1,96 @@
+// Chat lines shared by the watch page and the studio. User text goes in as text only.
+import { h, avatar } from '/assets/app.js';
+import { bodyText } from '/sdk/onair.js';
+
+/** The gift a gift message carries (`TIMCustomElem` with Desc `gift`), or null. @param {any} msg */
+export function giftOf(msg) {
+  const c = (msg.body ?? []).find((e) => e.MsgType === 'TIMCustomElem')?.MsgContent;
+  if (!c || c.Desc !== 'gift') return null;
+  try {
+    const d = JSON.parse(c.Data);
+    return d && typeof d === 'object' ? d : {};
+  } catch {
+    return {};
+  }
+}
+
+/** @param {number} level */
+export function levelBadge(level) {
+  if (!level) return null;
+  const tier = level >= 30 ? 'l30' : level >= 20 ? 'l20' : level >= 10 ? 'l10' : '';
+  return h('span', { class: `lvl ${tier}`, text: `Lv${level}`, title: `level ${level}` });
+}
+
+/**
+ * One chat line (null for lines not shown).
+ * @param {any} msg @param {{actions?: (msg: any) => Node[]}} [opts]
+ */
+export function messageLine(msg, opts = {}) {
+  const gift = giftOf(msg);
+  // A combo's closing message repeats the total with count 0: the combo card shows it.
+  if (gift && gift.end) return null;
+  const name = msg.nick || msg.from || '?';
+  let text;
+  if (gift) {
+    const count = gift.count ?? 1;
+    const combo = gift.combo > count ? ` (combo ×${gift.combo})` : '';
+    text = `sent ${gift.name || gift.giftId || 'a gift'} ×${count}${combo}`;
+  } else text = bodyText(msg.body);
+  const line = h('div', { class: `msg${gift ? ' gift' : ''}`, dataset: { seq: String(msg.seq), from: msg.from ?? '' } },
+    avatar(msg.avatar, name),
+    h('div', { class: 'body' }, levelBadge(msg.level), h('span', { class: 'nick', text: name, title: msg.from }), h('span', { class: 'text', text })),
+    opts.actions ? h('span', { class: 'acts' }, ...opts.actions(msg)) : null);
+  return line;
+}
+
+/** @param {string} text */
+export function systemLine(text) {
+  return h('div', { class: 'msg sys' }, h('span', { class: 'text', text }));
+}
+
+/** Appends to a chat list, keeping it scrolled to the end when it was, and bounded. */
+export function appendLine(list, line, max = 300) {
+  if (!line) return;
+  const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.append(line);
+  while (list.children.length > max) list.firstChild.remove();
+  if (atEnd) list.scrollTop = list.scrollHeight;
+}
+
+/** Marks a recalled message. @param {HTMLElement} list @param {number} seq */
+export function markRecalled(list, seq) {
+  const line = list.querySelector(`.msg[data-seq="${Number(seq)}"]`);
+  if (!line) return;
+  line.classList.add('recalled');
+  const t = line.querySelector('.text');
+  if (t) t.textContent = '(message recalled)';
+  line.querySelector('.acts')?.remove();
+}
+
+/** A timestamp in ms (the API gives ms; tolerate seconds). @param {number} t */
+export const toMs = (t) => (t > 1e12 ? t : t * 1000);
+
+/** A system line for the business events, or null. @param {any} e */
+export function eventText(e) {
+  switch (e.type) {
+    case 'notification':
+      return `📢 ${e.content ?? ''}`;
+    case 'broadcast':
+      return `📢 ${bodyText(e.body)}`;
+    case 'lottery':
+      if (e.phase === 'started') return `🎲 Lottery! Send “${e.keyword}” within ${Math.max(0, Math.round((toMs(e.endsAt) - Date.now()) / 1000))} s to enter (${e.winnerCount ?? 1} winner(s)).`;
+      if (e.phase === 'drawn') return `🎉 Lottery “${e.keyword}” drawn: ${(e.winners ?? []).map((w) => w.nick || w.userId).join(', ') || 'no entrants'} (${e.entrants ?? 0} entered, seed ${e.seed ?? ''})`;
+      return null;
+    case 'cohost':
+      if (e.phase === 'requested') return `🎙 ${e.nick || e.userId} asks to co-host`;
+      if (e.phase === 'started' || e.phase === 'accepted') return `🎙 ${e.nick || e.userId} is co-hosting`;
+      if (e.phase === 'ended') return `🎙 ${e.nick || e.userId} stopped co-hosting`;
+      return null;
+    case 'muteAll':
+      return e.on ? '🔇 The host muted the chat' : '🔈 The chat is open again';
+    case 'slowMode':
+      return e.seconds ? `🐢 Slow mode: one message per ${e.seconds} s` : 'Slow mode is off';
+    default:
+      return null;
+  }
+}

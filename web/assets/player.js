@@ -1,0 +1,410 @@
+// The watch page's player. Live: native HLS (`/live/{stream}.m3u8`) where the browser
+// plays it, else MediaSource fed with OnAir's live fMP4 stream (`/live/{stream}.mp4`),
+// kept near the live edge; when that stream is not there, MediaSource fed from the
+// fMP4 HLS playlist. Replay: the recording's VOD HLS the same way.
+
+const HLS_MIME = 'application/vnd.apple.mpegurl';
+/** Further behind the live edge than this and we jump forward. */
+const MAX_LATENCY_S = 3;
+/** Where we land after a jump, behind the edge. */
+const TARGET_LATENCY_S = 0.8;
+
+export class Player {
+  /** @param {HTMLVideoElement} video @param {(status: string) => void} [onStatus] */
+  constructor(video, onStatus = () => {}) {
+    this.video = video;
+    this.onStatus = onStatus;
+    this.gen = 0;
+    this.retryTimer = null;
+    this.edgeTimer = null;
+    this.abort = null;
+    /** Recent decisions and errors, for debugging (`player.log`). */
+    this.log = [];
+  }
+
+  note(msg) {
+    this.log.push(`${new Date().toISOString().slice(11, 23)} ${msg}`);
+    if (this.log.length > 50) this.log.shift();
+  }
+
+  /** Whether the browser plays HLS by itself (`?player=mse` in the page URL forces MediaSource). */
+  nativeHls() {
+    if (new URLSearchParams(location.search).get('player') === 'mse' && window.MediaSource) return false;
+    return !!this.video.canPlayType(HLS_MIME);
+  }
+
+  /** Plays the live stream `stream`, retrying until `stop`. @param {string} stream */
+  playLive(stream) {
+    const gen = this.reset();
+    this.live = stream;
+    const enc = encodeURIComponent(stream);
+    if (this.nativeHls()) {
+      this.note(`live ${stream}: native HLS`);
+      this.video.src = `/live/${enc}.m3u8`;
+      this.video.addEventListener('error', () => this.retry(gen, () => this.playLive(stream)), { once: true });
+      // The browser's own HLS player keeps its own distance to the live edge (seeking
+      // towards it is ignored, a faster playbackRate breaks it), so no edge keeping here.
+      this.autoplay();
+      return;
+    }
+    if (!window.MediaSource) {
+      this.onStatus('This browser cannot play live video (no HLS, no MediaSource).');
+      return;
+    }
+    this.onStatus('connecting');
+    this.note(`live ${stream}: fMP4 over MediaSource`);
+    this.fmp4(gen, `/live/${enc}.mp4`, stream)
+      .catch((e) => {
+        if (gen !== this.gen) return;
+        this.note(`fMP4 failed: ${e.message || e}; trying HLS over MediaSource`);
+        if (e && e.status === 404) return this.hlsMse(gen, `/live/${enc}.m3u8`, true);
+        throw e;
+      })
+      .catch((e) => {
+        if (gen !== this.gen) return;
+        this.note(`live failed: ${e.message || e}`);
+        this.onStatus('waiting for the stream…');
+        this.retry(gen, () => this.playLive(stream));
+      });
+  }
+
+  /** Plays a recording (VOD HLS URL). @param {string} url */
+  playReplay(url) {
+    const gen = this.reset();
+    this.live = null;
+    this.note(`replay ${url}: ${this.nativeHls() ? 'native HLS' : 'HLS over MediaSource'}`);
+    if (this.nativeHls()) {
+      this.video.src = url;
+      this.autoplay();
+      return;
+    }
+    this.hlsMse(gen, url, false).catch((e) => {
+      if (gen === this.gen) this.onStatus(`replay failed: ${e.message || e}`);
+    });
+  }
+
+  /** Stops playback and every retry. */
+  stop() {
+    this.reset();
+    this.live = null;
+  }
+
+  reset() {
+    this.gen += 1;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.edgeTimer);
+    this.abort?.abort();
+    this.abort = null;
+    const v = this.video;
+    v.pause();
+    v.removeAttribute('src');
+    v.load();
+    return this.gen;
+  }
+
+  retry(gen, fn) {
+    if (gen !== this.gen) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => gen === this.gen && fn(), 2000);
+  }
+
+  autoplay() {
+    // Browsers allow autoplay only muted; the page offers an unmute button.
+    this.video.muted = true;
+    this.video.play().then(() => this.onStatus('playing'), () => this.onStatus('click to play'));
+  }
+
+  /** A MediaSource attached to the video, open. */
+  async openSource() {
+    const ms = new MediaSource();
+    this.video.src = URL.createObjectURL(ms);
+    await new Promise((r) => ms.addEventListener('sourceopen', r, { once: true }));
+    return ms;
+  }
+
+  /** Live fMP4 over one long HTTP response. @param {number} gen @param {string} url @param {string} stream */
+  async fmp4(gen, url, stream) {
+    this.abort = new AbortController();
+    const res = await fetch(url, { signal: this.abort.signal });
+    if (!res.ok) throw Object.assign(new Error(`HTTP ${res.status}`), { status: res.status });
+    const reader = res.body.getReader();
+    // The codec string: a header when the server sends one, else the stream's JSON,
+    // else read from the init segment itself.
+    let codecs = res.headers.get('x-codecs') || codecsFromType(res.headers.get('content-type')) || '';
+    let head = new Uint8Array(0);
+    let initEnd = 0;
+    while (!initEnd) {
+      const { done, value } = await reader.read();
+      if (done) throw new Error('stream ended before its init segment');
+      head = concat(head, value);
+      initEnd = initSegmentEnd(head);
+      if (head.length > 4 << 20) throw new Error('no init segment in the first 4 MiB');
+    }
+    if (!codecs) codecs = await codecsFromJson(stream);
+    if (!codecs) codecs = codecsFromInit(head.subarray(0, initEnd));
+    const mime = `video/mp4; codecs="${codecs}"`;
+    this.note(`fMP4 ${mime}, init ${initEnd} bytes`);
+    if (!MediaSource.isTypeSupported(mime)) throw new Error(`unsupported: ${mime}`);
+    if (gen !== this.gen) return;
+    const ms = await this.openSource();
+    const sb = ms.addSourceBuffer(mime);
+    sb.mode = 'segments';
+    const failed = this.failure(gen);
+    const q = new AppendQueue(sb);
+    q.push(head);
+    this.autoplay();
+    this.keepLiveEdge(gen, sb);
+    for (;;) {
+      const { done, value } = await Promise.race([reader.read(), failed]);
+      if (gen !== this.gen) return;
+      if (done) throw new Error('live stream ended');
+      q.push(value);
+      await q.drained(8);
+    }
+  }
+
+  /** fMP4 HLS through MediaSource (live: playlist reloads). @param {number} gen @param {string} url @param {boolean} live */
+  async hlsMse(gen, url, live) {
+    let pl = await fetchPlaylist(url);
+    if (pl.variants.length) {
+      url = new URL(pl.variants[0], new URL(url, location.href)).href;
+      pl = await fetchPlaylist(url);
+    }
+    if (!pl.map) throw new Error('this playlist is not fMP4 (no EXT-X-MAP); this browser has no native HLS');
+    const base = new URL(url, location.href);
+    const init = await fetchBytes(new URL(pl.map, base).href);
+    const codecs = codecsFromInit(init);
+    const mime = `video/mp4; codecs="${codecs}"`;
+    if (!MediaSource.isTypeSupported(mime)) throw new Error(`unsupported: ${mime}`);
+    if (gen !== this.gen) return;
+    const ms = await this.openSource();
+    const sb = ms.addSourceBuffer(mime);
+    const q = new AppendQueue(sb);
+    q.push(init);
+    this.autoplay();
+    if (live) this.keepLiveEdge(gen, sb);
+    let next = live ? Math.max(pl.mediaSequence, pl.mediaSequence + pl.segments.length - 3) : pl.mediaSequence;
+    for (;;) {
+      for (let i = 0; i < pl.segments.length; i++) {
+        const seq = pl.mediaSequence + i;
+        if (seq < next) continue;
+        const bytes = await fetchBytes(new URL(pl.segments[i], base).href);
+        if (gen !== this.gen) return;
+        q.push(bytes);
+        await q.drained(2);
+        next = seq + 1;
+      }
+      if (pl.ended || !live) break;
+      await sleep(Math.max(500, (pl.targetDuration * 1000) / 2));
+      if (gen !== this.gen) return;
+      pl = await fetchPlaylist(url);
+    }
+    await q.drained(0);
+    while (sb.updating) await new Promise((r) => sb.addEventListener('updateend', r, { once: true }));
+    if (ms.readyState === 'open' && gen === this.gen) ms.endOfStream();
+  }
+
+  /** Rejects when the video element reports a decode error (a dead MediaSource). */
+  failure(gen) {
+    return new Promise((_, reject) => {
+      this.video.addEventListener('error', () => {
+        if (gen === this.gen) reject(new Error(`media error: ${this.video.error?.message || this.video.error?.code}`));
+      }, { once: true });
+    });
+  }
+
+  /** Jumps to near the live edge when playback falls behind; trims old buffer. */
+  keepLiveEdge(gen, sb) {
+    clearInterval(this.edgeTimer);
+    this.edgeTimer = setInterval(() => {
+      if (gen !== this.gen) return;
+      const v = this.video;
+      const b = v.buffered;
+      if (!b.length) return;
+      const end = b.end(b.length - 1);
+      if (end - v.currentTime > MAX_LATENCY_S || v.currentTime < b.start(0)) v.currentTime = Math.max(b.start(b.length - 1), end - TARGET_LATENCY_S);
+      if (v.paused && v.readyState >= 2 && this.live) v.play().catch(() => {});
+      if (v.currentTime > 0 && !v.paused) this.onStatus('playing');
+      if (!sb.updating && v.currentTime - b.start(0) > 30) {
+        try {
+          sb.remove(0, v.currentTime - 10);
+        } catch {
+          /* the buffer changed under us; next tick */
+        }
+      }
+    }, 1000);
+  }
+}
+
+/** Serializes appends to a SourceBuffer. */
+class AppendQueue {
+  constructor(sb) {
+    this.sb = sb;
+    this.q = [];
+    this.waiters = [];
+    sb.addEventListener('updateend', () => this.pump());
+  }
+  push(bytes) {
+    this.q.push(bytes);
+    this.pump();
+  }
+  pump() {
+    if (this.sb.updating) return;
+    const next = this.q.shift();
+    if (next) {
+      try {
+        this.sb.appendBuffer(next);
+      } catch (e) {
+        if (e.name === 'QuotaExceededError') {
+          this.q.unshift(next);
+          setTimeout(() => this.pump(), 500);
+        } else throw e;
+      }
+      return;
+    }
+    for (const w of this.waiters.splice(0)) w();
+  }
+  /** Resolves once at most `n` chunks wait. @param {number} n */
+  drained(n) {
+    if (this.q.length <= n) return Promise.resolve();
+    return new Promise((r) => this.waiters.push(r));
+  }
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function concat(a, b) {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a, 0);
+  out.set(b, a.length);
+  return out;
+}
+
+async function fetchBytes(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw Object.assign(new Error(`HTTP ${r.status} for ${url}`), { status: r.status });
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+/** A media playlist's parts we use. @param {string} url */
+async function fetchPlaylist(url) {
+  const r = await fetch(url, { cache: 'no-store' });
+  if (!r.ok) throw Object.assign(new Error(`HTTP ${r.status} for ${url}`), { status: r.status });
+  return parsePlaylist(await r.text());
+}
+
+/** @param {string} text */
+export function parsePlaylist(text) {
+  const pl = { variants: [], segments: [], map: '', mediaSequence: 0, targetDuration: 2, ended: false };
+  const lines = text.split(/\r?\n/).map((l) => l.trim());
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i];
+    if (l.startsWith('#EXT-X-STREAM-INF')) {
+      const u = lines.slice(i + 1).find((x) => x && !x.startsWith('#'));
+      if (u) pl.variants.push(u);
+    } else if (l.startsWith('#EXT-X-MAP:')) pl.map = /URI="([^"]+)"/.exec(l)?.[1] ?? '';
+    else if (l.startsWith('#EXT-X-MEDIA-SEQUENCE:')) pl.mediaSequence = parseInt(l.split(':')[1], 10) || 0;
+    else if (l.startsWith('#EXT-X-TARGETDURATION:')) pl.targetDuration = parseFloat(l.split(':')[1]) || 2;
+    else if (l.startsWith('#EXT-X-ENDLIST')) pl.ended = true;
+    else if (l.startsWith('#EXTINF')) {
+      const u = lines.slice(i + 1).find((x) => x && !x.startsWith('#'));
+      if (u) pl.segments.push(u);
+    }
+  }
+  return pl;
+}
+
+/** `codecs` parameter of a content type. @param {string|null} t */
+function codecsFromType(t) {
+  return /codecs="?([^";]+)"?/i.exec(t || '')?.[1] ?? '';
+}
+
+/** `/live/{stream}.json`'s codec string, if the server has one. @param {string} stream */
+async function codecsFromJson(stream) {
+  try {
+    const r = await fetch(`/live/${encodeURIComponent(stream)}.json`);
+    if (!r.ok) return '';
+    const j = await r.json();
+    if (typeof j.codecs === 'string') return j.codecs;
+    if (Array.isArray(j.codecs)) return j.codecs.join(',');
+    return codecsFromType(j.mime || j.mimeType || '');
+  } catch {
+    return '';
+  }
+}
+
+/** Iterates the boxes in `buf[start, end)`. */
+function* boxes(buf, start, end) {
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  let p = start;
+  while (p + 8 <= end) {
+    let size = dv.getUint32(p);
+    const type = String.fromCharCode(buf[p + 4], buf[p + 5], buf[p + 6], buf[p + 7]);
+    let hdr = 8;
+    if (size === 1) {
+      if (p + 16 > end) return;
+      size = dv.getUint32(p + 8) * 2 ** 32 + dv.getUint32(p + 12);
+      hdr = 16;
+    } else if (size === 0) size = end - p;
+    if (size < hdr) return;
+    yield { type, start: p, body: p + hdr, end: p + size };
+    p += size;
+  }
+}
+
+/** The end of the init segment (ftyp…moov) once `buf` holds all of it, else 0. @param {Uint8Array} buf */
+export function initSegmentEnd(buf) {
+  for (const b of boxes(buf, 0, buf.length)) {
+    if (b.end > buf.length) return 0;
+    if (b.type === 'moov') return b.end;
+  }
+  return 0;
+}
+
+/** RFC 6381 codec strings of the tracks in an init segment. @param {Uint8Array} init */
+export function codecsFromInit(init) {
+  const out = [];
+  const hex = (n) => n.toString(16).padStart(2, '0');
+  const walk = (start, end) => {
+    for (const b of boxes(init, start, Math.min(end, init.length))) {
+      if (['moov', 'trak', 'mdia', 'minf', 'stbl'].includes(b.type)) walk(b.body, b.end);
+      else if (b.type === 'stsd') {
+        for (const e of boxes(init, b.body + 8, b.end)) {
+          if (e.type === 'avc1' || e.type === 'avc3') {
+            const avcC = [...boxes(init, e.body + 78, e.end)].find((x) => x.type === 'avcC');
+            out.push(avcC ? `${e.type}.${hex(init[avcC.body + 1])}${hex(init[avcC.body + 2])}${hex(init[avcC.body + 3])}` : 'avc1.42E01E');
+          } else if (e.type === 'hvc1' || e.type === 'hev1') out.push(`${e.type}.1.6.L93.B0`);
+          else if (e.type === 'mp4a') {
+            const esds = [...boxes(init, e.body + 28, e.end)].find((x) => x.type === 'esds');
+            out.push(`mp4a.40.${esds ? aacObjectType(init, esds.body + 4, esds.end) : 2}`);
+          } else if (e.type === 'Opus') out.push('opus');
+        }
+      }
+    }
+  };
+  walk(0, init.length);
+  return out.join(',') || 'avc1.42E01E,mp4a.40.2';
+}
+
+/** The AAC audio object type from an esds descriptor chain (2 = AAC-LC if unreadable). */
+function aacObjectType(buf, p, end) {
+  // ES_Descriptor (0x03) > DecoderConfigDescriptor (0x04) > DecoderSpecificInfo (0x05).
+  const readLen = () => {
+    let n = 0;
+    for (let i = 0; i < 4 && p < end; i++) {
+      const c = buf[p++];
+      n = (n << 7) | (c & 0x7f);
+      if (!(c & 0x80)) break;
+    }
+    return n;
+  };
+  while (p < end) {
+    const tag = buf[p++];
+    const len = readLen();
+    if (tag === 0x03) p += 3;
+    else if (tag === 0x04) p += 13;
+    else if (tag === 0x05) return buf[p] >> 3 || 2;
+    else p += len;
+  }
+  return 2;
+}

@@ -1,0 +1,504 @@
+// End-to-end tests of the web app: the real `onair` binary on a free port, Debian's
+// chromium driven by playwright-core, several browser contexts as different users.
+// Run by scripts/test (`node --test` in web/tests). Screenshots go to
+// test-artifacts/web/ at the repo root (not committed).
+//
+// ONAIR_BIN overrides the binary (default: $CARGO_TARGET_DIR or target, /debug/onair).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { createServer } from 'node:net';
+import { chromium } from 'playwright-core';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const bin = process.env.ONAIR_BIN || join(process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, 'target'), 'debug/onair');
+const artifacts = join(repo, 'test-artifacts/web');
+const T = 20000;
+
+let server, base, adminSig, browser, dir;
+const contexts = [];
+
+/** A free TCP port on loopback (for the RTMP listener). */
+function freePort() {
+  return new Promise((ok) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+  });
+}
+
+let cfgPath;
+
+/** Starts `onair serve` with a fresh data dir on free ports; resolves with its base URL. */
+async function startServer() {
+  dir = mkdtempSync(join(tmpdir(), 'onair-web-'));
+  cfgPath = join(dir, 'onair.toml');
+  const [http, rtmp] = [await freePort(), await freePort()];
+  writeFileSync(cfgPath, `data_dir = ${JSON.stringify(join(dir, 'data'))}\n[demo]\nenabled = true\n[http]\nlisten = "127.0.0.1:${http}"\n` +
+    `[chat]\nflood_max_repeats = 0\n[live]\npause_grace_secs = 3\n` +
+    `[rtmp]\nlisten = "127.0.0.1:${rtmp}"\n[media]\nhls_part_ms = 500\n`);
+  return spawnServer();
+}
+
+/** Runs the binary on the config (again, for a restart). */
+function spawnServer() {
+  server = spawn(bin, ['serve', '--config', cfgPath], { env: { ...process.env, ONAIR_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: server.stdout });
+  return new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error('onair did not start within 30 s')), 30000);
+    server.once('exit', (code) => fail(new Error(`onair exited with ${code}`)));
+    lines.on('line', (l) => {
+      const sig = /^\s*admin UserSig\s+(\S+)/.exec(l);
+      if (sig) adminSig = sig[1];
+      const m = /^listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(l);
+      if (m) {
+        clearTimeout(timer);
+        ok(m[1]);
+      }
+    });
+  });
+}
+
+/** SIGTERM and wait for the exit. */
+async function stopServer() {
+  if (!server || server.exitCode !== null) return;
+  const exited = new Promise((r) => server.once('exit', r));
+  server.kill('SIGTERM');
+  await exited;
+}
+
+/** Calls the HTTP API as the app admin. */
+async function adminApi(method, path, body) {
+  const res = await fetch(base + path, {
+    method,
+    headers: { 'X-OnAir-Identifier': 'administrator', 'X-OnAir-UserSig': adminSig, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, json: text ? JSON.parse(text) : {} };
+}
+
+/** A new browser context (a new user: own session storage) with one page. */
+async function newPage(width = 1280, height = 800) {
+  const ctx = await browser.newContext({ viewport: { width, height } });
+  contexts.push(ctx);
+  const page = await ctx.newPage();
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(e.message));
+  page.on('console', (m) => m.type() === 'error' && !/Failed to load resource/.test(m.text()) && page.errors.push(m.text()));
+  return page;
+}
+
+/** Opens the watch page and waits until it can chat. */
+async function viewer(room = 'demo', size) {
+  const page = await newPage(...(size ?? []));
+  await page.goto(`${base}/room/${room}`);
+  await page.waitForFunction(() => window.onair?.state === 'connected' && window.onair.roomId && !document.getElementById('input').disabled, null, { timeout: T });
+  page.userId = await page.evaluate(() => window.onair.userId);
+  return page;
+}
+
+async function say(page, text) {
+  await page.fill('#input', text);
+  await page.click('#sendBtn');
+}
+
+async function seesText(page, text, sel = '#chat .msg .text') {
+  await page.waitForFunction(([s, t]) => [...document.querySelectorAll(s)].some((e) => e.textContent === t), [sel, text], { timeout: T });
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(artifacts, `${name}.png`) });
+}
+
+/** Whether the business layer (gifts, likes, states) is in this build. */
+async function hasBusiness() {
+  return (await fetch(`${base}/api/v1/gifts`)).status !== 404;
+}
+
+before(async () => {
+  assert.ok(existsSync(bin), `no server binary at ${bin}: run cargo build first`);
+  mkdirSync(artifacts, { recursive: true });
+  base = await startServer();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run',
+      '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
+  });
+});
+
+after(async () => {
+  for (const c of contexts) await c.close().catch(() => {});
+  await browser?.close();
+  await stopServer();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test('the room list shows the demo room with its state and online count', async () => {
+  const page = await newPage();
+  await page.goto(base + '/');
+  const card = page.locator('.room-card[data-room="demo"]');
+  await card.waitFor({ timeout: T });
+  assert.equal(await card.locator('.name').textContent(), 'OnAir demo room');
+  assert.match(await card.locator('.viewers').textContent(), /👁 \d+/);
+  assert.ok((await card.locator('.badge').textContent()).length > 0);
+  await shot(page, 'index');
+  assert.deepEqual(page.errors, []);
+});
+
+test('assets are served with content types and ETags (304 on revalidation)', async () => {
+  const r = await fetch(`${base}/sdk/onair.js`);
+  assert.equal(r.status, 200);
+  assert.match(r.headers.get('content-type'), /javascript/);
+  const etag = r.headers.get('etag');
+  assert.ok(etag);
+  assert.equal((await fetch(`${base}/sdk/onair.js`, { headers: { 'If-None-Match': etag } })).status, 304);
+  assert.match((await fetch(`${base}/assets/style.css`)).headers.get('content-type'), /text\/css/);
+  assert.match((await fetch(`${base}/room/anything`)).headers.get('content-type'), /text\/html/);
+  assert.equal((await fetch(`${base}/assets/nope.js`)).status, 404);
+  assert.equal((await fetch(`${base}/assets/../Cargo.toml`)).status, 404);
+});
+
+test('two viewers chat with each other; text is never parsed as HTML; danmaku shows it', async () => {
+  const a = await viewer();
+  const b = await viewer();
+  assert.notEqual(a.userId, b.userId, 'two tabs are two guests');
+  await say(a, 'hello from A');
+  await seesText(b, 'hello from A');
+  await b.locator('.danmaku .dm', { hasText: 'hello from A' }).first().waitFor({ timeout: T });
+  await say(b, 'hi A, B here 😀');
+  await seesText(a, 'hi A, B here 😀');
+  const evil = '<img src=x onerror="window.__xss=1"><b>bold</b>';
+  await say(a, evil);
+  await seesText(b, evil);
+  assert.equal(await b.evaluate(() => window.__xss), undefined);
+  assert.equal(await b.locator('#chat b').count(), 0);
+  await shot(b, 'room');
+  assert.deepEqual([...a.errors, ...b.errors], []);
+  await a.context().close();
+  await b.context().close();
+});
+
+test('the studio mutes a viewer: the viewer input is disabled with the remaining time', async () => {
+  const v = await viewer();
+  await say(v, 'please mute me');
+  const studio = await newPage(1280, 1000);
+  await studio.goto(`${base}/studio/demo`);
+  await studio.click('#demoLogin');
+  await studio.locator('#console').waitFor({ state: 'visible', timeout: T });
+  await studio.locator('#push .mono').first().waitFor({ timeout: T });
+  assert.match(await studio.locator('#push .mono').first().textContent(), /^rtmp:\/\//);
+  const line = studio.locator(`#chat .msg[data-from="${v.userId}"]`).first();
+  await line.waitFor({ timeout: T });
+  await line.locator('[data-act="mute"]').click();
+  await v.waitForFunction(() => document.getElementById('input').disabled, null, { timeout: T });
+  assert.match(await v.locator('#mutedNote').textContent(), /muted for (9|10):\d\d/);
+  await shot(studio, 'studio');
+  await shot(v, 'room-muted');
+  // Unmute from the studio's list: the input comes back.
+  await studio.locator('#blocked [data-act="unmute"]').first().click();
+  await v.waitForFunction(() => !document.getElementById('input').disabled, null, { timeout: T });
+  // Recall: the message disappears for the viewer.
+  await studio.locator(`#chat .msg[data-from="${v.userId}"] [data-act="recall"]`).first().click();
+  await seesText(v, '(message recalled)');
+  // Kick: the viewer sees the notice.
+  await studio.locator(`#chat .msg[data-from="${v.userId}"]`).first().waitFor({ timeout: T }).catch(() => {});
+  await say(v, 'kick me');
+  await studio.locator(`#chat .msg[data-from="${v.userId}"]:not(.recalled) [data-act="kick"]`).first().click();
+  await v.locator('#overlay', { hasText: 'removed' }).waitFor({ timeout: T });
+  assert.deepEqual(v.errors, []);
+  await v.context().close();
+});
+
+test('the studio runs a lottery from chat and answers a co-host request', async (t) => {
+  if (!(await hasBusiness())) return t.skip('lotteries are not in this build');
+  const v = await viewer();
+  const studio = await newPage(1280, 1000);
+  await studio.goto(`${base}/studio/demo`);
+  await studio.click('#demoLogin');
+  await studio.locator('#console').waitFor({ state: 'visible', timeout: T });
+  await studio.fill('#lotKeyword', 'lucky');
+  await studio.click('#lotteryForm button');
+  await v.locator('#chat .msg.sys', { hasText: 'Lottery! Send “lucky”' }).waitFor({ timeout: T });
+  await say(v, 'I feel lucky');
+  await studio.locator(`#chat .msg[data-from="${v.userId}"]`, { hasText: 'I feel lucky' }).waitFor({ timeout: T });
+  await studio.locator('#lottery button', { hasText: 'Draw now' }).click();
+  const nick = await v.evaluate(() => window.onair.credentials.nick);
+  await v.locator('#chat .msg.sys', { hasText: `drawn: ${nick}` }).waitFor({ timeout: T });
+  await studio.locator('#lottery [data-status="drawn"]', { hasText: nick }).waitFor({ timeout: T });
+  // Co-hosting: the viewer asks, the anchor accepts, the guest gets a push address.
+  await v.click('#cohost');
+  const row = studio.locator('#cohost tr', { hasText: v.userId });
+  await row.waitFor({ timeout: T });
+  await row.locator('[data-act="accept"]').click();
+  await v.locator('#overlay', { hasText: 'rtmp://' }).waitFor({ timeout: T });
+  await shot(studio, 'studio-lottery');
+  assert.deepEqual([...v.errors, ...studio.errors], []);
+  await v.context().close();
+  await studio.context().close();
+});
+
+test('the SDK reconnects by itself and resumes the messages it missed', async () => {
+  const a = await viewer();
+  const b = await viewer();
+  await b.evaluate(() => {
+    window.onair.minBackoffMs = 1500; // long enough for A to send while B is away
+    window.onair._ws.close();
+  });
+  await b.waitForFunction(() => window.onair.state === 'reconnecting', null, { timeout: T });
+  assert.equal(await b.locator('#reconnecting').isVisible(), true);
+  await say(a, 'sent while B was away');
+  await seesText(b, 'sent while B was away');
+  await b.waitForFunction(() => window.onair.state === 'connected', null, { timeout: T });
+  assert.equal(await b.locator('#reconnecting').isVisible(), false);
+  await say(b, 'B is back');
+  await seesText(a, 'B is back');
+  await a.context().close();
+  await b.context().close();
+});
+
+test('the watch page survives a server restart and resumes the chat', async () => {
+  const a = await viewer();
+  const b = await viewer();
+  await say(a, 'before the restart');
+  await seesText(b, 'before the restart');
+  await stopServer();
+  await b.waitForFunction(() => window.onair.state === 'reconnecting', null, { timeout: T });
+  assert.equal(await b.locator('#reconnecting').isVisible(), true);
+  await shot(b, 'room-reconnecting');
+  assert.equal(await spawnServer(), base, 'same address after the restart');
+  await a.waitForFunction(() => window.onair.state === 'connected' && window.onair.roomId, null, { timeout: 30000 });
+  await b.waitForFunction(() => window.onair.state === 'connected' && window.onair.roomId, null, { timeout: 30000 });
+  await say(a, 'after the restart');
+  await seesText(b, 'after the restart');
+  assert.equal(await b.locator('#chat .msg .text', { hasText: 'before the restart' }).count(), 1, 'no duplicate after the resume');
+  await a.context().close();
+  await b.context().close();
+});
+
+test('the SDK batches like clicks into few like ops', async (t) => {
+  if (!(await hasBusiness())) return t.skip('likes are not in this build');
+  const a = await viewer();
+  const b = await viewer();
+  const ops = await a.evaluate(async () => {
+    const sent = [];
+    const orig = window.onair._ws.send.bind(window.onair._ws);
+    window.onair._ws.send = (f) => { if (f.includes('"like"')) sent.push(JSON.parse(f).count); orig(f); };
+    for (let i = 0; i < 10; i++) document.getElementById('like').click();
+    await new Promise((r) => setTimeout(r, 800));
+    return sent;
+  });
+  assert.ok(ops.length >= 1 && ops.length <= 2, `10 clicks → ${ops.length} like ops`);
+  assert.equal(ops.reduce((x, y) => x + y, 0), 10);
+  await b.waitForFunction(() => Number(document.getElementById('likes').textContent) >= 10, null, { timeout: T });
+  await a.context().close();
+  await b.context().close();
+});
+
+test('a gift appears in the other viewer with its combo', async (t) => {
+  if (!(await hasBusiness())) return t.skip('gifts are not in this build');
+  let gifts = (await adminApi('GET', '/api/v1/gifts')).json.gifts ?? [];
+  if (!gifts.length) {
+    assert.equal((await adminApi('PUT', '/api/v1/gifts/rose', { name: 'Rose', price: 1, icon: '🌹', animation: '' })).status, 200);
+    gifts = (await adminApi('GET', '/api/v1/gifts')).json.gifts;
+  }
+  const a = await viewer();
+  const b = await viewer();
+  const top = await adminApi('POST', `/api/v1/users/${a.userId}/wallet/topup`, { amount: 1000, idempotencyKey: `e2e-${a.userId}` });
+  assert.equal(top.status, 200, JSON.stringify(top.json));
+  await a.reload();
+  await a.waitForFunction(() => window.onair?.state === 'connected' && document.querySelector('#gifts .gift-btn'), null, { timeout: T });
+  await a.locator('#gifts .gift-btn').first().click();
+  await a.locator('#gifts .gift-btn').first().click();
+  await b.locator('#giftfx .combo').first().waitFor({ timeout: T });
+  await b.waitForFunction(() => [...document.querySelectorAll('#giftfx .combo .times')].some((e) => e.textContent === '×2'), null, { timeout: T });
+  await b.locator('#chat .msg.gift').first().waitFor({ timeout: T });
+  await shot(b, 'room-gift');
+  await a.context().close();
+  await b.context().close();
+});
+
+test('the state banner follows the live state', async (t) => {
+  const probe = await adminApi('POST', '/api/v1/rooms/demo/state', { state: 'live' });
+  if (probe.status === 404 && probe.json.code === 10003) return t.skip('live states are not in this build');
+  const v = await viewer();
+  const banner = async (state, re) => {
+    await v.waitForFunction((s) => document.getElementById('state').className.includes(s), state, { timeout: T });
+    if (re) await v.locator('#banner', { hasText: re }).waitFor({ state: 'visible', timeout: T });
+  };
+  await banner('live');
+  assert.equal((await adminApi('POST', '/api/v1/rooms/demo/state', { state: 'paused' })).status, 200);
+  await banner('paused', /Paused/);
+  assert.equal((await adminApi('POST', '/api/v1/rooms/demo/state', { state: 'ended' })).status, 200);
+  await banner('ended', /ended/);
+  await shot(v, 'room-ended');
+  // An upcoming room counts down to its scheduled start.
+  assert.equal((await adminApi('POST', '/api/v1/rooms', { roomId: 'soon', name: 'Soon', owner: 'anchor2' })).status, 201);
+  await adminApi('PUT', '/api/v1/rooms/soon/schedule', { scheduledAt: Math.floor(Date.now() / 1000) + 3600 });
+  const w = await viewer('soon');
+  await w.locator('#banner', { hasText: 'Starting soon' }).waitFor({ timeout: T });
+  assert.match(await w.locator('#countdown').textContent(), /^(59:\d\d|1:00:00)$/);
+  await shot(w, 'room-upcoming');
+  await v.context().close();
+  await w.context().close();
+});
+
+test('danmaku never overlap, and the toggle clears them', async () => {
+  const v = await viewer();
+  const overlaps = await v.evaluate(async () => {
+    for (let i = 0; i < 40; i++) window.danmaku.add(`comment number ${i} ${'~'.repeat(i % 7)}`);
+    const found = [];
+    for (let sample = 0; sample < 6; sample++) {
+      await new Promise((r) => setTimeout(r, 400));
+      const rects = [...document.querySelectorAll('.danmaku .dm')].map((e) => e.getBoundingClientRect());
+      for (let i = 0; i < rects.length; i++)
+        for (let j = i + 1; j < rects.length; j++) {
+          const a = rects[i], b = rects[j];
+          if (a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom) found.push([i, j]);
+        }
+    }
+    return { found, shown: document.querySelectorAll('.danmaku .dm').length };
+  });
+  assert.ok(overlaps.shown > 3, `several comments on screen (${overlaps.shown})`);
+  assert.deepEqual(overlaps.found, []);
+  await shot(v, 'room-danmaku');
+  await v.click('#dmOn');
+  assert.equal(await v.locator('.danmaku .dm').count(), 0);
+  await v.context().close();
+});
+
+test('the watch page fits a phone screen', async () => {
+  const p = await viewer('demo', [390, 844]);
+  const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `horizontal overflow of ${overflow}px`);
+  assert.ok(await p.locator('#input').isVisible());
+  await shot(p, 'room-phone');
+  await p.context().close();
+});
+
+test('the admin console lists, creates and destroys rooms', async () => {
+  const p = await newPage(1280, 900);
+  await p.goto(`${base}/admin#identifier=administrator&usersig=${encodeURIComponent(adminSig)}`);
+  await p.locator('#roomRows tr[data-room="demo"]').waitFor({ timeout: T });
+  await p.fill('#newId', 'made-in-admin');
+  await p.fill('#newName', 'Made in the admin console');
+  await p.fill('#newOwner', 'anchor3');
+  await p.click('#createRoom button');
+  await p.locator('#roomRows tr[data-room="made-in-admin"]').waitFor({ timeout: T });
+  await shot(p, 'admin');
+  p.once('dialog', (d) => d.accept());
+  await p.locator('#roomRows tr[data-room="made-in-admin"] button.danger').click();
+  await p.locator('#roomRows tr[data-room="made-in-admin"]').waitFor({ state: 'detached', timeout: T });
+  // Sensitive words: the list is in force at once; a broadcast reaches a viewer.
+  const v = await viewer();
+  await p.click('[data-tab="words"]');
+  await p.fill('#words', 'forbiddenword');
+  await p.click('#saveWords');
+  await p.locator('#wordCount', { hasText: '1 words in force' }).waitFor({ timeout: T });
+  await say(v, 'this has a forbiddenword in it');
+  await v.locator('.toast', { hasText: 'blocked word' }).waitFor({ timeout: T });
+  assert.equal(await v.inputValue('#input'), 'this has a forbiddenword in it', 'the refused text stays in the input');
+  await p.click('[data-tab="broadcast"]');
+  await p.fill('#bcText', 'Maintenance at midnight');
+  await p.click('#bcSend');
+  await v.locator('#chat .msg.sys', { hasText: '📢 Maintenance at midnight' }).waitFor({ timeout: T });
+  await v.context().close();
+  await p.click('[data-tab="config"]');
+  await p.locator('#cfg', { hasText: '"enabled": true' }).waitFor({ timeout: T });
+  assert.equal(await p.locator('#cfg', { hasText: 'secret_key' }).count(), 1);
+  assert.doesNotMatch(await p.locator('#cfg').textContent(), /[0-9a-f]{32}/, 'no secret in the config view');
+  await p.click('[data-tab="stats"]');
+  await p.locator('#statTotals .card').first().waitFor({ timeout: T });
+  await shot(p, 'admin-stats');
+  assert.deepEqual(p.errors, []);
+  await p.context().close();
+});
+
+test('an unknown demo role is refused', async () => {
+  // This server runs in demo mode; the switch itself is covered by the Rust tests.
+  const r = await fetch(`${base}/api/v1/demo/guest`, { method: 'POST', body: '{"role":"admin"}' });
+  assert.equal(r.status, 400);
+});
+
+test('ffmpeg pushes a test stream and the watch page plays it', async (t) => {
+  if (spawnSync('ffmpeg', ['-version']).status !== 0) return t.skip('no ffmpeg');
+  const probe = await fetch(`${base}/live/demo.json`);
+  if (probe.status === 404 && (await probe.text()).includes('no such endpoint')) return t.skip('live media is not in this build');
+  // A fresh room (the demo room may have ended in an earlier test) and its push address
+  // from the studio's endpoint, as OBS would get it.
+  assert.equal((await adminApi('POST', '/api/v1/rooms', { roomId: 'onstage', name: 'On stage', owner: 'anchor-live' })).status, 201);
+  const pushRes = await adminApi('GET', '/api/v1/rooms/onstage/push-url');
+  const push = pushRes.json;
+  assert.equal(pushRes.status, 200, JSON.stringify(push));
+  const v = await viewer('onstage');
+  // This chromium plays HLS natively; `?player=mse` takes the MediaSource + live fMP4 path.
+  const m = await viewer('onstage?player=mse');
+  const ff = spawn('ffmpeg', ['-v', 'error', '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=25', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
+    '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '25', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-t', '60', '-f', 'flv', push.url], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let ffErr = '';
+  ff.stderr.on('data', (d) => (ffErr += d));
+  try {
+    // The room follows the stream: live on publish. The push address comes from the
+    // studio endpoint with the default keys, so this also checks that the RTMP server
+    // accepts what the studio hands out.
+    await v.waitForFunction(() => window.onair.room?.state === 'live', null, { timeout: 20000 }).catch((e) => {
+      throw new Error(`the room did not go live on publish (${e.message}); ffmpeg said: ${ffErr.trim() || 'nothing'}; push URL ${push.url}`);
+    });
+    for (const [page, name] of [[v, 'room-live'], [m, 'room-live-mse']]) {
+      await page.waitForFunction(() => document.getElementById('video').currentTime > 1, null, { timeout: 30000 });
+      const t0 = await page.evaluate(() => document.getElementById('video').currentTime);
+      await page.waitForTimeout(1500);
+      const t1 = await page.evaluate(() => document.getElementById('video').currentTime);
+      assert.ok(t1 > t0 + 0.5, `${name}: currentTime advances (${t0} → ${t1})`);
+      assert.equal(await page.locator('#banner').isVisible(), false, `${name}: no banner over a playing stream`);
+      const brightness = await page.evaluate(() => {
+        const video = document.getElementById('video');
+        const c = document.createElement('canvas');
+        c.width = 64;
+        c.height = 36;
+        const g = c.getContext('2d');
+        g.drawImage(video, 0, 0, 64, 36);
+        const d = g.getImageData(0, 0, 64, 36).data;
+        let sum = 0;
+        for (let i = 0; i < d.length; i += 4) sum += d[i] + d[i + 1] + d[i + 2];
+        return sum / (d.length / 4) / 3;
+      });
+      assert.ok(brightness > 30, `${name}: the picture is not black (mean ${brightness.toFixed(1)})`);
+      const behind = await page.evaluate(() => {
+        const video = document.getElementById('video');
+        return video.buffered.length ? video.buffered.end(video.buffered.length - 1) - video.currentTime : -1;
+      });
+      console.log(`# ${name}: ${behind.toFixed(2)} s behind the buffered live edge; player log: ${await page.evaluate(() => window.player?.log.join(' | '))}`);
+      await page.locator('#video').screenshot({ path: join(artifacts, `${name}-video.png`) });
+      await shot(page, name);
+    }
+  } finally {
+    ff.kill('SIGINT');
+  }
+  // The stream stops: the room pauses and the banner says so.
+  await v.locator('#banner', { hasText: 'Paused' }).waitFor({ timeout: 20000 });
+  // No publisher within the grace (3 s here): ended; the recording plays as the replay
+  // (the room moves on to `replay`, or the ended banner offers it).
+  for (const [page, name] of [[v, 'room-replay'], [m, 'room-replay-mse']]) {
+    await page.waitForFunction(() => ['ended', 'replay'].includes(window.onair.room?.state), null, { timeout: 30000 });
+    await page.locator('#replayBtn').or(page.locator('#banner.hidden[data-state="replay"]')).first().waitFor({ state: 'attached', timeout: 20000 });
+    if (await page.locator('#replayBtn').count()) {
+      await shot(page, `${name}-offer`);
+      await page.click('#replayBtn');
+    }
+    await page.waitForFunction(() => document.getElementById('video').currentTime > 1, null, { timeout: 30000 });
+    assert.match(await page.evaluate(() => window.player.log.join(' | ')), /replay/);
+    assert.equal(await page.locator('#banner').isVisible(), false, `${name}: no banner over the replay`);
+    await shot(page, name);
+  }
+  await v.context().close();
+  await m.context().close();
+});
