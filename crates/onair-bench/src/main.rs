@@ -11,6 +11,7 @@ mod coord;
 mod frame;
 mod hist;
 mod likes;
+mod media;
 mod net;
 mod procfs;
 mod target;
@@ -32,6 +33,14 @@ enum Cmd {
     Chat(Box<coord::ChatArgs>),
     /// A like storm against one room, checked for an exact total.
     Likes(likes::LikeArgs),
+    /// Many light viewers of one live stream (RTMP play or HTTP-FLV).
+    Media(Box<media::MediaArgs>),
+    /// Internal: a worker process started by `media`.
+    #[command(hide = true)]
+    MediaWorker {
+        #[arg(long)]
+        spec: String,
+    },
     /// Internal: a worker process started by `chat`.
     #[command(hide = true)]
     Worker {
@@ -48,6 +57,12 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Chat(args) => rt.block_on(coord::run(*args)),
         Cmd::Likes(args) => rt.block_on(likes::run(args)),
+        Cmd::Media(args) => rt.block_on(media::run(*args)),
+        Cmd::MediaWorker { spec } => {
+            let spec: media::MediaWorkerSpec = serde_json::from_str(&spec).context("worker spec")?;
+            // Viewers are `spawn_local` tasks: one thread per worker process.
+            tokio::task::LocalSet::new().block_on(&rt, media::worker(spec))
+        }
         Cmd::Worker { spec } => {
             let spec: worker::WorkerSpec = serde_json::from_str(&spec).context("worker spec")?;
             rt.block_on(worker::run(spec))

@@ -49,6 +49,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/users/{id}", get(get_user).put(put_user))
         .route("/v4/{service}/{command}", axum::routing::any(crate::v4::dispatch))
         .merge(crate::api_live::routes())
+        .merge(crate::media::http::routes())
+        .merge(crate::media::hls::routes(state.hls.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

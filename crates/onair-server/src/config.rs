@@ -15,6 +15,7 @@ use onair_core::tick::TickPolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::callbacks::CallbackConfig;
+use crate::media::{MediaConfig, RtmpConfig};
 
 /// Everything `onair serve` can be told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +45,10 @@ pub struct Config {
     pub levels: onair_core::level::LevelWeights,
     /// Room popularity weights.
     pub popularity: PopularitySettings,
+    /// RTMP listener (push and play).
+    pub rtmp: RtmpConfig,
+    /// Live video: keys, GOP cache, viewer queues, stream callbacks.
+    pub media: MediaConfig,
     /// `[demo]`: guest logins and a demo room for trying the web app.
     pub demo: DemoSettings,
 }
@@ -64,22 +69,13 @@ pub struct DemoSettings {
 pub struct LiveSettings {
     /// A paused room (stream gone) ends after this long.
     pub pause_grace_secs: u64,
-    /// Base of signed push URLs handed to co-hosts (`<base>/<stream>?txSecret=…`).
-    pub push_base: String,
-    /// Push key for those URLs; empty = the app's secret key.
-    pub push_key: String,
-    /// Validity of a co-host push URL.
+    /// Validity of a co-host's signed push URL (signed with `[media] push_key`).
     pub push_valid_secs: u64,
 }
 
 impl Default for LiveSettings {
     fn default() -> Self {
-        LiveSettings {
-            pause_grace_secs: 300,
-            push_base: "rtmp://127.0.0.1:1935/live".into(),
-            push_key: String::new(),
-            push_valid_secs: 86_400,
-        }
+        LiveSettings { pause_grace_secs: 300, push_valid_secs: 86_400 }
     }
 }
 
@@ -158,6 +154,10 @@ pub struct HttpConfig {
     /// Kernel send buffer per accepted socket, bytes (0 = the OS default, which
     /// auto-grows to megabytes and hides a stalled client for seconds).
     pub socket_send_buffer: usize,
+    /// A socket whose peer acknowledges nothing we send for this long is closed by the
+    /// kernel (`TCP_USER_TIMEOUT`, Linux): frees an HTTP-FLV viewer that never reads
+    /// (its body is never polled again, so no timer of ours would see it). 0 = off.
+    pub stall_timeout_secs: u64,
 }
 
 /// `[app]`.
@@ -250,13 +250,20 @@ impl Default for Config {
             levels: Default::default(),
             popularity: PopularitySettings::default(),
             demo: DemoSettings::default(),
+            rtmp: RtmpConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "0.0.0.0:8080".into(), max_connections: 100_000, socket_send_buffer: 256 * 1024 }
+        HttpConfig {
+            listen: "0.0.0.0:8080".into(),
+            max_connections: 100_000,
+            socket_send_buffer: 256 * 1024,
+            stall_timeout_secs: 30,
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod api_live;
 mod callbacks;
 mod config;
 mod hub;
+mod media;
 mod outbox;
 mod sessions;
 mod state;
@@ -64,6 +65,21 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print a signed RTMP push URL (and the play URLs) for a stream.
+    PushUrl {
+        /// Stream name.
+        #[arg(long)]
+        stream: String,
+        /// Host in the URL (default: `[media] public_host`).
+        #[arg(long)]
+        host: Option<String>,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        valid_secs: u64,
+        /// TOML config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,6 +100,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Usersig { user, expire, config } => {
             runtime.block_on(usersig(Config::load(config.as_deref())?, &user, expire))
+        }
+        Command::PushUrl { stream, host, valid_secs, config } => {
+            push_url(Config::load(config.as_deref())?, &stream, host, valid_secs)
         }
     }
 }
@@ -133,17 +152,42 @@ async fn usersig(cfg: Config, user: &str, expire: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Signs RTMP push URLs (`txSecret`/`txTime`, the streaming service's scheme) for
-/// co-hosts.
-fn push_signer(cfg: &Config, secret_key: &str) -> hub::PushSigner {
-    let key = if cfg.live.push_key.is_empty() { secret_key.to_owned() } else { cfg.live.push_key.clone() };
-    let base = cfg.live.push_base.trim_end_matches('/').to_owned();
+/// The RTMP base URL (`rtmp://HOST:PORT/APP/`) that push and play URLs start with.
+fn rtmp_base(cfg: &Config, host: Option<&str>) -> String {
+    let host = host.unwrap_or(&cfg.media.public_host);
+    let port = cfg.rtmp.listen.rsplit(':').next().unwrap_or("1935");
+    format!("rtmp://{host}:{port}/{}/", cfg.rtmp.app)
+}
+
+/// Signs RTMP push URLs (`txSecret`/`txTime`, the streaming service's scheme, with
+/// the media push key) for co-hosts. `bound` is the RTMP base with the port the
+/// listener really got (set once it started; the configured one until then).
+fn push_signer(cfg: &Config, key: String, bound: Arc<std::sync::OnceLock<String>>) -> hub::PushSigner {
+    let configured = rtmp_base(cfg, None);
     let valid = cfg.live.push_valid_secs;
     Arc::new(move |stream: &str| {
-        let tx_time = format!("{:X}", util::now_secs() + valid);
-        let secret = onair_auth::tx_secret(&key, stream, &tx_time);
-        format!("{base}/{stream}?txSecret={secret}&txTime={tx_time}")
+        let base = bound.get().unwrap_or(&configured);
+        media::signed_url(base, &key, stream, "", valid)
     })
+}
+
+fn push_url(cfg: Config, stream: &str, host: Option<String>, valid_secs: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(media::valid_stream_name(stream), "--stream must be 1-128 of A-Z a-z 0-9 - _ .");
+    let key = media::push_key(&cfg.media, &cfg.data_dir, false)?;
+    let rtmp = rtmp_base(&cfg, host.as_deref());
+    let host = host.unwrap_or_else(|| cfg.media.public_host.clone());
+    let http_port = cfg.http.listen.rsplit(':').next().unwrap_or("8080");
+    println!("{}", media::signed_url(&rtmp, &key, stream, "", valid_secs));
+    let play_key = if cfg.media.play_key.is_empty() { key.clone() } else { cfg.media.play_key.clone() };
+    let flv = format!("http://{host}:{http_port}/live/");
+    if cfg.media.play_auth {
+        eprintln!("play (RTMP)     {}", media::signed_url(&rtmp, &play_key, stream, "", valid_secs));
+        eprintln!("play (HTTP-FLV) {}", media::signed_url(&flv, &play_key, stream, ".flv", valid_secs));
+    } else {
+        eprintln!("play (RTMP)     {rtmp}{stream}");
+        eprintln!("play (HTTP-FLV) {flv}{stream}.flv");
+    }
+    Ok(())
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
@@ -166,7 +210,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         user_limits: cfg.user_limits(),
         business: cfg.business(),
     };
-    let push_url = push_signer(&cfg, &app.secret_key);
+    let push_key = media::push_key(&cfg.media, &cfg.data_dir, true)?;
+    let rtmp_bound = Arc::new(std::sync::OnceLock::new());
+    let push_url = push_signer(&cfg, push_key.clone(), rtmp_bound.clone());
     let hub = hub::Hub::load(
         store.clone(),
         writer.clone(),
@@ -187,6 +233,24 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(words = list.len(), "loaded the sensitive-word list");
         hub.seed_app_filter(list);
     }
+    // Rooms follow their streams: publish → live, unpublish → paused, recording → replay.
+    let observer: Arc<dyn media::StreamObserver> = hub::HubObserver::start(hub.clone(), &tasks, shutdown.clone());
+    let media = media::MediaService::start(
+        cfg.rtmp.clone(),
+        cfg.media.clone(),
+        push_key,
+        app.sdkappid,
+        observer,
+        shutdown.clone(),
+        tasks.clone(),
+    )
+    .await?;
+    if let Some(addr) = media.rtmp_addr {
+        let host = &cfg.media.public_host;
+        let _ = rtmp_bound.set(format!("rtmp://{host}:{}/{}/", addr.port(), cfg.rtmp.app));
+    }
+    let hls = media::hls::HlsHub::new(cfg.media.hls.clone(), &cfg.data_dir, media.clone()).await;
+    hls.spawn(shutdown.clone(), tasks.clone());
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
         .with_context(|| format!("binding {}", cfg.http.listen))?;
@@ -201,6 +265,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         metrics: metrics_handle,
         shutdown: shutdown.clone(),
         next_conn_id: AtomicU64::new(1),
+        media,
+        hls,
     });
     // Listen for SIGTERM/SIGINT before announcing the server, so a stop that comes
     // right after the "listening" line is a graceful one.
@@ -211,7 +277,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let router = api::router(state.clone());
     let server_shutdown = shutdown.clone();
     let send_buffer = state.cfg.http.socket_send_buffer;
+    let stall = state.cfg.http.stall_timeout_secs;
     let listener = listener.tap_io(move |tcp| {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if stall > 0 {
+            let _ = socket2::SockRef::from(&*tcp).set_tcp_user_timeout(Some(Duration::from_secs(stall)));
+        }
         // Writes are already batched per flush, so Nagle would only add delay.
         let _ = tcp.set_nodelay(true);
         // A bounded kernel send buffer keeps a stalled viewer's backlog in our
@@ -285,6 +356,7 @@ fn print_banner(state: &state::Shared, addr: std::net::SocketAddr, created: bool
          \n  health          {base}/healthz\
          \n  metrics         {base}/metrics\
          {web}\
+         {rtmp}\
          \n\
          \nlistening on {base}",
         web = web::banner(state, &base, &admin, &sig),
@@ -292,5 +364,26 @@ fn print_banner(state: &state::Shared, addr: std::net::SocketAddr, created: bool
         key = state.app.secret_key,
         data = state.cfg.data_dir.display(),
         port = addr.port(),
+        rtmp = rtmp_banner(state, &host, addr.port()),
     );
+}
+
+fn rtmp_banner(state: &AppState, host: &str, http_port: u16) -> String {
+    let media = &state.media;
+    let Some(addr) = media.rtmp_addr else { return "\n  RTMP            off ([rtmp] listen is empty)".into() };
+    let rtmp = format!("rtmp://{host}:{}/{}/", addr.port(), media.rtmp.app);
+    let push = if media.rtmp.auth {
+        media::signed_url(&rtmp, media.push_key(), "test", "", 86_400)
+    } else {
+        format!("{rtmp}test  (push auth off)")
+    };
+    format!(
+        "\n  RTMP push       {push}\
+         \n  push key        {key}  (`onair push-url --stream NAME` signs a URL)\
+         \n  watch           http://{host}:{http_port}/live/test.flv  or  {rtmp}test\
+         \n\
+         \nrtmp listening on rtmp://{host}:{port}",
+        key = media.push_key(),
+        port = addr.port(),
+    )
 }

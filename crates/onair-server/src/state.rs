@@ -76,6 +76,10 @@ pub struct AppState {
     pub next_conn_id: AtomicU64,
     /// Bounds concurrent WebSocket connections.
     pub conn_limit: Arc<Semaphore>,
+    /// Live video (RTMP, HTTP-FLV, stream registry).
+    pub media: Arc<crate::media::MediaService>,
+    /// LL-HLS, live fMP4, recordings, snapshots.
+    pub hls: Arc<crate::media::hls::HlsHub>,
 }
 
 /// The handle handlers receive.

@@ -183,9 +183,8 @@ fn stream_of(state: &Shared, room_id: &str) -> Result<String, ApiError> {
 }
 
 /// The anchor's push address for OBS: server URL and stream key (the key carries the
-/// streaming service's `txSecret`/`txTime` signature), owner/admin only. Signed like
-/// co-host URLs: `[live] push_key` (empty = the app's secret key), `push_base`,
-/// `push_valid_secs`.
+/// streaming service's `txSecret`/`txTime` signature, with the media push key),
+/// owner/admin only, valid `[live] push_valid_secs`.
 async fn push_url(
     State(state): State<Shared>,
     caller: Caller,
@@ -194,7 +193,7 @@ async fn push_url(
 ) -> Result<Response, ApiError> {
     caller.must_manage(&*state.hub.get(&id)?)?;
     let stream = stream_of(&state, &id)?;
-    let (key, base) = push_signing(&state);
+    let (key, base) = push_signing(&state)?;
     let expire_at = crate::util::now_secs() + state.cfg.live.push_valid_secs;
     let tx_time = format!("{expire_at:X}");
     let secret = onair_auth::tx_secret(&key, &stream, &tx_time);
@@ -210,16 +209,16 @@ async fn push_url(
     .into_response())
 }
 
-/// The key push addresses are signed with and the RTMP base they point at:
-/// `[live] push_key` (empty = the app's secret key) and `push_base`, as the co-host
-/// URLs. With the media server in the binary these must be the key its RTMP listener
-/// checks and its address: `state.media.push_key()` and
-/// `format!("rtmp://127.0.0.1:{}/{}", addr.port(), state.media.rtmp.app)` for
-/// `Some(addr) = state.media.rtmp_addr` (the browser test pushes with what this returns).
-fn push_signing(state: &Shared) -> (String, String) {
-    let live = &state.cfg.live;
-    let key = if live.push_key.is_empty() { state.app.secret_key.clone() } else { live.push_key.clone() };
-    (key, live.push_base.clone())
+/// The key push addresses are signed with and the RTMP base they point at: the key the
+/// media server's RTMP listener checks and the address it really listens on (host
+/// `[media] public_host`), so OBS is accepted with what the studio hands out.
+fn push_signing(state: &Shared) -> Result<(String, String), ApiError> {
+    let media = &state.media;
+    let Some(addr) = media.rtmp_addr else {
+        return Err(Rejection::new(Code::InvalidParam, "RTMP ingest is off on this server ([rtmp] listen)").into());
+    };
+    let base = format!("rtmp://{}:{}/{}", state.cfg.media.public_host, addr.port(), media.rtmp.app);
+    Ok((media.push_key().to_owned(), base))
 }
 
 /// `base` with a loopback host replaced by the host the browser used: the server may

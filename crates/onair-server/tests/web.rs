@@ -83,7 +83,7 @@ async fn demo_mode_is_off_when_the_app_is_configured() {
 
 #[tokio::test]
 async fn demo_mode_mints_guests_and_creates_the_demo_room() {
-    let server = Server::start("[demo]\nenabled = true\n[live]\npush_key = \"livepushkey0123\"\n").await;
+    let server = Server::start("[demo]\nenabled = true\n[media]\npush_key = \"mediapushkey0123\"\n").await;
     let (_, cfg) = server.http("GET", "/api/v1/web/config", None).await;
     assert_eq!(cfg["demo"], true);
     let (_, rooms) = server.http("GET", "/api/v1/rooms", None).await;
@@ -126,8 +126,8 @@ async fn demo_mode_mints_guests_and_creates_the_demo_room() {
     let (stream, query) = key.split_once('?').unwrap();
     assert_eq!(stream, "demo");
     let params: std::collections::HashMap<_, _> = query.split('&').filter_map(|p| p.split_once('=')).collect();
-    // Signed with `[live] push_key` (the co-host URLs' key too).
-    let expected = onair_auth::tx_secret("livepushkey0123", "demo", params["txTime"]);
+    // Signed with the media server's push key (`[media] push_key`), as the RTMP listener checks.
+    let expected = onair_auth::tx_secret("mediapushkey0123", "demo", params["txTime"]);
     assert_eq!(params["txSecret"], expected);
     assert!(push["server"].as_str().unwrap().starts_with("rtmp://127.0.0.1:"));
     assert_eq!(push["url"], format!("{}{}", push["server"].as_str().unwrap(), key));
@@ -149,10 +149,10 @@ async fn demo_mode_mints_guests_and_creates_the_demo_room() {
     let (status, v) = server.http("GET", &server.admin("/api/v1/admin/config"), None).await;
     assert_eq!(status, 200);
     assert_eq!(v["config"]["app"]["secret_key"], "(set)");
-    assert_eq!(v["config"]["live"]["push_key"], "(set)");
+    assert_eq!(v["config"]["media"]["push_key"], "(set)");
     assert_eq!(v["config"]["app"]["api_token"], "", "an empty secret stays empty");
     assert!(!v.to_string().contains(SECRET_KEY));
-    assert!(!v.to_string().contains("livepushkey0123"));
+    assert!(!v.to_string().contains("mediapushkey0123"));
     let (status, _) = server.http("GET", &format!("/api/v1/admin/config?{}", q(&g1)), None).await;
     assert_eq!(status, 403, "a guest is not an admin");
 

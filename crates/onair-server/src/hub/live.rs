@@ -35,6 +35,48 @@ pub enum StreamLifecycle {
     },
 }
 
+/// The hub as the media service's [`StreamObserver`]: events are queued in order
+/// and applied by one task, so a media task never waits for the database.
+pub struct HubObserver {
+    queue: tokio::sync::mpsc::Sender<(String, StreamLifecycle)>,
+}
+
+/// Stream events waiting for the hub; beyond this many the newest are dropped
+/// (and logged): the media path must never block on the room layer.
+const OBSERVER_QUEUE: usize = 1024;
+
+impl HubObserver {
+    /// Starts the task that applies stream events to rooms.
+    pub fn start(
+        hub: Arc<Hub>,
+        tasks: &tokio_util::task::TaskTracker,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Arc<HubObserver> {
+        let (queue, mut rx) = tokio::sync::mpsc::channel::<(String, StreamLifecycle)>(OBSERVER_QUEUE);
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    next = rx.recv() => match next {
+                        Some((stream, event)) => hub.on_stream(&stream, event).await,
+                        None => break,
+                    },
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        });
+        Arc::new(HubObserver { queue })
+    }
+}
+
+impl crate::media::StreamObserver for HubObserver {
+    fn on_stream(&self, stream: &str, event: StreamLifecycle) {
+        if self.queue.try_send((stream.to_owned(), event)).is_err() {
+            tracing::warn!(stream, "stream event dropped: the room layer is behind");
+            metrics::counter!("onair_stream_events_dropped_total").increment(1);
+        }
+    }
+}
+
 impl Hub {
     /// Moves a room to `to`, or explains why it cannot.
     pub async fn change_state(

@@ -48,7 +48,7 @@ mod moderation;
 mod words;
 
 pub use business::BusinessConfig;
-pub use live::StreamLifecycle;
+pub use live::{HubObserver, StreamLifecycle};
 
 pub use moderation::BanEntry;
 use words::{Screened, parse_filter};

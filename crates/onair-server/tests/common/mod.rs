@@ -43,12 +43,21 @@ pub struct Server {
     dir: tempfile::TempDir,
     config: PathBuf,
     pub port: u16,
+    /// The RTMP listener's port (the harness puts it on a free port).
+    pub rtmp_port: u16,
     stderr: Arc<Mutex<Vec<String>>>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
     /// Starts a server with the base config plus `extra_toml`.
     pub async fn start(extra_toml: &str) -> Server {
+        Server::start_with_env(extra_toml, &[]).await
+    }
+
+    /// Like [`Server::start`], with extra `ONAIR_…` environment variables (for
+    /// settings in tables the base config already opens, such as `[http]`).
+    pub async fn start_with_env(extra_toml: &str, env: &[(&str, &str)]) -> Server {
         // Per-user send limits are off unless a test sets them: most tests send fast
         // and repeat texts on purpose.
         const LIMITS_OFF: &str = "user_rate_per_sec = 0\nflood_max_repeats = 0\n";
@@ -67,7 +76,15 @@ impl Server {
             data = dir.path().display().to_string(),
         );
         std::fs::write(&config, text).expect("write config");
-        let mut server = Server { child: None, dir, config, port: 0, stderr: Arc::new(Mutex::new(Vec::new())) };
+        let mut server = Server {
+            child: None,
+            dir,
+            config,
+            port: 0,
+            rtmp_port: 0,
+            stderr: Arc::new(Mutex::new(Vec::new())),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
         server.spawn().await;
         server
     }
@@ -78,6 +95,9 @@ impl Server {
             .arg("--config")
             .arg(&self.config)
             .env("ONAIR_LOG", "warn")
+            // Tests run in parallel: RTMP on a free port, never the default 1935.
+            .env("ONAIR_RTMP__LISTEN", "127.0.0.1:0")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -94,8 +114,12 @@ impl Server {
         });
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut rtmp_port = 0;
         let port = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if let Some(rest) = line.strip_prefix("rtmp listening on rtmp://127.0.0.1:") {
+                    rtmp_port = rest.trim().parse::<u16>().expect("rtmp port");
+                }
                 if let Some(rest) = line.strip_prefix("listening on http://127.0.0.1:") {
                     return rest.trim().parse::<u16>().expect("port");
                 }
@@ -107,6 +131,7 @@ impl Server {
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.port = port;
+        self.rtmp_port = rtmp_port;
         self.child = Some(child);
     }
 
