@@ -309,7 +309,7 @@ pub fn banner(state: &Shared, base: &str, admin: &str, admin_sig: &str) -> Strin
     let room = state.hub.list().first().map(|r| r.profile().id.clone());
     let mut out = String::new();
     if let Some(room) = room {
-        out.push_str(&format!("\n  watch           {base}/room/{room}\n  studio          {base}/studio/{room}"));
+        out.push_str(&format!("\n  watch page      {base}/room/{room}\n  studio          {base}/studio/{room}"));
     }
     out.push_str(&format!("\n  admin console   {base}/admin#identifier={admin}&usersig={admin_sig}"));
     if demo_enabled(state) {
