@@ -194,7 +194,7 @@ async fn push_url(
 ) -> Result<Response, ApiError> {
     caller.must_manage(&*state.hub.get(&id)?)?;
     let stream = stream_of(&state, &id)?;
-    let (key, base) = push_signing(&state);
+    let (key, base) = push_signing(&state)?;
     let expire_at = crate::util::now_secs() + state.cfg.live.push_valid_secs;
     let tx_time = format!("{expire_at:X}");
     let secret = onair_auth::tx_secret(&key, &stream, &tx_time);
@@ -311,7 +311,7 @@ pub fn banner(state: &Shared, base: &str, admin: &str, admin_sig: &str) -> Strin
     let room = state.hub.list().first().map(|r| r.profile().id.clone());
     let mut out = String::new();
     if let Some(room) = room {
-        out.push_str(&format!("\n  watch           {base}/room/{room}\n  studio          {base}/studio/{room}"));
+        out.push_str(&format!("\n  watch page      {base}/room/{room}\n  studio          {base}/studio/{room}"));
     }
     out.push_str(&format!("\n  admin console   {base}/admin#identifier={admin}&usersig={admin_sig}"));
     if demo_enabled(state) {

@@ -152,7 +152,7 @@ async fn demo_mode_mints_guests_and_creates_the_demo_room() {
     assert_eq!(v["config"]["media"]["push_key"], "(set)");
     assert_eq!(v["config"]["app"]["api_token"], "", "an empty secret stays empty");
     assert!(!v.to_string().contains(SECRET_KEY));
-    assert!(!v.to_string().contains("livepushkey0123"));
+    assert!(!v.to_string().contains("mediapushkey0123"));
     let (status, _) = server.http("GET", &format!("/api/v1/admin/config?{}", q(&g1)), None).await;
     assert_eq!(status, 403, "a guest is not an admin");
 
