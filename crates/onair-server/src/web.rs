@@ -194,7 +194,7 @@ async fn push_url(
 ) -> Result<Response, ApiError> {
     caller.must_manage(&*state.hub.get(&id)?)?;
     let stream = stream_of(&state, &id)?;
-    let (key, base) = push_signing(&state)?;
+    let (key, base) = push_signing(&state);
     let expire_at = crate::util::now_secs() + state.cfg.live.push_valid_secs;
     let tx_time = format!("{expire_at:X}");
     let secret = onair_auth::tx_secret(&key, &stream, &tx_time);

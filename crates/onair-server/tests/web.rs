@@ -83,7 +83,7 @@ async fn demo_mode_is_off_when_the_app_is_configured() {
 
 #[tokio::test]
 async fn demo_mode_mints_guests_and_creates_the_demo_room() {
-    let server = Server::start("[demo]\nenabled = true\n[media]\npush_key = \"livepushkey0123\"\n").await;
+    let server = Server::start("[demo]\nenabled = true\n[media]\npush_key = \"mediapushkey0123\"\n").await;
     let (_, cfg) = server.http("GET", "/api/v1/web/config", None).await;
     assert_eq!(cfg["demo"], true);
     let (_, rooms) = server.http("GET", "/api/v1/rooms", None).await;
@@ -127,7 +127,7 @@ async fn demo_mode_mints_guests_and_creates_the_demo_room() {
     assert_eq!(stream, "demo");
     let params: std::collections::HashMap<_, _> = query.split('&').filter_map(|p| p.split_once('=')).collect();
     // Signed with `[media] push_key`: what the RTMP listener checks (and co-host URLs use).
-    let expected = onair_auth::tx_secret("livepushkey0123", "demo", params["txTime"]);
+    let expected = onair_auth::tx_secret("mediapushkey0123", "demo", params["txTime"]);
     assert_eq!(params["txSecret"], expected);
     assert!(push["server"].as_str().unwrap().starts_with("rtmp://127.0.0.1:"));
     assert_eq!(push["url"], format!("{}{}", push["server"].as_str().unwrap(), key));
