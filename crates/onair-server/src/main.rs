@@ -251,6 +251,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let hls = media::hls::HlsHub::new(cfg.media.hls.clone(), &cfg.data_dir, media.clone()).await;
     hls.spawn(shutdown.clone(), tasks.clone());
+    let _renditions = media::renditions::Renditions::start(media.clone(), shutdown.clone(), tasks.clone()).await;
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
         .with_context(|| format!("binding {}", cfg.http.listen))?;

@@ -139,6 +139,18 @@ pub struct HlsHub {
     ffmpeg: Option<String>,
 }
 
+/// Whether `ffmpeg` (a name on PATH or a path) runs; checked once at start by each
+/// feature that needs it (snapshots, renditions).
+pub async fn ffmpeg_available(ffmpeg: &str) -> bool {
+    tokio::process::Command::new(ffmpeg)
+        .arg("-version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
 /// Stream names, recording ids and file names: one safe path component.
 fn safe_name(s: &str) -> bool {
     super::valid_stream_name(s)
@@ -150,13 +162,7 @@ impl HlsHub {
         let ffmpeg = if settings.snapshot_secs == 0 {
             None
         } else {
-            let ok = tokio::process::Command::new(&settings.ffmpeg)
-                .arg("-version")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .await
-                .is_ok_and(|s| s.success());
+            let ok = ffmpeg_available(&settings.ffmpeg).await;
             if ok {
                 tracing::info!(ffmpeg = %settings.ffmpeg, every_secs = settings.snapshot_secs, "stream snapshots on");
                 Some(settings.ffmpeg.clone())
@@ -797,6 +803,16 @@ fn info(hub: &Arc<HlsHub>, name: &str) -> Response {
     let Some(live) = hub.get(name) else {
         return status(StatusCode::NOT_FOUND, "stream not live\n");
     };
+    // Renditions of this stream that are live right now (see `renditions`).
+    let renditions: Vec<serde_json::Value> = hub
+        .media
+        .cfg
+        .renditions
+        .iter()
+        .map(|r| super::renditions::rendition_stream(name, r))
+        .filter(|s| hub.registry.get(s).is_some())
+        .map(|s| serde_json::json!({ "stream": s, "flv": format!("/live/{s}.flv"), "hls": format!("/live/{s}.m3u8") }))
+        .collect();
     let inner = live.inner.lock();
     let codecs = inner.seg.as_ref().map(|s| s.codecs().to_string()).unwrap_or_else(|| inner.config.codecs());
     let body = serde_json::json!({
@@ -811,6 +827,7 @@ fn info(hub: &Arc<HlsHub>, name: &str) -> Response {
         "fmp4": format!("/live/{name}.mp4"),
         "flv": format!("/live/{name}.flv"),
         "snapshot": format!("/live/{name}/snapshot.jpg"),
+        "renditions": renditions,
     });
     ([(header::CACHE_CONTROL, "no-cache")], axum::Json(body)).into_response()
 }

@@ -19,6 +19,7 @@ pub mod hls;
 pub mod hooks;
 pub mod http;
 pub mod registry;
+pub mod renditions;
 pub mod rtmp;
 
 use std::net::SocketAddr;
@@ -105,6 +106,14 @@ pub struct MediaConfig {
     pub callback_key: String,
     /// Callback request timeout.
     pub callback_timeout_ms: u64,
+    /// Renditions made of every published stream by ffmpeg children, published back
+    /// as `{stream}_{name}`: `[{ name = "360p", height = 360, video_kbps = 600 }]`.
+    /// Empty = off.
+    pub renditions: Vec<renditions::Rendition>,
+    /// Text burned into every rendition (top right); empty = none.
+    pub overlay_text: String,
+    /// Most rendition ffmpeg children at once (a stream gets all its renditions or none).
+    pub max_transcodes: usize,
     /// LL-HLS, recording and snapshot keys (`record`, `snapshot_secs`, `hls_part_ms`, …).
     #[serde(flatten)]
     pub hls: hls::HlsSettings,
@@ -125,6 +134,9 @@ impl Default for MediaConfig {
             callback_url: String::new(),
             callback_key: String::new(),
             callback_timeout_ms: 5_000,
+            renditions: Vec::new(),
+            overlay_text: String::new(),
+            max_transcodes: 4,
             hls: hls::HlsSettings::default(),
         }
     }
