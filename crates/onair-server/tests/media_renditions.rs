@@ -76,3 +76,18 @@ async fn a_240p_rendition_with_overlay_is_published_plays_and_ends_with_its_sour
     assert!(log.iter().any(|l| l.contains("rendition started") && l.contains("cam_240p")), "{log:?}");
     assert!(!log.iter().any(|l| l.contains("restarting") || l.contains("giving up")), "{log:?}");
 }
+
+#[tokio::test]
+async fn without_ffmpeg_renditions_are_off_with_a_clear_message() {
+    let s = Server::start(&media_toml(
+        "ffmpeg = \"/nonexistent/ffmpeg\"\nrenditions = [{ name = \"240p\", height = 240, video_kbps = 300 }]\n",
+    ))
+    .await;
+    eventually("the renditions-off warning", T, || async {
+        s.stderr().iter().any(|l| l.contains("renditions off: ffmpeg not found"))
+    })
+    .await;
+    // The server itself runs normally.
+    let (status, _) = s.http("GET", "/api/v1/streams/nothing", None).await;
+    assert_eq!(status, 404);
+}
