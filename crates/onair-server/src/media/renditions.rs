@@ -221,6 +221,10 @@ impl Renditions {
         if is_rendition(source, list) {
             return;
         }
+        if let Some(bad) = list.iter().map(|r| rendition_stream(source, r)).find(|n| !super::valid_stream_name(n)) {
+            tracing::warn!(stream = %source, rendition = %bad, "no renditions for this stream: the rendition name is not a valid stream name (too long?)");
+            return;
+        }
         let token = {
             let mut running = self.running.lock();
             if running.contains_key(source) {
