@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod media_util;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -15,18 +16,9 @@ use common::Server;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use media_util::have_ffmpeg;
 use serde_json::Value;
 use tokio::process::{Child, Command};
-
-fn have_ffmpeg() -> bool {
-    let ok = |t: &str| std::process::Command::new(t).arg("-version").output().is_ok_and(|o| o.status.success());
-    if ok("ffmpeg") && ok("ffprobe") {
-        true
-    } else {
-        eprintln!("SKIPPED: ffmpeg/ffprobe not installed");
-        false
-    }
-}
 
 async fn start(extra: &str) -> (Server, u16) {
     let server =

@@ -13,16 +13,6 @@ use std::time::Duration;
 use common::*;
 use media_util::*;
 
-fn have_ffmpeg() -> bool {
-    let ok = |t: &str| std::process::Command::new(t).arg("-version").output().is_ok_and(|o| o.status.success());
-    if ok("ffmpeg") && ok("ffprobe") {
-        true
-    } else {
-        eprintln!("SKIPPED: ffmpeg/ffprobe not installed");
-        false
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_240p_rendition_with_overlay_is_published_plays_and_ends_with_its_source() {
     if !have_ffmpeg() {

@@ -12,6 +12,17 @@ use tokio::process::{Child, Command};
 
 use crate::common::Server;
 
+/// Whether ffmpeg and ffprobe run here (tests that need them skip, saying so, when not).
+pub fn have_ffmpeg() -> bool {
+    let ok = |t: &str| std::process::Command::new(t).arg("-version").output().is_ok_and(|o| o.status.success());
+    if ok("ffmpeg") && ok("ffprobe") {
+        true
+    } else {
+        eprintln!("SKIPPED: ffmpeg/ffprobe not installed");
+        false
+    }
+}
+
 /// The push key the media tests configure.
 pub const PUSH_KEY: &str = "testpushkey0123";
 
