@@ -17,21 +17,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod latency_common;
+
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-
-type Http = Client<HttpConnector, Empty<Bytes>>;
-
-async fn get(client: &Http, url: &str) -> (u16, Bytes) {
-    let resp = client.get(url.parse().unwrap()).await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.into_body().collect().await.unwrap().to_bytes())
-}
+use latency_common::{client, get, percentiles, publish_started, spawn_publisher, wall_ms};
 
 /// Decode time (ms) of the last video sample of a part written by OnAir's muxer
 /// (track 1 first: tfdt base + the durations of all but the last trun entry).
@@ -70,20 +60,11 @@ async fn main() {
     let rtmp = args.get(2).cloned().unwrap_or_else(|| "127.0.0.1:1935".into());
     let secs: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(30);
     let stream = format!("lat{}", std::process::id());
-    let client: Http = Client::builder(TokioExecutor::new()).build_http();
+    let client = client();
 
-    let wall = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0;
     let t0 = Instant::now();
-    let t0_wall = wall();
-    let mut ff = tokio::process::Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-nostdin", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440", "-t", &(secs + 5).to_string()])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-b:v", "600k"])
-        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv"])
-        .arg(format!("rtmp://{rtmp}/live/{stream}"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ffmpeg");
+    let t0_wall = wall_ms();
+    let mut ff = spawn_publisher(&rtmp, &stream, secs + 5);
 
     let base = format!("http://{http}/live/");
     // Wait for the first playlist.
@@ -97,14 +78,12 @@ async fn main() {
         assert!(t0.elapsed() < Duration::from_secs(20), "no playlist");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let (_, info) = get(&client, &format!("http://{http}/api/v1/streams/{stream}")).await;
-    let info: serde_json::Value = serde_json::from_slice(&info).unwrap_or_default();
-    let published = info["startedAt"].as_f64().or(info["stream"]["startedAt"].as_f64()).unwrap_or(t0_wall);
+    let published = publish_started(&client, &http, &stream, t0_wall).await;
     let mut samples: Vec<f64> = Vec::new();
     let until = t0 + Duration::from_secs(secs);
     while Instant::now() < until {
         let (status, body) = get(&client, &format!("{base}{dir}{msn}.{part}.m4s")).await;
-        let arrival_ms = wall() - t0_wall;
+        let arrival_ms = wall_ms() - t0_wall;
         if status == 200 {
             if let Some(ts) = last_video_ms(&body) {
                 // Skip the first two segments: they include start-up.
@@ -120,13 +99,13 @@ async fn main() {
         }
     }
     let _ = ff.kill().await;
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
+    let count = samples.len();
+    let pct = percentiles(&mut samples);
     let startup = published - t0_wall;
     println!(
         "LL-HLS part delivery latency over {} parts (T0 = ffmpeg spawn; publish came {startup:.0} ms later): \
          p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms; from publish start: p50 {:.0} ms, p99 {:.0} ms",
-        samples.len(),
+        count,
         pct(0.5),
         pct(0.9),
         pct(0.99),
