@@ -440,10 +440,7 @@ async fn room_messages(
 ) -> ApiResult {
     state.hub.get(&id)?;
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
-    let msgs = state.store.messages_before(&id, q.before, limit).await.map_err(|e| {
-        tracing::error!(error = %e, "history read failed");
-        Rejection::new(Code::Internal, "internal storage error; retry later")
-    })?;
+    let msgs = state.store.messages_before(&id, q.before, limit).await.map_err(crate::hub::internal)?;
     let next_before = if msgs.len() == limit { msgs.last().map(|m| m.seq) } else { None };
     let wire: Vec<Value> =
         msgs.iter().map(|m| serde_json::to_value(onair_proto::wire_msg(m)).unwrap_or_default()).collect();
@@ -462,10 +459,7 @@ struct SendBody {
 }
 
 async fn sender_profile(state: &Shared, user_id: &str) -> Result<SenderProfile, Rejection> {
-    state.store.sender_profile(user_id).await.map_err(|e| {
-        tracing::error!(error = %e, "profile load failed");
-        Rejection::new(Code::Internal, "internal storage error; retry later")
-    })
+    state.store.sender_profile(user_id).await.map_err(crate::hub::internal)
 }
 
 async fn send_message(
@@ -563,10 +557,7 @@ async fn put_user(State(state): State<Shared>, _a: Admin, Path(id): Path<String>
         avatar: p.avatar.clone(),
         level: p.level,
     };
-    state.store.upsert_user(&record).await.map_err(|e| {
-        tracing::error!(error = %e, "profile save failed");
-        Rejection::new(Code::Internal, "internal storage error; retry later")
-    })?;
+    state.store.upsert_user(&record).await.map_err(crate::hub::internal)?;
     state.sessions.update_profile(&id, &p);
     ok(json!({"userId": p.user_id, "nick": p.nick, "avatar": p.avatar, "level": p.level}))
 }

@@ -209,10 +209,7 @@ async fn send_gift(
     let key = b.idempotency_key.or(header_key).unwrap_or_default();
     let count =
         u64::try_from(b.count).map_err(|_| ApiError(Rejection::new(Code::InvalidParam, "count must be 1..=9999")))?;
-    let sender = state.store.sender_profile(&caller.user).await.map_err(|e| {
-        tracing::error!(error = %e, "profile load failed");
-        ApiError(Rejection::new(Code::Internal, "internal storage error; retry later"))
-    })?;
+    let sender = state.store.sender_profile(&caller.user).await.map_err(crate::hub::internal)?;
     let reply = state.hub.send_gift(&id, sender, &b.gift_id, count, &key).await?;
     ok(json!({
         "balance": reply.balance, "ledgerId": reply.ledger_id, "comboId": reply.combo_id,
@@ -236,8 +233,7 @@ async fn leaderboard(
 }
 
 fn storage(e: onair_store::StoreError) -> ApiError {
-    tracing::error!(error = %e, "storage failure");
-    ApiError(Rejection::new(Code::Internal, "internal storage error; retry later"))
+    ApiError(crate::hub::internal(e))
 }
 
 async fn wallet(State(state): State<Shared>, caller: Caller, Path(user): Path<String>) -> ApiResult {

@@ -264,10 +264,7 @@ impl Conn {
             return Err(Rejection::new(Code::InvalidParam, "platform must be 1-16 bytes (e.g. Web, Android, iOS)"));
         }
         let verified = self.state.app.verify(req.sdkappid, &req.user_id, &req.user_sig)?;
-        let stored = self.state.store.get_user(&req.user_id).await.map_err(|e| {
-            tracing::error!(error = %e, "profile load failed");
-            Rejection::new(Code::Internal, "internal storage error; retry later")
-        })?;
+        let stored = self.state.store.get_user(&req.user_id).await.map_err(crate::hub::internal)?;
         // A first login creates the account (as the cloud's auto-import does).
         let mut changed = stored.is_none();
         let mut record =
@@ -476,10 +473,7 @@ impl Conn {
             avatar: p.avatar.clone(),
             level: p.level,
         };
-        self.state.store.upsert_user(&record).await.map_err(|e| {
-            tracing::error!(error = %e, "profile save failed");
-            Rejection::new(Code::Internal, "internal storage error; retry later")
-        })?;
+        self.state.store.upsert_user(&record).await.map_err(crate::hub::internal)?;
         self.state.sessions.update_profile(&p.user_id, &p);
         self.reply(onair_proto::ack_ok(id));
         Ok(())

@@ -451,7 +451,8 @@ fn room_not_found(id: &str) -> Rejection {
     Rejection::new(Code::RoomNotFound, format!("room '{id}' does not exist"))
 }
 
-fn internal(e: impl std::fmt::Display) -> Rejection {
+/// A storage failure as clients see it (10002, "retry later"); the cause goes to the log.
+pub(crate) fn internal(e: impl std::fmt::Display) -> Rejection {
     tracing::error!(error = %e, "storage failure");
     Rejection::new(Code::Internal, "internal storage error; retry later")
 }
