@@ -262,19 +262,15 @@ impl Store {
         .await?
         .try_get("balance")?;
         let now = to_db(now_ms(), "at")?;
-        let ledger_id: i64 = sqlx::query(
-            "INSERT INTO ledger (user_id, kind, amount, balance_after, counterparty, idempotency_key, at) \
-             VALUES (?, 'topup', ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(user_id)
-        .bind(amount_db)
-        .bind(balance)
-        .bind(admin)
-        .bind(key)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("id")?;
+        let row = LedgerRow {
+            amount: amount_db,
+            balance_after: balance,
+            counterparty: admin,
+            key,
+            at: now,
+            ..LedgerRow::new(user_id, "topup")
+        };
+        let ledger_id = insert_ledger(&mut tx, &row).await?;
         remember(&mut tx, &scope, key, &fingerprint, ledger_id, now).await?;
         tx.commit().await?;
         Ok(Receipt {
@@ -318,22 +314,18 @@ impl Store {
         let balance: i64 = row.try_get("balance")?;
         let now = to_db(now_ms(), "at")?;
         let count = to_db(order.count, "count")?;
-        let ledger_id: i64 = sqlx::query(
-            "INSERT INTO ledger (user_id, kind, amount, balance_after, gift_id, gift_count, room_id, counterparty, \
-             idempotency_key, at) VALUES (?, 'gift', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(order.sender)
-        .bind(-cost)
-        .bind(balance)
-        .bind(&order.gift.gift_id)
-        .bind(count)
-        .bind(order.room_id)
-        .bind(order.anchor)
-        .bind(order.key)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("id")?;
+        let paid = LedgerRow {
+            amount: -cost,
+            balance_after: balance,
+            gift_id: &order.gift.gift_id,
+            gift_count: count,
+            room_id: order.room_id,
+            counterparty: order.anchor,
+            key: order.key,
+            at: now,
+            ..LedgerRow::new(order.sender, "gift")
+        };
+        let ledger_id = insert_ledger(&mut tx, &paid).await?;
         let earnings: i64 = sqlx::query(
             "INSERT INTO wallets (user_id, earnings) VALUES (?, ?) ON CONFLICT (user_id) \
              DO UPDATE SET earnings = earnings + excluded.earnings RETURNING earnings",
@@ -343,21 +335,15 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?
         .try_get("earnings")?;
-        sqlx::query(
-            "INSERT INTO ledger (user_id, kind, amount, balance_after, gift_id, gift_count, room_id, counterparty, \
-             idempotency_key, at) VALUES (?, 'earning', ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(order.anchor)
-        .bind(cost)
-        .bind(earnings)
-        .bind(&order.gift.gift_id)
-        .bind(count)
-        .bind(order.room_id)
-        .bind(order.sender)
-        .bind(order.key)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let earned = LedgerRow {
+            user_id: order.anchor,
+            kind: "earning",
+            amount: cost,
+            balance_after: earnings,
+            counterparty: order.sender,
+            ..paid
+        };
+        insert_ledger(&mut tx, &earned).await?;
         sqlx::query(
             "INSERT INTO room_gift_totals (room_id, user_id, total) VALUES (?, ?, ?) \
              ON CONFLICT (room_id, user_id) DO UPDATE SET total = total + excluded.total",
@@ -559,6 +545,59 @@ impl Store {
         let rows = sqlx::query("SELECT * FROM lotteries WHERE status = 'running'").fetch_all(&self.pool).await?;
         rows.iter().map(lottery_from_row).collect()
     }
+}
+
+/// One ledger row to write (integers already in the database's range).
+#[derive(Clone, Copy)]
+struct LedgerRow<'a> {
+    user_id: &'a str,
+    kind: &'a str,
+    amount: i64,
+    balance_after: i64,
+    gift_id: &'a str,
+    gift_count: i64,
+    room_id: &'a str,
+    counterparty: &'a str,
+    key: &'a str,
+    at: i64,
+}
+
+impl<'a> LedgerRow<'a> {
+    fn new(user_id: &'a str, kind: &'a str) -> Self {
+        LedgerRow {
+            user_id,
+            kind,
+            amount: 0,
+            balance_after: 0,
+            gift_id: "",
+            gift_count: 0,
+            room_id: "",
+            counterparty: "",
+            key: "",
+            at: 0,
+        }
+    }
+}
+
+/// Writes a ledger row; returns its id.
+async fn insert_ledger(tx: &mut sqlx::SqliteConnection, r: &LedgerRow<'_>) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO ledger (user_id, kind, amount, balance_after, gift_id, gift_count, room_id, counterparty, \
+         idempotency_key, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(r.user_id)
+    .bind(r.kind)
+    .bind(r.amount)
+    .bind(r.balance_after)
+    .bind(r.gift_id)
+    .bind(r.gift_count)
+    .bind(r.room_id)
+    .bind(r.counterparty)
+    .bind(r.key)
+    .bind(r.at)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(row.try_get("id")?)
 }
 
 /// The earlier answer for a replayed key, or `KeyReused` if it named another request.

@@ -17,7 +17,7 @@ use onair_core::level::{self, Activity, LevelWeights};
 use onair_core::likes::{LikeConfig, LikeCounter};
 use onair_core::live::{ChangeReason, LiveState};
 use onair_core::lottery::{self, Entries, LotterySpec};
-use onair_core::message::{CustomElem, MsgElem, Outgoing, Priority, SenderProfile};
+use onair_core::message::{ChatMessage, CustomElem, MsgElem, Outgoing, Priority, SenderProfile, body_text};
 use onair_core::popularity::{PopularityWeights, RoomStats};
 use onair_core::random::RandomSource;
 use onair_core::{Code, Millis, Rejection};
@@ -149,14 +149,17 @@ impl RoomBiz {
         }
     }
 
-    /// A delivered user message: statistics and lottery entry.
-    pub(crate) fn delivered(&mut self, sender: &SenderProfile, text: &str, now: Millis, w: &PopularityWeights) {
-        self.stats.messages(1, now, w);
+    /// A round's delivered user messages: statistics, and lottery entries (the text
+    /// is only built while a lottery runs).
+    pub(crate) fn delivered(&mut self, msgs: &[Arc<ChatMessage>], now: Millis, w: &PopularityWeights) {
+        self.stats.messages(msgs.len() as u64, now, w);
         self.stats_dirty = true;
-        if let Some(lottery) = &mut self.lottery
-            && lottery.entries.offer(&sender.user_id, sender.level, text, now)
-        {
-            lottery.dirty = true;
+        if let Some(lottery) = &mut self.lottery {
+            for m in msgs {
+                if lottery.entries.offer(&m.sender.user_id, m.sender.level, &body_text(&m.body), now) {
+                    lottery.dirty = true;
+                }
+            }
         }
     }
 }

@@ -982,8 +982,7 @@ impl Hub {
                 Outcome::Delivered { seq, time_ms } => {
                     let delivered = seq.checked_sub(first_seq).and_then(|i| out.delivered.get(i as usize));
                     if let Some(m) = delivered.filter(|_| !ticket.ctx.system) {
-                        room.biz.lock().delivered(&m.sender, &body_text(&m.body), now, &self.business.popularity);
-                        credited.push(m.sender.user_id.clone());
+                        credited.push(m.clone());
                     }
                     if let Some(m) = delivered.filter(|_| !ticket.ctx.forbid_after) {
                         self.callbacks.after(
@@ -1006,8 +1005,11 @@ impl Hub {
             };
             ticket.reply.resolve(result);
         }
-        for user in credited {
-            self.credit(&user, |a| a.messages += 1);
+        if !credited.is_empty() {
+            room.biz.lock().delivered(&credited, now, &self.business.popularity);
+            for m in &credited {
+                self.credit(&m.sender.user_id, |a| a.messages += 1);
+            }
         }
         pushed
     }
