@@ -51,6 +51,38 @@ pub struct Config {
     pub media: MediaConfig,
     /// `[demo]`: guest logins and a demo room for trying the web app.
     pub demo: DemoSettings,
+    /// `[store]`: which database (the embedded SQLite by default, or PostgreSQL).
+    pub store: StoreSettings,
+    /// `[cluster]`: several nodes sharing rooms through Redis.
+    pub cluster: ClusterSettings,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreSettings {
+    /// Empty = SQLite in `data_dir`; `postgres://user@host/db` = PostgreSQL (required
+    /// by a cluster, whose nodes must share one database).
+    pub url: String,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterSettings {
+    /// Empty = one node with an in-process bus; `redis://host:port` = share rooms
+    /// with every node on the same Redis and prefix.
+    pub redis: String,
+    /// This node's name in the cluster (empty = a random one per start).
+    pub node_id: String,
+    /// Prefix of every Redis key and channel, so several clusters can share a Redis.
+    pub prefix: String,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings { redis: String::new(), node_id: String::new(), prefix: "onair".into() }
+    }
 }
 
 /// `[demo]`.
@@ -252,6 +284,8 @@ impl Default for Config {
             rtmp: RtmpConfig::default(),
             media: MediaConfig::default(),
             demo: DemoSettings::default(),
+            store: StoreSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
