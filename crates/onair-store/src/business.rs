@@ -1,19 +1,23 @@
 //! Money, activity, statistics and lotteries.
 //!
-//! Every coin movement is one `BEGIN IMMEDIATE` transaction: the write lock is taken
-//! before anything is read, so concurrent gift requests against one wallet are
-//! serialised by SQLite itself and can neither overdraw it nor debit it twice for
-//! the same idempotency key. The `CHECK (balance >= 0)` in the schema is the last
-//! line of defence, not the mechanism.
+//! Every coin movement is one transaction. On SQLite it is `BEGIN IMMEDIATE`: the
+//! write lock is taken before anything is read, so concurrent gift requests against
+//! one wallet are serialised by SQLite itself and can neither overdraw it nor debit
+//! it twice for the same idempotency key. On PostgreSQL (READ COMMITTED) the payer's
+//! wallet row is locked first (`FOR UPDATE`), the debit is a conditional
+//! `UPDATE … WHERE balance >= cost`, and the `(scope, key)` primary key of the
+//! idempotency table settles any race the lock cannot (a wallet that did not exist
+//! yet): the loser's transaction fails with a unique violation, rolls back whole and
+//! is run again, and then answers with the winner's receipt. The
+//! `CHECK (balance >= 0)` in the schema is the last line of defence, not the
+//! mechanism.
 
+use crate::StoreError;
+use crate::db::{RowExt, on_pool, retry_money};
+use crate::store::{Store, decode_json, encode_json, from_db, limit_db, now_ms, to_db};
 use onair_core::gifts::Gift;
 use onair_core::level::Activity;
 use onair_core::popularity::RoomStats;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
-use crate::StoreError;
-use crate::store::{Store, decode_json, encode_json, from_db, limit_db, now_ms, to_db};
 
 /// A wallet.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -146,137 +150,227 @@ pub struct LotteryRecord {
     pub drawn_at: u64,
 }
 
-fn ledger_from_row(row: &SqliteRow) -> Result<LedgerEntry, StoreError> {
+fn ledger_from_row(row: &impl RowExt) -> Result<LedgerEntry, StoreError> {
     Ok(LedgerEntry {
-        id: from_db(row.try_get("id")?, "ledger id")?,
-        user_id: row.try_get("user_id")?,
-        kind: row.try_get("kind")?,
-        amount: row.try_get("amount")?,
-        balance_after: from_db(row.try_get("balance_after")?, "balance_after")?,
-        gift_id: row.try_get("gift_id")?,
-        gift_count: from_db(row.try_get("gift_count")?, "gift_count")?,
-        room_id: row.try_get("room_id")?,
-        counterparty: row.try_get("counterparty")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        at: from_db(row.try_get("at")?, "at")?,
+        id: from_db(row.int("id")?, "ledger id")?,
+        user_id: row.text("user_id")?,
+        kind: row.text("kind")?,
+        amount: row.int("amount")?,
+        balance_after: from_db(row.int("balance_after")?, "balance_after")?,
+        gift_id: row.text("gift_id")?,
+        gift_count: from_db(row.int("gift_count")?, "gift_count")?,
+        room_id: row.text("room_id")?,
+        counterparty: row.text("counterparty")?,
+        idempotency_key: row.text("idempotency_key")?,
+        at: from_db(row.int("at")?, "at")?,
     })
 }
 
-fn lottery_from_row(row: &SqliteRow) -> Result<LotteryRecord, StoreError> {
-    let id: String = row.try_get("id")?;
-    let pool: String = row.try_get("pool")?;
-    let winners: String = row.try_get("winners")?;
+fn lottery_from_row(row: &impl RowExt) -> Result<LotteryRecord, StoreError> {
+    let id = row.text("id")?;
+    let pool = row.text("pool")?;
+    let winners = row.text("winners")?;
     Ok(LotteryRecord {
-        room_id: row.try_get("room_id")?,
-        keyword: row.try_get("keyword")?,
-        started_at: from_db(row.try_get("started_at")?, "started_at")?,
-        ends_at: from_db(row.try_get("ends_at")?, "ends_at")?,
-        winner_count: from_db(row.try_get("winner_count")?, "winner_count")?,
-        min_level: from_db(row.try_get("min_level")?, "min_level")?,
-        status: row.try_get("status")?,
-        seed: row.try_get("seed")?,
+        room_id: row.text("room_id")?,
+        keyword: row.text("keyword")?,
+        started_at: from_db(row.int("started_at")?, "started_at")?,
+        ends_at: from_db(row.int("ends_at")?, "ends_at")?,
+        winner_count: from_db(row.int("winner_count")?, "winner_count")?,
+        min_level: from_db(row.int("min_level")?, "min_level")?,
+        status: row.text("status")?,
+        seed: row.text("seed")?,
         pool: decode_json(&pool, &format!("pool of lottery '{id}'"))?,
         winners: decode_json(&winners, &format!("winners of lottery '{id}'"))?,
-        created_by: row.try_get("created_by")?,
-        drawn_at: from_db(row.try_get("drawn_at")?, "drawn_at")?,
+        created_by: row.text("created_by")?,
+        drawn_at: from_db(row.int("drawn_at")?, "drawn_at")?,
         id,
     })
 }
 
-const LEDGER_COLUMNS: &str = "id, user_id, kind, amount, balance_after, gift_id, gift_count, room_id, counterparty, \
-     idempotency_key, at";
+const LOTTERY_COLUMNS: &str = "id, room_id, keyword, started_at, ends_at, winner_count, min_level, status, seed, \
+     pool, winners, created_by, drawn_at";
+
+// The three steps every money transaction shares. They are macros, not functions,
+// because they run on the transaction's connection, whose type differs per driver
+// (see `db.rs`); each expands inside an `on_pool!` arm. `?` and `return` in them act
+// on the enclosing money function.
+
+/// Writes a ledger row on `$tx`; evaluates to its id.
+macro_rules! insert_ledger {
+    ($tx:ident, $r:expr) => {{
+        let r: &LedgerRow<'_> = $r;
+        let id: i64 = sqlx::query(
+            "INSERT INTO ledger (user_id, kind, amount, balance_after, gift_id, gift_count, room_id, counterparty, \
+             idempotency_key, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(r.user_id)
+        .bind(r.kind)
+        .bind(r.amount)
+        .bind(r.balance_after)
+        .bind(r.gift_id)
+        .bind(r.gift_count)
+        .bind(r.room_id)
+        .bind(r.counterparty)
+        .bind(r.key)
+        .bind(r.at)
+        .fetch_one(&mut *$tx)
+        .await?
+        .int("id")?;
+        id
+    }};
+}
+
+/// If the key was seen before, commits `$tx` and returns the earlier answer from
+/// the enclosing function (or `KeyReused` if it named another request).
+macro_rules! return_if_replayed {
+    ($tx:ident, $scope:expr, $key:expr, $fingerprint:expr) => {{
+        let row = sqlx::query(
+            "SELECT i.request_hash, i.ledger_id, l.balance_after FROM idempotency i \
+             JOIN ledger l ON l.id = i.ledger_id WHERE i.scope = $1 AND i.key = $2",
+        )
+        .bind($scope)
+        .bind($key)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        if let Some(row) = row {
+            if row.text("request_hash")? != $fingerprint {
+                return Err(MoneyError::KeyReused);
+            }
+            let receipt = Receipt {
+                ledger_id: from_db(row.int("ledger_id")?, "ledger id")?,
+                balance: from_db(row.int("balance_after")?, "balance_after")?,
+                replayed: true,
+            };
+            $tx.commit().await?;
+            return Ok(receipt);
+        }
+    }};
+}
+
+/// Remembers the key with its request and payer ledger row.
+macro_rules! remember_key {
+    ($tx:ident, $scope:expr, $key:expr, $fingerprint:expr, $ledger_id:expr, $now:expr) => {
+        sqlx::query("INSERT INTO idempotency (scope, key, request_hash, ledger_id, at) VALUES ($1, $2, $3, $4, $5)")
+            .bind($scope)
+            .bind($key)
+            .bind($fingerprint)
+            .bind($ledger_id)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?
+    };
+}
 
 impl Store {
     /// The catalog, by price then id.
     pub async fn gifts(&self) -> Result<Vec<Gift>, StoreError> {
-        let rows = sqlx::query("SELECT gift_id, name, price, icon, animation FROM gifts ORDER BY price, gift_id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Gift {
-                    gift_id: row.try_get("gift_id")?,
-                    name: row.try_get("name")?,
-                    price: from_db(row.try_get("price")?, "price")?,
-                    icon: row.try_get("icon")?,
-                    animation: row.try_get("animation")?,
+        on_pool!(&self.db, pool => {
+            let rows = sqlx::query("SELECT gift_id, name, price, icon, animation FROM gifts ORDER BY price, gift_id")
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(Gift {
+                        gift_id: row.text("gift_id")?,
+                        name: row.text("name")?,
+                        price: from_db(row.int("price")?, "price")?,
+                        icon: row.text("icon")?,
+                        animation: row.text("animation")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Adds or replaces a catalog entry.
     pub async fn put_gift(&self, gift: &Gift) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO gifts (gift_id, name, price, icon, animation, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (gift_id) DO UPDATE SET name = excluded.name, price = excluded.price, \
-             icon = excluded.icon, animation = excluded.animation, updated_at = excluded.updated_at",
-        )
-        .bind(&gift.gift_id)
-        .bind(&gift.name)
-        .bind(to_db(gift.price, "price")?)
-        .bind(&gift.icon)
-        .bind(&gift.animation)
-        .bind(to_db(now_ms(), "updated_at")?)
-        .execute(&self.pool)
-        .await?;
+        let price = to_db(gift.price, "price")?;
+        let now = to_db(now_ms(), "updated_at")?;
+        on_pool!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO gifts (gift_id, name, price, icon, animation, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (gift_id) DO UPDATE SET name = excluded.name, price = excluded.price, \
+                 icon = excluded.icon, animation = excluded.animation, updated_at = excluded.updated_at",
+            )
+            .bind(&gift.gift_id)
+            .bind(&gift.name)
+            .bind(price)
+            .bind(&gift.icon)
+            .bind(&gift.animation)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
     /// Removes a catalog entry; false if there was none. Ledger rows keep the id.
     pub async fn delete_gift(&self, gift_id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM gifts WHERE gift_id = ?").bind(gift_id).execute(&self.pool).await?;
-        Ok(done.rows_affected() > 0)
+        let done = on_pool!(&self.db, pool => {
+            sqlx::query("DELETE FROM gifts WHERE gift_id = $1").bind(gift_id).execute(pool).await?.rows_affected()
+        });
+        Ok(done > 0)
     }
 
     /// A wallet (all zero if the user never had coins).
     pub async fn wallet(&self, user_id: &str) -> Result<WalletRecord, StoreError> {
-        let row = sqlx::query("SELECT balance, earnings FROM wallets WHERE user_id = ?")
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let (balance, earnings) = match row {
-            Some(row) => (from_db(row.try_get("balance")?, "balance")?, from_db(row.try_get("earnings")?, "earnings")?),
-            None => (0, 0),
-        };
+        let (balance, earnings) = on_pool!(&self.db, pool => {
+            let row = sqlx::query("SELECT balance, earnings FROM wallets WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await?;
+            match row {
+                Some(row) => (from_db(row.int("balance")?, "balance")?, from_db(row.int("earnings")?, "earnings")?),
+                None => (0, 0),
+            }
+        });
         Ok(WalletRecord { user_id: user_id.to_owned(), balance, earnings })
     }
 
     /// Adds coins to a wallet (an admin top-up), once per idempotency key.
     pub async fn top_up(&self, user_id: &str, amount: u64, key: &str, admin: &str) -> Result<Receipt, MoneyError> {
+        retry_money(|| self.top_up_once(user_id, amount, key, admin)).await
+    }
+
+    async fn top_up_once(&self, user_id: &str, amount: u64, key: &str, admin: &str) -> Result<Receipt, MoneyError> {
         let scope = format!("topup:{user_id}");
         let fingerprint = format!("topup|{amount}");
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(receipt) = replayed(&mut tx, &scope, key, &fingerprint).await? {
-            tx.commit().await?;
-            return Ok(receipt);
-        }
         let amount_db = to_db(amount, "amount")?;
-        let balance: i64 = sqlx::query(
-            "INSERT INTO wallets (user_id, balance) VALUES (?, ?) ON CONFLICT (user_id) \
-             DO UPDATE SET balance = balance + excluded.balance RETURNING balance",
-        )
-        .bind(user_id)
-        .bind(amount_db)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("balance")?;
-        let now = to_db(now_ms(), "at")?;
-        let row = LedgerRow {
-            amount: amount_db,
-            balance_after: balance,
-            counterparty: admin,
-            key,
-            at: now,
-            ..LedgerRow::new(user_id, "topup")
-        };
-        let ledger_id = insert_ledger(&mut tx, &row).await?;
-        remember(&mut tx, &scope, key, &fingerprint, ledger_id, now).await?;
-        tx.commit().await?;
-        Ok(Receipt {
-            ledger_id: from_db(ledger_id, "ledger id")?,
-            balance: from_db(balance, "balance")?,
-            replayed: false,
+        let dialect = self.db.dialect();
+        on_pool!(&self.db, pool => {
+            let mut tx = pool.begin_with(dialect.begin_money()).await?;
+            if let Some(lock) = dialect.lock_wallet() {
+                sqlx::query(lock).bind(user_id).execute(&mut *tx).await?;
+            }
+            return_if_replayed!(tx, &scope, key, fingerprint);
+            // `wallets.balance`, qualified: in PostgreSQL a bare `balance` next to
+            // `excluded` is ambiguous.
+            let balance = sqlx::query(
+                "INSERT INTO wallets (user_id, balance) VALUES ($1, $2) ON CONFLICT (user_id) \
+                 DO UPDATE SET balance = wallets.balance + excluded.balance RETURNING balance",
+            )
+            .bind(user_id)
+            .bind(amount_db)
+            .fetch_one(&mut *tx)
+            .await?
+            .int("balance")?;
+            let now = to_db(now_ms(), "at")?;
+            let row = LedgerRow {
+                amount: amount_db,
+                balance_after: balance,
+                counterparty: admin,
+                key,
+                at: now,
+                ..LedgerRow::new(user_id, "topup")
+            };
+            let ledger_id = insert_ledger!(tx, &row);
+            remember_key!(tx, &scope, key, &fingerprint, ledger_id, now);
+            tx.commit().await?;
+            Ok(Receipt {
+                ledger_id: from_db(ledger_id, "ledger id")?,
+                balance: from_db(balance, "balance")?,
+                replayed: false,
+            })
         })
     }
 
@@ -284,142 +378,160 @@ impl Store {
     /// rows, the room leaderboard and the anchor's earnings, and remembers the key —
     /// all or nothing.
     pub async fn send_gift(&self, order: &GiftOrder<'_>) -> Result<Receipt, MoneyError> {
+        retry_money(|| self.send_gift_once(order)).await
+    }
+
+    async fn send_gift_once(&self, order: &GiftOrder<'_>) -> Result<Receipt, MoneyError> {
         let scope = format!("gift:{}", order.sender);
         let fingerprint = order.fingerprint();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(receipt) = replayed(&mut tx, &scope, order.key, &fingerprint).await? {
-            tx.commit().await?;
-            return Ok(receipt);
-        }
         let cost = to_db(order.cost, "cost")?;
-        let debited = sqlx::query(
-            "UPDATE wallets SET balance = balance - ? WHERE user_id = ? AND balance >= ? RETURNING balance",
-        )
-        .bind(cost)
-        .bind(order.sender)
-        .bind(cost)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = debited else {
-            let balance = sqlx::query("SELECT balance FROM wallets WHERE user_id = ?")
-                .bind(order.sender)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get::<i64, _>("balance"))
-                .transpose()?
-                .unwrap_or(0);
-            tx.rollback().await?;
-            return Err(MoneyError::Insufficient { balance: from_db(balance, "balance")?, cost: order.cost });
-        };
-        let balance: i64 = row.try_get("balance")?;
-        let now = to_db(now_ms(), "at")?;
         let count = to_db(order.count, "count")?;
-        let paid = LedgerRow {
-            amount: -cost,
-            balance_after: balance,
-            gift_id: &order.gift.gift_id,
-            gift_count: count,
-            room_id: order.room_id,
-            counterparty: order.anchor,
-            key: order.key,
-            at: now,
-            ..LedgerRow::new(order.sender, "gift")
-        };
-        let ledger_id = insert_ledger(&mut tx, &paid).await?;
-        let earnings: i64 = sqlx::query(
-            "INSERT INTO wallets (user_id, earnings) VALUES (?, ?) ON CONFLICT (user_id) \
-             DO UPDATE SET earnings = earnings + excluded.earnings RETURNING earnings",
-        )
-        .bind(order.anchor)
-        .bind(cost)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("earnings")?;
-        let earned = LedgerRow {
-            user_id: order.anchor,
-            kind: "earning",
-            amount: cost,
-            balance_after: earnings,
-            counterparty: order.sender,
-            ..paid
-        };
-        insert_ledger(&mut tx, &earned).await?;
-        sqlx::query(
-            "INSERT INTO room_gift_totals (room_id, user_id, total) VALUES (?, ?, ?) \
-             ON CONFLICT (room_id, user_id) DO UPDATE SET total = total + excluded.total",
-        )
-        .bind(order.room_id)
-        .bind(order.sender)
-        .bind(cost)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO anchor_earnings (anchor, room_id, total) VALUES (?, ?, ?) \
-             ON CONFLICT (anchor, room_id) DO UPDATE SET total = total + excluded.total",
-        )
-        .bind(order.anchor)
-        .bind(order.room_id)
-        .bind(cost)
-        .execute(&mut *tx)
-        .await?;
-        remember(&mut tx, &scope, order.key, &fingerprint, ledger_id, now).await?;
-        tx.commit().await?;
-        Ok(Receipt {
-            ledger_id: from_db(ledger_id, "ledger id")?,
-            balance: from_db(balance, "balance")?,
-            replayed: false,
+        let dialect = self.db.dialect();
+        on_pool!(&self.db, pool => {
+            let mut tx = pool.begin_with(dialect.begin_money()).await?;
+            if let Some(lock) = dialect.lock_wallet() {
+                sqlx::query(lock).bind(order.sender).execute(&mut *tx).await?;
+            }
+            return_if_replayed!(tx, &scope, order.key, fingerprint);
+            let debited = sqlx::query(
+                "UPDATE wallets SET balance = balance - $1 WHERE user_id = $2 AND balance >= $1 RETURNING balance",
+            )
+            .bind(cost)
+            .bind(order.sender)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = debited else {
+                let balance = sqlx::query("SELECT balance FROM wallets WHERE user_id = $1")
+                    .bind(order.sender)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.int("balance"))
+                    .transpose()?
+                    .unwrap_or(0);
+                tx.rollback().await?;
+                return Err(MoneyError::Insufficient { balance: from_db(balance, "balance")?, cost: order.cost });
+            };
+            let balance = row.int("balance")?;
+            let now = to_db(now_ms(), "at")?;
+            let paid = LedgerRow {
+                amount: -cost,
+                balance_after: balance,
+                gift_id: &order.gift.gift_id,
+                gift_count: count,
+                room_id: order.room_id,
+                counterparty: order.anchor,
+                key: order.key,
+                at: now,
+                ..LedgerRow::new(order.sender, "gift")
+            };
+            let ledger_id = insert_ledger!(tx, &paid);
+            let earnings = sqlx::query(
+                "INSERT INTO wallets (user_id, earnings) VALUES ($1, $2) ON CONFLICT (user_id) \
+                 DO UPDATE SET earnings = wallets.earnings + excluded.earnings RETURNING earnings",
+            )
+            .bind(order.anchor)
+            .bind(cost)
+            .fetch_one(&mut *tx)
+            .await?
+            .int("earnings")?;
+            let earned = LedgerRow {
+                user_id: order.anchor,
+                kind: "earning",
+                amount: cost,
+                balance_after: earnings,
+                counterparty: order.sender,
+                ..paid
+            };
+            insert_ledger!(tx, &earned);
+            sqlx::query(
+                "INSERT INTO room_gift_totals (room_id, user_id, total) VALUES ($1, $2, $3) \
+                 ON CONFLICT (room_id, user_id) DO UPDATE SET total = room_gift_totals.total + excluded.total",
+            )
+            .bind(order.room_id)
+            .bind(order.sender)
+            .bind(cost)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO anchor_earnings (anchor, room_id, total) VALUES ($1, $2, $3) \
+                 ON CONFLICT (anchor, room_id) DO UPDATE SET total = anchor_earnings.total + excluded.total",
+            )
+            .bind(order.anchor)
+            .bind(order.room_id)
+            .bind(cost)
+            .execute(&mut *tx)
+            .await?;
+            remember_key!(tx, &scope, order.key, &fingerprint, ledger_id, now);
+            tx.commit().await?;
+            Ok(Receipt {
+                ledger_id: from_db(ledger_id, "ledger id")?,
+                balance: from_db(balance, "balance")?,
+                replayed: false,
+            })
         })
     }
 
     /// A user's ledger, newest first, rows with id below `before` (0 = from the newest).
     pub async fn ledger(&self, user_id: &str, before: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
         let before = if before == 0 { i64::MAX } else { to_db(before, "before")? };
-        let sql = format!("SELECT {LEDGER_COLUMNS} FROM ledger WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        on_pool!(&self.db, pool => {
+            let rows = sqlx::query(
+                "SELECT id, user_id, kind, amount, balance_after, gift_id, gift_count, room_id, counterparty, \
+                 idempotency_key, at FROM ledger WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+            )
             .bind(user_id)
             .bind(before)
             .bind(limit_db(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
-        rows.iter().map(ledger_from_row).collect()
+            rows.iter().map(ledger_from_row).collect()
+        })
     }
 
     /// Top spenders of a room: (user, coins), highest first.
     pub async fn gift_leaderboard(&self, room_id: &str, limit: usize) -> Result<Vec<(String, u64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT user_id, total FROM room_gift_totals WHERE room_id = ? ORDER BY total DESC, user_id LIMIT ?",
-        )
-        .bind(room_id)
-        .bind(limit_db(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| Ok((r.try_get("user_id")?, from_db(r.try_get("total")?, "total")?))).collect()
+        on_pool!(&self.db, pool => {
+            let rows = sqlx::query(
+                "SELECT user_id, total FROM room_gift_totals WHERE room_id = $1 ORDER BY total DESC, user_id LIMIT $2",
+            )
+            .bind(room_id)
+            .bind(limit_db(limit))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|r| Ok((r.text("user_id")?, from_db(r.int("total")?, "total")?))).collect()
+        })
     }
 
     /// An anchor's earnings per room, highest first.
     pub async fn earnings_by_room(&self, anchor: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT room_id, total FROM anchor_earnings WHERE anchor = ? ORDER BY total DESC, room_id")
-                .bind(anchor)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(|r| Ok((r.try_get("room_id")?, from_db(r.try_get("total")?, "total")?))).collect()
+        on_pool!(&self.db, pool => {
+            let rows = sqlx::query(
+                "SELECT room_id, total FROM anchor_earnings WHERE anchor = $1 ORDER BY total DESC, room_id",
+            )
+            .bind(anchor)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|r| Ok((r.text("room_id")?, from_db(r.int("total")?, "total")?))).collect()
+        })
     }
 
     /// A user's stored activity (all zero if none).
     pub async fn activity(&self, user_id: &str) -> Result<Activity, StoreError> {
-        let row =
-            sqlx::query("SELECT online_ms, messages, likes, gift_value, member FROM user_activity WHERE user_id = ?")
-                .bind(user_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some(row) = row else { return Ok(Activity::default()) };
-        Ok(Activity {
-            online_ms: from_db(row.try_get("online_ms")?, "online_ms")?,
-            messages: from_db(row.try_get("messages")?, "messages")?,
-            likes: from_db(row.try_get("likes")?, "likes")?,
-            gift_value: from_db(row.try_get("gift_value")?, "gift_value")?,
-            member: row.try_get("member")?,
+        on_pool!(&self.db, pool => {
+            let row = sqlx::query(
+                "SELECT online_ms, messages, likes, gift_value, member FROM user_activity WHERE user_id = $1",
+            )
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?;
+            let Some(row) = row else { return Ok(Activity::default()) };
+            Ok(Activity {
+                online_ms: from_db(row.int("online_ms")?, "online_ms")?,
+                messages: from_db(row.int("messages")?, "messages")?,
+                likes: from_db(row.int("likes")?, "likes")?,
+                gift_value: from_db(row.int("gift_value")?, "gift_value")?,
+                member: row.flag("member")?,
+            })
         })
     }
 
@@ -428,44 +540,48 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        for (user, a) in batch {
-            sqlx::query(
-                "INSERT INTO user_activity (user_id, online_ms, messages, likes, gift_value, member) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET online_ms = excluded.online_ms, \
-                 messages = excluded.messages, likes = excluded.likes, gift_value = excluded.gift_value, \
-                 member = excluded.member",
-            )
-            .bind(user)
-            .bind(to_db(a.online_ms, "online_ms")?)
-            .bind(to_db(a.messages, "messages")?)
-            .bind(to_db(a.likes, "likes")?)
-            .bind(to_db(a.gift_value, "gift_value")?)
-            .bind(a.member)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            for (user, a) in batch {
+                sqlx::query(
+                    "INSERT INTO user_activity (user_id, online_ms, messages, likes, gift_value, member) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET online_ms = excluded.online_ms, \
+                     messages = excluded.messages, likes = excluded.likes, gift_value = excluded.gift_value, \
+                     member = excluded.member",
+                )
+                .bind(user)
+                .bind(to_db(a.online_ms, "online_ms")?)
+                .bind(to_db(a.messages, "messages")?)
+                .bind(to_db(a.likes, "likes")?)
+                .bind(to_db(a.gift_value, "gift_value")?)
+                .bind(a.member)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     /// A room's stored statistics (zero if none).
     pub async fn room_stats(&self, room_id: &str) -> Result<RoomStats, StoreError> {
-        let row = sqlx::query(
-            "SELECT peak_online, messages, likes, gifts, gift_value, watch_ms FROM room_stats WHERE room_id = ?",
-        )
-        .bind(room_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(RoomStats::default()) };
-        Ok(RoomStats::restore(
-            from_db(row.try_get("peak_online")?, "peak_online")?,
-            from_db(row.try_get("messages")?, "messages")?,
-            from_db(row.try_get("likes")?, "likes")?,
-            from_db(row.try_get("gifts")?, "gifts")?,
-            from_db(row.try_get("gift_value")?, "gift_value")?,
-            from_db(row.try_get("watch_ms")?, "watch_ms")?,
-        ))
+        on_pool!(&self.db, pool => {
+            let row = sqlx::query(
+                "SELECT peak_online, messages, likes, gifts, gift_value, watch_ms FROM room_stats WHERE room_id = $1",
+            )
+            .bind(room_id)
+            .fetch_optional(pool)
+            .await?;
+            let Some(row) = row else { return Ok(RoomStats::default()) };
+            Ok(RoomStats::restore(
+                from_db(row.int("peak_online")?, "peak_online")?,
+                from_db(row.int("messages")?, "messages")?,
+                from_db(row.int("likes")?, "likes")?,
+                from_db(row.int("gifts")?, "gifts")?,
+                from_db(row.int("gift_value")?, "gift_value")?,
+                from_db(row.int("watch_ms")?, "watch_ms")?,
+            ))
+        })
     }
 
     /// Stores many rooms' statistics (absolute values) in one transaction. Rooms
@@ -474,76 +590,95 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        for (room, s) in batch {
-            sqlx::query(
-                "INSERT INTO room_stats (room_id, peak_online, messages, likes, gifts, gift_value, watch_ms) \
-                 SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM rooms WHERE id = ?) \
-                 ON CONFLICT (room_id) DO UPDATE SET peak_online = excluded.peak_online, \
-                 messages = excluded.messages, likes = excluded.likes, gifts = excluded.gifts, \
-                 gift_value = excluded.gift_value, watch_ms = excluded.watch_ms",
-            )
-            .bind(room)
-            .bind(to_db(s.peak_online, "peak_online")?)
-            .bind(to_db(s.messages, "messages")?)
-            .bind(to_db(s.likes, "likes")?)
-            .bind(to_db(s.gifts, "gifts")?)
-            .bind(to_db(s.gift_value, "gift_value")?)
-            .bind(to_db(s.watch_ms, "watch_ms")?)
-            .bind(room)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            for (room, s) in batch {
+                sqlx::query(
+                    "INSERT INTO room_stats (room_id, peak_online, messages, likes, gifts, gift_value, watch_ms) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM rooms WHERE id = $1) \
+                     ON CONFLICT (room_id) DO UPDATE SET peak_online = excluded.peak_online, \
+                     messages = excluded.messages, likes = excluded.likes, gifts = excluded.gifts, \
+                     gift_value = excluded.gift_value, watch_ms = excluded.watch_ms",
+                )
+                .bind(room)
+                .bind(to_db(s.peak_online, "peak_online")?)
+                .bind(to_db(s.messages, "messages")?)
+                .bind(to_db(s.likes, "likes")?)
+                .bind(to_db(s.gifts, "gifts")?)
+                .bind(to_db(s.gift_value, "gift_value")?)
+                .bind(to_db(s.watch_ms, "watch_ms")?)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     /// Inserts or replaces a lottery.
     pub async fn save_lottery(&self, l: &LotteryRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO lotteries (id, room_id, keyword, started_at, ends_at, winner_count, min_level, status, seed, \
-             pool, winners, created_by, drawn_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET status = excluded.status, seed = excluded.seed, pool = excluded.pool, \
-             winners = excluded.winners, drawn_at = excluded.drawn_at, ends_at = excluded.ends_at",
-        )
-        .bind(&l.id)
-        .bind(&l.room_id)
-        .bind(&l.keyword)
-        .bind(to_db(l.started_at, "started_at")?)
-        .bind(to_db(l.ends_at, "ends_at")?)
-        .bind(i64::from(l.winner_count))
-        .bind(i64::from(l.min_level))
-        .bind(&l.status)
-        .bind(&l.seed)
-        .bind(encode_json(&l.pool, "pool")?)
-        .bind(encode_json(&l.winners, "winners")?)
-        .bind(&l.created_by)
-        .bind(to_db(l.drawn_at, "drawn_at")?)
-        .execute(&self.pool)
-        .await?;
+        let ints = [
+            to_db(l.started_at, "started_at")?,
+            to_db(l.ends_at, "ends_at")?,
+            i64::from(l.winner_count),
+            i64::from(l.min_level),
+            to_db(l.drawn_at, "drawn_at")?,
+        ];
+        let pool_json = encode_json(&l.pool, "pool")?;
+        let winners_json = encode_json(&l.winners, "winners")?;
+        on_pool!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO lotteries (id, room_id, keyword, started_at, ends_at, winner_count, min_level, status, \
+                 seed, pool, winners, created_by, drawn_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, seed = excluded.seed, pool = excluded.pool, \
+                 winners = excluded.winners, drawn_at = excluded.drawn_at, ends_at = excluded.ends_at",
+            )
+            .bind(&l.id)
+            .bind(&l.room_id)
+            .bind(&l.keyword)
+            .bind(ints[0])
+            .bind(ints[1])
+            .bind(ints[2])
+            .bind(ints[3])
+            .bind(&l.status)
+            .bind(&l.seed)
+            .bind(&pool_json)
+            .bind(&winners_json)
+            .bind(&l.created_by)
+            .bind(ints[4])
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
     /// One lottery.
     pub async fn lottery(&self, id: &str) -> Result<Option<LotteryRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM lotteries WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
-        row.as_ref().map(lottery_from_row).transpose()
+        let sql = format!("SELECT {LOTTERY_COLUMNS} FROM lotteries WHERE id = $1");
+        on_pool!(&self.db, pool => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?;
+            row.as_ref().map(lottery_from_row).transpose()
+        })
     }
 
     /// A room's lotteries, newest first.
     pub async fn lotteries(&self, room_id: &str, limit: usize) -> Result<Vec<LotteryRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM lotteries WHERE room_id = ? ORDER BY started_at DESC, id LIMIT ?")
-            .bind(room_id)
-            .bind(limit_db(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(lottery_from_row).collect()
+        let sql =
+            format!("SELECT {LOTTERY_COLUMNS} FROM lotteries WHERE room_id = $1 ORDER BY started_at DESC, id LIMIT $2");
+        on_pool!(&self.db, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id).bind(limit_db(limit)).fetch_all(pool).await?;
+            rows.iter().map(lottery_from_row).collect()
+        })
     }
 
     /// Lotteries still running (to resume after a restart).
     pub async fn running_lotteries(&self) -> Result<Vec<LotteryRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM lotteries WHERE status = 'running'").fetch_all(&self.pool).await?;
-        rows.iter().map(lottery_from_row).collect()
+        let sql = format!("SELECT {LOTTERY_COLUMNS} FROM lotteries WHERE status = 'running'");
+        on_pool!(&self.db, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?;
+            rows.iter().map(lottery_from_row).collect()
+        })
     }
 }
 
@@ -577,71 +712,4 @@ impl<'a> LedgerRow<'a> {
             at: 0,
         }
     }
-}
-
-/// Writes a ledger row; returns its id.
-async fn insert_ledger(tx: &mut sqlx::SqliteConnection, r: &LedgerRow<'_>) -> Result<i64, StoreError> {
-    let row = sqlx::query(
-        "INSERT INTO ledger (user_id, kind, amount, balance_after, gift_id, gift_count, room_id, counterparty, \
-         idempotency_key, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(r.user_id)
-    .bind(r.kind)
-    .bind(r.amount)
-    .bind(r.balance_after)
-    .bind(r.gift_id)
-    .bind(r.gift_count)
-    .bind(r.room_id)
-    .bind(r.counterparty)
-    .bind(r.key)
-    .bind(r.at)
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(row.try_get("id")?)
-}
-
-/// The earlier answer for a replayed key, or `KeyReused` if it named another request.
-async fn replayed(
-    tx: &mut sqlx::SqliteConnection,
-    scope: &str,
-    key: &str,
-    fingerprint: &str,
-) -> Result<Option<Receipt>, MoneyError> {
-    let row = sqlx::query(
-        "SELECT i.request_hash, i.ledger_id, l.balance_after FROM idempotency i \
-         JOIN ledger l ON l.id = i.ledger_id WHERE i.scope = ? AND i.key = ?",
-    )
-    .bind(scope)
-    .bind(key)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let stored: String = row.try_get("request_hash")?;
-    if stored != fingerprint {
-        return Err(MoneyError::KeyReused);
-    }
-    Ok(Some(Receipt {
-        ledger_id: from_db(row.try_get("ledger_id")?, "ledger id")?,
-        balance: from_db(row.try_get("balance_after")?, "balance_after")?,
-        replayed: true,
-    }))
-}
-
-async fn remember(
-    tx: &mut sqlx::SqliteConnection,
-    scope: &str,
-    key: &str,
-    fingerprint: &str,
-    ledger_id: i64,
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO idempotency (scope, key, request_hash, ledger_id, at) VALUES (?, ?, ?, ?, ?)")
-        .bind(scope)
-        .bind(key)
-        .bind(fingerprint)
-        .bind(ledger_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
 }

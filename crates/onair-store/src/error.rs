@@ -14,6 +14,12 @@ pub enum StoreError {
     /// The embedded migrations could not be applied.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The store's configuration is not usable (e.g. an unsupported `[store] url`).
+    #[error("store configuration: {0}")]
+    Config(String),
+    /// The database server could not be reached at start.
+    #[error("cannot reach the database {0}")]
+    Unreachable(String),
     /// The data directory could not be created.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

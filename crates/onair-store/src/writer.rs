@@ -171,6 +171,7 @@ mod tests {
     use onair_core::message::{MsgElem, Priority, SenderProfile, TextElem};
 
     use super::*;
+    use crate::test_util::each_backend;
 
     fn msg(seq: u64) -> Arc<ChatMessage> {
         Arc::new(ChatMessage {
@@ -188,95 +189,130 @@ mod tests {
         range.map(msg).collect()
     }
 
+    /// An open transaction holding a lock that history inserts must wait for.
+    enum Blocker {
+        Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+        Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    }
+
+    impl Blocker {
+        async fn lock(store: &Store) -> Blocker {
+            match &store.db {
+                crate::db::Backend::Sqlite(pool) => {
+                    Blocker::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await.expect("write lock"))
+                }
+                crate::db::Backend::Postgres(pool) => {
+                    let mut tx = pool.begin().await.expect("begin");
+                    sqlx::query("LOCK TABLE messages IN EXCLUSIVE MODE").execute(&mut *tx).await.expect("lock");
+                    Blocker::Postgres(tx)
+                }
+            }
+        }
+
+        async fn release(self) {
+            match self {
+                Blocker::Sqlite(tx) => tx.commit().await.expect("unlock"),
+                Blocker::Postgres(tx) => tx.commit().await.expect("unlock"),
+            }
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_appenders_are_all_committed_in_order() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).await.expect("open");
-        // A small queue so appenders also exercise backpressure.
-        let writer = HistoryWriter::spawn(store.clone(), 8);
-        let mut tasks = Vec::new();
-        for t in 0..50u64 {
-            let (writer, store) = (writer.clone(), store.clone());
-            tasks.push(tokio::spawn(async move {
-                let room = format!("room{}", t % 5);
-                let base = (t / 5) * 20;
-                for chunk in 0..4 {
-                    let first = base + chunk * 5 + 1;
-                    writer.append(&room, msgs(first..=first + 4)).await.expect("append");
-                    // Resolved means committed: visible to a fresh read.
-                    let page = store.messages_before(&room, Some(first + 5), 1).await.expect("read");
-                    assert_eq!(page.first().map(|m| m.seq), Some(first + 4));
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.expect("appender");
-        }
-        for r in 0..5 {
-            let room = format!("room{r}");
-            assert_eq!(store.max_seq(&room).await.expect("max"), 200);
-            let all = store.latest_messages(&room, 1000).await.expect("latest");
-            assert_eq!(all.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
-            assert_eq!(all[41], msg(42));
-        }
-        writer.shutdown().await;
+        each_backend(|db| async move {
+            let store = db.open().await;
+            // A small queue so appenders also exercise backpressure.
+            let writer = HistoryWriter::spawn(store.clone(), 8);
+            let mut tasks = Vec::new();
+            for t in 0..50u64 {
+                let (writer, store) = (writer.clone(), store.clone());
+                tasks.push(tokio::spawn(async move {
+                    let room = format!("room{}", t % 5);
+                    let base = (t / 5) * 20;
+                    for chunk in 0..4 {
+                        let first = base + chunk * 5 + 1;
+                        writer.append(&room, msgs(first..=first + 4)).await.expect("append");
+                        // Resolved means committed: visible to a fresh read.
+                        let page = store.messages_before(&room, Some(first + 5), 1).await.expect("read");
+                        assert_eq!(page.first().map(|m| m.seq), Some(first + 4));
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.expect("appender");
+            }
+            for r in 0..5 {
+                let room = format!("room{r}");
+                assert_eq!(store.max_seq(&room).await.expect("max"), 200);
+                let all = store.latest_messages(&room, 1000).await.expect("latest");
+                assert_eq!(all.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
+                assert_eq!(all[41], msg(42));
+            }
+            writer.shutdown().await;
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn shutdown_flushes_queued_work_and_refuses_more() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).await.expect("open");
-        let writer = HistoryWriter::spawn(store.clone(), 100);
+        each_backend(|db| async move {
+            let store = db.open().await;
+            let writer = HistoryWriter::spawn(store.clone(), 100);
 
-        // Hold SQLite's write lock so the writer blocks on its first batch and the
-        // rest of the work piles up in the queue.
-        let mut blocker = store.pool.acquire().await.expect("conn");
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *blocker).await.expect("lock");
+            // Hold a lock that history inserts wait for (SQLite's write lock, or an
+            // exclusive lock on PostgreSQL's messages table) so the writer blocks on its
+            // first batch and the rest of the work piles up in the queue.
+            let blocker = Blocker::lock(&store).await;
 
-        let mut tasks = Vec::new();
-        for i in 0..20u64 {
-            let writer = writer.clone();
-            tasks.push(tokio::spawn(async move { writer.append("r", msgs(i * 3 + 1..=i * 3 + 3)).await }));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let late = writer.clone();
-        let shutdown = tokio::spawn(writer.shutdown());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(matches!(late.append("r", msgs(100..=100)).await, Err(StoreError::Closed)));
-        assert!(!shutdown.is_finished(), "still flushing behind the lock");
+            let mut tasks = Vec::new();
+            for i in 0..20u64 {
+                let writer = writer.clone();
+                tasks.push(tokio::spawn(async move { writer.append("r", msgs(i * 3 + 1..=i * 3 + 3)).await }));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let late = writer.clone();
+            let shutdown = tokio::spawn(writer.shutdown());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(matches!(late.append("r", msgs(100..=100)).await, Err(StoreError::Closed)));
+            assert!(!shutdown.is_finished(), "still flushing behind the lock");
 
-        sqlx::query("COMMIT").execute(&mut *blocker).await.expect("unlock");
-        drop(blocker);
-        shutdown.await.expect("shutdown");
-        for task in tasks {
-            task.await.expect("task").expect("queued work committed");
-        }
-        assert_eq!(store.max_seq("r").await.expect("max"), 60);
-        assert_eq!(store.latest_messages("r", 100).await.expect("latest").len(), 60);
+            blocker.release().await;
+            shutdown.await.expect("shutdown");
+            for task in tasks {
+                task.await.expect("task").expect("queued work committed");
+            }
+            assert_eq!(store.max_seq("r").await.expect("max"), 60);
+            assert_eq!(store.latest_messages("r", 100).await.expect("latest").len(), 60);
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn a_failed_batch_is_reported_to_its_waiters_and_the_task_lives_on() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).await.expect("open");
-        let writer = HistoryWriter::spawn(store.clone(), 4);
-        let res = writer.append("r", msgs(u64::MAX..=u64::MAX)).await;
-        assert!(matches!(res, Err(StoreError::Batch(_))), "{res:?}");
-        writer.append("r", msgs(1..=2)).await.expect("next batch fine");
-        assert_eq!(store.max_seq("r").await.expect("max"), 2);
-        writer.append("r", Vec::new()).await.expect("empty is a no-op");
-        writer.shutdown().await;
+        each_backend(|db| async move {
+            let store = db.open().await;
+            let writer = HistoryWriter::spawn(store.clone(), 4);
+            let res = writer.append("r", msgs(u64::MAX..=u64::MAX)).await;
+            assert!(matches!(res, Err(StoreError::Batch(_))), "{res:?}");
+            writer.append("r", msgs(1..=2)).await.expect("next batch fine");
+            assert_eq!(store.max_seq("r").await.expect("max"), 2);
+            writer.append("r", Vec::new()).await.expect("empty is a no-op");
+            writer.shutdown().await;
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn dropping_every_handle_stops_the_task_after_flushing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).await.expect("open");
-        let writer = HistoryWriter::spawn(store.clone(), 4);
-        writer.append("r", msgs(1..=3)).await.expect("append");
-        let task = writer.shared.task.lock().unwrap_or_else(PoisonError::into_inner).take().expect("task");
-        drop(writer);
-        tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").expect("no panic");
-        assert_eq!(store.max_seq("r").await.expect("max"), 3);
+        each_backend(|db| async move {
+            let store = db.open().await;
+            let writer = HistoryWriter::spawn(store.clone(), 4);
+            writer.append("r", msgs(1..=3)).await.expect("append");
+            let task = writer.shared.task.lock().unwrap_or_else(PoisonError::into_inner).take().expect("task");
+            drop(writer);
+            tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").expect("no panic");
+            assert_eq!(store.max_seq("r").await.expect("max"), 3);
+        })
+        .await;
     }
 }
