@@ -4,7 +4,7 @@
 //! write lock is taken before anything is read, so concurrent gift requests against
 //! one wallet are serialised by SQLite itself and can neither overdraw it nor debit
 //! it twice for the same idempotency key. On PostgreSQL (READ COMMITTED) the payer's
-//! wallet row is locked first (`FOR UPDATE`), the debit is a conditional
+//! and payee's wallet rows are locked first (`FOR UPDATE`, in user-id order), the debit is a conditional
 //! `UPDATE … WHERE balance >= cost`, and the `(scope, key)` primary key of the
 //! idempotency table settles any race the lock cannot (a wallet that did not exist
 //! yet): the loser's transaction fails with a unique violation, rolls back whole and
@@ -339,8 +339,11 @@ impl Store {
         let dialect = self.db.dialect();
         on_pool!(&self.db, pool => {
             let mut tx = pool.begin_with(dialect.begin_money()).await?;
-            if let Some(lock) = dialect.lock_wallet() {
-                sqlx::query(lock).bind(user_id).execute(&mut *tx).await?;
+            if let Some(ensure) = dialect.ensure_wallet() {
+                sqlx::query(ensure).bind(user_id).execute(&mut *tx).await?;
+            }
+            if let Some(lock) = dialect.lock_wallets() {
+                sqlx::query(lock).bind(user_id).bind(user_id).execute(&mut *tx).await?;
             }
             return_if_replayed!(tx, &scope, key, fingerprint);
             // `wallets.balance`, qualified: in PostgreSQL a bare `balance` next to
@@ -389,8 +392,11 @@ impl Store {
         let dialect = self.db.dialect();
         on_pool!(&self.db, pool => {
             let mut tx = pool.begin_with(dialect.begin_money()).await?;
-            if let Some(lock) = dialect.lock_wallet() {
-                sqlx::query(lock).bind(order.sender).execute(&mut *tx).await?;
+            if let Some(ensure) = dialect.ensure_wallet() {
+                sqlx::query(ensure).bind(order.anchor).execute(&mut *tx).await?;
+            }
+            if let Some(lock) = dialect.lock_wallets() {
+                sqlx::query(lock).bind(order.sender).bind(order.anchor).execute(&mut *tx).await?;
             }
             return_if_replayed!(tx, &scope, order.key, fingerprint);
             let debited = sqlx::query(
@@ -710,6 +716,246 @@ impl<'a> LedgerRow<'a> {
             counterparty: "",
             key: "",
             at: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use onair_core::room::RoomProfile;
+
+    use super::*;
+    use crate::test_util::each_backend;
+
+    fn rose() -> Gift {
+        Gift {
+            gift_id: "rose".into(),
+            name: "Rose".into(),
+            price: 10,
+            icon: "https://cdn.example/rose.png".into(),
+            animation: String::new(),
+        }
+    }
+
+    fn order<'a>(sender: &'a str, anchor: &'a str, gift: &'a Gift, count: u64, key: &'a str) -> GiftOrder<'a> {
+        GiftOrder { sender, anchor, room_id: "r", gift, count, cost: gift.price * count, key }
+    }
+
+    #[tokio::test]
+    async fn money_catalog_activity_stats_and_lotteries_round_trip() {
+        each_backend(|db| async move {
+            let store = db.open().await;
+            let gift = rose();
+            store.put_gift(&gift).await.expect("put");
+            store.put_gift(&Gift { gift_id: "car".into(), price: 500, ..rose() }).await.expect("put");
+            assert_eq!(
+                store.gifts().await.expect("gifts").iter().map(|g| g.gift_id.as_str()).collect::<Vec<_>>(),
+                ["rose", "car"]
+            );
+            assert!(store.delete_gift("car").await.expect("delete"));
+            assert!(!store.delete_gift("car").await.expect("delete again"));
+            assert_eq!(store.gifts().await.expect("gifts"), vec![gift.clone()]);
+
+            // Top-ups: once per key; the same key with another amount is refused.
+            let t1 = store.top_up("alice", 100, "t1", "admin").await.expect("top up");
+            assert_eq!((t1.balance, t1.replayed), (100, false));
+            let again = store.top_up("alice", 100, "t1", "admin").await.expect("replay");
+            assert_eq!((again.ledger_id, again.balance, again.replayed), (t1.ledger_id, 100, true));
+            assert!(matches!(store.top_up("alice", 5, "t1", "admin").await, Err(MoneyError::KeyReused)));
+
+            // Gifts: debit, credit, leaderboard, earnings, replay, refusal.
+            let paid = store.send_gift(&order("alice", "anchor", &gift, 3, "g1")).await.expect("gift");
+            assert_eq!((paid.balance, paid.replayed), (70, false));
+            let replay = store.send_gift(&order("alice", "anchor", &gift, 3, "g1")).await.expect("replay");
+            assert_eq!((replay.ledger_id, replay.balance, replay.replayed), (paid.ledger_id, 70, true));
+            let reused = store.send_gift(&order("alice", "anchor", &gift, 2, "g1")).await;
+            assert!(matches!(reused, Err(MoneyError::KeyReused)), "{reused:?}");
+            let poor = store.send_gift(&order("alice", "anchor", &gift, 8, "g2")).await;
+            assert!(matches!(poor, Err(MoneyError::Insufficient { balance: 70, cost: 80 })), "{poor:?}");
+            let nobody = store.send_gift(&order("nobody", "anchor", &gift, 1, "g3")).await;
+            assert!(matches!(nobody, Err(MoneyError::Insufficient { balance: 0, cost: 10 })), "{nobody:?}");
+            assert_eq!(
+                store.wallet("alice").await.expect("w"),
+                WalletRecord { user_id: "alice".into(), balance: 70, earnings: 0 }
+            );
+            assert_eq!(store.wallet("anchor").await.expect("w").earnings, 30);
+            assert_eq!(store.wallet("stranger").await.expect("w").balance, 0);
+            assert_eq!(store.gift_leaderboard("r", 10).await.expect("board"), vec![("alice".to_string(), 30)]);
+            assert_eq!(store.earnings_by_room("anchor").await.expect("earnings"), vec![("r".to_string(), 30)]);
+
+            let ledger = store.ledger("alice", 0, 10).await.expect("ledger");
+            let rows: Vec<_> = ledger.iter().map(|e| (e.kind.as_str(), e.amount, e.balance_after)).collect();
+            assert_eq!(rows, [("gift", -30, 70), ("topup", 100, 100)]);
+            assert_eq!(ledger[0].id, paid.ledger_id);
+            assert_eq!(
+                (ledger[0].gift_id.as_str(), ledger[0].gift_count, ledger[0].room_id.as_str()),
+                ("rose", 3, "r")
+            );
+            assert_eq!((ledger[0].counterparty.as_str(), ledger[0].idempotency_key.as_str()), ("anchor", "g1"));
+            assert_eq!(store.ledger("alice", ledger[0].id, 10).await.expect("page"), ledger[1..].to_vec());
+            let earned = store.ledger("anchor", 0, 10).await.expect("ledger");
+            assert_eq!(
+                (earned[0].kind.as_str(), earned[0].amount, earned[0].counterparty.as_str()),
+                ("earning", 30, "alice")
+            );
+
+            // Activity and statistics are absolute values; stats need the room.
+            let a = Activity { online_ms: 5, messages: 6, likes: 7, gift_value: 8, member: true };
+            store.save_activity(&[("alice".into(), a)]).await.expect("activity");
+            let got = store.activity("alice").await.expect("activity");
+            assert_eq!((got.online_ms, got.messages, got.likes, got.gift_value, got.member), (5, 6, 7, 8, true));
+            assert_eq!(store.activity("nobody").await.expect("activity").messages, 0);
+            let stats = RoomStats::restore(1, 2, 3, 4, 5, 6);
+            store.save_room_stats(&[("r".into(), stats)]).await.expect("stats without room");
+            assert_eq!(store.room_stats("r").await.expect("stats").messages, 0, "no room, no stats");
+            store.insert_room(&RoomProfile::new("r".into(), "R".into(), "anchor".into(), 1)).await.expect("room");
+            store.save_room_stats(&[("r".into(), stats)]).await.expect("stats");
+            store.save_room_stats(&[("r".into(), RoomStats::restore(1, 2, 9, 4, 5, 6))]).await.expect("stats");
+            let got = store.room_stats("r").await.expect("stats");
+            assert_eq!((got.peak_online, got.messages, got.likes, got.watch_ms), (1, 2, 9, 6));
+
+            // Lotteries: insert, update in place, list.
+            let mut l = LotteryRecord {
+                id: "l1".into(),
+                room_id: "r".into(),
+                keyword: "win".into(),
+                started_at: 10,
+                ends_at: 20,
+                winner_count: 2,
+                min_level: 1,
+                status: "running".into(),
+                pool: vec!["a".into(), "b".into()],
+                created_by: "anchor".into(),
+                ..Default::default()
+            };
+            store.save_lottery(&l).await.expect("lottery");
+            assert_eq!(store.running_lotteries().await.expect("running"), vec![l.clone()]);
+            l.status = "drawn".into();
+            l.seed = "00000000deadbeef".into();
+            l.winners = vec!["b".into()];
+            l.drawn_at = 21;
+            store.save_lottery(&l).await.expect("draw");
+            assert_eq!(store.lottery("l1").await.expect("one"), Some(l.clone()));
+            assert_eq!(store.lottery("nope").await.expect("none"), None);
+            assert!(store.running_lotteries().await.expect("running").is_empty());
+            assert_eq!(store.lotteries("r", 10).await.expect("list"), vec![l]);
+            store.close().await;
+        })
+        .await;
+    }
+
+    /// Many requests at once against one wallet: no overdraft, every key debited
+    /// once, the ledger exact. On PostgreSQL this exercises the row lock, the retry
+    /// after a unique violation (same key on a wallet that does not exist yet) and
+    /// after a deadlock (gifts in both directions between two wallets).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_money_requests_end_exact() {
+        each_backend(|db| async move {
+            let store = db.open().await;
+            let gift = Arc::new(rose());
+            store.top_up("carol", 1_000, "t", "admin").await.expect("top up"); // 100 roses
+            store.top_up("x", 1_000, "t", "admin").await.expect("top up");
+            store.top_up("y", 1_000, "t", "admin").await.expect("top up");
+            store.top_up("dave", 100, "t", "admin").await.expect("top up");
+            let mut distinct = Vec::new();
+            for i in 0..150 {
+                let (store, gift) = (store.clone(), gift.clone());
+                distinct.push(tokio::spawn(async move {
+                    store.send_gift(&order("carol", "anchor", &gift, 1, &format!("p{i}"))).await
+                }));
+            }
+            // One key, 20 requests at once: one debit, 19 replays of it.
+            let mut same = Vec::new();
+            for _ in 0..20 {
+                let (store, gift) = (store.clone(), gift.clone());
+                same.push(tokio::spawn(
+                    async move { store.send_gift(&order("dave", "anchor", &gift, 2, "same")).await },
+                ));
+            }
+            // One top-up key, 20 requests at once, on a wallet that does not exist yet.
+            let mut topups = Vec::new();
+            for _ in 0..20 {
+                let store = store.clone();
+                topups.push(tokio::spawn(async move { store.top_up("erin", 50, "once", "admin").await }));
+            }
+            // Gifts both ways between x and y (opposite lock order on PostgreSQL).
+            let mut cross = Vec::new();
+            for i in 0..40 {
+                let (store, gift) = (store.clone(), gift.clone());
+                let (from, to) = if i % 2 == 0 { ("x", "y") } else { ("y", "x") };
+                cross.push(tokio::spawn(
+                    async move { store.send_gift(&order(from, to, &gift, 1, &format!("c{i}"))).await },
+                ));
+            }
+
+            let (mut ok, mut poor) = (0, 0);
+            for t in distinct {
+                match t.await.expect("task") {
+                    Ok(r) => {
+                        assert!(!r.replayed);
+                        ok += 1;
+                    }
+                    Err(MoneyError::Insufficient { .. }) => poor += 1,
+                    Err(e) => panic!("distinct keys: {e}"),
+                }
+            }
+            assert_eq!((ok, poor), (100, 50));
+            let mut receipts = Vec::new();
+            for t in same {
+                receipts.push(t.await.expect("task").expect("same key never fails"));
+            }
+            assert_eq!(receipts.iter().filter(|r| !r.replayed).count(), 1, "{receipts:?}");
+            assert!(receipts.iter().all(|r| r.ledger_id == receipts[0].ledger_id && r.balance == 80));
+            let mut receipts = Vec::new();
+            for t in topups {
+                receipts.push(t.await.expect("task").expect("same top-up key never fails"));
+            }
+            assert_eq!(receipts.iter().filter(|r| !r.replayed).count(), 1, "{receipts:?}");
+            assert!(receipts.iter().all(|r| r.ledger_id == receipts[0].ledger_id && r.balance == 50));
+            for t in cross {
+                t.await.expect("task").expect("cross gifts all go through");
+            }
+
+            assert_eq!(store.wallet("carol").await.expect("w").balance, 0);
+            assert_eq!(store.wallet("dave").await.expect("w").balance, 80);
+            assert_eq!(store.wallet("erin").await.expect("w").balance, 50);
+            let (x, y) = (store.wallet("x").await.expect("w"), store.wallet("y").await.expect("w"));
+            assert_eq!((x.balance, x.earnings, y.balance, y.earnings), (800, 200, 800, 200));
+            assert_eq!(store.wallet("anchor").await.expect("w").earnings, 1_000 + 20);
+            let carol = store.ledger("carol", 0, 500).await.expect("ledger");
+            assert_eq!(carol.iter().filter(|e| e.kind == "gift").count(), 100);
+            // Every row's balance_after is exact: newest first, 0, 10, 20, ….
+            let afters: Vec<u64> = carol.iter().filter(|e| e.kind == "gift").map(|e| e.balance_after).collect();
+            assert_eq!(afters, (0..100).map(|i| i * 10).collect::<Vec<_>>());
+            assert_eq!(store.ledger("dave", 0, 50).await.expect("ledger").len(), 2, "top-up and one gift");
+            assert_eq!(store.ledger("erin", 0, 50).await.expect("ledger").len(), 1, "one top-up");
+            assert_eq!(store.gift_leaderboard("r", 10).await.expect("board")[0], ("carol".to_string(), 1_000));
+            store.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_bad_store_url_fails_clearly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = Store::connect("mysql://h/db", dir.path()).await.expect_err("unsupported");
+        assert!(matches!(err, StoreError::Config(_)), "{err}");
+        // Nothing listens on port 1: start-up fails (within the connect timeout)
+        // and says where it tried.
+        let started = std::time::Instant::now();
+        let err = Store::connect("postgres://onair:secret@127.0.0.1:1/onair", dir.path()).await.expect_err("down");
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Unreachable(_)), "{text}");
+        assert!(text.contains("postgres://onair@127.0.0.1:1/onair") && !text.contains("secret"), "{text}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "refused fails fast: {:?}", started.elapsed());
+        // A server that is up but has no such database: refused at once as well.
+        if let Some(pg) = crate::test_util::ScratchPostgres::create().await {
+            let url = format!("{}_missing", pg.url);
+            let err = Store::connect(&url, dir.path()).await.expect_err("no such database");
+            assert!(matches!(err, StoreError::Unreachable(_)), "{err}");
+            assert!(err.to_string().contains("_missing"), "{err}");
         }
     }
 }

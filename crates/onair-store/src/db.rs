@@ -63,7 +63,7 @@ pub(crate) enum Dialect {
 impl Dialect {
     /// How a money transaction starts. SQLite: `BEGIN IMMEDIATE` takes the write lock
     /// before anything is read, so every money request is serialised by the database
-    /// itself. PostgreSQL has row locks instead (see [`Dialect::lock_wallet`]) and
+    /// itself. PostgreSQL has row locks instead (see [`Dialect::lock_wallets`]) and
     /// its unique index on the idempotency key; a plain `BEGIN` (READ COMMITTED).
     pub(crate) fn begin_money(self) -> &'static str {
         match self {
@@ -72,17 +72,36 @@ impl Dialect {
         }
     }
 
-    /// PostgreSQL only: locks the payer's wallet row for the rest of the
-    /// transaction, so a second request of the same payer waits here and then sees
-    /// the first one's committed idempotency key (READ COMMITTED takes a new snapshot
-    /// per statement) instead of racing it. A wallet that does not exist yet cannot
-    /// be locked; that race ends at the idempotency key's unique index and is
-    /// retried (see [`retry_money`]). SQLite needs nothing: `BEGIN IMMEDIATE`
-    /// already holds the database's only write lock.
-    pub(crate) fn lock_wallet(self) -> Option<&'static str> {
+    /// PostgreSQL only, before [`Dialect::lock_wallets`]: makes sure the wallet that
+    /// is credited (`$1`: a gift's payee, a top-up's owner) exists, so the lock
+    /// below can cover it. Without this, two requests could start when the payee
+    /// had no wallet yet, lock different sets of rows, and meet in a deadlock when
+    /// the row appears (PostgreSQL detects that only after `deadlock_timeout`, 1 s).
+    /// Concurrent creations of the same row queue on its unique index, before
+    /// anything is locked. Creating an empty wallet changes nothing a caller sees:
+    /// a missing wallet reads as all zero.
+    pub(crate) fn ensure_wallet(self) -> Option<&'static str> {
         match self {
             Dialect::Sqlite => None,
-            Dialect::Postgres => Some("SELECT 1 FROM wallets WHERE user_id = $1 FOR UPDATE"),
+            Dialect::Postgres => Some("INSERT INTO wallets (user_id) VALUES ($1) ON CONFLICT DO NOTHING"),
+        }
+    }
+
+    /// PostgreSQL only: locks the wallet rows of the payer and the payee (`$1`,
+    /// `$2`; the same user twice for a top-up) for the rest of the transaction,
+    /// always in user-id order. A second request of the same payer waits here and
+    /// then sees the first one's committed idempotency key (READ COMMITTED takes a
+    /// new snapshot per statement) instead of racing it, and two gifts in opposite
+    /// directions between the same two wallets queue up instead of deadlocking.
+    /// Whatever race is left (a payer whose wallet is being created) ends at a
+    /// unique index and is retried (see [`retry_money`]). SQLite needs nothing:
+    /// `BEGIN IMMEDIATE` already holds the database's only write lock.
+    pub(crate) fn lock_wallets(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => {
+                Some("SELECT user_id FROM wallets WHERE user_id IN ($1, $2) ORDER BY user_id FOR UPDATE")
+            }
         }
     }
 }

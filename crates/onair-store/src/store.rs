@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use onair_core::message::{ChatMessage, MsgElem, Priority, SenderProfile};
 use onair_core::room::RoomProfile;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::StoreError;
@@ -29,8 +30,7 @@ const DB_FILE: &str = "onair.db";
 /// PostgreSQL's default `max_connections = 100`.
 const PG_MAX_CONNECTIONS: u32 = 16;
 
-/// How long start-up waits for PostgreSQL before failing (and how long a request
-/// waits for a free connection).
+/// How long start-up waits for PostgreSQL before failing.
 const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The app: one per server, created on first start.
@@ -200,16 +200,32 @@ impl Store {
 
     /// Connects to a PostgreSQL database (which must exist) and applies any pending
     /// migrations (under sqlx's advisory lock, so nodes starting together do not
-    /// race). Fails within 10 s, naming the server, if it cannot be reached.
+    /// race). Fails at once (or, if the server does not answer, within 10 s) with
+    /// [`StoreError::Unreachable`] naming the server, if it cannot be reached.
     pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
         let options = PgConnectOptions::from_str(url)?.application_name("onair");
         let name = describe_pg(&options);
-        let pool = PgPoolOptions::new()
-            .max_connections(PG_MAX_CONNECTIONS)
-            .acquire_timeout(PG_CONNECT_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(|e| StoreError::Unreachable(format!("{name}: {e}")))?;
+        // First one plain connection: it fails at once, by name, on a refused
+        // connection, a wrong password or a missing database (the pool would retry
+        // those until its timeout), and within PG_CONNECT_TIMEOUT on a server that
+        // does not answer. The pool itself keeps sqlx's 30 s wait for a free
+        // connection: a burst of money requests on one wallet queues on its row lock
+        // while holding connections, and must not fail for that.
+        let unreachable = |why: String| StoreError::Unreachable(format!("{name}: {why}"));
+        let secs = PG_CONNECT_TIMEOUT.as_secs();
+        match tokio::time::timeout(PG_CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+            Ok(Ok(probe)) => {
+                let _ = probe.close().await;
+            }
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(unreachable(format!("no answer within {secs} s"))),
+        }
+        let pool = PgPoolOptions::new().max_connections(PG_MAX_CONNECTIONS).connect_with(options);
+        let pool = match tokio::time::timeout(PG_CONNECT_TIMEOUT, pool).await {
+            Ok(Ok(pool)) => pool,
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(unreachable(format!("no answer within {secs} s"))),
+        };
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         tracing::debug!(db = %name, "store opened");
         Ok(Store { db: Backend::Postgres(pool) })

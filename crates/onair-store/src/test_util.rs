@@ -147,8 +147,11 @@ where
     }
     for db in dbs {
         // Shown with a failing test's output: which backend failed.
-        eprintln!("--- on {}", db.backend());
+        let backend = db.backend();
+        eprintln!("--- on {backend}");
+        let started = std::time::Instant::now();
         test(db).await;
+        eprintln!("--- {backend} done in {:?}", started.elapsed());
     }
 }
 
