@@ -127,7 +127,11 @@ async fn app_creds(cfg: &Config, store: &Store, create: bool) -> anyhow::Result<
     anyhow::ensure!(
         create,
         "no app yet in {}: run `onair serve` once, or set [app] sdkappid and secret_key",
-        cfg.data_dir.display()
+        if cfg.store.url.trim().is_empty() {
+            cfg.data_dir.display().to_string()
+        } else {
+            "the [store] url database".to_owned()
+        }
     );
     let record = AppRecord {
         sdkappid: 1_400_000_000 + util::seed() % 100_000_000,
@@ -138,12 +142,30 @@ async fn app_creds(cfg: &Config, store: &Store, create: bool) -> anyhow::Result<
     Ok((AppCreds { sdkappid: record.sdkappid, secret_key: record.secret_key, admins }, true))
 }
 
+/// Opens the database `[store] url` names (empty: SQLite in the data directory) and
+/// logs which one it is; fails the start with the reason if it cannot be opened.
+async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    let store = if cfg.store.url.trim().is_empty() {
+        Store::connect("", &cfg.data_dir)
+            .await
+            .with_context(|| format!("opening the database in {}", cfg.data_dir.display()))?
+    } else {
+        // The error names the server without the password; the URL may hold one.
+        Store::connect(&cfg.store.url, &cfg.data_dir).await.context("opening the [store] url database")?
+    };
+    match store.backend() {
+        "sqlite" => tracing::info!(backend = "sqlite", dir = %cfg.data_dir.display(), "store opened"),
+        backend => tracing::info!(backend, "store opened"),
+    }
+    Ok(store)
+}
+
 async fn usersig(cfg: Config, user: &str, expire: u64) -> anyhow::Result<()> {
     anyhow::ensure!(!user.is_empty() && user.len() <= 32, "--user must be 1-32 bytes");
     let app = if cfg.app.sdkappid != 0 {
         AppCreds { sdkappid: cfg.app.sdkappid, secret_key: cfg.app.secret_key.clone(), admins: HashSet::new() }
     } else {
-        let store = Store::open(&cfg.data_dir).await.with_context(|| format!("opening {}", cfg.data_dir.display()))?;
+        let store = open_store(&cfg).await?;
         let (app, _) = app_creds(&cfg, &store, false).await?;
         store.close().await;
         app
@@ -195,9 +217,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let metrics_handle = recorder.handle();
     metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
 
-    let store = Store::open(&cfg.data_dir)
-        .await
-        .with_context(|| format!("opening the database in {}", cfg.data_dir.display()))?;
+    let store = open_store(&cfg).await?;
     let (app, created) = app_creds(&cfg, &store, true).await?;
     let writer = HistoryWriter::spawn(store.clone(), 4096);
     let shutdown = CancellationToken::new();

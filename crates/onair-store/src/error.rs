@@ -18,7 +18,7 @@ pub enum StoreError {
     #[error("store configuration: {0}")]
     Config(String),
     /// The database server could not be reached at start.
-    #[error("cannot reach the database {0}")]
+    #[error("cannot connect to the database {0}")]
     Unreachable(String),
     /// The data directory could not be created.
     #[error("i/o error: {0}")]

@@ -37,6 +37,16 @@ pub fn sig(user: &str) -> String {
     onair_auth::gen_usersig(SDKAPPID, SECRET_KEY, user, 86_400, now_secs())
 }
 
+/// A PostgreSQL database of this test's own, created empty on the local server
+/// (`ONAIR_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/postgres`) and
+/// dropped with the returned handle; its `url` is what `[store] url` takes, e.g.
+/// `Server::start_with_env(toml, &[("ONAIR_STORE__URL", &pg.url)])`. `None`, after a
+/// loud message on stderr, only if PostgreSQL is unreachable — and then a panic
+/// instead when `ONAIR_REQUIRE_POSTGRES` is set (CI).
+pub async fn fresh_postgres() -> Option<onair_store::test_util::ScratchPostgres> {
+    onair_store::test_util::ScratchPostgres::create().await
+}
+
 /// A running `onair serve`.
 pub struct Server {
     child: Option<Child>,
