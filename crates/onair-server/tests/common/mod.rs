@@ -1,5 +1,9 @@
 //! Black-box harness: runs the real `onair` binary on a free port in a temp data
 //! dir and talks to it over real WebSocket and HTTP connections.
+//!
+//! With `ONAIR_TEST_STORE=postgres` every server a test starts uses a fresh
+//! PostgreSQL database instead of SQLite (e.g. `ONAIR_TEST_STORE=postgres cargo test
+//! -p onair-server --test business`), so any suite can be run on both backends.
 
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)]
@@ -57,6 +61,8 @@ pub struct Server {
     pub rtmp_port: u16,
     stderr: Arc<Mutex<Vec<String>>>,
     env: Vec<(String, String)>,
+    /// The PostgreSQL database this server uses, when `ONAIR_TEST_STORE=postgres`.
+    pg: Option<onair_store::test_util::ScratchPostgres>,
 }
 
 impl Server {
@@ -86,6 +92,18 @@ impl Server {
             data = dir.path().display().to_string(),
         );
         std::fs::write(&config, text).expect("write config");
+        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        // ONAIR_TEST_STORE=postgres runs any test file on PostgreSQL: each server
+        // gets a fresh database (unless the test chose its own [store] url).
+        let mut pg = None;
+        if std::env::var("ONAIR_TEST_STORE").is_ok_and(|v| v == "postgres")
+            && !env.iter().any(|(k, _)| k == "ONAIR_STORE__URL")
+            && !extra_toml.contains("[store]")
+        {
+            let db = fresh_postgres().await.expect("ONAIR_TEST_STORE=postgres needs PostgreSQL");
+            env.push(("ONAIR_STORE__URL".into(), db.url.clone()));
+            pg = Some(db);
+        }
         let mut server = Server {
             child: None,
             dir,
@@ -93,7 +111,8 @@ impl Server {
             port: 0,
             rtmp_port: 0,
             stderr: Arc::new(Mutex::new(Vec::new())),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env,
+            pg,
         };
         server.spawn().await;
         server
