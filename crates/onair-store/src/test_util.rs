@@ -10,8 +10,6 @@
 //! Compiled for this crate's own tests and, with the `test-util` feature, for other
 //! crates' tests.
 
-#![allow(clippy::expect_used, clippy::panic)]
-
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
