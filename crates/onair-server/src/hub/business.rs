@@ -475,6 +475,24 @@ impl Hub {
         if count == 0 || count > 1000 {
             return Err(Rejection::new(Code::InvalidParam, "count must be 1..=1000"));
         }
+        if let Some(cl) = &room.cl
+            && !cl.route_likes(&room, liker, count)
+        {
+            // The room's sequencer counts (and caps) them; this node credits its user.
+            if let Some(user) = user {
+                self.credit(user, |a| a.likes += count);
+            }
+            return Ok((count, room.biz.lock().likes.total()));
+        }
+        let (accepted, total) = self.count_likes(&room, liker, count);
+        if let Some(user) = user.filter(|_| accepted > 0) {
+            self.credit(user, |a| a.likes += accepted);
+        }
+        Ok((accepted, total))
+    }
+
+    /// Adds likes to the room's counter (capped per liker); returns (accepted, total).
+    pub(super) fn count_likes(&self, room: &Room, liker: &str, count: u64) -> (u64, u64) {
         let now = now_ms();
         let (accepted, total) = {
             let mut biz = room.biz.lock();
@@ -489,10 +507,7 @@ impl Hub {
         if accepted < count {
             metrics::counter!("onair_likes_capped_total").increment(count - accepted);
         }
-        if let Some(user) = user.filter(|_| accepted > 0) {
-            self.credit(user, |a| a.likes += accepted);
-        }
-        Ok((accepted, total))
+        (accepted, total)
     }
 
     // ---- statistics --------------------------------------------------------

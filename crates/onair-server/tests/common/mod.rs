@@ -148,6 +148,12 @@ impl Server {
         assert!(exit.success(), "onair exited with {exit:?} after SIGTERM; stderr: {:?}", self.stderr());
     }
 
+    /// SIGKILL: the process dies at once (no shutdown, no lease release).
+    pub async fn kill(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        child.kill().await.expect("kill");
+    }
+
     /// Stops (if running) and starts again on the same data dir (new port).
     pub async fn restart(&mut self) {
         if self.child.is_some() {
