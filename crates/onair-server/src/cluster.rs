@@ -133,6 +133,15 @@ pub enum Wire {
         /// How many.
         count: u64,
     },
+    /// Gifts sent on another node, for the sequencer's room statistics.
+    Gifts {
+        /// Room id.
+        room: String,
+        /// Gifts.
+        count: u64,
+        /// Their value in coins.
+        coins: u64,
+    },
     /// A connection joined on `from`.
     Join {
         /// Room id.
@@ -195,6 +204,8 @@ pub enum Part {
     Admins,
     /// Sensitive-word lists.
     Filter,
+    /// The room's running lottery (started, ended early, or drawn).
+    Lottery,
     /// The room was created.
     Created,
     /// The room was destroyed.

@@ -214,6 +214,13 @@ impl RoomCluster {
         }
     }
 
+    /// Gift statistics for the sequencer (the node that keeps the room's statistics).
+    pub(crate) fn route_gift_stats(&self, room: &Room, count: u64, coins: u64) {
+        if let Owner::Remote(node) = room.owner.lock().clone() {
+            self.bus().to_node(&node, &Wire::Gifts { room: room.id.clone(), count, coins });
+        }
+    }
+
     pub(crate) fn joined(&self, room: &Room, member: Option<MemberBrief>) {
         match room.owner.lock().clone() {
             Owner::Remote(node) => self
@@ -448,6 +455,15 @@ impl Hub {
                     self.count_likes(&room, &liker, count);
                 }
             }
+            Wire::Gifts { room, count, coins } => {
+                if let Ok(room) = self.get(&room)
+                    && room.sequencing()
+                {
+                    let mut biz = room.biz.lock();
+                    biz.stats.gifts(count, coins, now_ms(), &self.business.popularity);
+                    biz.stats_dirty = true;
+                }
+            }
             Wire::Join { room, from, member } => {
                 if let Ok(room) = self.get(&room)
                     && let Some(cl) = room.cl.as_ref().filter(|_| room.sequencing())
@@ -595,6 +611,7 @@ impl Hub {
                     *room.admins.lock() = admins.into_iter().collect();
                 }
                 Part::Filter => self.reload_filters().await?,
+                Part::Lottery => self.reload_lottery(&*self.get(id)?).await?,
             }
             Ok(())
         }
@@ -803,6 +820,15 @@ impl Hub {
                 Err(e) => tracing::warn!(room = %room.id, error = %e, "takeover without stored history"),
             }
             room.chat.lock().take_over(next);
+            // Statistics, the like total and a running lottery's pool continue from
+            // what the previous sequencer stored.
+            match self.store.room_stats(&room.id).await {
+                Ok(stats) => room.biz.lock().resume_counting(&self.business, stats),
+                Err(e) => tracing::warn!(room = %room.id, error = %e, "takeover without stored statistics"),
+            }
+            if let Err(r) = self.reload_lottery(room).await {
+                tracing::warn!(room = %room.id, error = %r.info, "takeover without the stored lottery");
+            }
             *room.owner.lock() = Owner::Local;
             let previous = cl.last_owner.lock().replace(cl.bus().node().clone());
             if let Some(old) = previous.filter(|old| **old != **cl.bus().node()) {
