@@ -403,3 +403,64 @@ async fn redis_restarting_mid_test_degrades_then_recovers_without_losing_acked_m
         assert!(stored.contains(s), "acked seq {s} missing from history {stored:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_likes_and_a_lottery_work_across_nodes() {
+    let redis = Redis::start().await;
+    let nodes = cluster(&redis, "").await;
+    nodes[0].create_room("biz").await;
+    for n in &nodes[1..] {
+        wait_room(n, "biz").await;
+    }
+    // a sequences the room (its member is the first).
+    let mut on_a = nodes[0].login_client("ua", "Web").await;
+    on_a.join_ok("biz").await;
+    assert_eq!(on_a.send_text("biz", "hello", "Normal", 1).await["code"], 0);
+    let mut on_b = nodes[1].login_client("ub", "Web").await;
+    on_b.join_ok("biz").await;
+    let mut on_c = nodes[2].login_client("uc", "Web").await;
+    on_c.join_ok("biz").await;
+
+    // A state change made on c reaches members everywhere and every node's room JSON.
+    let (s, v) =
+        nodes[2].http("POST", &nodes[2].admin("/api/v1/rooms/biz/state"), Some(&json!({"state": "live"}))).await;
+    assert_eq!(s, 200, "{v}");
+    for c in [&mut on_a, &mut on_b] {
+        assert_eq!(c.wait_event("biz", "state").await["state"], "live");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        let (_, room) = nodes[1].http("GET", "/api/v1/rooms/biz", None).await;
+        if room["state"] == "live" || room["room"]["state"] == "live" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "state on b: {room}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Likes from b and c are counted once, by the sequencer: the total is exact.
+    for c in [&mut on_b, &mut on_c] {
+        let ack = c.request(json!({"op": "like", "roomId": "biz", "count": 7})).await;
+        assert_eq!(ack["code"], 0, "{ack}");
+    }
+    on_a.wait_event_where("biz", "like", |e| e["total"] == 14).await;
+
+    // A lottery started through c collects entrants from every node.
+    let (s, started) = nodes[2]
+        .http(
+            "POST",
+            &nodes[2].admin("/api/v1/rooms/biz/lotteries"),
+            Some(&json!({"keyword": "rose", "durationSecs": 2, "winners": 5})),
+        )
+        .await;
+    assert_eq!(s, 200, "{started}");
+    on_b.wait_event_where("biz", "lottery", |e| e["phase"] == "started").await;
+    assert_eq!(on_b.send_text("biz", "a rose for you", "Normal", 2).await["code"], 0);
+    assert_eq!(on_c.send_text("biz", "ROSE", "Normal", 3).await["code"], 0);
+    assert_eq!(on_a.send_text("biz", "no flower", "Normal", 4).await["code"], 0);
+    let drawn = on_c.wait_event_where("biz", "lottery", |e| e["phase"] == "drawn").await;
+    let mut winners: Vec<String> =
+        drawn["winners"].as_array().unwrap().iter().map(|w| w["userId"].as_str().unwrap().to_owned()).collect();
+    winners.sort();
+    assert_eq!(winners, vec!["ub", "uc"], "{drawn}");
+}
