@@ -41,6 +41,13 @@ pub const RENEW_EVERY: Duration = Duration::from_millis(1000);
 pub const SETTLE: Duration = Duration::from_millis(2500);
 /// A node not heard from for this long is taken as gone: its members leave.
 pub const NODE_TTL_MS: u64 = 5_000;
+/// Messages waiting to be published at most; beyond, new ones are dropped and counted
+/// (Redis is down or slow: a backlog would only grow, and receivers repair gaps
+/// from the database).
+const OUTBOX: usize = 16_384;
+/// A subscribe or unsubscribe that Redis does not confirm within this is given up
+/// (the next reconnect subscribes everything again).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Who sent a message, as the sequencer needs it for permissions and callbacks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -237,7 +244,7 @@ pub struct Bus {
     prefix: String,
     client: redis::Client,
     conn: ConnectionManager,
-    out: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    out: mpsc::Sender<(String, Vec<u8>)>,
     /// Room channels this node wants (resubscribed after every reconnect).
     rooms: parking_lot::Mutex<BTreeSet<String>>,
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
@@ -269,7 +276,7 @@ impl Bus {
         )
         .await
         .map_err(|_| anyhow::anyhow!("connecting to Redis at {} timed out", cfg.url))??;
-        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = mpsc::channel(OUTBOX);
         let (in_tx, in_rx) = mpsc::unbounded_channel();
         let bus = Arc::new(Bus {
             node: cfg.node.into(),
@@ -348,7 +355,9 @@ impl Bus {
     fn queue(&self, channel: String, msg: &Wire) {
         match serde_json::to_vec(msg) {
             Ok(payload) => {
-                let _ = self.out.send((channel, payload)); // closed only at shutdown
+                if self.out.try_send((channel, payload)).is_err() {
+                    metrics::counter!("onair_cluster_publish_dropped_total").increment(1);
+                }
             }
             Err(e) => tracing::error!(error = %e, "could not encode a cluster message"),
         }
@@ -356,11 +365,7 @@ impl Bus {
 
     /// Publishes queued messages, everything waiting at once in one pipeline: one
     /// round trip per batch instead of one per message.
-    async fn run_publisher(
-        self: Arc<Self>,
-        mut rx: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
-        stop: CancellationToken,
-    ) {
+    async fn run_publisher(self: Arc<Self>, mut rx: mpsc::Receiver<(String, Vec<u8>)>, stop: CancellationToken) {
         let mut conn = self.conn.clone();
         let mut batch = Vec::new();
         loop {
@@ -409,9 +414,16 @@ impl Bus {
                         let _ = tx.send(Inbound::Reconnected);
                     }
                     first = false;
+                    // A Redis that stops answering without closing the socket would
+                    // leave the stream silent forever: a ping every few seconds finds it.
+                    let mut ping = tokio::time::interval(Duration::from_secs(3));
+                    ping.tick().await;
                     loop {
                         let msg = tokio::select! {
                             m = stream.next() => m,
+                            _ = ping.tick() => {
+                                if self.ping_subscription().await { continue } else { break }
+                            }
                             _ = stop.cancelled() => return,
                         };
                         let Some(msg) = msg else { break };
@@ -448,9 +460,18 @@ impl Bus {
         let (mut sink, stream) = pubsub.split();
         let mut channels = vec![self.node_channel(&self.node), self.ctl_channel()];
         channels.extend(self.rooms.lock().iter().map(|r| self.room_channel(r)));
-        sink.subscribe(channels).await?;
+        tokio::time::timeout(SUBSCRIBE_TIMEOUT * 2, sink.subscribe(channels))
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out")))??;
         *self.sink.lock().await = Some(sink);
         Ok(stream)
+    }
+
+    async fn ping_subscription(&self) -> bool {
+        let mut sink = self.sink.lock().await;
+        let Some(sink) = sink.as_mut() else { return false };
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        tokio::time::timeout(SUBSCRIBE_TIMEOUT * 2, sink.ping::<redis::Value>()).await.is_ok_and(|r| r.is_ok())
     }
 
     /// Starts receiving a room's rounds; returns once Redis confirmed (or the bus is
@@ -461,7 +482,9 @@ impl Bus {
         }
         if let Some(sink) = self.sink.lock().await.as_mut() {
             self.ops.fetch_add(1, Ordering::Relaxed);
-            let ok = sink.subscribe(self.room_channel(room)).await.is_ok();
+            let ok = tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(self.room_channel(room)))
+                .await
+                .is_ok_and(|r| r.is_ok());
             self.note(ok);
         }
     }
@@ -473,7 +496,7 @@ impl Bus {
         }
         if let Some(sink) = self.sink.lock().await.as_mut() {
             self.ops.fetch_add(1, Ordering::Relaxed);
-            let _ = sink.unsubscribe(self.room_channel(room)).await;
+            let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(self.room_channel(room))).await;
         }
     }
 
