@@ -92,6 +92,34 @@ async fn cluster(redis: &Redis, extra_toml: &str) -> Vec<Server> {
     nodes
 }
 
+/// Three nodes and a room created on the first, known to all.
+async fn cluster_with_room(redis: &Redis, room: &str) -> Vec<Server> {
+    let nodes = cluster(redis, "").await;
+    nodes[0].create_room(room).await;
+    for n in &nodes[1..] {
+        wait_room(n, room).await;
+    }
+    nodes
+}
+
+/// A logged-in member of `room` on each node; the first one's message comes first,
+/// so node a holds the room's sequencer.
+async fn one_member_per_node(nodes: &[Server], room: &str, users: [&str; 3]) -> [Client; 3] {
+    let mut out = Vec::new();
+    for (node, user) in nodes.iter().zip(users) {
+        let mut c = node.login_client(user, "Web").await;
+        c.join_ok(room).await;
+        if out.is_empty() {
+            assert_eq!(c.send_text(room, "first", "Normal", 1).await["code"], 0);
+        }
+        out.push(c);
+    }
+    match out.try_into() {
+        Ok(three) => three,
+        Err(_) => panic!("three nodes"),
+    }
+}
+
 /// Waits until `room` exists on `node` (rooms created elsewhere arrive through Redis).
 async fn wait_room(node: &Server, room: &str) {
     let deadline = tokio::time::Instant::now() + T;
@@ -149,11 +177,7 @@ async fn health(node: &Server) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_across_three_nodes_is_ordered_without_duplicates_and_counts_are_cluster_wide() {
     let redis = Redis::start().await;
-    let nodes = cluster(&redis, "").await;
-    nodes[0].create_room("x").await;
-    for n in &nodes[1..] {
-        wait_room(n, "x").await;
-    }
+    let nodes = cluster_with_room(&redis, "x").await;
     let mut clients = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         let mut c = n.login_client(&format!("u{i}"), "Web").await;
@@ -235,11 +259,7 @@ async fn chat_across_three_nodes_is_ordered_without_duplicates_and_counts_are_cl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ban_on_one_node_applies_on_every_node_at_once() {
     let redis = Redis::start().await;
-    let nodes = cluster(&redis, "").await;
-    nodes[0].create_room("m").await;
-    for n in &nodes[1..] {
-        wait_room(n, "m").await;
-    }
+    let nodes = cluster_with_room(&redis, "m").await;
     let mut troll_b = nodes[1].login_client("troll", "Web").await;
     troll_b.join_ok("m").await;
     let mut troll_c = nodes[2].login_client("troll", "Android").await;
@@ -277,19 +297,8 @@ async fn a_ban_on_one_node_applies_on_every_node_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_loses_only_its_connections_and_its_clients_resume_elsewhere() {
     let redis = Redis::start().await;
-    let mut nodes = cluster(&redis, "").await;
-    nodes[0].create_room("k").await;
-    for n in &nodes[1..] {
-        wait_room(n, "k").await;
-    }
-    // The first message comes through a, so a holds the room's sequencer.
-    let mut on_a = nodes[0].login_client("alice", "Web").await;
-    on_a.join_ok("k").await;
-    assert_eq!(on_a.send_text("k", "first", "Normal", 1).await["code"], 0);
-    let mut on_b = nodes[1].login_client("bob", "Web").await;
-    on_b.join_ok("k").await;
-    let mut on_c = nodes[2].login_client("carol", "Web").await;
-    on_c.join_ok("k").await;
+    let mut nodes = cluster_with_room(&redis, "k").await;
+    let [mut on_a, mut on_b, mut on_c] = one_member_per_node(&nodes, "k", ["alice", "bob", "carol"]).await;
     for i in 0..5 {
         assert_eq!(on_b.send_text("k", &format!("b{i}"), "Normal", 100 + i).await["code"], 0);
     }
@@ -334,11 +343,7 @@ async fn a_killed_node_loses_only_its_connections_and_its_clients_resume_elsewhe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarting_mid_test_degrades_then_recovers_without_losing_acked_messages() {
     let mut redis = Redis::start().await;
-    let nodes = cluster(&redis, "").await;
-    nodes[0].create_room("r").await;
-    for n in &nodes[1..] {
-        wait_room(n, "r").await;
-    }
+    let nodes = cluster_with_room(&redis, "r").await;
     let mut on_a = nodes[0].login_client("alice", "Web").await;
     on_a.join_ok("r").await;
     assert_eq!(on_a.send_text("r", "before", "Normal", 1).await["code"], 0);
@@ -407,19 +412,8 @@ async fn redis_restarting_mid_test_degrades_then_recovers_without_losing_acked_m
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_likes_and_a_lottery_work_across_nodes() {
     let redis = Redis::start().await;
-    let nodes = cluster(&redis, "").await;
-    nodes[0].create_room("biz").await;
-    for n in &nodes[1..] {
-        wait_room(n, "biz").await;
-    }
-    // a sequences the room (its member is the first).
-    let mut on_a = nodes[0].login_client("ua", "Web").await;
-    on_a.join_ok("biz").await;
-    assert_eq!(on_a.send_text("biz", "hello", "Normal", 1).await["code"], 0);
-    let mut on_b = nodes[1].login_client("ub", "Web").await;
-    on_b.join_ok("biz").await;
-    let mut on_c = nodes[2].login_client("uc", "Web").await;
-    on_c.join_ok("biz").await;
+    let nodes = cluster_with_room(&redis, "biz").await;
+    let [mut on_a, mut on_b, mut on_c] = one_member_per_node(&nodes, "biz", ["ua", "ub", "uc"]).await;
 
     // A state change made on c reaches members everywhere and every node's room JSON.
     let (s, v) =
