@@ -256,6 +256,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.http.listen))?;
     let addr = listener.local_addr()?;
+    if !cfg.media.origin.trim().is_empty() {
+        // An edge pulling from itself would wait on its own pull forever.
+        media::edge::check_not_self(&cfg.media.origin, addr)?;
+    }
     let state = Arc::new(AppState {
         conn_limit: Arc::new(tokio::sync::Semaphore::new(cfg.http.max_connections)),
         cfg,
