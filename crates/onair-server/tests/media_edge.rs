@@ -8,6 +8,7 @@
 mod common;
 mod media_util;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,10 +23,10 @@ use tokio::task::JoinHandle;
 /// Seconds an edge keeps a pull after its last viewer (the tests' setting).
 const IDLE_SECS: u64 = 2;
 
-async fn edge_of(origin: &Server) -> Server {
+async fn edge_of(origin: &Server, extra_media: &str) -> Server {
     let url = format!("http://127.0.0.1:{}", origin.port);
     Server::start_with_env(
-        &media_toml("snapshot_secs = 0"),
+        &media_toml(&format!("snapshot_secs = 0\n{extra_media}")),
         &[("ONAIR_MEDIA__ORIGIN", url.as_str()), ("ONAIR_MEDIA__ORIGIN_IDLE_SECS", &IDLE_SECS.to_string())],
     )
     .await
@@ -92,6 +93,26 @@ async fn got_bytes(rx: &mut tokio::sync::watch::Receiver<usize>, min: usize) -> 
     tokio::time::timeout(Duration::from_secs(8), wait).await.unwrap_or(false)
 }
 
+/// A stream-callback receiver: every JSON body posted to it.
+async fn callback_sink() -> (u16, Arc<Mutex<Vec<Value>>>) {
+    let calls: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/cb",
+            axum::routing::post(
+                |axum::extract::State(c): axum::extract::State<Arc<Mutex<Vec<Value>>>>, body: axum::Json<Value>| async move {
+                    c.lock().unwrap().push(body.0);
+                    axum::Json(serde_json::json!({"code": 0}))
+                },
+            ),
+        )
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, calls)
+}
+
 async fn stats(s: &Server, name: &str) -> (u16, Value) {
     s.http("GET", &format!("/api/v1/streams/{name}"), None).await
 }
@@ -122,8 +143,12 @@ async fn an_edge_relays_one_pull_to_every_viewer_and_drops_it_when_they_leave() 
     if !have_ffmpeg() {
         return;
     }
-    let origin = Server::start(&media_toml("")).await;
-    let edge = edge_of(&origin).await;
+    // Both report stream events to a backend; only the origin may (it is the stream's
+    // origin: the edge's relay must not move room state or send callbacks).
+    let (origin_cb, origin_calls) = callback_sink().await;
+    let (edge_cb, edge_calls) = callback_sink().await;
+    let origin = Server::start(&media_toml(&format!("callback_url = \"http://127.0.0.1:{origin_cb}/cb\""))).await;
+    let edge = edge_of(&origin, &format!("callback_url = \"http://127.0.0.1:{edge_cb}/cb\"")).await;
     let origin_url = format!("http://127.0.0.1:{}", origin.port);
 
     // A stream the origin does not have: 404 at once, never cached.
@@ -280,11 +305,12 @@ async fn an_edge_relays_one_pull_to_every_viewer_and_drops_it_when_they_leave() 
     let g = get(edge.port, "/live/cam2.flv").await;
     assert_eq!(g.status, 404);
     assert!(g.took < Duration::from_secs(6), "took {:?}", g.took);
-    assert!(
-        !edge.stderr().iter().any(|l| l.contains("panicked")),
-        "edge stderr: {:?}",
-        edge.stderr()
-    );
+    assert!(!edge.stderr().iter().any(|l| l.contains("panicked")), "edge stderr: {:?}", edge.stderr());
+    // The origin reported its publishes and unpublishes; the edge, which relayed and
+    // ended three sessions meanwhile, reported nothing.
+    let events: Vec<u64> = origin_calls.lock().unwrap().iter().filter_map(|c| c["event_type"].as_u64()).collect();
+    assert!(events.contains(&1) && events.contains(&0), "origin callbacks {events:?}");
+    assert_eq!(edge_calls.lock().unwrap().len(), 0, "edge callbacks: {:?}", edge_calls.lock().unwrap());
 }
 
 /// Status and Cache-Control of an HTTP-FLV response (the body is dropped at once).

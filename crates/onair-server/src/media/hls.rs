@@ -424,15 +424,15 @@ impl HlsHub {
                     let relayed = self.registry.get(name).is_some_and(|s| s.is_relayed());
                     if !relayed {
                         self.media.snapshot_taken(
-                        name,
-                        SnapshotInfo {
-                            pic_full_url: format!("http://{}{pic_url}", self.media.cfg.public_host),
-                            pic_url,
-                            file_size: jpeg.len() as u64,
-                            width,
-                            height,
-                        },
-                    );
+                            name,
+                            SnapshotInfo {
+                                pic_full_url: format!("http://{}{pic_url}", self.media.cfg.public_host),
+                                pic_url,
+                                file_size: jpeg.len() as u64,
+                                width,
+                                height,
+                            },
+                        );
                     }
                     *live.snapshot.lock() = Some(jpeg);
                 }
@@ -701,7 +701,13 @@ async fn playlist(hub: &Arc<HlsHub>, name: &str, q: &PlaylistQuery) -> Response 
                         "public, max-age=1"
                     };
                     let cache = HeaderValue::from_str(cache).unwrap_or(HeaderValue::from_static("no-cache"));
-                    return ([(header::CONTENT_TYPE, HeaderValue::from_static(PLAYLIST_TYPE)), (header::CACHE_CONTROL, cache)], body)
+                    return (
+                        [
+                            (header::CONTENT_TYPE, HeaderValue::from_static(PLAYLIST_TYPE)),
+                            (header::CACHE_CONTROL, cache),
+                        ],
+                        body,
+                    )
                         .into_response();
                 }
             }

@@ -34,11 +34,7 @@ pub fn routes() -> Router<Shared> {
 
 fn error(status: StatusCode, message: &str) -> Response {
     // `no-store`: a CDN must not remember that a stream was not live.
-    (
-        status,
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(json!({"code": status.as_u16(), "message": message})),
-    )
+    (status, [(header::CACHE_CONTROL, "no-store")], axum::Json(json!({"code": status.as_u16(), "message": message})))
         .into_response()
 }
 

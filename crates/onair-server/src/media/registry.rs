@@ -339,9 +339,10 @@ impl StreamRegistry {
         // Strictly increasing start times: the session id (in every media URL, cached
         // as immutable) is never reused, even by a re-publish in the same millisecond.
         let wall = now_ms();
-        let now = match self.last_start.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(wall.max(last + 1))) {
-            Ok(last) | Err(last) => wall.max(last + 1),
-        };
+        let now =
+            match self.last_start.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(wall.max(last + 1))) {
+                Ok(last) | Err(last) => wall.max(last + 1),
+            };
         let (session, origin) = match relay {
             Some((origin, node)) => (format!("{now}-{node}"), Some(origin)),
             None => (now.to_string(), None),
