@@ -382,10 +382,14 @@ fn rtmp_banner(state: &AppState, host: &str, http_port: u16) -> String {
     } else {
         format!("{rtmp}test  (push auth off)")
     };
+    let edge = match media.origin() {
+        Some(origin) => format!("\n  edge of         {origin}  (streams relayed on demand)"),
+        None => String::new(),
+    };
     format!(
         "\n  RTMP push       {push}\
          \n  push key        {key}  (`onair push-url --stream NAME` signs a URL)\
-         \n  watch           http://{host}:{http_port}/live/test.flv  or  {rtmp}test\
+         \n  watch           http://{host}:{http_port}/live/test.flv  or  {rtmp}test{edge}\
          \n\
          \nrtmp listening on rtmp://{host}:{port}",
         key = media.push_key(),
