@@ -172,11 +172,11 @@ async fn an_edge_relays_one_pull_to_every_viewer_and_drops_it_when_they_leave() 
     let edge_rtmp = format!("rtmp://127.0.0.1:{}/live/cam", edge.rtmp_port);
     let rec_flv = tokio::spawn({
         let (url, out) = (edge_flv.clone(), flv_file.clone());
-        async move { record(&url, 6.0, &out).await }
+        async move { record(&url, 8.0, &out).await }
     });
     let rec_rtmp = tokio::spawn({
         let (url, out) = (edge_rtmp.clone(), rtmp_file.clone());
-        async move { record(&url, 6.0, &out).await }
+        async move { record(&url, 8.0, &out).await }
     });
     eprintln!("[edge test] viewers started");
     let (raw, mut raw_bytes) = flv_viewer(edge.port, "cam");

@@ -194,7 +194,9 @@ impl Edge {
             return false;
         }
         let hops = if via.is_empty() { 0 } else { via.split(',').count() };
-        if hops >= MAX_HOPS || chain_has(via, &self.node) {
+        // Node ids are 12 hex digits: a longer chain is not one we sent (and is not
+        // forwarded, so a client cannot make us send it a big header).
+        if hops >= MAX_HOPS || via.len() > MAX_HOPS * 16 || chain_has(via, &self.node) {
             return false;
         }
         let mut rx = {

@@ -645,6 +645,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sessions_are_never_reused_and_relays_say_their_origin() {
+        let r = reg(16);
+        let mut seen = std::collections::HashSet::new();
+        let mut last = 0;
+        for _ in 0..50 {
+            // Re-publishing at once: same millisecond, still a new session id.
+            let p = r.publish("s", "ip".into(), String::new()).unwrap();
+            let info = &p.stream().info;
+            assert!(info.started_at_ms > last && info.origin.is_none());
+            last = info.started_at_ms;
+            assert!(seen.insert(info.session.clone()), "session {} reused", info.session);
+        }
+        let p = r.relay("e", "http://10.0.0.1:8080", "n0de").unwrap();
+        let s = p.stream().clone();
+        assert!(s.is_relayed() && s.info.session.ends_with("-n0de"), "{}", s.info.session);
+        assert_eq!(s.stats(now_ms()).origin.as_deref(), Some("http://10.0.0.1:8080"));
+        assert!(matches!(r.relay("e", "http://x", "n"), Err(PublishError::AlreadyPublishing)));
+        let _a = r.subscribe("e", Protocol::Relay).unwrap();
+        let _b = r.subscribe("e", Protocol::HttpFlv).unwrap();
+        let _c = r.subscribe("e", Protocol::Internal).unwrap();
+        assert_eq!((s.total_viewers(), s.viewers(Protocol::Relay)), (2, 1), "internal readers are not viewers");
+        assert_eq!(s.stats(now_ms()).viewers["relay"], 1);
+    }
+
+    #[tokio::test]
     async fn a_lagging_viewer_skips_to_the_next_keyframe() {
         let r = reg(16);
         let mut p = r.publish("s", "ip".into(), String::new()).unwrap();
