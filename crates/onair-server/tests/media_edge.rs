@@ -258,8 +258,18 @@ async fn an_edge_relays_one_pull_to_every_viewer_and_drops_it_when_they_leave() 
     // The edge is not the stream's origin: it records nothing.
     assert!(!edge.data_dir().join("recordings").join("cam").exists(), "an edge must not record a relayed stream");
 
-    // Every viewer leaves: within origin_idle_secs + slack the edge drops its pull.
+    // The last counted viewer leaves, but an HLS player goes on polling: its requests
+    // (stateless, not counted) keep the pull well past origin_idle_secs.
     raw.abort();
+    let polling_until = Instant::now() + Duration::from_secs(IDLE_SECS + 2);
+    while Instant::now() < polling_until {
+        assert_eq!(get(edge.port, "/live/cam.m3u8").await.status, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, o) = stats(&origin, "cam").await;
+    assert_eq!(viewers(&o, "relay"), 1, "an HLS-only audience keeps the pull: {o}");
+
+    // Every viewer leaves: within origin_idle_secs + slack the edge drops its pull.
     let t0 = Instant::now();
     wait_for("the origin's relay viewer to go", Duration::from_secs(IDLE_SECS + 6), || async {
         let (_, o) = stats(&origin, "cam").await;
@@ -320,6 +330,43 @@ async fn flv_head(port: u16) -> (u16, String) {
     let resp = tokio::time::timeout(Duration::from_secs(10), client.get(uri)).await.unwrap().unwrap();
     let cache = resp.headers().get("cache-control").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     (resp.status().as_u16(), cache)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn play_signatures_are_checked_at_the_edge_and_forwarded_to_the_origin() {
+    if !have_ffmpeg() {
+        return;
+    }
+    // Same play key (the push key) on both: the edge checks a viewer's signature and
+    // passes it on, so the origin's own check accepts the pull.
+    let origin = Server::start(&media_toml("play_auth = true")).await;
+    let edge = edge_of(&origin, "play_auth = true").await;
+    let mut ff = media_util::publish(&push_url(&origin, "paid"), 30);
+    wait_live(&origin, "paid").await;
+    let g = get(edge.port, "/live/paid.flv").await;
+    assert_eq!(g.status, 403, "unsigned play refused by the edge: {}", g.text());
+    let tx_time = format!("{:X}", common::now_secs() + 600);
+    let secret = onair_auth::tx_secret(media_util::PUSH_KEY, "paid", &tx_time);
+    let path = format!("/live/paid.flv?txSecret={secret}&txTime={tx_time}");
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: hyper::Uri = format!("http://127.0.0.1:{}{path}", edge.port).parse().unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.get(uri)).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut n = 0;
+    while n < 10_000 {
+        let frame = tokio::time::timeout(Duration::from_secs(8), body.frame()).await.unwrap().unwrap().unwrap();
+        n += frame.into_data().map_or(0, |d| d.len());
+    }
+    let (_, o) = stats(&origin, "paid").await;
+    assert_eq!(viewers(&o, "relay"), 1, "{o}");
+    // An edge without play_auth forwards no signature: the origin refuses the pull and
+    // the viewer gets a 404 at once.
+    let open_edge = edge_of(&origin, "").await;
+    let g = get(open_edge.port, "/live/paid.flv").await;
+    assert_eq!(g.status, 404, "{}", g.text());
+    assert!(g.took < Duration::from_secs(2), "took {:?}", g.took);
+    let _ = ff.kill().await;
 }
 
 /// A free loopback port (bound, then released for a server to take).
