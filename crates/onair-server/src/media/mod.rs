@@ -310,7 +310,8 @@ impl MediaService {
             return true;
         }
         match &self.edge {
-            Some(edge) => edge.pull(name, query, via).await,
+            // Or a publisher took the name here meanwhile (the pull then gives way).
+            Some(edge) => edge.pull(name, query, via).await || self.registry.get(name).is_some(),
             None => false,
         }
     }
