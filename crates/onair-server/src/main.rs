@@ -290,6 +290,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.http.listen))?;
     let addr = listener.local_addr()?;
+    if !cfg.media.origin.trim().is_empty() {
+        // An edge pulling from itself would wait on its own pull forever.
+        media::edge::check_not_self(&cfg.media.origin, addr)?;
+    }
     let state = Arc::new(AppState {
         conn_limit: Arc::new(tokio::sync::Semaphore::new(cfg.http.max_connections)),
         cfg,
@@ -412,10 +416,14 @@ fn rtmp_banner(state: &AppState, host: &str, http_port: u16) -> String {
     } else {
         format!("{rtmp}test  (push auth off)")
     };
+    let edge = match media.origin() {
+        Some(origin) => format!("\n  edge of         {origin}  (streams relayed on demand)"),
+        None => String::new(),
+    };
     format!(
         "\n  RTMP push       {push}\
          \n  push key        {key}  (`onair push-url --stream NAME` signs a URL)\
-         \n  watch           http://{host}:{http_port}/live/test.flv  or  {rtmp}test\
+         \n  watch           http://{host}:{http_port}/live/test.flv  or  {rtmp}test{edge}\
          \n\
          \nrtmp listening on rtmp://{host}:{port}",
         key = media.push_key(),
