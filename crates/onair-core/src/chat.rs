@@ -221,6 +221,57 @@ impl<T> RoomChat<T> {
         self.freq.waiting() > 0 || !self.events.is_empty() || !self.early_cuts.is_empty() || self.presence.has_pending()
     }
 
+    /// Records messages another node's sequencer delivered (this node mirrors the
+    /// room for its own members): history and the next seq follow; messages already
+    /// held are skipped. Returns how many were new.
+    pub fn mirror(&mut self, delivered: &[Arc<ChatMessage>]) -> usize {
+        let mut new = 0;
+        for m in delivered {
+            if m.seq < self.next_seq {
+                continue;
+            }
+            self.history.push(m.clone());
+            self.next_seq = m.seq + 1;
+            new += 1;
+        }
+        new
+    }
+
+    /// Makes this room's core the sequencer again after another node held that role:
+    /// numbering resumes at `next_seq` (the store's last seq + 1) or later.
+    pub fn take_over(&mut self, next_seq: u64) {
+        self.next_seq = self.next_seq.max(next_seq);
+    }
+
+    /// Replaces the history with what the store holds (oldest first) and numbers on
+    /// from after it: a mirror that missed rounds while it served nobody here.
+    pub fn reset_history(&mut self, restored: Vec<Arc<ChatMessage>>) {
+        let mut history = HistoryRing::new(self.cfg.resume_buffer);
+        for m in restored {
+            self.next_seq = self.next_seq.max(m.seq + 1);
+            history.push(m);
+        }
+        self.history = history;
+    }
+
+    /// Drops a recalled message from the history only (a mirror learning of a recall
+    /// from the sequencer, which told the members already).
+    pub fn forget(&mut self, seq: u64) {
+        self.history.recall(seq);
+    }
+
+    /// Hands over every message still waiting for a round, oldest first, and the
+    /// system events not yet delivered (the sequencer moved to another node).
+    pub fn hand_over(&mut self) -> (Vec<(T, Outgoing)>, Vec<RoomEvent>) {
+        let queued = self.freq.drain().into_iter().map(|q| (q.ticket, q.msg)).collect();
+        (queued, std::mem::take(&mut self.events))
+    }
+
+    /// Cuts decided before a round (queue overflow) still waiting to be reported.
+    pub fn take_early_cuts(&mut self) -> Vec<(T, Outcome)> {
+        std::mem::take(&mut self.early_cuts)
+    }
+
     /// Runs one delivery round.
     pub fn tick(&mut self, now: Millis, rng: &mut impl RandomSource) -> TickOutput<T> {
         let selection = self.freq.select(now, rng);
@@ -379,5 +430,70 @@ mod tests {
         let t = room.tick(0, &mut rng);
         assert_eq!(t.events.len(), 100);
         assert!(t.delivered.len() <= 10);
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+    use crate::message::{MsgElem, Priority, SenderProfile, TextElem};
+    use crate::random::SplitMix64;
+
+    fn msg(seq: u64) -> Arc<ChatMessage> {
+        Arc::new(ChatMessage {
+            seq,
+            time_ms: seq * 10,
+            sender: SenderProfile { user_id: "a".into(), ..Default::default() },
+            priority: Priority::Normal,
+            random: seq as u32,
+            body: vec![MsgElem::Text(TextElem { text: format!("m{seq}") })],
+            cloud_custom_data: String::new(),
+        })
+    }
+
+    fn out(random: u32) -> Outgoing {
+        Outgoing {
+            sender: SenderProfile { user_id: "b".into(), ..Default::default() },
+            priority: Priority::Normal,
+            random,
+            body: vec![MsgElem::Text(TextElem { text: "x".into() })],
+            cloud_custom_data: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_mirror_keeps_order_skips_what_it_has_and_serves_resume() {
+        let mut room: RoomChat<u32> = RoomChat::new(ChatConfig::default(), 1, vec![]);
+        assert_eq!(room.mirror(&[msg(1), msg(2)]), 2);
+        assert_eq!(room.mirror(&[msg(2), msg(3)]), 1, "seq 2 again is not new");
+        assert_eq!(room.next_seq(), 4);
+        let snap = room.join(None, Some(1), 100);
+        assert_eq!(snap.history.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(snap.resume, Some(Ok(())));
+    }
+
+    #[test]
+    fn taking_over_continues_numbering_after_the_store() {
+        let mut room: RoomChat<u32> = RoomChat::new(ChatConfig::default(), 1, vec![]);
+        room.mirror(&[msg(1), msg(2)]);
+        room.take_over(10);
+        room.submit(1, out(1), 0);
+        let t = room.tick(50, &mut SplitMix64::new(1));
+        assert_eq!(t.delivered[0].seq, 10);
+        room.take_over(3);
+        room.submit(2, out(2), 60);
+        assert_eq!(room.tick(120, &mut SplitMix64::new(1)).delivered[0].seq, 11, "never goes back");
+    }
+
+    #[test]
+    fn handing_over_returns_the_queue_in_arrival_order() {
+        let mut room: RoomChat<u32> = RoomChat::new(ChatConfig::default(), 1, vec![]);
+        room.submit(1, out(1), 0);
+        room.submit(2, out(2), 1);
+        room.push_event(RoomEvent::Notification { content: "n".into() });
+        let (queued, events) = room.hand_over();
+        assert_eq!(queued.iter().map(|(t, _)| *t).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(events.len(), 1);
+        assert!(room.tick(50, &mut SplitMix64::new(1)).delivered.is_empty());
     }
 }

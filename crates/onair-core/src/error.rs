@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// A numeric error code from the cloud's table, with the OnAir meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Code {
     /// 10002: internal error; the client may retry.
     Internal,

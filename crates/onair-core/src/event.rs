@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::live::{ChangeReason, LiveState};
 use crate::message::MsgElem;
 
 /// A member as shown in enter/quit events and the member list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberBrief {
     /// Account id.
@@ -23,7 +23,7 @@ pub struct MemberBrief {
 }
 
 /// Changed profile fields (only the changed ones are present).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ProfileChange {
     /// New name.
@@ -44,7 +44,7 @@ pub struct ProfileChange {
 }
 
 /// An event for the members of a room.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum RoomEvent {
     /// The exact online count (logged-in users plus anonymous viewers).
@@ -168,7 +168,7 @@ pub enum RoomEvent {
 }
 
 /// One gift event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GiftEvent {
     /// The combo (or single request) this event belongs to.

@@ -168,6 +168,15 @@ impl<T> FrequencyControl<T> {
         Selection { admitted: admitted.into_iter().map(|w| w.item).collect(), cut }
     }
 
+    /// Takes every waiting item out, oldest first (a room whose sequencer moved to
+    /// another node hands its queue over instead of deciding it).
+    pub fn drain(&mut self) -> Vec<T> {
+        let mut all: Vec<Waiting<T>> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
+        all.sort_by_key(|w| w.arrival);
+        self.waiting = 0;
+        all.into_iter().map(|w| w.item).collect()
+    }
+
     fn refill(&mut self, now: Millis) {
         let elapsed = match self.last_refill {
             Some(last) => now.saturating_sub(last),

@@ -7,6 +7,7 @@
 //! fake clock and a seeded random source, so every rule is reproducible.
 
 pub mod chat;
+pub mod cluster;
 pub mod cohost;
 pub mod dedup;
 pub mod error;

@@ -5,12 +5,12 @@
 //! [`LiveState::transition`], so an invalid move gets the same clear error whoever
 //! asks.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Code, Millis, Rejection};
 
 /// Where a live room is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LiveState {
     /// Announced, not started (may carry a scheduled start time).
@@ -26,7 +26,7 @@ pub enum LiveState {
 }
 
 /// Why the state changed (the `reason` of the `state` event).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeReason {
     /// Someone called the API.

@@ -85,6 +85,11 @@ impl Entries {
         entries
     }
 
+    /// Closes the pool earlier (the anchor ended the lottery before its window).
+    pub fn close_at(&mut self, ends_at: Millis) {
+        self.ends_at = self.ends_at.min(ends_at);
+    }
+
     /// A delivered message: enters its sender if it qualifies. Returns true when
     /// the sender is new in the pool. The match is on normalised text (case,
     /// width, spacing), like the word filter, so "Rose", "ＲＯＳＥ" and "r o s e"

@@ -307,7 +307,7 @@ pub struct SenderProfile {
 }
 
 /// A message a client (or the admin API on behalf of a user) asks to send.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outgoing {
     /// The sender, with the profile to stamp.
     pub sender: SenderProfile,
@@ -322,7 +322,7 @@ pub struct Outgoing {
 }
 
 /// A message the room delivered: immutable, shared by history, storage and fan-out.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Per-room sequence number; strictly increasing without gaps.
     pub seq: u64,

@@ -63,7 +63,7 @@ pub struct Presence {
 }
 
 /// A member in the recent-members list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecentMember {
     /// Who.
     pub brief: MemberBrief,

@@ -192,7 +192,12 @@ pub struct FlvTag {
 
 /// A sans-IO FLV stream reader: push bytes as they arrive, pull whole tags.
 ///
-/// Memory is bounded by [`MAX_TAG_BODY`] plus what the caller pushes before pulling.
+/// Checks the file header (`FLV`, header length 9), then yields tags with their
+/// 32-bit timestamp (24 bits + the extension byte). A tag header announcing more than
+/// [`MAX_TAG_BODY`] is an error as soon as its 11 header bytes are in, before any of the
+/// body is buffered, so memory stays bounded by [`MAX_TAG_BODY`] plus what the caller
+/// pushes between two calls of [`FlvDemuxer::next_tag`] (push one read, then drain the
+/// tags). After an error the stream is unusable (the position in it is lost).
 #[derive(Debug, Default)]
 pub struct FlvDemuxer {
     buf: BytesMut,
@@ -229,7 +234,8 @@ impl FlvDemuxer {
             }
             let header_len = u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]]) as usize;
             // The header length field is 9 in every FLV version; anything else is
-            // read as 9 rather than trusted (it would let a peer skip arbitrary data).
+            // refused rather than trusted (it would let a peer make us skip or buffer
+            // arbitrary data).
             let skip = if header_len == 9 { 13 } else { return Err(FlvError::BadSignature) };
             let _ = self.buf.split_to(skip);
             self.header_done = true;
@@ -315,6 +321,72 @@ mod tests {
         d.push(&file_header(true, true));
         d.push(&[9, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(d.next_tag(), Err(FlvError::TooLarge(0xFF_FFFF)));
+    }
+
+    #[test]
+    fn byte_by_byte_with_extended_timestamps() {
+        let mut bytes = file_header(false, true).to_vec();
+        // 0x01_00_00_00 needs the extension byte; 0xFF_FF_FF does not.
+        for ts in [0u64, 0xFF_FFFF, 0x100_0000, 0xFFFF_FFFF] {
+            bytes.extend_from_slice(&write_tag(TAG_VIDEO, ts, &[0x27, 1, 0, 0, 0, 7]));
+        }
+        bytes.extend_from_slice(&write_tag(TAG_SCRIPT, 0, &[2, 0, 0]));
+        let mut d = FlvDemuxer::new();
+        let mut got = Vec::new();
+        for b in &bytes {
+            d.push(std::slice::from_ref(b));
+            while let Some(t) = d.next_tag().unwrap() {
+                got.push((t.tag_type, t.timestamp, t.body.len()));
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                (TAG_VIDEO, 0, 6),
+                (TAG_VIDEO, 0xFF_FFFF, 6),
+                (TAG_VIDEO, 0x100_0000, 6),
+                (TAG_VIDEO, 0xFFFF_FFFF, 6),
+                (TAG_SCRIPT, 0, 3)
+            ]
+        );
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn the_size_cap_is_checked_before_buffering_the_body() {
+        let mut at_cap = file_header(true, true).to_vec();
+        let len = MAX_TAG_BODY as u32;
+        at_cap.extend_from_slice(&[TAG_VIDEO, (len >> 16) as u8, (len >> 8) as u8, len as u8, 0, 0, 0, 0, 0, 0, 0]);
+        let mut d = FlvDemuxer::new();
+        d.push(&at_cap);
+        assert_eq!(d.next_tag(), Ok(None), "a tag at the cap is waited for");
+        let len = len + 1;
+        let mut over = file_header(true, true).to_vec();
+        over.extend_from_slice(&[TAG_AUDIO, (len >> 16) as u8, (len >> 8) as u8, len as u8, 0, 0, 0, 0, 0, 0, 0]);
+        let mut d = FlvDemuxer::new();
+        d.push(&over);
+        let err = d.next_tag().unwrap_err();
+        assert_eq!(err, FlvError::TooLarge(MAX_TAG_BODY + 1));
+        assert!(err.to_string().contains("exceeds the limit"), "{err}");
+        assert_eq!(d.buffered(), 11, "nothing of the body was asked for");
+    }
+
+    #[test]
+    fn header_and_tag_type_checks() {
+        let mut d = FlvDemuxer::new();
+        d.push(b"FL");
+        assert_eq!(d.next_tag(), Ok(None), "too short to judge");
+        d.push(b"X");
+        assert_eq!(d.next_tag(), Err(FlvError::BadSignature));
+        let mut bad_len = file_header(true, true);
+        bad_len[8] = 200;
+        let mut d = FlvDemuxer::new();
+        d.push(&bad_len);
+        assert_eq!(d.next_tag(), Err(FlvError::BadSignature), "header length other than 9");
+        let mut d = FlvDemuxer::new();
+        d.push(&file_header(true, true));
+        d.push(&[7, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(d.next_tag(), Err(FlvError::UnknownTagType(7)));
     }
 
     proptest! {

@@ -444,6 +444,31 @@ pub fn metadata_body(m: &Metadata) -> Bytes {
     Bytes::from(rml_amf0::serialize(&values).unwrap_or_default())
 }
 
+/// Reads the `onMetaData` of an FLV script tag (what an HTTP-FLV source such as an
+/// origin server sends first): `"onMetaData"` (optionally after `"@setDataFrame"`)
+/// followed by an object or ECMA array of properties. `None` for any other script tag
+/// or malformed input.
+///
+/// The body comes from the network, so it is bounded ([`crate::amf_guard::MAX_AMF_MESSAGE`]),
+/// its nesting is checked without recursion before `rml_amf0` (which recurses) sees
+/// it, and the decoder runs under `catch_unwind`.
+pub fn parse_metadata_body(body: &[u8]) -> Option<Metadata> {
+    if body.len() > crate::amf_guard::MAX_AMF_MESSAGE {
+        return None;
+    }
+    crate::amf_guard::check_amf0_depth(body, crate::amf_guard::MAX_AMF_DEPTH).ok()?;
+    let values = catch_unwind(|| rml_amf0::deserialize(&mut std::io::Cursor::new(body)).ok()).ok()??;
+    let mut values = values.into_iter().skip_while(|v| matches!(v, Amf0Value::Utf8String(s) if s == "@setDataFrame"));
+    if !matches!(values.next(), Some(Amf0Value::Utf8String(s)) if s == "onMetaData") {
+        return None;
+    }
+    // `rml_amf0` reads an ECMA array (what encoders write) as an object too.
+    let Amf0Value::Object(props) = values.next()? else { return None };
+    let mut meta = StreamMetadata::new();
+    meta.apply_metadata_values(props);
+    Some(meta.into())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -649,5 +674,45 @@ mod tests {
         assert_eq!(values[0], Amf0Value::Utf8String("onMetaData".into()));
         let Amf0Value::Object(props) = &values[1] else { panic!() };
         assert_eq!(props["width"], Amf0Value::Number(640.0));
+    }
+
+    #[test]
+    fn metadata_is_read_back_from_a_script_tag() {
+        let m = Metadata {
+            width: Some(640),
+            height: Some(360),
+            frame_rate: Some(30.0),
+            video_codec_id: Some(7),
+            audio_codec_id: Some(10),
+            audio_channels: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(parse_metadata_body(&metadata_body(&m)), Some(m.clone()));
+        // `@setDataFrame` prefix and an ECMA array (marker 8), as encoders write it.
+        let mut body = rml_amf0::serialize(&vec![
+            Amf0Value::Utf8String("@setDataFrame".into()),
+            Amf0Value::Utf8String("onMetaData".into()),
+        ])
+        .unwrap();
+        body.extend_from_slice(&[8, 0, 0, 0, 2]);
+        body.extend_from_slice(&[0, 5]);
+        body.extend_from_slice(b"width");
+        body.extend_from_slice(&rml_amf0::serialize(&vec![Amf0Value::Number(1280.0)]).unwrap());
+        body.extend_from_slice(&[0, 7]);
+        body.extend_from_slice(b"encoder");
+        body.extend_from_slice(&rml_amf0::serialize(&vec![Amf0Value::Utf8String("obs".into())]).unwrap());
+        body.extend_from_slice(&[0, 0, 9]);
+        let got = parse_metadata_body(&body).unwrap();
+        assert_eq!((got.width, got.encoder.as_deref()), (Some(1280), Some("obs")));
+        // Other script tags, garbage and hostile nesting are not metadata.
+        let other = rml_amf0::serialize(&vec![Amf0Value::Utf8String("onCuePoint".into())]).unwrap();
+        assert_eq!(parse_metadata_body(&other), None);
+        assert_eq!(parse_metadata_body(&[0xFF, 0, 1]), None);
+        let mut deep = vec![2, 0, 10];
+        deep.extend_from_slice(b"onMetaData");
+        for _ in 0..10_000 {
+            deep.extend_from_slice(&[3, 0, 1, b'a']);
+        }
+        assert_eq!(parse_metadata_body(&deep), None);
     }
 }

@@ -256,8 +256,16 @@ for (const [path, ops] of Object.entries(doc.paths || {})) {
 }
 </script>"#;
 
+/// `status` is `ok`, or `degraded` while a cluster node cannot reach Redis (it
+/// keeps serving its own members; still HTTP 200, since the node is alive).
 async fn healthz(State(state): State<Shared>) -> Response {
-    Json(json!({"status": "ok", "rooms": state.hub.list().len()})).into_response()
+    match state.hub.cluster_health() {
+        Some(cluster) => {
+            let status = if cluster["bus"] == "ok" { "ok" } else { "degraded" };
+            Json(json!({"status": status, "rooms": state.hub.list().len(), "cluster": cluster})).into_response()
+        }
+        None => Json(json!({"status": "ok", "rooms": state.hub.list().len()})).into_response(),
+    }
 }
 
 async fn metrics(State(state): State<Shared>) -> Response {

@@ -7,6 +7,7 @@
 mod api;
 mod api_live;
 mod callbacks;
+mod cluster;
 mod config;
 mod hub;
 mod media;
@@ -212,6 +213,33 @@ fn push_url(cfg: Config, stream: &str, host: Option<String>, valid_secs: u64) ->
     Ok(())
 }
 
+/// Connects to the other nodes when `[cluster] redis` is set.
+async fn join_cluster(
+    cfg: &Config,
+    store: &Store,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) -> anyhow::Result<Option<(Arc<hub::Link>, tokio::sync::mpsc::UnboundedReceiver<cluster::Inbound>)>> {
+    if cfg.cluster.redis.is_empty() {
+        return Ok(None);
+    }
+    if !cfg.store.url.starts_with("postgres") {
+        tracing::warn!(
+            "[cluster] without [store] url = \"postgres://…\": the nodes must share one database; \
+             a shared SQLite data_dir only works for nodes on one machine"
+        );
+    }
+    let node =
+        if cfg.cluster.node_id.is_empty() { format!("n-{}", util::random_hex(4)) } else { cfg.cluster.node_id.clone() };
+    let bus_cfg =
+        cluster::BusConfig { url: cfg.cluster.redis.clone(), node: node.clone(), prefix: cfg.cluster.prefix.clone() };
+    let (bus, inbound) = cluster::Bus::connect(bus_cfg, shutdown.clone(), tasks)
+        .await
+        .with_context(|| format!("joining the cluster through {}", cfg.cluster.redis))?;
+    tracing::info!(node = %node, redis = %cfg.cluster.redis, prefix = %cfg.cluster.prefix, "joined the cluster");
+    Ok(Some((hub::Link::new(bus, store.clone(), cfg.chat_config().resume_buffer), inbound)))
+}
+
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let metrics_handle = recorder.handle();
@@ -233,16 +261,22 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let push_key = media::push_key(&cfg.media, &cfg.data_dir, true)?;
     let rtmp_bound = Arc::new(std::sync::OnceLock::new());
     let push_url = push_signer(&cfg, push_key.clone(), rtmp_bound.clone());
+    let (link, inbound) = match join_cluster(&cfg, &store, &shutdown, &tasks).await? {
+        Some((link, inbound)) => (Some(link), Some(inbound)),
+        None => (None, None),
+    };
     let hub = hub::Hub::load(
         store.clone(),
         writer.clone(),
         rules,
         tasks.clone(),
         shutdown.clone(),
-        callbacks,
-        Some(push_url),
+        hub::Services { callbacks, push_url: Some(push_url), link },
     )
     .await?;
+    if let Some(inbound) = inbound {
+        hub.start_cluster(inbound);
+    }
 
     if !cfg.filter.words_file.is_empty() {
         let path = &cfg.filter.words_file;
@@ -276,6 +310,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.http.listen))?;
     let addr = listener.local_addr()?;
+    if !cfg.media.origin.trim().is_empty() {
+        // An edge pulling from itself would wait on its own pull forever.
+        media::edge::check_not_self(&cfg.media.origin, addr)?;
+    }
     let state = Arc::new(AppState {
         conn_limit: Arc::new(tokio::sync::Semaphore::new(cfg.http.max_connections)),
         cfg,
@@ -398,10 +436,14 @@ fn rtmp_banner(state: &AppState, host: &str, http_port: u16) -> String {
     } else {
         format!("{rtmp}test  (push auth off)")
     };
+    let edge = match media.origin() {
+        Some(origin) => format!("\n  edge of         {origin}  (streams relayed on demand)"),
+        None => String::new(),
+    };
     format!(
         "\n  RTMP push       {push}\
          \n  push key        {key}  (`onair push-url --stream NAME` signs a URL)\
-         \n  watch           http://{host}:{http_port}/live/test.flv  or  {rtmp}test\
+         \n  watch           http://{host}:{http_port}/live/test.flv  or  {rtmp}test{edge}\
          \n\
          \nrtmp listening on rtmp://{host}:{port}",
         key = media.push_key(),

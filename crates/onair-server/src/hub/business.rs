@@ -82,13 +82,27 @@ pub(crate) struct RunningLottery {
     dirty: bool,
 }
 
+impl RunningLottery {
+    /// A stored running lottery with the pool it had.
+    fn restore(record: LotteryRecord) -> Self {
+        let spec = LotterySpec {
+            keyword: record.keyword.clone(),
+            duration_secs: 1,
+            winners: record.winner_count,
+            min_level: record.min_level,
+        };
+        let entries = Entries::restore(&spec, record.ends_at, record.pool.clone());
+        RunningLottery { record, entries, dirty: false }
+    }
+}
+
 /// The business state of one room, behind one short lock.
 pub(crate) struct RoomBiz {
     combos: ComboTracker,
     gift_context: HashMap<ComboKey, GiftContext>,
     pub(crate) likes: LikeCounter,
     pub(crate) stats: RoomStats,
-    stats_dirty: bool,
+    pub(crate) stats_dirty: bool,
     lottery: Option<RunningLottery>,
     cohosts: Cohosts,
     /// Online time of members who left (or were credited) since the last flush.
@@ -114,17 +128,15 @@ impl RoomBiz {
         out
     }
 
+    /// Continues from stored statistics (this node became the room's sequencer).
+    pub(crate) fn resume_counting(&mut self, cfg: &BusinessConfig, stats: RoomStats) {
+        self.likes = LikeCounter::new(cfg.likes, stats.likes);
+        self.stats = stats;
+        self.stats_dirty = false;
+    }
+
     pub(crate) fn new(cfg: &BusinessConfig, stats: RoomStats, lottery: Option<LotteryRecord>) -> Self {
-        let lottery = lottery.map(|record| {
-            let spec = LotterySpec {
-                keyword: record.keyword.clone(),
-                duration_secs: 1,
-                winners: record.winner_count,
-                min_level: record.min_level,
-            };
-            let entries = Entries::restore(&spec, record.ends_at, record.pool.clone());
-            RunningLottery { record, entries, dirty: false }
-        });
+        let lottery = lottery.map(RunningLottery::restore);
         RoomBiz {
             combos: ComboTracker::new(cfg.combo, now_ms() * 1000),
             gift_context: HashMap::new(),
@@ -389,6 +401,9 @@ impl Hub {
         let now = now_ms();
         self.credit(&sender.user_id, |a| a.gift_value += cost);
         let key = ComboKey { from: sender.user_id.clone(), gift_id: gift.gift_id.clone() };
+        if let Some(cl) = room.cl.as_ref().filter(|_| !room.sequencing()) {
+            cl.route_gift_stats(&room, count, cost);
+        }
         let emits = {
             let mut biz = room.biz.lock();
             biz.stats.gifts(count, cost, now, &self.business.popularity);
@@ -475,6 +490,24 @@ impl Hub {
         if count == 0 || count > 1000 {
             return Err(Rejection::new(Code::InvalidParam, "count must be 1..=1000"));
         }
+        if let Some(cl) = &room.cl
+            && !cl.route_likes(&room, liker, count)
+        {
+            // The room's sequencer counts (and caps) them; this node credits its user.
+            if let Some(user) = user {
+                self.credit(user, |a| a.likes += count);
+            }
+            return Ok((count, room.biz.lock().likes.total()));
+        }
+        let (accepted, total) = self.count_likes(&room, liker, count);
+        if let Some(user) = user.filter(|_| accepted > 0) {
+            self.credit(user, |a| a.likes += accepted);
+        }
+        Ok((accepted, total))
+    }
+
+    /// Adds likes to the room's counter (capped per liker); returns (accepted, total).
+    pub(super) fn count_likes(&self, room: &Room, liker: &str, count: u64) -> (u64, u64) {
         let now = now_ms();
         let (accepted, total) = {
             let mut biz = room.biz.lock();
@@ -489,10 +522,7 @@ impl Hub {
         if accepted < count {
             metrics::counter!("onair_likes_capped_total").increment(count - accepted);
         }
-        if let Some(user) = user.filter(|_| accepted > 0) {
-            self.credit(user, |a| a.likes += accepted);
-        }
-        Ok((accepted, total))
+        (accepted, total)
     }
 
     // ---- statistics --------------------------------------------------------
@@ -548,6 +578,7 @@ impl Hub {
             room.biz.lock().lottery = None;
             return Err(internal(e));
         }
+        self.changed(room_id, super::cluster::Part::Lottery);
         let view = lottery_json(&record, 0, false);
         let mut event = view.clone();
         if let Value::Object(map) = &mut event {
@@ -574,6 +605,7 @@ impl Hub {
         if let Err(e) = self.store.save_lottery(&record).await {
             tracing::error!(room = %room.id, error = %e, "lottery result not stored; announcing anyway");
         }
+        self.changed(&room.id, super::cluster::Part::Lottery);
         let mut winners = Vec::with_capacity(record.winners.len());
         for user in &record.winners {
             let nick = self.store.sender_profile(user).await.map(|p| p.nick).unwrap_or_default();
@@ -603,12 +635,43 @@ impl Hub {
 
     /// Draws the lottery `id` now (the caller checked permissions on its room).
     pub async fn draw_lottery_by_id(&self, id: &str) -> Result<Value, Rejection> {
-        let record = self.lottery_record(id).await?;
+        let mut record = self.lottery_record(id).await?;
         let room = self.get(&record.room_id)?;
         if record.status != "running" || room.biz.lock().lottery.as_ref().is_none_or(|l| l.record.id != id) {
             return Err(Rejection::new(Code::Conflict, format!("lottery '{id}' was already drawn")));
         }
+        if !room.sequencing() {
+            // Another node holds the pool (it sees every delivered message): end the
+            // window there; it draws within a business tick and announces the result.
+            record.ends_at = now_ms();
+            self.store.save_lottery(&record).await.map_err(internal)?;
+            self.changed(&room.id, super::cluster::Part::Lottery);
+            let mut view = lottery_json(&record, 0, false);
+            if let Value::Object(map) = &mut view {
+                map.insert("phase".into(), Value::from("drawing"));
+            }
+            return Ok(view);
+        }
         self.draw_lottery(&room).await
+    }
+
+    /// Reloads a room's running lottery from the store (another node started, ended
+    /// or drew it). A pool this node collected is kept; only the window follows.
+    pub(super) async fn reload_lottery(&self, room: &Room) -> Result<(), Rejection> {
+        let running =
+            self.store.running_lotteries().await.map_err(internal)?.into_iter().find(|l| l.room_id == room.id);
+        let mut biz = room.biz.lock();
+        match running {
+            None => biz.lottery = None,
+            Some(record) => match biz.lottery.as_mut() {
+                Some(l) if l.record.id == record.id => {
+                    l.entries.close_at(record.ends_at);
+                    l.record.ends_at = l.record.ends_at.min(record.ends_at);
+                }
+                _ => biz.lottery = Some(RunningLottery::restore(record)),
+            },
+        }
+        Ok(())
     }
 
     /// A stored lottery.
@@ -746,7 +809,13 @@ impl Hub {
         if let Some(f) = likes {
             room.push_event(RoomEvent::Like { delta: f.delta, total: f.total });
         }
-        if lottery_due && let Err(r) = self.draw_lottery(room).await {
+        // Decisions taken once per room, cluster-wide, by the room's sequencer (the
+        // only node that sees every delivered message, and the one that publishes).
+        let sequencing = room.sequencing();
+        if sequencing
+            && lottery_due
+            && let Err(r) = self.draw_lottery(room).await
+        {
             tracing::warn!(room = %room.id, error = %r, "lottery draw failed");
         }
         let (state, changed_at) = {
@@ -754,7 +823,7 @@ impl Hub {
             (p.state.clone(), p.state_changed_at)
         };
         let state = LiveState::parse(&state).unwrap_or(LiveState::Upcoming);
-        if onair_core::live::pause_expired(state, changed_at, self.business.pause_grace_ms, now) {
+        if sequencing && onair_core::live::pause_expired(state, changed_at, self.business.pause_grace_ms, now) {
             match self.change_state(room, LiveState::Ended, ChangeReason::Timeout).await {
                 Ok(_) => self.replay_if_ready(room).await,
                 Err(r) => tracing::warn!(room = %room.id, error = %r, "could not end a paused room"),
@@ -783,7 +852,9 @@ impl Hub {
     pub(crate) async fn flush(&self, all: bool) {
         let mut stats = Vec::new();
         let mut lotteries = Vec::new();
-        for room in self.rooms.read().values() {
+        // Statistics and lottery pools are counted by the room's sequencer; another
+        // node's copy would overwrite them with its partial view.
+        for room in self.rooms.read().values().filter(|r| r.sequencing()) {
             let mut biz = room.biz.lock();
             if biz.stats_dirty || all {
                 biz.stats_dirty = false;

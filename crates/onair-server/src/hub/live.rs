@@ -98,6 +98,7 @@ impl Hub {
         let scheduled_at = next.scheduled_at / 1000;
         let attrs = next.attrs.clone();
         *room.profile.lock() = next;
+        self.changed(&room.id, super::cluster::Part::Profile);
         drop(_w);
         metrics::counter!("onair_state_changes_total", "to" => to.as_str()).increment(1);
         room.push_event(RoomEvent::State { state: to, previous: from, scheduled_at, at: now, reason });
@@ -141,6 +142,7 @@ impl Hub {
         self.store.update_room(&next).await.map_err(internal)?;
         let attrs = next.attrs.clone();
         *room.profile.lock() = next;
+        self.changed(&room.id, super::cluster::Part::Profile);
         drop(_w);
         let state = LiveState::Upcoming;
         room.push_event(RoomEvent::State {
@@ -168,6 +170,7 @@ impl Hub {
         next.stream = stream.to_owned();
         self.store.update_room(&next).await.map_err(internal)?;
         *room.profile.lock() = next;
+        self.changed(&room.id, super::cluster::Part::Profile);
         Ok(serde_json::to_value(room.view()).unwrap_or_default())
     }
 
@@ -211,6 +214,7 @@ impl Hub {
             tracing::warn!(room = %room.id, error = %e, "replay URL not stored");
         }
         *room.profile.lock() = next;
+        self.changed(&room.id, super::cluster::Part::Profile);
     }
 
     /// An ended room with a recording goes on to `replay`.

@@ -43,15 +43,18 @@ use crate::outbox::{DrainMark, FrameClass, Outbox};
 use crate::util::{now_ms, seed};
 
 mod business;
+mod cluster;
 mod live;
 mod moderation;
 mod words;
 
 pub use business::BusinessConfig;
+pub use cluster::Link;
+use cluster::{Owner, RoomCluster};
 pub use live::{HubObserver, StreamLifecycle};
 
 pub use moderation::BanEntry;
-use words::{Screened, parse_filter};
+use words::Screened;
 pub use words::{action_name, parse_action};
 
 /// The drop reason of a message cut by frequency control (ack `dropReason`,
@@ -73,7 +76,17 @@ pub enum Reply {
         id: Value,
     },
     /// An API call waiting for the outcome.
-    Api(oneshot::Sender<SendResult>),
+    Api(oneshot::Sender<Result<SendResult, Rejection>>),
+    /// A message another node forwarded to this room's sequencer: the outcome goes
+    /// back to that node under its ticket number.
+    Remote {
+        /// The bus.
+        bus: Arc<crate::cluster::Bus>,
+        /// The origin node.
+        node: Arc<str>,
+        /// The origin's ticket.
+        ticket: u64,
+    },
 }
 
 impl Reply {
@@ -84,8 +97,40 @@ impl Reply {
                 outbox.push(FrameClass::Essential, Utf8Bytes::from(frame));
             }
             Reply::Api(tx) => {
-                let _ = tx.send(result); // the caller may have gone away; nothing to do then
+                let _ = tx.send(Ok(result)); // the caller may have gone away; nothing to do then
             }
+            Reply::Remote { bus, node, ticket } => bus.to_node(
+                &node,
+                &crate::cluster::Wire::Outcome {
+                    ticket,
+                    seq: result.seq,
+                    time: result.time,
+                    drop_reason: result.drop_reason,
+                    error: None,
+                },
+            ),
+        }
+    }
+
+    /// The message could not be decided (its sequencer was unreachable).
+    fn fail(self, rejection: Rejection) {
+        match self {
+            Reply::Ws { outbox, id } => {
+                outbox.push(FrameClass::Essential, Utf8Bytes::from(onair_proto::ack_error(&id, &rejection)));
+            }
+            Reply::Api(tx) => {
+                let _ = tx.send(Err(rejection));
+            }
+            Reply::Remote { bus, node, ticket } => bus.to_node(
+                &node,
+                &crate::cluster::Wire::Outcome {
+                    ticket,
+                    seq: 0,
+                    time: now_ms() / 1000,
+                    drop_reason: String::new(),
+                    error: Some((rejection.code, rejection.info)),
+                },
+            ),
         }
     }
 }
@@ -175,12 +220,16 @@ pub struct Room {
     /// Gifts, likes, statistics, lottery, co-hosts.
     biz: Mutex<business::RoomBiz>,
     popularity: PopularityWeights,
+    /// Which node numbers this room's messages (always this one on a single node).
+    owner: Mutex<Owner>,
+    /// The room's cluster state; `None` on a single node.
+    cl: Option<RoomCluster>,
 }
 
 impl Room {
     /// The room as clients see it.
     pub fn view(&self) -> RoomView {
-        let online = self.chat.lock().online();
+        let online = self.online();
         let next_seq = self.chat.lock().next_seq();
         let (likes, popularity) = {
             let biz = self.biz.lock();
@@ -254,9 +303,14 @@ impl Room {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Exact online count.
+    /// Exact online count (cluster-wide: on a node that does not sequence the room,
+    /// the sequencer's last report).
     pub fn online(&self) -> u64 {
-        self.chat.lock().online()
+        let local = self.chat.lock().online();
+        match &self.cl {
+            Some(cl) if !self.sequencing() => cl.online.load(Ordering::Acquire).max(local),
+            _ => local,
+        }
     }
 
     /// Whether `user` is one of the room's admins.
@@ -268,11 +322,13 @@ impl Room {
     /// (`banned_until` 0 = a kick, not a ban) and tells the others.
     fn remove_user(&self, user: &str, reason: &str, banned_until: u64) {
         let event = RoomEvent::Kicked { user_id: user.to_owned(), reason: reason.to_owned(), banned_until };
-        let frame = Utf8Bytes::from(onair_proto::encode_push::<Arc<onair_core::message::ChatMessage>>(
-            &self.id,
-            &[],
-            std::slice::from_ref(&event),
-        ));
+        self.push_to_user(user, event.clone());
+        self.drop_user_connections(user);
+        self.push_event(event);
+    }
+
+    /// Takes every connection of `user` out of the room (they were told already).
+    fn drop_user_connections(&self, user: &str) {
         let removed: Vec<Member> = {
             let mut members = self.members.lock();
             let ids: Vec<u64> =
@@ -280,11 +336,12 @@ impl Room {
             ids.into_iter().filter_map(|k| members.remove(&k)).collect()
         };
         for member in &removed {
-            member.outbox.push(FrameClass::Essential, frame.clone());
             self.chat.lock().leave(Some(user));
             self.settle(member);
+            if let Some(cl) = &self.cl {
+                cl.left(self, Some(user.to_owned()));
+            }
         }
-        self.push_event(event);
     }
 
     /// Whether `user` has a connection in this room.
@@ -297,9 +354,12 @@ impl Room {
         self.moderation.lock().muted_until(user, now_ms()).map_or(0, end_secs)
     }
 
-    /// Recently joined online members, newest first.
+    /// Recently joined online members, newest first (cluster-wide).
     pub fn recent_members(&self, limit: usize) -> Vec<RecentMember> {
-        self.chat.lock().recent_members(limit)
+        match &self.cl {
+            Some(cl) if !self.sequencing() => cl.recent.lock().iter().take(limit).cloned().collect(),
+            _ => self.chat.lock().recent_members(limit),
+        }
     }
 
     /// Adds a connection: presence, history (or resume), the join ack into its
@@ -325,11 +385,19 @@ impl Room {
                 format!("banned from room '{}' until {} ({})", self.id, end_secs(ban.until), ban.reason),
             ));
         }
+        if let Some(cl) = &self.cl {
+            self.sync_mirror(cl).await?;
+        }
         let user = member.as_ref().map(|m| m.user_id.clone());
-        let snapshot = self.chat.lock().join(member, resume_after, now);
+        let report = member.clone();
+        let mut snapshot = self.chat.lock().join(member, resume_after, now);
+        snapshot.online = snapshot.online.max(self.online());
         let view = self.view();
         outbox.push(FrameClass::Essential, Utf8Bytes::from(encode_ack(&view, &snapshot)));
         self.members.lock().insert(conn_id, Member { outbox: outbox.clone(), user, credited_at: now });
+        if let Some(cl) = &self.cl {
+            cl.joined(self, report);
+        }
         self.wake.notify_one();
         Ok(snapshot.online)
     }
@@ -347,6 +415,9 @@ impl Room {
                 self.marks.lock().remove(user);
             }
             drop(chat);
+            if let Some(cl) = &self.cl {
+                cl.left(self, user_id.map(str::to_owned));
+            }
             self.wake.notify_one();
         }
     }
@@ -358,6 +429,17 @@ impl Room {
             return Err(room_not_found(&self.id));
         }
         metrics::counter!("onair_messages_submitted_total").increment(1);
+        match &self.cl {
+            Some(cl) => match cl.route_submit(self, ticket, msg)? {
+                Some((ticket, msg)) => self.submit_here(ticket, msg),
+                None => Ok(()),
+            },
+            None => self.submit_here(ticket, msg),
+        }
+    }
+
+    /// Offers a message to this node's core (the room's sequencer).
+    fn submit_here(&self, ticket: Ticket, msg: Outgoing) -> Result<(), Rejection> {
         let result = self.chat.lock().submit(ticket, msg, now_ms());
         match result {
             Submit::Queued => {
@@ -377,10 +459,22 @@ impl Room {
         }
     }
 
-    /// Queues a system event (bypasses frequency control).
+    /// Queues a system event (bypasses frequency control); in a cluster it goes to
+    /// the room's sequencer.
     pub fn push_event(&self, event: RoomEvent) {
-        self.chat.lock().push_event(event);
-        self.wake.notify_one();
+        let here = match &self.cl {
+            Some(cl) => cl.route_event(self, event),
+            None => Some(event),
+        };
+        if let Some(event) = here {
+            self.chat.lock().push_event(event);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether this node numbers the room's messages (always, on a single node).
+    pub fn sequencing(&self) -> bool {
+        matches!(*self.owner.lock(), Owner::Local)
     }
 }
 
@@ -421,6 +515,18 @@ pub struct Hub {
     gifts: RwLock<HashMap<String, Gift>>,
     /// Signs a push URL for a stream name (co-hosting), when the media service runs.
     push_url: Option<PushSigner>,
+    /// The other nodes, when this node is part of a cluster.
+    link: Option<Arc<Link>>,
+}
+
+/// What the hub talks to besides the store.
+pub struct Services {
+    /// The webhook client.
+    pub callbacks: Arc<Callbacks>,
+    /// Signs co-host push URLs, when the media service runs.
+    pub push_url: Option<PushSigner>,
+    /// The other nodes, when this node is part of a cluster.
+    pub link: Option<Arc<Link>>,
 }
 
 /// Makes a signed RTMP push URL for a stream name.
@@ -465,9 +571,9 @@ impl Hub {
         rules: RoomRules,
         tasks: TaskTracker,
         shutdown: CancellationToken,
-        callbacks: Arc<Callbacks>,
-        push_url: Option<PushSigner>,
+        services: Services,
     ) -> anyhow::Result<Arc<Hub>> {
+        let Services { callbacks, push_url, link } = services;
         let RoomRules { chat: chat_cfg, limits, tick, user_limits, business } = rules;
         let hub = Arc::new(Hub {
             rooms: RwLock::new(HashMap::new()),
@@ -487,31 +593,15 @@ impl Hub {
             activity: Mutex::new(HashMap::new()),
             gifts: RwLock::new(store.gifts().await?.into_iter().map(|g| (g.gift_id.clone(), g)).collect()),
             push_url,
+            link,
         });
         let mut running: HashMap<String, LotteryRecord> =
             store.running_lotteries().await?.into_iter().map(|l| (l.room_id.clone(), l)).collect();
-        let mut room_filters = HashMap::new();
-        for (scope, (action, words)) in store.filter_lists().await? {
-            match parse_filter(&action, words) {
-                Ok(list) if scope.is_empty() => *hub.app_filter.write() = Some(list),
-                Ok(list) => {
-                    room_filters.insert(scope, list);
-                }
-                Err(r) => tracing::warn!(scope = %scope, error = %r, "stored word list ignored"),
-            }
-        }
         for profile in store.list_rooms().await? {
-            let next_seq = store.max_seq(&profile.id).await? + 1;
-            let restored = store.latest_messages(&profile.id, chat_cfg.resume_buffer).await?;
-            let (mutes, bans) = store.load_moderation(&profile.id).await?;
-            let moderation = Moderation::restore(mutes, bans, now_ms());
-            let admins = store.room_admins(&profile.id).await?;
-            let stats = store.room_stats(&profile.id).await?;
             let lottery = running.remove(&profile.id);
-            let biz = business::RoomBiz::new(&hub.business, stats, lottery);
-            let room = hub.install(profile, next_seq, restored, moderation, admins, biz);
-            *room.filter.lock() = room_filters.remove(&room.id);
+            hub.install_stored(profile, lottery).await?;
         }
+        hub.reload_filters().await.map_err(|r| anyhow::anyhow!(r.info))?;
         let ticking = hub.clone();
         hub.tasks.spawn(ticking.run_business());
         Ok(hub)
@@ -542,6 +632,8 @@ impl Hub {
             closed: AtomicBool::new(false),
             biz: Mutex::new(biz),
             popularity: self.business.popularity,
+            owner: Mutex::new(if self.link.is_some() { Owner::Unknown } else { Owner::Local }),
+            cl: self.link.as_ref().map(|l| RoomCluster::new(l.clone())),
         });
         self.rooms.write().insert(room.id.clone(), room.clone());
         metrics::gauge!("onair_rooms").set(self.rooms.read().len() as f64);
@@ -598,22 +690,37 @@ impl Hub {
             Err(e) => return Err(internal(e)),
         }
         let biz = business::RoomBiz::new(&self.business, Default::default(), None);
-        Ok(self.install(profile, 1, Vec::new(), Moderation::default(), Vec::new(), biz))
+        let room = self.install(profile, 1, Vec::new(), Moderation::default(), Vec::new(), biz);
+        self.changed(&room.id, cluster::Part::Created);
+        Ok(room)
     }
 
-    /// Destroys a room: members get a `destroyed` event and are out; history is
-    /// deleted; `operator` is named in the callback.
-    pub async fn destroy_by(&self, id: &str, operator: &str) -> Result<(), Rejection> {
-        let room = self.get(id)?;
+    /// Loads a stored room into this node (start, or another node created it).
+    async fn install_stored(
+        self: &Arc<Self>,
+        profile: RoomProfile,
+        lottery: Option<LotteryRecord>,
+    ) -> Result<Arc<Room>, onair_store::StoreError> {
+        let next_seq = self.store.max_seq(&profile.id).await? + 1;
+        let restored = self.store.latest_messages(&profile.id, self.chat_cfg.resume_buffer).await?;
+        let (mutes, bans) = self.store.load_moderation(&profile.id).await?;
+        let moderation = Moderation::restore(mutes, bans, now_ms());
+        let admins = self.store.room_admins(&profile.id).await?;
+        let stats = self.store.room_stats(&profile.id).await?;
+        let biz = business::RoomBiz::new(&self.business, stats, lottery);
+        Ok(self.install(profile, next_seq, restored, moderation, admins, biz))
+    }
+
+    /// Closes a room on this node only: members get a `destroyed` event and are out.
+    async fn close_here(&self, room: &Arc<Room>) -> bool {
         let _delivery = room.delivery.lock().await;
         if room.closed.swap(true, Ordering::AcqRel) {
-            return Err(room_not_found(id));
+            return false;
         }
-        self.rooms.write().remove(id);
+        self.rooms.write().remove(&room.id);
         metrics::gauge!("onair_rooms").set(self.rooms.read().len() as f64);
-        self.store.delete_room(id).await.map_err(internal)?;
         let frame = Utf8Bytes::from(onair_proto::encode_push::<Arc<onair_core::message::ChatMessage>>(
-            id,
+            &room.id,
             &[],
             &[RoomEvent::Destroyed { reason: "the room was destroyed".into() }],
         ));
@@ -621,9 +728,21 @@ impl Hub {
             member.outbox.push(FrameClass::Essential, frame.clone());
         }
         room.wake.notify_one();
+        true
+    }
+
+    /// Destroys a room: members get a `destroyed` event and are out; history is
+    /// deleted; `operator` is named in the callback.
+    pub async fn destroy_by(&self, id: &str, operator: &str) -> Result<(), Rejection> {
+        let room = self.get(id)?;
         let p = room.profile();
         let members: Vec<Value> =
             room.recent_members(usize::MAX).into_iter().map(|m| json!({"Member_Account": m.brief.user_id})).collect();
+        if !self.close_here(&room).await {
+            return Err(room_not_found(id));
+        }
+        self.store.delete_room(id).await.map_err(internal)?;
+        self.changed(id, cluster::Part::Destroyed);
         self.callbacks.after(
             "Group.CallbackAfterGroupDestroyed",
             json!({"GroupId": id, "Type": "AVChatRoom", "Owner_Account": p.owner, "Name": p.name,
@@ -656,6 +775,7 @@ impl Hub {
         let (change, mute) = next.apply(patch, &self.limits)?;
         self.store.update_room(&next).await.map_err(internal)?;
         *room.profile.lock() = next;
+        self.changed(&room.id, cluster::Part::Profile);
         if change != Default::default() {
             let mut body = json!({"GroupId": id, "Type": "AVChatRoom", "Operator_Account": operator});
             if let Value::Object(map) = &mut body {
@@ -704,6 +824,7 @@ impl Hub {
         next.info_seq += 1;
         self.store.update_room(&next).await.map_err(internal)?;
         *room.profile.lock() = next;
+        self.changed(&room.id, cluster::Part::Profile);
         let option = match op {
             AttrWrite::Modify => "modify",
             AttrWrite::Set => "set",
@@ -725,7 +846,7 @@ impl Hub {
         let room = self.get(id)?;
         let (tx, rx) = oneshot::channel();
         self.send(&room, Reply::Api(tx), msg, ctx).await?;
-        rx.await.map_err(|_| Rejection::new(Code::Internal, "the room closed before the message was decided"))
+        rx.await.map_err(|_| Rejection::new(Code::Internal, "the room closed before the message was decided"))?
     }
 
     /// The one path of every user message: mute-all, the before-send callback
@@ -887,7 +1008,7 @@ impl Hub {
         let mut last_tick = tokio::time::Instant::now();
         let mut last_frame: Option<(DrainMark, usize)> = None;
         loop {
-            let busy = room.chat.lock().has_work();
+            let busy = room.sequencing() && room.chat.lock().has_work();
             if !busy {
                 // Idle until something happens or a mute/ban runs out: expiry is
                 // the server's job, so a muted client learns it at once.
@@ -934,6 +1055,11 @@ impl Hub {
     async fn deliver_round(self: &Arc<Self>, room: &Room, rng: &mut impl RandomSource) -> Option<(DrainMark, usize)> {
         let _delivery = room.delivery.lock().await;
         let now = now_ms();
+        if !room.sequencing() {
+            // Another node numbers this room; restrictions still run out here.
+            room.moderation.lock().expire(now);
+            return None;
+        }
         let expired = room.moderation.lock().expire(now);
         for ended in expired {
             let (user, mute) = match ended {
@@ -962,8 +1088,11 @@ impl Hub {
             metrics::counter!("onair_messages_delivered_total").increment(out.delivered.len() as u64);
         }
         let mut pushed = None;
+        if let Some(cl) = room.cl.as_ref().filter(|_| !out.is_quiet()) {
+            cl.publish_round(room, &out.delivered, &out.events);
+        }
         if !out.is_quiet() {
-            let class = classify(&out);
+            let class = classify(&out.delivered, &out.events);
             let frame = Utf8Bytes::from(onair_proto::encode_push(&room.id, &out.delivered, &out.events));
             let mark = DrainMark::default();
             let members = room.members.lock();
@@ -1015,10 +1144,10 @@ impl Hub {
     }
 }
 
-fn classify(out: &TickOutput<Ticket>) -> FrameClass {
-    if out.events.iter().any(|e| !e.is_refreshable()) {
+fn classify(delivered: &[Arc<onair_core::message::ChatMessage>], events: &[RoomEvent]) -> FrameClass {
+    if events.iter().any(|e| !e.is_refreshable()) {
         FrameClass::Essential
-    } else if let Some(p) = out.delivered.iter().map(|m| m.priority).max() {
+    } else if let Some(p) = delivered.iter().map(|m| m.priority).max() {
         FrameClass::Chat(p)
     } else {
         FrameClass::Refresh

@@ -107,6 +107,7 @@ impl Hub {
             room.push_event(RoomEvent::Muted { user_id: user.clone(), muted_until: until });
             out.push((user.clone(), until));
         }
+        self.changed(id, super::cluster::Part::Moderation);
         Ok(out)
     }
 
@@ -139,6 +140,7 @@ impl Hub {
             self.store.set_ban(id, user, Some(&ban)).await.map_err(internal)?;
             room.remove_user(user, reason, end_secs(until));
         }
+        self.changed(id, super::cluster::Part::Moderation);
         Ok(())
     }
 
@@ -159,7 +161,14 @@ impl Hub {
     pub async fn recall(&self, id: &str, seq: u64, operator: &str) -> Result<(), Rejection> {
         let room = self.get(id)?;
         let stored = self.store.recall_message(id, seq).await.map_err(internal)?;
-        let held = room.chat.lock().recall(seq, operator);
+        let held = if room.sequencing() {
+            room.chat.lock().recall(seq, operator)
+        } else {
+            // The room's sequencer (another node) recalls it and tells everyone.
+            room.chat.lock().forget(seq);
+            room.push_event(RoomEvent::Recall { seq, operator: operator.to_owned() });
+            true
+        };
         room.wake.notify_one();
         if !stored && !held {
             return Err(Rejection::new(Code::InvalidParam, format!("no message with seq {seq} in room '{id}'")));
@@ -202,6 +211,7 @@ impl Hub {
         let list: Vec<String> = next.iter().cloned().collect();
         self.store.set_room_admins(id, &list).await.map_err(internal)?;
         *room.admins.lock() = next;
+        self.changed(id, super::cluster::Part::Admins);
         Ok(list)
     }
 
@@ -213,6 +223,7 @@ impl Hub {
             room.moderation.lock().unban(user);
             self.store.set_ban(id, user, None).await.map_err(internal)?;
         }
+        self.changed(id, super::cluster::Part::Moderation);
         Ok(())
     }
 

@@ -112,7 +112,28 @@ impl Hub {
         let compiled = self.store_filter("", list).await?;
         let n = compiled.as_ref().map_or(0, |l| l.len());
         *self.app_filter.write() = compiled;
+        self.changed("", super::cluster::Part::Filter);
         Ok(n)
+    }
+
+    /// Reloads every stored word list (another node changed one).
+    pub(super) async fn reload_filters(&self) -> Result<(), Rejection> {
+        let mut app = None;
+        let mut rooms = std::collections::HashMap::new();
+        for (scope, (action, words)) in self.store.filter_lists().await.map_err(super::internal)? {
+            match parse_filter(&action, words) {
+                Ok(list) if scope.is_empty() => app = Some(list),
+                Ok(list) => {
+                    rooms.insert(scope, list);
+                }
+                Err(r) => tracing::warn!(scope = %scope, error = %r, "stored word list ignored"),
+            }
+        }
+        *self.app_filter.write() = app;
+        for room in self.list() {
+            *room.filter.lock() = rooms.remove(&room.id);
+        }
+        Ok(())
     }
 
     /// Sets the app's word list at start (from the configured file) unless one is stored.
@@ -138,6 +159,7 @@ impl Hub {
         let compiled = self.store_filter(id, list).await?;
         let n = compiled.as_ref().map_or(0, |l| l.len());
         *room.filter.lock() = compiled;
+        self.changed(id, super::cluster::Part::Filter);
         Ok(n)
     }
 

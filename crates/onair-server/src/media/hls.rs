@@ -188,7 +188,7 @@ impl HlsHub {
         let mut events = self.registry.watch();
         tokio::spawn(async move {
             for s in hub.registry.list() {
-                hub.start(&s.name, s.info.started_at_ms, &shutdown, &tasks);
+                hub.start(&s.name, &s.info.session, &shutdown, &tasks);
             }
             loop {
                 let ev = tokio::select! {
@@ -197,13 +197,14 @@ impl HlsHub {
                 };
                 match ev {
                     Ok(RegistryEvent::Published(name)) => {
-                        let started = hub.registry.get(&name).map_or_else(now_ms, |s| s.info.started_at_ms);
-                        hub.start(&name, started, &shutdown, &tasks);
+                        if let Some(s) = hub.registry.get(&name) {
+                            hub.start(&name, &s.info.session, &shutdown, &tasks);
+                        }
                     }
                     Ok(RegistryEvent::Unpublished(_)) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         for s in hub.registry.list() {
-                            hub.start(&s.name, s.info.started_at_ms, &shutdown, &tasks);
+                            hub.start(&s.name, &s.info.session, &shutdown, &tasks);
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -212,12 +213,12 @@ impl HlsHub {
         });
     }
 
-    fn start(self: &Arc<Self>, name: &str, started_ms: u64, shutdown: &CancellationToken, tasks: &TaskTracker) {
+    fn start(self: &Arc<Self>, name: &str, session: &str, shutdown: &CancellationToken, tasks: &TaskTracker) {
         if !safe_name(name) {
             tracing::warn!(stream = %name, "no HLS for a stream name unusable in a URL or file name");
             return;
         }
-        let sid = started_ms.to_string();
+        let sid = session.to_string();
         let live = {
             let mut map = self.streams.write();
             if map.get(name).is_some_and(|l| l.sid == sid) {
@@ -269,7 +270,9 @@ impl HlsHub {
         mut sub: super::registry::Subscription,
         shutdown: &CancellationToken,
     ) {
-        let mut recorder = if self.settings.record {
+        // An edge does not record what it relays: the origin does (and only the
+        // origin may report a recording to the room layer and the backend).
+        let mut recorder = if self.settings.record && !sub.stream().is_relayed() {
             Some(Recorder::new(self.data_dir.join("recordings").join(name).join(&live.sid)))
         } else {
             None
@@ -417,16 +420,20 @@ impl HlsHub {
                             .map_or((0, 0), |v| (v.width.min(640), v.height * v.width.min(640) / v.width.max(1)))
                     };
                     let pic_url = format!("/live/{name}/snapshot.jpg");
-                    self.media.snapshot_taken(
-                        name,
-                        SnapshotInfo {
-                            pic_full_url: format!("http://{}{pic_url}", self.media.cfg.public_host),
-                            pic_url,
-                            file_size: jpeg.len() as u64,
-                            width,
-                            height,
-                        },
-                    );
+                    // Served here too, but reported (callback 200) by the origin only.
+                    let relayed = self.registry.get(name).is_some_and(|s| s.is_relayed());
+                    if !relayed {
+                        self.media.snapshot_taken(
+                            name,
+                            SnapshotInfo {
+                                pic_full_url: format!("http://{}{pic_url}", self.media.cfg.public_host),
+                                pic_url,
+                                file_size: jpeg.len() as u64,
+                                width,
+                                height,
+                            },
+                        );
+                    }
                     *live.snapshot.lock() = Some(jpeg);
                 }
                 Err(e) => tracing::warn!(stream = %name, error = %e, "snapshot failed"),
@@ -495,9 +502,14 @@ impl Recorder {
         if self.failed {
             return;
         }
+        // Written aside and renamed into place: `/vod/…` serves these files as
+        // immutable, so a reader (or a CDN) must never see half of one. The temporary
+        // name starts with a dot, which `/vod/…` never serves.
         let res = async {
             tokio::fs::create_dir_all(&self.dir).await?;
-            tokio::fs::write(self.dir.join(file), data).await
+            let tmp = self.dir.join(format!(".{file}.tmp"));
+            tokio::fs::write(&tmp, data).await?;
+            tokio::fs::rename(&tmp, self.dir.join(file)).await
         }
         .await;
         match res {
@@ -562,8 +574,10 @@ fn cors(mut r: Response) -> Response {
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
+/// Errors (404, 400, 403, 503) are never stored: a stream that is not live yet, or a
+/// part that does not exist yet, will be there a moment later.
 fn status(code: StatusCode, msg: &'static str) -> Response {
-    (code, [(header::CACHE_CONTROL, "no-cache")], msg).into_response()
+    (code, [(header::CACHE_CONTROL, "no-store")], msg).into_response()
 }
 
 /// The LL-HLS query parameters of a playlist request.
@@ -607,11 +621,32 @@ pub async fn live_file(hub: &Arc<HlsHub>, file: &str, query: &str) -> Option<Res
         tracing::debug!(stream = %name, why = %why, "HLS play refused");
         return Some(status(StatusCode::FORBIDDEN, "play refused: bad or expired signature\n"));
     }
+    // On an edge, a stream this node does not have is pulled from the origin (the
+    // same path as every protocol); a relayed stream's pull is kept alive.
+    hub.media.want(name, query, "").await;
     Some(cors(match ext {
         "m3u8" => playlist(hub, name, &PlaylistQuery::parse(query)).await,
-        "mp4" => live_mp4(hub, name),
-        _ => info(hub, name),
+        "mp4" => live_mp4(hub, name).await,
+        _ => info(hub, name).await,
     }))
+}
+
+/// The HLS state of `name`'s current publish session. A session published a moment
+/// ago (a new publish, or an edge's pull that just started) may not have its muxing
+/// task yet, while the previous session's ended playlist still lingers: that is
+/// waited for until `deadline` rather than answered with the old session or a 404.
+async fn current(hub: &HlsHub, name: &str, deadline: tokio::time::Instant) -> Option<Arc<LiveHls>> {
+    loop {
+        let session = hub.registry.get(name).map(|s| s.info.session.clone());
+        let live = hub.get(name);
+        match (&live, &session) {
+            (Some(l), Some(sid)) if l.sid == *sid => return live,
+            (_, Some(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => return live,
+        }
+    }
 }
 
 fn hold(hub: &HlsHub) -> Duration {
@@ -629,8 +664,11 @@ async fn playlist(hub: &Arc<HlsHub>, name: &str, q: &PlaylistQuery) -> Response 
     let skip = matches!(q.skip.as_deref(), Some("YES" | "v2"));
     let blocking = msn.is_some();
     let deadline = tokio::time::Instant::now() + hold(hub);
+    // A blocking response names the state it waited for (its URL is unique): a CDN may
+    // keep it for a HOLD-BACK (3 target durations), after which no player asks for it.
+    let blocking_cache = format!("public, max-age={}", 3 * hub.settings.hls_segment_ms.div_ceil(1000).max(1));
     loop {
-        let Some(live) = hub.get(name) else {
+        let Some(live) = current(hub, name, deadline).await else {
             return status(StatusCode::NOT_FOUND, "stream not live\n");
         };
         let mut rx = live.version.subscribe();
@@ -650,16 +688,26 @@ async fn playlist(hub: &Arc<HlsHub>, name: &str, q: &PlaylistQuery) -> Response 
                 if ready || (timed_out && has_media) {
                     let body = seg.playlist(&format!("{name}/{}/", live.sid), skip);
                     let cache = if inner.ended {
+                        // Final, but the same URL serves the next publish of this name.
                         "public, max-age=2"
                     } else if blocking && ready {
-                        // The URL names the state it waited for: safe to cache briefly.
-                        "public, max-age=3"
+                        blocking_cache.as_str()
                     } else if blocking {
-                        "no-cache"
+                        // Timed out: the body does not hold what the URL asked for.
+                        "no-store"
                     } else {
+                        // The live edge moves every part: one second shields the server
+                        // from a crowd without making players late.
                         "public, max-age=1"
                     };
-                    return ([(header::CONTENT_TYPE, PLAYLIST_TYPE), (header::CACHE_CONTROL, cache)], body)
+                    let cache = HeaderValue::from_str(cache).unwrap_or(HeaderValue::from_static("no-cache"));
+                    return (
+                        [
+                            (header::CONTENT_TYPE, HeaderValue::from_static(PLAYLIST_TYPE)),
+                            (header::CACHE_CONTROL, cache),
+                        ],
+                        body,
+                    )
                         .into_response();
                 }
             }
@@ -686,6 +734,9 @@ async fn media_file(
     let Some(live) = hub.get(&name).filter(|l| l.sid == sid) else {
         return status(StatusCode::NOT_FOUND, "no such stream session\n");
     };
+    // HLS players are stateless requests, not counted viewers: on an edge their
+    // requests keep the stream's pull alive.
+    hub.media.touch(&name);
     if file == "init.mp4" {
         let init = live.inner.lock().seg.as_ref().map(|s| s.init().clone());
         return match init {
@@ -727,10 +778,17 @@ async fn media_file(
     }
 }
 
-fn live_mp4(hub: &Arc<HlsHub>, name: &str) -> Response {
-    let Some(live) = hub.get(name) else {
+async fn live_mp4(hub: &Arc<HlsHub>, name: &str) -> Response {
+    let deadline = tokio::time::Instant::now() + hold(hub);
+    let Some(live) = current(hub, name, deadline).await else {
         return status(StatusCode::NOT_FOUND, "stream not live\n");
     };
+    // A stream that just started (an edge's fresh pull) gets its muxer with the first
+    // frames: wait for it within the hold.
+    let mut version = live.version.subscribe();
+    while live.inner.lock().seg.is_none() && tokio::time::Instant::now() < deadline {
+        let _ = tokio::time::timeout_at(deadline, version.changed()).await;
+    }
     let (init, start, codecs, rx) = {
         let inner = live.inner.lock();
         let Some(seg) = inner.seg.as_ref() else {
@@ -799,8 +857,8 @@ fn live_mp4(hub: &Arc<HlsHub>, name: &str) -> Response {
     resp
 }
 
-fn info(hub: &Arc<HlsHub>, name: &str) -> Response {
-    let Some(live) = hub.get(name) else {
+async fn info(hub: &Arc<HlsHub>, name: &str) -> Response {
+    let Some(live) = current(hub, name, tokio::time::Instant::now() + hold(hub)).await else {
         return status(StatusCode::NOT_FOUND, "stream not live\n");
     };
     // Renditions of this stream that are live right now (see `renditions`).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -33,15 +33,25 @@ pub fn routes() -> Router<Shared> {
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(json!({"code": status.as_u16(), "message": message}))).into_response()
+    // `no-store`: a CDN must not remember that a stream was not live.
+    (status, [(header::CACHE_CONTROL, "no-store")], axum::Json(json!({"code": status.as_u16(), "message": message})))
+        .into_response()
 }
 
 /// `/live/{stream}.{ext}`: dispatches on the extension. HLS (`.m3u8`) is served by
 /// the HLS part when present.
-async fn live_file(State(state): State<Shared>, Path(file): Path<String>, RawQuery(query): RawQuery) -> Response {
+async fn live_file(
+    State(state): State<Shared>,
+    Path(file): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let Some((name, ext)) = file.rsplit_once('.') else { return error(StatusCode::NOT_FOUND, "no such file") };
     match ext {
-        "flv" => http_flv(&state.media, name, query.as_deref().unwrap_or("")),
+        "flv" => {
+            let via = headers.get(super::edge::RELAY_HEADER).and_then(|v| v.to_str().ok());
+            http_flv(&state.media, name, query.as_deref().unwrap_or(""), via).await
+        }
         "m3u8" | "mp4" | "json" => super::hls::live_file(&state.hls, &file, query.as_deref().unwrap_or(""))
             .await
             .unwrap_or_else(|| error(StatusCode::NOT_FOUND, "no such file")),
@@ -49,7 +59,9 @@ async fn live_file(State(state): State<Shared>, Path(file): Path<String>, RawQue
     }
 }
 
-fn http_flv(svc: &Arc<MediaService>, name: &str, query: &str) -> Response {
+/// HTTP-FLV. `via` is the relay chain of an edge's pull (`x-onair-relay`): such a
+/// viewer is counted as `relay`, and one that already went through this node is a loop.
+async fn http_flv(svc: &Arc<MediaService>, name: &str, query: &str, via: Option<&str>) -> Response {
     if !valid_stream_name(name) {
         return error(StatusCode::NOT_FOUND, "no such stream");
     }
@@ -57,7 +69,11 @@ fn http_flv(svc: &Arc<MediaService>, name: &str, query: &str) -> Response {
     if let Err(why) = svc.check_play(&key) {
         return error(StatusCode::FORBIDDEN, &format!("play refused: {why}"));
     }
-    let Some(sub) = svc.registry.subscribe(name, Protocol::HttpFlv) else {
+    if via.is_some_and(|v| svc.relay_loop(v)) {
+        return error(StatusCode::LOOP_DETECTED, "relay loop: this node is already in the chain");
+    }
+    let protocol = if via.is_some() { Protocol::Relay } else { Protocol::HttpFlv };
+    let Some(sub) = svc.open(name, protocol, query, via.unwrap_or("")).await else {
         return error(StatusCode::NOT_FOUND, "stream is not live");
     };
     let grace = Duration::from_millis(svc.cfg.slow_viewer_grace_ms.max(100));
@@ -80,6 +96,7 @@ fn http_flv(svc: &Arc<MediaService>, name: &str, query: &str) -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "video/x-flv")
+        // An endless live body: never cached by a CDN or browser.
         .header(header::CACHE_CONTROL, "no-cache, no-store")
         .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
         .body(Body::from_stream(stream))

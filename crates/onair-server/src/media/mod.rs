@@ -9,12 +9,16 @@
 //! * [`http`]: `GET /live/{stream}.flv` and the stream stats API.
 //! * [`hooks`]: stream callbacks to the business backend in the streaming service's
 //!   format, and the [`StreamObserver`] the room layer implements.
+//! * [`edge`]: with `[media] origin`, streams this node does not have are pulled from
+//!   the origin on the first viewer ([`MediaService::want`], the one path every
+//!   protocol opens a stream through).
 
 // Part of this module is interface for code that builds on it (the HLS/recording part
 // subscribes to streams and reports recordings; the room layer observes streams): it is
 // kept even where nothing in this binary calls it yet.
 #![allow(dead_code)]
 
+pub mod edge;
 pub mod hls;
 pub mod hooks;
 pub mod http;
@@ -34,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use hooks::StreamObserver;
-pub use registry::{Protocol, StreamRegistry};
+pub use registry::{Protocol, StreamRegistry, Subscription};
 
 use crate::util::{now_ms, now_secs};
 
@@ -114,6 +118,14 @@ pub struct MediaConfig {
     pub overlay_text: String,
     /// Most rendition ffmpeg children at once (a stream gets all its renditions or none).
     pub max_transcodes: usize,
+    /// Media edge: the origin server's base URL (`http://HOST:PORT`, its HTTP port).
+    /// A viewer asking for a stream this node does not have makes it pull the stream
+    /// from there (one pull per stream, shared by every local viewer and protocol) and
+    /// relay it. Empty = off (this node serves only what is published to it).
+    pub origin: String,
+    /// How long an edge keeps pulling a stream after its last viewer left, seconds
+    /// (a viewer coming back meanwhile starts at once). At least 1.
+    pub origin_idle_secs: u64,
     /// LL-HLS, recording and snapshot keys (`record`, `snapshot_secs`, `hls_part_ms`, …).
     #[serde(flatten)]
     pub hls: hls::HlsSettings,
@@ -137,6 +149,8 @@ impl Default for MediaConfig {
             renditions: Vec::new(),
             overlay_text: String::new(),
             max_transcodes: 4,
+            origin: String::new(),
+            origin_idle_secs: 5,
             hls: hls::HlsSettings::default(),
         }
     }
@@ -186,6 +200,10 @@ pub struct MediaService {
     play_key: String,
     pub(crate) hooks: hooks::Hooks,
     shutdown: CancellationToken,
+    /// This process's id in relay chains ([`edge::RELAY_HEADER`]).
+    node: String,
+    /// The edge side (with `[media] origin`).
+    edge: Option<Arc<edge::Edge>>,
 }
 
 impl MediaService {
@@ -215,6 +233,22 @@ impl MediaService {
         let rtmp_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
         let play_key = if cfg.play_key.is_empty() { push_key.clone() } else { cfg.play_key.clone() };
         let hooks = hooks::Hooks::start(&cfg, sdkappid, observer);
+        let node = crate::util::random_hex(6);
+        let edge = if cfg.origin.trim().is_empty() {
+            None
+        } else {
+            let e = edge::Edge::new(
+                &cfg.origin,
+                cfg.origin_idle_secs.max(1),
+                Duration::from_secs(rtmp_cfg.idle_timeout_secs.max(1)),
+                node.clone(),
+                registry.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            )?;
+            tracing::info!(origin = %e.origin(), idle_secs = cfg.origin_idle_secs.max(1), "media edge: relaying streams from the origin on demand");
+            Some(e)
+        };
         let svc = Arc::new(MediaService {
             registry,
             rtmp: rtmp_cfg,
@@ -224,6 +258,8 @@ impl MediaService {
             play_key,
             hooks,
             shutdown: shutdown.clone(),
+            node,
+            edge,
         });
         if let Some(listener) = listener {
             let s = svc.clone();
@@ -259,6 +295,52 @@ impl MediaService {
             return Ok(());
         }
         check_sig(&self.play_key, key).map_err(|e| e.to_string())
+    }
+
+    /// The one way a viewer opens `name`, whatever the protocol: on an edge, a stream
+    /// this node does not have is pulled from the origin first (bounded wait; see
+    /// [`edge`]). `query` is the viewer's query string (its play signature goes to the
+    /// origin), `via` the [`edge::RELAY_HEADER`] chain of a relay request (else `""`).
+    /// True when the stream is published here now.
+    pub async fn want(&self, name: &str, query: &str, via: &str) -> bool {
+        if let Some(s) = self.registry.get(name) {
+            if s.is_relayed() {
+                self.touch(name);
+            }
+            return true;
+        }
+        match &self.edge {
+            // Or a publisher took the name here meanwhile (the pull then gives way).
+            Some(edge) => edge.pull(name, query, via).await || self.registry.get(name).is_some(),
+            None => false,
+        }
+    }
+
+    /// [`Self::want`], then a subscription (`None`: not live here nor at the origin).
+    pub async fn open(&self, name: &str, protocol: Protocol, query: &str, via: &str) -> Option<Subscription> {
+        if !self.want(name, query, via).await {
+            return None;
+        }
+        self.registry.subscribe(name, protocol)
+    }
+
+    /// A stateless request for `name` (an HLS segment or part): on an edge it keeps the
+    /// stream's pull alive like a viewer would.
+    pub fn touch(&self, name: &str) {
+        if let Some(edge) = &self.edge {
+            edge.touch(name);
+        }
+    }
+
+    /// Whether a relay request with this [`edge::RELAY_HEADER`] chain already went
+    /// through this node (a loop of edges: answered 508, never pulled again).
+    pub fn relay_loop(&self, via: &str) -> bool {
+        edge::chain_has(via, &self.node)
+    }
+
+    /// The origin's base URL when this node is an edge.
+    pub fn origin(&self) -> Option<&str> {
+        self.edge.as_ref().map(|e| e.origin())
     }
 
     /// A recording of `stream` is ready (called by the recording part): tells the

@@ -97,20 +97,23 @@ pub enum Protocol {
     HttpFlv,
     /// HLS / fMP4 viewers (counted by the HLS part).
     Hls,
+    /// An edge node relaying the stream (its pull over HTTP-FLV, see `media::edge`).
+    Relay,
     /// An internal consumer (a muxer, a recorder): not a viewer.
     Internal,
 }
 
 impl Protocol {
     /// All counted protocols with their label.
-    pub const COUNTED: [(Protocol, &'static str); 3] =
-        [(Protocol::Rtmp, "rtmp"), (Protocol::HttpFlv, "flv"), (Protocol::Hls, "hls")];
+    pub const COUNTED: [(Protocol, &'static str); 4] =
+        [(Protocol::Rtmp, "rtmp"), (Protocol::HttpFlv, "flv"), (Protocol::Hls, "hls"), (Protocol::Relay, "relay")];
 
     fn index(self) -> Option<usize> {
         match self {
             Protocol::Rtmp => Some(0),
             Protocol::HttpFlv => Some(1),
             Protocol::Hls => Some(2),
+            Protocol::Relay => Some(3),
             Protocol::Internal => None,
         }
     }
@@ -127,6 +130,13 @@ pub struct PublishInfo {
     pub started_at_ms: u64,
     /// Number shared by this session's publish and unpublish callbacks.
     pub sequence: u64,
+    /// The session's id in media URLs (`/live/NAME/{session}/…`): unique on this node
+    /// for good (start times are strictly increasing), and for a relayed stream also
+    /// marked with the node, so a segment URL is never reused for other bytes.
+    pub session: String,
+    /// For a stream relayed from an origin server (this node is an edge): the origin's
+    /// base URL. `None` for a stream published here.
+    pub origin: Option<String>,
 }
 
 struct StreamState {
@@ -147,7 +157,7 @@ pub struct Stream {
     /// Publish session facts.
     pub info: PublishInfo,
     state: Mutex<StreamState>,
-    viewers: [AtomicU64; 3],
+    viewers: [AtomicU64; 4],
     bytes_out: AtomicU64,
     gop_cache: bool,
 }
@@ -186,6 +196,9 @@ pub struct StreamStats {
     pub gop_frames: usize,
     /// Encoder named in the metadata.
     pub encoder: Option<String>,
+    /// The origin's base URL when this node relays the stream (an edge); `null` for a
+    /// stream published here.
+    pub origin: Option<String>,
 }
 
 impl Stream {
@@ -209,7 +222,19 @@ impl Stream {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             gop_frames: st.gop.len(),
             encoder: st.meta.encoder.clone(),
+            origin: self.info.origin.clone(),
         }
+    }
+
+    /// Viewers of every counted protocol together (what keeps an edge's pull alive).
+    pub fn total_viewers(&self) -> u64 {
+        self.viewers.iter().map(|v| v.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Whether this node relays the stream from an origin (it is not the stream's
+    /// origin: no publish hooks, recordings or renditions here).
+    pub fn is_relayed(&self) -> bool {
+        self.info.origin.is_some()
     }
 
     /// Current viewers of one protocol.
@@ -261,6 +286,7 @@ pub struct StreamRegistry {
     streams: RwLock<HashMap<String, Arc<Stream>>>,
     cfg: RegistryConfig,
     next_sequence: AtomicU64,
+    last_start: AtomicU64,
     events: broadcast::Sender<RegistryEvent>,
 }
 
@@ -271,6 +297,7 @@ impl StreamRegistry {
             streams: RwLock::new(HashMap::new()),
             cfg,
             next_sequence: AtomicU64::new(crate::util::seed() % 1_000_000_000),
+            last_start: AtomicU64::new(0),
             events: broadcast::channel(256).0,
         }
     }
@@ -288,11 +315,38 @@ impl StreamRegistry {
         client_ip: String,
         stream_param: String,
     ) -> Result<Publisher, PublishError> {
+        self.start(name, client_ip, stream_param, None)
+    }
+
+    /// Takes the stream name for a relay of `origin`'s stream (an edge's pull; see
+    /// `media::edge`). `node` marks the session id so two edges never name different
+    /// segments alike behind one CDN host.
+    pub fn relay(self: &Arc<Self>, name: &str, origin: &str, node: &str) -> Result<Publisher, PublishError> {
+        self.start(name, origin.to_string(), String::new(), Some((origin.to_string(), node)))
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        name: &str,
+        client_ip: String,
+        stream_param: String,
+        relay: Option<(String, &str)>,
+    ) -> Result<Publisher, PublishError> {
         let mut streams = self.streams.write();
         if streams.contains_key(name) {
             return Err(PublishError::AlreadyPublishing);
         }
-        let now = now_ms();
+        // Strictly increasing start times: the session id (in every media URL, cached
+        // as immutable) is never reused, even by a re-publish in the same millisecond.
+        let wall = now_ms();
+        let now =
+            match self.last_start.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(wall.max(last + 1))) {
+                Ok(last) | Err(last) => wall.max(last + 1),
+            };
+        let (session, origin) = match relay {
+            Some((origin, node)) => (format!("{now}-{node}"), Some(origin)),
+            None => (now.to_string(), None),
+        };
         let stream = Arc::new(Stream {
             name: name.to_string(),
             info: PublishInfo {
@@ -300,6 +354,8 @@ impl StreamRegistry {
                 stream_param,
                 started_at_ms: now,
                 sequence: self.next_sequence.fetch_add(1, Ordering::Relaxed),
+                session,
+                origin,
             },
             state: Mutex::new(StreamState {
                 tx: Some(broadcast::channel(self.cfg.queue_packets.max(16)).0),
@@ -586,6 +642,31 @@ mod tests {
         assert!(r.get("s").is_none());
         drop(s);
         assert!(r.publish("s", "ip".into(), String::new()).is_ok(), "name free again");
+    }
+
+    #[tokio::test]
+    async fn sessions_are_never_reused_and_relays_say_their_origin() {
+        let r = reg(16);
+        let mut seen = std::collections::HashSet::new();
+        let mut last = 0;
+        for _ in 0..50 {
+            // Re-publishing at once: same millisecond, still a new session id.
+            let p = r.publish("s", "ip".into(), String::new()).unwrap();
+            let info = &p.stream().info;
+            assert!(info.started_at_ms > last && info.origin.is_none());
+            last = info.started_at_ms;
+            assert!(seen.insert(info.session.clone()), "session {} reused", info.session);
+        }
+        let p = r.relay("e", "http://10.0.0.1:8080", "n0de").unwrap();
+        let s = p.stream().clone();
+        assert!(s.is_relayed() && s.info.session.ends_with("-n0de"), "{}", s.info.session);
+        assert_eq!(s.stats(now_ms()).origin.as_deref(), Some("http://10.0.0.1:8080"));
+        assert!(matches!(r.relay("e", "http://x", "n"), Err(PublishError::AlreadyPublishing)));
+        let _a = r.subscribe("e", Protocol::Relay).unwrap();
+        let _b = r.subscribe("e", Protocol::HttpFlv).unwrap();
+        let _c = r.subscribe("e", Protocol::Internal).unwrap();
+        assert_eq!((s.total_viewers(), s.viewers(Protocol::Relay)), (2, 1), "internal readers are not viewers");
+        assert_eq!(s.stats(now_ms()).viewers["relay"], 1);
     }
 
     #[tokio::test]

@@ -221,6 +221,12 @@ impl Renditions {
         if is_rendition(source, list) {
             return;
         }
+        // A relayed stream (this node is an edge) is transcoded at its origin, whose
+        // renditions an edge relays like any stream; transcoding here too would cost
+        // CPU per edge and keep the pull alive with the ffmpeg children as viewers.
+        if self.media.registry.get(source).is_some_and(|s| s.is_relayed()) {
+            return;
+        }
         if let Some(bad) = list.iter().map(|r| rendition_stream(source, r)).find(|n| !super::valid_stream_name(n)) {
             tracing::warn!(stream = %source, rendition = %bad, "no renditions for this stream: the rendition name is not a valid stream name (too long?)");
             return;

@@ -128,9 +128,10 @@ async fn handle(mut socket: TcpStream, addr: SocketAddr, svc: &Arc<MediaService>
                         }
                         let sub = match svc.check_play(&key) {
                             Err(why) => Err(("NetStream.Play.Failed", format!("play refused: {why}"))),
+                            // On an edge this may wait (bounded) for the origin's stream.
                             Ok(()) => svc
-                                .registry
-                                .subscribe(&key.name, Protocol::Rtmp)
+                                .open(&key.name, Protocol::Rtmp, &key.query, "")
+                                .await
                                 .ok_or(("NetStream.Play.StreamNotFound", format!("stream {} is not live", key.name))),
                         };
                         match sub {

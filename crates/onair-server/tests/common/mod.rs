@@ -95,14 +95,29 @@ impl Server {
         let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         // ONAIR_TEST_STORE=postgres runs any test file on PostgreSQL: each server
         // gets a fresh database (unless the test chose its own [store] url).
+        // A server pointed at another's data dir (ONAIR_DATA_DIR, as the cluster
+        // tests do to share one database) gets that server's database.
         let mut pg = None;
         if std::env::var("ONAIR_TEST_STORE").is_ok_and(|v| v == "postgres")
             && !env.iter().any(|(k, _)| k == "ONAIR_STORE__URL")
             && !extra_toml.contains("[store]")
         {
-            let db = fresh_postgres().await.expect("ONAIR_TEST_STORE=postgres needs PostgreSQL");
-            env.push(("ONAIR_STORE__URL".into(), db.url.clone()));
-            pg = Some(db);
+            static BY_DATA_DIR: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+            let shared_dir = env.iter().find(|(k, _)| k == "ONAIR_DATA_DIR").map(|(_, v)| v.clone());
+            let shared_url = shared_dir.and_then(|d| {
+                BY_DATA_DIR.lock().unwrap().iter().find(|(dir, _)| *dir == d).map(|(_, url)| url.clone())
+            });
+            let url = match shared_url {
+                Some(url) => url,
+                None => {
+                    let db = fresh_postgres().await.expect("ONAIR_TEST_STORE=postgres needs PostgreSQL");
+                    let url = db.url.clone();
+                    BY_DATA_DIR.lock().unwrap().push((dir.path().display().to_string(), url.clone()));
+                    pg = Some(db);
+                    url
+                }
+            };
+            env.push(("ONAIR_STORE__URL".into(), url));
         }
         let mut server = Server {
             child: None,
@@ -175,6 +190,12 @@ impl Server {
             .expect("onair did not exit within 20 s of SIGTERM")
             .expect("wait");
         assert!(exit.success(), "onair exited with {exit:?} after SIGTERM; stderr: {:?}", self.stderr());
+    }
+
+    /// SIGKILL: the process dies at once (no shutdown, no lease release).
+    pub async fn kill(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        child.kill().await.expect("kill");
     }
 
     /// Stops (if running) and starts again on the same data dir (new port).
