@@ -10,7 +10,9 @@
 //! driver accept) and [`on_pool!`] expands it once per driver, so each arm is
 //! ordinary, statically typed sqlx code. The few statements that differ come from
 //! [`Dialect`]; the one hot path that differs in shape (the history batch insert) is
-//! written per backend in `store.rs`.
+//! written per backend in `store.rs` (on SQLite with positional `?`: sqlx's SQLite
+//! driver resolves each `$N` by name on every execution, a cost worth avoiding only
+//! on a statement run once per stored message).
 
 use std::future::Future;
 use std::time::Duration;
