@@ -3,9 +3,8 @@
 //! resuming elsewhere, and Redis restarted mid-test.
 //!
 //! Each test runs its own `redis-server` on a free port (so it can be killed and
-//! restarted without touching the machine's Redis) and its nodes share one
-//! database: PostgreSQL when `ONAIR_TEST_POSTGRES` names a server, else one SQLite
-//! data dir (the nodes run on one machine).
+//! restarted without touching the machine's Redis service) and its nodes share a
+//! fresh database on the local PostgreSQL.
 
 #![allow(clippy::unwrap_used)]
 
@@ -60,40 +59,53 @@ impl Redis {
     }
 }
 
-/// Three nodes `a`, `b`, `c` sharing a database and `redis`.
-async fn cluster(redis: &Redis, extra_toml: &str) -> Vec<Server> {
-    let url = redis.url();
-    let first = Server::start_with_env(
-        extra_toml,
-        &[
-            ("ONAIR_CLUSTER__REDIS", &url),
-            ("ONAIR_CLUSTER__NODE_ID", "a"),
-            ("ONAIR_CLUSTER__PREFIX", "t"),
-            ("ONAIR_LOG", "info,onair=debug"),
-        ],
-    )
-    .await;
-    let data = first.data_dir().display().to_string();
-    let mut nodes = vec![first];
-    for id in ["b", "c"] {
-        nodes.push(
-            Server::start_with_env(
-                extra_toml,
-                &[
-                    ("ONAIR_CLUSTER__REDIS", &url),
-                    ("ONAIR_CLUSTER__NODE_ID", id),
-                    ("ONAIR_CLUSTER__PREFIX", "t"),
-                    ("ONAIR_DATA_DIR", &data),
-                ],
-            )
-            .await,
-        );
+/// Three nodes `a`, `b`, `c` sharing `redis` and one database: a fresh PostgreSQL
+/// database on the local server (the deployment this mode is for), or — only where
+/// PostgreSQL is unreachable and `ONAIR_REQUIRE_POSTGRES` is unset — one SQLite data dir.
+struct Cluster {
+    nodes: Vec<Server>,
+    _db: Option<onair_store::test_util::ScratchPostgres>,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Vec<Server>;
+    fn deref(&self) -> &Vec<Server> {
+        &self.nodes
     }
-    nodes
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut Vec<Server> {
+        &mut self.nodes
+    }
+}
+
+async fn cluster(redis: &Redis, extra_toml: &str) -> Cluster {
+    let url = redis.url();
+    let db = fresh_postgres().await;
+    let mut shared: Vec<(&str, String)> = match &db {
+        Some(db) => vec![("ONAIR_STORE__URL", db.url.clone())],
+        None => {
+            eprintln!("cluster tests: PostgreSQL unreachable, the nodes share one SQLite data dir instead");
+            Vec::new()
+        }
+    };
+    let mut nodes: Vec<Server> = Vec::new();
+    for id in ["a", "b", "c"] {
+        let mut env: Vec<(&str, &str)> =
+            vec![("ONAIR_CLUSTER__REDIS", &url), ("ONAIR_CLUSTER__NODE_ID", id), ("ONAIR_CLUSTER__PREFIX", "t")];
+        env.extend(shared.iter().map(|(k, v)| (*k, v.as_str())));
+        let node = Server::start_with_env(extra_toml, &env).await;
+        if db.is_none() && nodes.is_empty() {
+            shared.push(("ONAIR_DATA_DIR", node.data_dir().display().to_string()));
+        }
+        nodes.push(node);
+    }
+    Cluster { nodes, _db: db }
 }
 
 /// Three nodes and a room created on the first, known to all.
-async fn cluster_with_room(redis: &Redis, room: &str) -> Vec<Server> {
+async fn cluster_with_room(redis: &Redis, room: &str) -> Cluster {
     let nodes = cluster(redis, "").await;
     nodes[0].create_room(room).await;
     for n in &nodes[1..] {
@@ -192,7 +204,7 @@ async fn chat_across_three_nodes_is_ordered_without_duplicates_and_counts_are_cl
         anon.push(v);
     }
     // Counts are cluster-wide on every node within 5 s.
-    for n in &nodes {
+    for n in nodes.iter() {
         wait_online(n, "x", 5, Duration::from_secs(6)).await;
     }
     // So are member lists (the sequencer reports them with membership changes).
@@ -248,10 +260,10 @@ async fn chat_across_three_nodes_is_ordered_without_duplicates_and_counts_are_cl
     for mut v in anon {
         v.close().await;
     }
-    for n in &nodes {
+    for n in nodes.iter() {
         wait_online(n, "x", 3, Duration::from_secs(6)).await;
     }
-    for n in &nodes {
+    for n in nodes.iter() {
         assert_eq!(health(n).await["status"], "ok");
     }
 }
@@ -280,7 +292,7 @@ async fn a_ban_on_one_node_applies_on_every_node_at_once() {
     assert_eq!(ev["userId"], "troll");
     // Refused on every node: joining again, and sending through any node's API.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    for n in &nodes {
+    for n in nodes.iter() {
         loop {
             let mut again = n.login_client("troll", "Web").await;
             let ack = again.join("m").await;
@@ -373,7 +385,7 @@ async fn redis_restarting_mid_test_degrades_then_recovers_without_losing_acked_m
 
     redis.spawn().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    for n in &nodes {
+    for n in nodes.iter() {
         while health(n).await["status"] != "ok" {
             assert!(tokio::time::Instant::now() < deadline, "port {} did not recover: {}", n.port, health(n).await);
             tokio::time::sleep(Duration::from_millis(200)).await;
