@@ -541,26 +541,35 @@ impl Store {
         })
     }
 
-    /// Stores many users' activity (absolute values) in one transaction.
-    pub async fn save_activity(&self, batch: &[(String, Activity)]) -> Result<(), StoreError> {
+    /// Adds many users' activity in one transaction.
+    ///
+    /// Each entry is (user, increments, member flag to set if any). Counters are added
+    /// to what is stored — never overwritten — so nodes of a cluster that credit the
+    /// same user (messages where the room is sequenced, online time where the user is
+    /// connected) never lose each other's increments.
+    pub async fn add_activity(&self, batch: &[(String, Activity, Option<bool>)]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         on_pool!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            for (user, a) in batch {
+            for (user, a, member) in batch {
                 sqlx::query(
                     "INSERT INTO user_activity (user_id, online_ms, messages, likes, gift_value, member) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET online_ms = excluded.online_ms, \
-                     messages = excluded.messages, likes = excluded.likes, gift_value = excluded.gift_value, \
-                     member = excluded.member",
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET \
+                     online_ms = user_activity.online_ms + excluded.online_ms, \
+                     messages = user_activity.messages + excluded.messages, \
+                     likes = user_activity.likes + excluded.likes, \
+                     gift_value = user_activity.gift_value + excluded.gift_value, \
+                     member = CASE WHEN $7 THEN excluded.member ELSE user_activity.member END",
                 )
                 .bind(user)
                 .bind(to_db(a.online_ms, "online_ms")?)
                 .bind(to_db(a.messages, "messages")?)
                 .bind(to_db(a.likes, "likes")?)
                 .bind(to_db(a.gift_value, "gift_value")?)
-                .bind(a.member)
+                .bind(member.unwrap_or(false))
+                .bind(member.is_some())
                 .execute(&mut *tx)
                 .await?;
             }
@@ -801,11 +810,15 @@ mod tests {
                 ("earning", 30, "alice")
             );
 
-            // Activity and statistics are absolute values; stats need the room.
-            let a = Activity { online_ms: 5, messages: 6, likes: 7, gift_value: 8, member: true };
-            store.save_activity(&[("alice".into(), a)]).await.expect("activity");
+            // Activity is added up (member set only when given); statistics are
+            // absolute values and need the room.
+            let a = Activity { online_ms: 5, messages: 6, likes: 7, gift_value: 8, member: false };
+            store.add_activity(&[("alice".into(), a, Some(true))]).await.expect("activity");
+            store.add_activity(&[("alice".into(), a, None)]).await.expect("activity");
             let got = store.activity("alice").await.expect("activity");
-            assert_eq!((got.online_ms, got.messages, got.likes, got.gift_value, got.member), (5, 6, 7, 8, true));
+            assert_eq!((got.online_ms, got.messages, got.likes, got.gift_value, got.member), (10, 12, 14, 16, true));
+            store.add_activity(&[("alice".into(), Activity::default(), Some(false))]).await.expect("activity");
+            assert!(!store.activity("alice").await.expect("activity").member);
             assert_eq!(store.activity("nobody").await.expect("activity").messages, 0);
             let stats = RoomStats::restore(1, 2, 3, 4, 5, 6);
             store.save_room_stats(&[("r".into(), stats)]).await.expect("stats without room");

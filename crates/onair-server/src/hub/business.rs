@@ -183,6 +183,10 @@ pub(crate) struct ActivityEntry {
     /// The stored totals were merged in (until then `activity` holds only deltas).
     loaded: bool,
     dirty: bool,
+    /// Increments not written yet (written as increments: see `Store::add_activity`).
+    unsaved: Activity,
+    /// A member flag set since the last write.
+    member_set: Option<bool>,
     /// A background load of the stored totals is in flight.
     loading: bool,
     touched_at: Millis,
@@ -237,7 +241,16 @@ impl Hub {
         let now = now_ms();
         let mut cache = self.activity.lock();
         let entry = cache.entry(user.to_owned()).or_default();
+        let before = entry.activity;
         change(&mut entry.activity);
+        let after = entry.activity;
+        entry.unsaved.online_ms += after.online_ms.saturating_sub(before.online_ms);
+        entry.unsaved.messages += after.messages.saturating_sub(before.messages);
+        entry.unsaved.likes += after.likes.saturating_sub(before.likes);
+        entry.unsaved.gift_value += after.gift_value.saturating_sub(before.gift_value);
+        if after.member != before.member {
+            entry.member_set = Some(after.member);
+        }
         entry.dirty = true;
         entry.touched_at = now;
         if !entry.loaded && !entry.loading {
@@ -298,24 +311,31 @@ impl Hub {
 
     async fn flush_activity(&self) {
         let now = now_ms();
-        let batch: Vec<(String, Activity)> = {
+        let batch: Vec<(String, Activity, Option<bool>)> = {
             let mut cache = self.activity.lock();
             cache.retain(|_, e| e.dirty || !e.loaded || now.saturating_sub(e.touched_at) < ACTIVITY_IDLE_MS);
             cache
                 .iter_mut()
+                // Until the stored totals are merged in, `activity` is only increments:
+                // writing them first would count them twice in this cache.
                 .filter(|(_, e)| e.dirty && e.loaded)
                 .map(|(u, e)| {
                     e.dirty = false;
-                    (u.clone(), e.activity)
+                    (u.clone(), std::mem::take(&mut e.unsaved), e.member_set.take())
                 })
                 .collect()
         };
-        if let Err(e) = self.store.save_activity(&batch).await {
+        if let Err(e) = self.store.add_activity(&batch).await {
             tracing::warn!(error = %e, users = batch.len(), "could not save activity; will retry");
             let mut cache = self.activity.lock();
-            for (user, _) in batch {
+            for (user, delta, member) in batch {
                 if let Some(e) = cache.get_mut(&user) {
                     e.dirty = true;
+                    e.unsaved.online_ms += delta.online_ms;
+                    e.unsaved.messages += delta.messages;
+                    e.unsaved.likes += delta.likes;
+                    e.unsaved.gift_value += delta.gift_value;
+                    e.member_set = e.member_set.or(member);
                 }
             }
         }
