@@ -11,7 +11,10 @@
 //!   rooms created or destroyed): every node reloads that part from the database.
 //!
 //! Keys: `{p}:lease:{room}` names the node holding the room's sequencer (a lease
-//! renewed every [`RENEW_EVERY`], gone after [`LEASE_TTL`] without renewal).
+//! renewed every [`RENEW_EVERY`], gone after [`LEASE_TTL`] without renewal);
+//! `{p}:online:{room}` holds the sequencer's cluster-wide count and newest members
+//! for nodes with no member in the room (they read all such rooms with one `MGET`
+//! per second).
 //!
 //! Pub/sub is at-most-once; nothing here relies on it for durability. Messages are
 //! committed to the shared database before they are published, and a node that sees
@@ -227,6 +230,27 @@ pub enum Inbound {
     Reconnected,
 }
 
+/// A command waiting for the publisher.
+enum Out {
+    /// `PUBLISH channel payload`.
+    Publish(String, Vec<u8>),
+    /// `SET key value PX COUNT_TTL`.
+    Set(String, Vec<u8>),
+}
+
+/// A room's cluster-wide count as its sequencer last stored it, for nodes that have
+/// no members there (they do not receive the room's rounds).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CountSnapshot {
+    /// Cluster-wide online count.
+    pub online: u64,
+    /// Newest members first.
+    pub recent: Vec<RecentMember>,
+}
+
+/// How long a stored count lives without being refreshed (its sequencer died).
+const COUNT_TTL: Duration = Duration::from_secs(10);
+
 /// Cluster settings the transport needs.
 #[derive(Debug, Clone)]
 pub struct BusConfig {
@@ -244,7 +268,7 @@ pub struct Bus {
     prefix: String,
     client: redis::Client,
     conn: ConnectionManager,
-    out: mpsc::Sender<(String, Vec<u8>)>,
+    out: mpsc::Sender<Out>,
     /// Room channels this node wants (resubscribed after every reconnect).
     rooms: parking_lot::Mutex<BTreeSet<String>>,
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
@@ -326,6 +350,35 @@ impl Bus {
         format!("{}:ctl", self.prefix)
     }
 
+    fn count_key(&self, room: &str) -> String {
+        format!("{}:online:{room}", self.prefix)
+    }
+
+    /// Stores a room's count for the nodes that do not serve it (queued, never blocks).
+    pub fn store_count(&self, room: &str, count: &CountSnapshot) {
+        match serde_json::to_vec(count) {
+            Ok(value) => {
+                if self.out.try_send(Out::Set(self.count_key(room), value)).is_err() {
+                    metrics::counter!("onair_cluster_publish_dropped_total").increment(1);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not encode a room count"),
+        }
+    }
+
+    /// The stored counts of rooms (one `MGET`); `None` where none is stored.
+    pub async fn counts(&self, rooms: &[String]) -> redis::RedisResult<Vec<Option<CountSnapshot>>> {
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = rooms.iter().map(|r| self.count_key(r)).collect();
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        let mut conn = self.conn.clone();
+        let got: redis::RedisResult<Vec<Option<Vec<u8>>>> = redis::cmd("MGET").arg(keys).query_async(&mut conn).await;
+        self.note(got.is_ok());
+        Ok(got?.into_iter().map(|v| v.and_then(|b| serde_json::from_slice(&b).ok())).collect())
+    }
+
     fn lease_key(&self, room: &str) -> String {
         format!("{}:lease:{room}", self.prefix)
     }
@@ -355,7 +408,7 @@ impl Bus {
     fn queue(&self, channel: String, msg: &Wire) {
         match serde_json::to_vec(msg) {
             Ok(payload) => {
-                if self.out.try_send((channel, payload)).is_err() {
+                if self.out.try_send(Out::Publish(channel, payload)).is_err() {
                     metrics::counter!("onair_cluster_publish_dropped_total").increment(1);
                 }
             }
@@ -365,7 +418,7 @@ impl Bus {
 
     /// Publishes queued messages, everything waiting at once in one pipeline: one
     /// round trip per batch instead of one per message.
-    async fn run_publisher(self: Arc<Self>, mut rx: mpsc::Receiver<(String, Vec<u8>)>, stop: CancellationToken) {
+    async fn run_publisher(self: Arc<Self>, mut rx: mpsc::Receiver<Out>, stop: CancellationToken) {
         let mut conn = self.conn.clone();
         let mut batch = Vec::new();
         loop {
@@ -377,8 +430,13 @@ impl Bus {
                 break;
             }
             let mut pipe = redis::pipe();
-            for (channel, payload) in batch.drain(..) {
-                pipe.publish(channel, payload).ignore();
+            for out in batch.drain(..) {
+                match out {
+                    Out::Publish(channel, payload) => pipe.publish(channel, payload).ignore(),
+                    Out::Set(key, value) => {
+                        pipe.cmd("SET").arg(key).arg(value).arg("PX").arg(COUNT_TTL.as_millis() as u64).ignore()
+                    }
+                };
             }
             self.ops.fetch_add(n as u64, Ordering::Relaxed);
             let sent: redis::RedisResult<()> = pipe.query_async(&mut conn).await;

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use super::{Hub, Reply, Room, SendCtx, SendResult, Ticket, classify, internal};
 use crate::callbacks::Origin;
 pub(crate) use crate::cluster::Part;
-use crate::cluster::{Bus, Inbound, NODE_TTL_MS, RENEW_EVERY, SETTLE, Wire, WireCtx, group_by_owner};
+use crate::cluster::{Bus, CountSnapshot, Inbound, NODE_TTL_MS, RENEW_EVERY, SETTLE, Wire, WireCtx, group_by_owner};
 use crate::util::now_ms;
 
 /// How long a forwarded message waits for its sequencer's outcome.
@@ -629,6 +629,7 @@ impl Hub {
         self.expire_waiting(link, &rooms);
         let mut owned = Vec::new();
         let mut lookup = Vec::new();
+        let mut unserved = Vec::new();
         for room in &rooms {
             let Some(cl) = &room.cl else { continue };
             let serving = !room.members.lock().is_empty();
@@ -643,6 +644,7 @@ impl Hub {
                 Owner::Taking(_) => {}
                 _ if serving || parked => lookup.push(room.clone()),
                 _ => {
+                    unserved.push(room.clone());
                     if bus.wants_room(&room.id) {
                         let _delivery = room.delivery.lock().await;
                         if room.members.lock().is_empty() {
@@ -679,6 +681,17 @@ impl Hub {
                             self.begin_takeover(room, waited);
                         }
                     }
+                }
+            }
+        }
+        // Rooms this node has no members in: their counts as their sequencers stored them.
+        let ids: Vec<String> = unserved.iter().map(|r| r.id.clone()).collect();
+        if let Ok(counts) = bus.counts(&ids).await {
+            for (room, count) in unserved.iter().zip(counts) {
+                if let Some(cl) = &room.cl {
+                    let count = count.unwrap_or_default();
+                    cl.online.store(count.online, Ordering::Release);
+                    *cl.recent.lock() = count.recent;
                 }
             }
         }
@@ -745,6 +758,7 @@ impl Hub {
         }
         *last = (online, stamp, Some(Instant::now()));
         drop(last);
+        cl.bus().store_count(&room.id, &CountSnapshot { online, recent: recent.clone() });
         cl.bus().to_room(
             &room.id,
             &Wire::Count { room: room.id.clone(), from: cl.bus().node().to_string(), online, recent },
