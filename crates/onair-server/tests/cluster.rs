@@ -386,6 +386,10 @@ async fn redis_restarting_mid_test_degrades_then_recovers_without_losing_acked_m
         acked.push(ack["seq"].as_u64().unwrap());
     }
 
+    // A room created while Redis is down: the announcement is lost, the resync after
+    // the reconnect finds it.
+    nodes[0].create_room("made-offline").await;
+
     redis.spawn().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     for n in nodes.iter() {
@@ -409,6 +413,9 @@ async fn redis_restarting_mid_test_degrades_then_recovers_without_losing_acked_m
         v["op"] == "push" && msgs(v).iter().any(|m| m["seq"].as_u64() == Some(seq))
     });
     drop(got.await);
+    for n in nodes.iter() {
+        wait_room(n, "made-offline").await;
+    }
     // Nothing acknowledged was lost: every acked seq is in the room's history.
     let (status, hist) = nodes[2].http("GET", &nodes[2].admin("/api/v1/rooms/r/messages?limit=100"), None).await;
     assert_eq!(status, 200, "{hist}");

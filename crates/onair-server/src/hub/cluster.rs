@@ -391,6 +391,9 @@ impl Hub {
                 if let Some(link) = &self.link {
                     link.bus.wake.notify_one();
                 }
+                // Changes announced while disconnected were missed: reload them all.
+                let hub = self.clone();
+                self.tasks.spawn(async move { hub.resync_all().await });
                 return;
             }
             Inbound::Wire(w) => *w,
@@ -572,6 +575,41 @@ impl Hub {
         for user in kicked {
             room.drop_user_connections(&user);
         }
+    }
+
+    /// Reloads every room's stored state (after the bus was disconnected): rooms
+    /// created or destroyed meanwhile, profiles, moderation, admins, word lists,
+    /// lotteries.
+    async fn resync_all(self: &Arc<Self>) {
+        let stored = match self.store.list_rooms().await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not resync rooms after a bus reconnect");
+                return;
+            }
+        };
+        let ids: std::collections::HashSet<String> = stored.iter().map(|p| p.id.clone()).collect();
+        for room in self.list() {
+            if !ids.contains(&room.id) {
+                self.close_here(&room).await;
+            }
+        }
+        for profile in stored {
+            let id = profile.id.clone();
+            match self.get(&id) {
+                Ok(room) => *room.profile.lock() = profile,
+                Err(_) => {
+                    if let Err(e) = self.install_stored(profile, None).await {
+                        tracing::warn!(room = %id, error = %e, "could not load a room created elsewhere");
+                    }
+                    continue;
+                }
+            }
+            for part in [Part::Moderation, Part::Admins, Part::Lottery] {
+                self.reload(&id, part).await;
+            }
+        }
+        self.reload("", Part::Filter).await;
     }
 
     /// Reloads what another node changed in the database.
