@@ -108,12 +108,19 @@ impl RemoteMembers {
         Some(MemberChange::Leave(user))
     }
 
-    /// A heartbeat: `node` is alive and holds `connections`. False when that differs
+    /// A heartbeat: `node` is alive and holds `anonymous` anonymous connections and
+    /// `logged_in` logged-in ones. Anonymous viewers are counted from heartbeats only
+    /// (a join storm of viewers costs the bus nothing per viewer); the returned changes
+    /// bring the count in line. The flag is false when the logged-in count differs
     /// from this view (a report was lost): the shell asks the node for its full list.
-    pub fn heard(&mut self, node: &str, connections: u64, now: Millis) -> bool {
+    pub fn heard(&mut self, node: &str, anonymous: u64, logged_in: u64, now: Millis) -> (Vec<MemberChange>, bool) {
         let entry = self.nodes.entry(node.to_owned()).or_default();
         entry.last_heard = now;
-        entry.connections() == connections
+        let mut changes: Vec<MemberChange> = (anonymous..entry.anonymous).map(|_| MemberChange::Leave(None)).collect();
+        changes.extend((entry.anonymous..anonymous).map(|_| MemberChange::Join(None)));
+        entry.anonymous = anonymous;
+        let users: u64 = entry.users.values().map(|(n, _)| n).sum();
+        (changes, users == logged_in)
     }
 
     /// `node`'s full list replaces what this view held for it; returns the
@@ -192,8 +199,13 @@ mod tests {
         assert_eq!(r.leave("n1", Some("zz".into()), 1), None, "unknown users are not reported");
         assert_eq!(r.leave("n2", None, 1), None);
         assert_eq!(r.connections(), 3);
-        assert!(r.heard("n1", 2, 2));
-        assert!(!r.heard("n2", 5, 2), "a mismatch asks for the full list");
+        assert_eq!(r.heard("n1", 1, 1, 2), (vec![], true));
+        assert!(!r.heard("n2", 0, 5, 2).1, "a mismatch asks for the full list");
+        let (changes, ok) = r.heard("n1", 3, 1, 3);
+        assert!(ok);
+        assert_eq!(changes, vec![MemberChange::Join(None), MemberChange::Join(None)], "anonymous come by heartbeat");
+        assert_eq!(r.heard("n1", 0, 1, 4).0.len(), 3);
+        assert_eq!(r.connections(), 2, "a on n1, c on n2");
     }
 
     #[test]
@@ -216,7 +228,7 @@ mod tests {
         r.join("dead", Some(b("a")), 0);
         r.join("dead", None, 0);
         r.join("alive", None, 0);
-        r.heard("alive", 1, 4_000);
+        r.heard("alive", 1, 0, 4_000);
         let left = r.expire(5_500, 5_000);
         assert_eq!(left.len(), 2);
         assert_eq!(r.nodes(), 1);

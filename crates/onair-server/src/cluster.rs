@@ -179,12 +179,13 @@ pub enum Wire {
         /// The list.
         members: NodeMembers,
     },
-    /// `from` is alive and holds these connection counts per room.
+    /// `from` is alive and holds these connections per room (anonymous viewers are
+    /// counted from here only, not reported one by one).
     Heartbeat {
         /// Reporting node.
         from: String,
-        /// (room, connections).
-        rooms: Vec<(String, u64)>,
+        /// (room, anonymous connections, logged-in connections).
+        rooms: Vec<(String, u64, u64)>,
     },
     /// The sequencer asks a node for its full member list of a room.
     SendMembers {
@@ -273,6 +274,8 @@ pub struct Bus {
     rooms: parking_lot::Mutex<BTreeSet<String>>,
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
     healthy: AtomicBool,
+    /// The subscription connection is up (rounds and outcomes can arrive).
+    connected: AtomicBool,
     /// Redis commands issued (publishes count one each, pipelines one per command).
     ops: AtomicU64,
     failures: AtomicU64,
@@ -291,7 +294,9 @@ impl Bus {
         let client = redis::Client::open(cfg.url.as_str())?;
         let manager_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
+            // A saturated node may wait seconds for a big pipeline's replies; a
+            // shorter timeout turned slowness into "failed" publishes that Redis did run.
+            .set_response_timeout(Some(Duration::from_secs(3)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
         let conn = tokio::time::timeout(
@@ -311,6 +316,7 @@ impl Bus {
             rooms: parking_lot::Mutex::new(BTreeSet::new()),
             sink: tokio::sync::Mutex::new(None),
             healthy: AtomicBool::new(true),
+            connected: AtomicBool::new(false),
             ops: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             wake: Notify::new(),
@@ -328,9 +334,15 @@ impl Bus {
         &self.node
     }
 
-    /// Whether Redis answered the last time it was asked.
+    /// Whether the subscription is up and Redis answered the last time it was asked.
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.connected() && self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Whether the subscription connection is up: forwarding a message makes sense
+    /// (its outcome can come back). A slow command alone does not clear this.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
     }
 
     /// Redis commands issued so far, and how many failed.
@@ -423,7 +435,7 @@ impl Bus {
         let mut batch = Vec::new();
         loop {
             let n = tokio::select! {
-                n = rx.recv_many(&mut batch, 512) => n,
+                n = rx.recv_many(&mut batch, 256) => n,
                 _ = stop.cancelled() => 0,
             };
             if n == 0 {
@@ -464,6 +476,7 @@ impl Bus {
                 Ok(mut stream) => {
                     backoff = Duration::from_millis(100);
                     self.note(true);
+                    self.connected.store(true, Ordering::Release);
                     if let Some(r) = ready.take() {
                         let _ = r.send(());
                     }
@@ -494,6 +507,7 @@ impl Bus {
                             Err(e) => tracing::warn!(error = %e, "undecodable cluster message ignored"),
                         }
                     }
+                    self.connected.store(false, Ordering::Release);
                     *self.sink.lock().await = None;
                     self.note(false);
                     tracing::warn!("cluster bus disconnected; serving local members, reconnecting");
@@ -635,10 +649,10 @@ impl Bus {
 }
 
 /// Groups per-room counts by the node that sequences each room (one heartbeat per node).
-pub fn group_by_owner(rooms: Vec<(String, String, u64)>) -> HashMap<String, Vec<(String, u64)>> {
-    let mut out: HashMap<String, Vec<(String, u64)>> = HashMap::new();
-    for (owner, room, count) in rooms {
-        out.entry(owner).or_default().push((room, count));
+pub fn group_by_owner(rooms: Vec<(String, String, u64, u64)>) -> HashMap<String, Vec<(String, u64, u64)>> {
+    let mut out: HashMap<String, Vec<(String, u64, u64)>> = HashMap::new();
+    for (owner, room, anonymous, logged_in) in rooms {
+        out.entry(owner).or_default().push((room, anonymous, logged_in));
     }
     out
 }

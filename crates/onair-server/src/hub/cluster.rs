@@ -26,10 +26,21 @@ use super::{Hub, Reply, Room, SendCtx, SendResult, Ticket, classify, internal};
 use crate::callbacks::Origin;
 pub(crate) use crate::cluster::Part;
 use crate::cluster::{Bus, CountSnapshot, Inbound, NODE_TTL_MS, RENEW_EVERY, SETTLE, Wire, WireCtx, group_by_owner};
+use crate::outbox::DrainMark;
 use crate::util::now_ms;
 
-/// How long a forwarded message waits for its sequencer's outcome.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long a forwarded message waits for its sequencer's outcome. The sequencer
+/// always answers (frequency control decides every message within seconds), so this
+/// only fires when an outcome was lost; a sequencer that dies is noticed sooner, by
+/// its lease moving. Generous, because a saturated node answers late, not never.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a message waits for its room to get a sequencer (it was sent nowhere).
+const PARK_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// What a sender hears when its message's outcome is unknown.
+const UNKNOWN_OUTCOME: &str = "no outcome from the room's sequencer (it moved or did not answer): the message may \
+     have been delivered; resend it with the same Random and a delivered one is recognised, not repeated";
+
 /// Recent members a sequencer reports to the other nodes (the member lists' size).
 const RECENT_REPORTED: usize = 100;
 
@@ -85,6 +96,8 @@ struct Parked {
 /// A room's cluster state.
 pub(crate) struct RoomCluster {
     link: Arc<Link>,
+    /// Rounds from the sequencer not yet pushed to this node's members.
+    pending: Mutex<(Vec<Arc<ChatMessage>>, Vec<RoomEvent>)>,
     /// Members on other nodes (meaningful while this node sequences the room).
     remote: Mutex<RemoteMembers>,
     parked: Mutex<Parked>,
@@ -95,6 +108,9 @@ pub(crate) struct RoomCluster {
     mirror_ready: AtomicBool,
     /// The last node seen sequencing the room (a takeover from another node waits).
     last_owner: Mutex<Option<Arc<str>>>,
+    /// A heartbeat with members went to the sequencer (one with zeros follows the
+    /// last member's leaving).
+    beating: AtomicBool,
     /// What the last count report said, and when.
     last_count: Mutex<(u64, u64, Option<Instant>)>,
 }
@@ -129,12 +145,14 @@ impl RoomCluster {
     pub(crate) fn new(link: Arc<Link>) -> RoomCluster {
         RoomCluster {
             link,
+            pending: Mutex::new((Vec::new(), Vec::new())),
             remote: Mutex::new(RemoteMembers::new()),
             parked: Mutex::new(Parked::default()),
             online: AtomicU64::new(0),
             recent: Mutex::new(Vec::new()),
             mirror_ready: AtomicBool::new(false),
             last_owner: Mutex::new(None),
+            beating: AtomicBool::new(false),
             last_count: Mutex::new((0, 0, None)),
         }
     }
@@ -154,7 +172,7 @@ impl RoomCluster {
         match owner {
             Owner::Local => Ok(Some((ticket, msg))),
             Owner::Remote(node) => {
-                if !self.bus().healthy() {
+                if !self.bus().connected() {
                     return Err(bus_down());
                 }
                 let number = self.link.next_ticket.fetch_add(1, Ordering::Relaxed);
@@ -172,7 +190,7 @@ impl RoomCluster {
                 );
                 Ok(None)
             }
-            Owner::Unknown if !self.bus().healthy() => Err(bus_down()),
+            Owner::Unknown if !self.bus().connected() => Err(bus_down()),
             Owner::Taking(_) | Owner::Unknown => {
                 self.parked.lock().submits.push((ticket, msg, Instant::now()));
                 self.bus().wake.notify_one();
@@ -221,9 +239,12 @@ impl RoomCluster {
         }
     }
 
+    /// A connection joined here: logged-in members are reported to the sequencer at
+    /// once (names in enter events and member lists); anonymous viewers are counted
+    /// by the next heartbeat.
     pub(crate) fn joined(&self, room: &Room, member: Option<MemberBrief>) {
         match room.owner.lock().clone() {
-            Owner::Remote(node) => self
+            Owner::Remote(node) if member.is_some() => self
                 .bus()
                 .to_node(&node, &Wire::Join { room: room.id.clone(), from: self.bus().node().to_string(), member }),
             Owner::Unknown => self.bus().wake.notify_one(),
@@ -232,6 +253,9 @@ impl RoomCluster {
     }
 
     pub(crate) fn left(&self, room: &Room, user: Option<String>) {
+        if user.is_none() {
+            return; // counted by the next heartbeat
+        }
         if let Owner::Remote(node) = room.owner.lock().clone() {
             self.bus()
                 .to_node(&node, &Wire::Leave { room: room.id.clone(), from: self.bus().node().to_string(), user });
@@ -281,13 +305,56 @@ impl RoomCluster {
     }
 }
 
+impl RoomCluster {
+    /// Whether rounds from the sequencer wait for this node's next delivery round.
+    pub(crate) fn has_pending(&self) -> bool {
+        let pending = self.pending.lock();
+        !pending.0.is_empty() || !pending.1.is_empty()
+    }
+
+    /// This node's delivery round of a room it mirrors: everything the sequencer
+    /// published since the last one, as one frame to every member here; returns the
+    /// frame's drain mark and how many members got it.
+    pub(crate) fn flush_mirror(&self, room: &Room) -> Option<(DrainMark, usize)> {
+        let (msgs, events) = std::mem::take(&mut *self.pending.lock());
+        if msgs.is_empty() && events.is_empty() {
+            return None;
+        }
+        let class = classify(&msgs, &events);
+        let frame = Utf8Bytes::from(onair_proto::encode_push(&room.id, &msgs, &events));
+        let mark = DrainMark::default();
+        let count = {
+            let members = room.members.lock();
+            for member in members.values() {
+                member.outbox.push_marked(class, frame.clone(), Some(mark.clone()));
+            }
+            metrics::counter!("onair_push_frames_total").increment(1);
+            metrics::counter!("onair_push_deliveries_total").increment(members.len() as u64 * msgs.len() as u64);
+            members.len()
+        };
+        // A kicked user got the frame that says so; now out.
+        for event in &events {
+            if let RoomEvent::Kicked { user_id, .. } = event {
+                room.drop_user_connections(user_id);
+            }
+        }
+        Some((mark, count))
+    }
+}
+
 impl Room {
     /// Makes the history current before a member joins a room this node does not
     /// sequence: subscribe to its rounds, then read what the store holds (rounds that
     /// arrive meanwhile wait for the delivery lock the caller holds, and the mirror
     /// skips what it has).
     pub(super) async fn sync_mirror(&self, cl: &RoomCluster) -> Result<(), Rejection> {
-        if cl.mirror_ready.load(Ordering::Acquire) || self.sequencing() {
+        if self.sequencing() {
+            return Ok(());
+        }
+        // What the members here have not been sent yet goes out first: the joiner's
+        // history already holds it.
+        cl.flush_mirror(self);
+        if cl.mirror_ready.load(Ordering::Acquire) {
             return Ok(());
         }
         cl.bus().subscribe_room(&self.id).await;
@@ -492,12 +559,15 @@ impl Hub {
                 }
             }
             Wire::Heartbeat { from, rooms } => {
-                for (id, count) in rooms.into_iter() {
+                for (id, anonymous, logged_in) in rooms {
                     if let Ok(room) = self.get(&id)
                         && let Some(cl) = room.cl.as_ref().filter(|_| room.sequencing())
-                        && !cl.remote.lock().heard(&from, count, now_ms())
                     {
-                        cl.bus().to_node(&from, &Wire::SendMembers { room: id.clone() });
+                        let (changes, in_line) = cl.remote.lock().heard(&from, anonymous, logged_in, now_ms());
+                        room.apply_changes(changes);
+                        if !in_line {
+                            cl.bus().to_node(&from, &Wire::SendMembers { room: id.clone() });
+                        }
                     }
                 }
             }
@@ -516,8 +586,11 @@ impl Hub {
                 }
             }
             Wire::Changed { room, from, part } => {
+                // Reloads read the database: off this task, which carries every
+                // room's rounds and outcomes.
                 if *from != *me {
-                    self.reload(&room, part).await;
+                    let hub = self.clone();
+                    self.tasks.spawn(async move { hub.reload(&room, part).await });
                 }
             }
         }
@@ -550,10 +623,8 @@ impl Hub {
         }
         fresh.extend(delivered.into_iter().filter(|m| m.seq >= next));
         room.chat.lock().mirror(&fresh);
-        let mut kicked = Vec::new();
         for event in &events {
             match event {
-                RoomEvent::Kicked { user_id, .. } => kicked.push(user_id.clone()),
                 RoomEvent::Recall { seq, .. } => room.chat.lock().forget(*seq),
                 RoomEvent::SlowMode { seconds } => room.limits.lock().set_slow_mode(seconds * 1000),
                 _ => {}
@@ -562,19 +633,14 @@ impl Hub {
         if fresh.is_empty() && events.is_empty() {
             return;
         }
-        let class = classify(&fresh, &events);
-        let frame = Utf8Bytes::from(onair_proto::encode_push(&room.id, &fresh, &events));
-        {
-            let members = room.members.lock();
-            for member in members.values() {
-                member.outbox.push(class, frame.clone());
-            }
-            metrics::counter!("onair_push_frames_total").increment(1);
-            metrics::counter!("onair_push_deliveries_total").increment(members.len() as u64 * fresh.len() as u64);
-        }
-        for user in kicked {
-            room.drop_user_connections(&user);
-        }
+        // Members here get it from this node's own delivery round (the room's
+        // ticker), paced by how fast they drain, as on the sequencer: rounds that
+        // arrive while members are still writing the last frame merge into one.
+        let mut pending = cl.pending.lock();
+        pending.0.extend(fresh);
+        pending.1.extend(events);
+        drop(pending);
+        room.wake.notify_one();
     }
 
     /// Reloads every room's stored state (after the bus was disconnected): rooms
@@ -741,9 +807,15 @@ impl Hub {
             let owner = room.owner.lock().clone();
             match owner {
                 Owner::Remote(node) => {
-                    let n = room.members.lock().len() as u64;
-                    if n > 0 {
-                        beats.push((node.to_string(), room.id.clone(), n));
+                    let (anonymous, logged_in) = {
+                        let members = room.members.lock();
+                        let anonymous = members.values().filter(|m| m.user.is_none()).count() as u64;
+                        (anonymous, members.len() as u64 - anonymous)
+                    };
+                    // One last beat with zeros after the last member left.
+                    let serving = anonymous + logged_in > 0;
+                    if serving || cl.beating.swap(serving, Ordering::AcqRel) {
+                        beats.push((node.to_string(), room.id.clone(), anonymous, logged_in));
                     }
                 }
                 Owner::Local => {
@@ -759,27 +831,36 @@ impl Hub {
         }
     }
 
-    /// Forwarded messages whose sequencer never answered, and messages parked too
-    /// long for a sequencer: their senders get a retryable error (nothing is acked).
+    /// Forwarded messages whose sequencer never answered (their outcome is unknown),
+    /// and messages parked too long waiting for a sequencer (not sent anywhere).
     fn expire_waiting(&self, link: &Link, rooms: &[Arc<Room>]) {
         let now = Instant::now();
-        let mut expired: Vec<Reply> = {
+        let unanswered: Vec<Reply> = {
             let mut pending = link.pending.lock();
             let late: Vec<u64> = pending.iter().filter(|(_, (_, at, _))| *at <= now).map(|(t, _)| *t).collect();
             late.into_iter().filter_map(|t| pending.remove(&t)).map(|(r, _, _)| r).collect()
         };
+        for reply in unanswered {
+            reply.fail(Rejection::new(Code::Internal, UNKNOWN_OUTCOME));
+        }
         for room in rooms {
             let Some(cl) = &room.cl else { continue };
-            let mut parked = cl.parked.lock();
-            if parked.submits.iter().any(|(_, _, at)| now.duration_since(*at) >= FORWARD_TIMEOUT) {
-                let (late, keep): (Vec<_>, Vec<_>) =
-                    parked.submits.drain(..).partition(|(_, _, at)| now.duration_since(*at) >= FORWARD_TIMEOUT);
+            let late: Vec<(Ticket, Outgoing, Instant)> = {
+                let mut parked = cl.parked.lock();
+                if !parked.submits.iter().any(|(_, _, at)| now.duration_since(*at) >= PARK_TIMEOUT) {
+                    continue;
+                }
+                let (late, keep) =
+                    parked.submits.drain(..).partition(|(_, _, at)| now.duration_since(*at) >= PARK_TIMEOUT);
                 parked.submits = keep;
-                expired.extend(late.into_iter().map(|(t, _, _)| t.reply));
+                late
+            };
+            for (ticket, _, _) in late {
+                ticket.reply.fail(Rejection::new(
+                    Code::Internal,
+                    "no node could take this room's messages in time (cluster bus down?); not sent, retry",
+                ));
             }
-        }
-        for reply in expired {
-            reply.fail(Rejection::new(Code::Internal, "the room's sequencer did not answer in time; retry"));
         }
     }
 
@@ -842,7 +923,7 @@ impl Hub {
             gone.into_iter().filter_map(|t| pending.remove(&t)).map(|(r, _, _)| r).collect()
         };
         for reply in dropped {
-            reply.fail(Rejection::new(Code::Internal, "the room's sequencer moved to another node; retry"));
+            reply.fail(Rejection::new(Code::Internal, UNKNOWN_OUTCOME));
         }
     }
 

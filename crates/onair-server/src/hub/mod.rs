@@ -472,6 +472,15 @@ impl Room {
         }
     }
 
+    /// Whether the room's ticker has a round to run: the core's work where this node
+    /// sequences the room, the sequencer's published rounds where it mirrors it.
+    fn has_round_work(&self) -> bool {
+        match &self.cl {
+            Some(cl) if !self.sequencing() => cl.has_pending(),
+            _ => self.chat.lock().has_work(),
+        }
+    }
+
     /// Whether this node numbers the room's messages (always, on a single node).
     pub fn sequencing(&self) -> bool {
         matches!(*self.owner.lock(), Owner::Local)
@@ -1008,7 +1017,7 @@ impl Hub {
         let mut last_tick = tokio::time::Instant::now();
         let mut last_frame: Option<(DrainMark, usize)> = None;
         loop {
-            let busy = room.sequencing() && room.chat.lock().has_work();
+            let busy = room.has_round_work();
             if !busy {
                 // Idle until something happens or a mute/ban runs out: expiry is
                 // the server's job, so a muted client learns it at once.
@@ -1056,9 +1065,10 @@ impl Hub {
         let _delivery = room.delivery.lock().await;
         let now = now_ms();
         if !room.sequencing() {
-            // Another node numbers this room; restrictions still run out here.
+            // Another node numbers this room: this round pushes what it published
+            // since the last one. Restrictions still run out here.
             room.moderation.lock().expire(now);
-            return None;
+            return room.cl.as_ref().and_then(|cl| cl.flush_mirror(room));
         }
         let expired = room.moderation.lock().expire(now);
         for ended in expired {
