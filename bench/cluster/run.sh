@@ -123,12 +123,21 @@ redis_total() { redis-cli -p "$REDIS_PORT" info stats | tr -d '\r' | sed -n 's/^
 rc=0
 "$BENCH_BIN" chat --target onair --url "$url_list" --server-pid "$pid_list" "${redis_args[@]}" \
   --sdkappid $SDKAPPID --secret-key $SECRET "$@" || rc=$?
+# What the nodes counted (before they stop): frames dropped by full outboxes, gaps
+# mirrors filled from the store, publishes that failed.
+for i in $(seq "$nodes"); do
+  m=$(curl -s --max-time 5 "http://127.0.0.1:$((BASE_PORT + i - 1))/metrics" |
+    grep -E '^onair_(ws_frames_dropped_total|cluster_gaps_filled_total|cluster_publish_failed_total|push_frames_total)' |
+    tr '\n' ' ' || true)
+  echo "node $i metrics: $m" >&2
+done
 if [ "$CLUSTER" = 1 ]; then
   # The whole run, connect phase included (joins are reported to the sequencer).
   echo "redis whole run: $(($(redis_total) - before)) commands (connect + settle + window + drain)" >&2
-  for i in $(seq "$nodes"); do
-    n=$(grep -c "now sequences the room" "$KEEP_LOGS/node$i.log" || true)
-    [ "$n" -gt 0 ] && echo "sequencer: node $i (n$i)" >&2
-  done
+  # Who sequenced the room, in order (at shutdown the lease moves to a node still up).
+  grep -H "now sequences the room" "$KEEP_LOGS"/node*.log | sed 's/\x1b\[[0-9;]*m//g' |
+    sed -E 's|^.*/(node[0-9]+)\.log:([^ ]+).*$|\2 \1|' | sort | sed 's/^/sequencer: /' >&2 || true
+  grep -h "lost the room's sequencer lease\|cluster publish failed" "$KEEP_LOGS"/node*.log |
+    sed 's/\x1b\[[0-9;]*m//g' | cut -c1-160 | sed 's/^/cluster: /' >&2 || true
 fi
 exit $rc
