@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::hist::Histogram;
-use crate::net::{WsUrl, http_post_json, urlencode};
+use crate::net::{WsUrl, http_json, http_post_json, urlencode};
 use crate::procfs::{CpuMark, machine_busy_pct, machine_jiffies, rss_bytes};
 use crate::target::Target;
 use crate::worker::{Ready, Report, Timeline, WorkerResult, WorkerSpec, now_us};
@@ -26,9 +26,16 @@ use crate::worker::{Ready, Report, Timeline, WorkerResult, WorkerSpec, now_us};
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChatArgs {
     /// WebSocket URL of the server (OnAir: `ws://HOST:PORT/ws`; Socket.IO:
-    /// `ws://HOST:PORT`, the Engine.IO path is added).
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-    pub url: String,
+    /// `ws://HOST:PORT`, the Engine.IO path is added). Several (repeated or
+    /// comma-separated) spread the connections over cluster nodes, see `--spread`;
+    /// the room is created on the first.
+    #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: Vec<String>,
+    /// With several `--url`s: `conn` gives every viewer worker's connections to
+    /// the servers round-robin; `proc` pins viewer worker k to server k mod n.
+    /// Senders and sampled viewers are always spread round-robin.
+    #[arg(long, value_enum, default_value = "conn")]
+    pub spread: Spread,
     #[arg(long, value_enum, default_value = "onair")]
     pub target: Target,
     /// Viewers (anonymous, receive only).
@@ -65,9 +72,15 @@ pub struct ChatArgs {
     /// Fraction of viewers that decode JSON and measure latency.
     #[arg(long, default_value_t = 0.02)]
     pub sample: f64,
-    /// Server process to read RSS and CPU from (`/proc/PID`).
+    /// Server process(es) to read RSS and CPU from (`/proc/PID`), one per
+    /// `--url` in the same order (repeated or comma-separated). With several,
+    /// the `server` line is their sum and each node gets its own line.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Redis (`HOST:PORT`) of a cluster: `INFO` is read at the start and end of the
+    /// window to report Redis commands per message and Redis CPU.
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub redis: Option<String>,
     /// Print the report as JSON on stdout (progress goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -99,6 +112,14 @@ pub struct ChatArgs {
     pub wait_idle: u64,
 }
 
+/// How viewer connections are spread over several servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Spread {
+    Conn,
+    Proc,
+}
+
 struct Worker {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -110,8 +131,17 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     if args.rate <= 0.0 || args.senders == 0 {
         bail!("need --senders ≥ 1 and --rate > 0");
     }
-    let url = WsUrl::parse(&args.url)?;
-    let dst = url.resolve()?;
+    let mut servers = Vec::new();
+    for u in &args.url {
+        let url = WsUrl::parse(u)?;
+        let dst = url.resolve()?;
+        servers.push((url, dst));
+    }
+    let Some((url, dst)) = servers.first().cloned() else { bail!("need at least one --url") };
+    let n_nodes = servers.len();
+    if args.server_pid.len() > 1 && args.server_pid.len() != n_nodes {
+        bail!("give one --server-pid per --url ({} URLs, {} pids)", n_nodes, args.server_pid.len());
+    }
     let sampled = if args.sample > 0.0 && args.viewers > 0 {
         ((args.viewers as f64 * args.sample).ceil() as usize).clamp(1, args.viewers)
     } else {
@@ -135,10 +165,16 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     }
     if args.target == Target::Onair && !args.no_create_room {
         create_room(&args, &url, dst).await?;
+        // Other nodes learn of the room through the cluster bus.
+        for (u, d) in servers.iter().skip(1) {
+            wait_room(&args, u, *d).await?;
+        }
     }
 
-    let pid = args.server_pid;
-    let rss_before = pid.and_then(rss_bytes);
+    // One entry per server (a dummy 0 when none was given: reads fail → n/a).
+    let spids: Vec<u32> = if args.server_pid.is_empty() { vec![0] } else { args.server_pid.clone() };
+    let rss_before_each: Vec<Option<u64>> = spids.iter().map(|p| rss_bytes(*p)).collect();
+    let rss_before = sum_u64(&rss_before_each);
     let started = Instant::now();
 
     // Spawn: probe first (index 0), then the viewer workers.
@@ -153,11 +189,14 @@ pub async fn run(args: ChatArgs) -> Result<()> {
         }
     }
     for (index, (probe, viewers)) in specs.into_iter().enumerate() {
+        // Viewer worker k (index k + 1) pinned to server k mod n with `--spread proc`.
+        let only = (!probe && n_nodes > 1 && args.spread == Spread::Proc).then(|| (index - 1) % n_nodes);
         let spec = WorkerSpec {
             index,
             probe,
             target: args.target,
-            url: args.url.clone(),
+            urls: args.url.clone(),
+            only,
             room: args.room.clone(),
             viewers,
             senders: if probe { args.senders } else { 0 },
@@ -235,11 +274,13 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     let connect_secs = started.elapsed().as_secs_f64();
 
     // Settle: idle memory and CPU.
-    let idle_a = CpuMark::take(&pid.into_iter().collect::<Vec<_>>());
+    let idle_a = CpuMark::take(&spids);
     sleep(Duration::from_secs(args.settle)).await;
-    let idle_b = CpuMark::take(&pid.into_iter().collect::<Vec<_>>());
-    let rss_idle = pid.and_then(rss_bytes);
-    let cpu_idle = idle_b.percent_since(&idle_a).first().copied().flatten();
+    let idle_b = CpuMark::take(&spids);
+    let rss_idle_each: Vec<Option<u64>> = spids.iter().map(|p| rss_bytes(*p)).collect();
+    let rss_idle = sum_u64(&rss_idle_each);
+    let cpu_idle_each = idle_b.percent_since(&idle_a);
+    let cpu_idle = sum_f64(&cpu_idle_each);
 
     // Run.
     let start_us = now_us() + 500_000;
@@ -264,27 +305,56 @@ pub async fn run(args: ChatArgs) -> Result<()> {
         ),
     );
 
-    let mut pids: Vec<u32> = vec![pid.unwrap_or(0), std::process::id()];
+    // [servers..., parent, workers...]
+    let mut pids: Vec<u32> = spids.clone();
+    pids.push(std::process::id());
     pids.extend(workers.iter().map(|w| w.pid));
     sleep_until(at(tl.measure_start_us)).await;
     let cpu_a = CpuMark::take(&pids);
     let machine_a = machine_jiffies();
+    let redis_a = sample_redis(&args).await;
+    let health_a = sample_health(&servers).await;
+    let mut rss_max_each: Vec<Option<u64>> = vec![None; spids.len()];
     let mut rss_max = None::<u64>;
+    let mut track_rss = |rss_max_each: &mut Vec<Option<u64>>| {
+        let now: Vec<Option<u64>> = spids.iter().map(|p| rss_bytes(*p)).collect();
+        for (m, r) in rss_max_each.iter_mut().zip(&now) {
+            if let Some(r) = *r {
+                *m = Some(m.map_or(r, |m| m.max(r)));
+            }
+        }
+        if let Some(r) = sum_u64(&now) {
+            rss_max = Some(rss_max.map_or(r, |m| m.max(r)));
+        }
+        now
+    };
     let window_end = at(tl.measure_end_us);
     while Instant::now() + Duration::from_secs(1) < window_end {
         sleep(Duration::from_secs(1)).await;
-        if let Some(r) = pid.and_then(rss_bytes) {
-            rss_max = Some(rss_max.map_or(r, |m| m.max(r)));
-        }
+        track_rss(&mut rss_max_each);
     }
     sleep_until(window_end).await;
     let cpu_b = CpuMark::take(&pids);
     let machine = machine_busy_pct(machine_a, machine_jiffies());
-    let rss_load = pid.and_then(rss_bytes);
-    if let Some(r) = rss_load {
-        rss_max = Some(rss_max.map_or(r, |m| m.max(r)));
-    }
-    let cpu = cpu_b.percent_since(&cpu_a);
+    let redis_b = sample_redis(&args).await;
+    let health_b = sample_health(&servers).await;
+    let rss_load_each = track_rss(&mut rss_max_each);
+    let rss_load = sum_u64(&rss_load_each);
+    let cpu_all = cpu_b.percent_since(&cpu_a);
+    let (cpu_servers, cpu_tool) = cpu_all.split_at(spids.len());
+    let mut cpu = vec![sum_f64(cpu_servers)];
+    cpu.extend_from_slice(cpu_tool);
+    let per_server: Vec<ServerEach> = (0..spids.len())
+        .map(|i| ServerEach {
+            rss_idle: rss_idle_each[i],
+            rss_before: rss_before_each[i],
+            rss_max: rss_max_each[i],
+            cpu_idle: cpu_idle_each.get(i).copied().flatten(),
+            cpu: cpu_servers.get(i).copied().flatten(),
+        })
+        .collect();
+    let redis_ops_each: Vec<Option<u64>> =
+        health_a.iter().zip(&health_b).map(|(a, b)| Some(b.as_ref()?.saturating_sub(*a.as_ref()?))).collect();
 
     // Results.
     let mut results: Vec<Option<WorkerResult>> = vec![None; n_workers];
@@ -307,7 +377,7 @@ pub async fn run(args: ChatArgs) -> Result<()> {
         }
     }
 
-    let report = build_report(
+    let mut report = build_report(
         &args,
         &readies,
         &results,
@@ -315,6 +385,12 @@ pub async fn run(args: ChatArgs) -> Result<()> {
         connect_secs,
         ServerSample { rss_before, rss_idle, rss_max, rss_load, cpu_idle, cpu, machine },
     );
+    if n_nodes > 1 || args.server_pid.len() > 1 {
+        report.nodes = node_reports(&args, &readies, &results, &report, &per_server, &redis_ops_each);
+    }
+    if let (Some(a), Some(b)) = (redis_a, redis_b) {
+        report.redis = Some(redis_report(&args, &a, &b, &report));
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -325,12 +401,12 @@ pub async fn run(args: ChatArgs) -> Result<()> {
 
 async fn wait_idle(args: &ChatArgs) {
     let deadline = Instant::now() + Duration::from_secs(args.wait_idle);
-    let me = [args.server_pid.unwrap_or(0)];
+    let me: Vec<u32> = if args.server_pid.is_empty() { vec![0] } else { args.server_pid.clone() };
     loop {
         let (m, c) = (machine_jiffies(), CpuMark::take(&me));
         sleep(Duration::from_secs(1)).await;
         let busy = machine_busy_pct(m, machine_jiffies()).map_or(0.0, |b| b.0);
-        let server = CpuMark::take(&me).percent_since(&c)[0].unwrap_or(0.0);
+        let server: f64 = CpuMark::take(&me).percent_since(&c).iter().flatten().sum();
         if busy - server < 10.0 {
             return;
         }
@@ -369,6 +445,235 @@ async fn create_room(args: &ChatArgs, url: &WsUrl, dst: std::net::SocketAddr) ->
     }
 }
 
+/// Waits until a room created on the first node exists on another (it arrives
+/// through the cluster's control channel).
+async fn wait_room(args: &ChatArgs, url: &WsUrl, dst: std::net::SocketAddr) -> Result<()> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let sig = onair_auth::gen_usersig(args.sdkappid, &args.secret_key, "administrator", 86_400, now);
+    let path = format!(
+        "/api/v1/rooms/{}?sdkappid={}&identifier=administrator&usersig={}",
+        urlencode(&args.room),
+        args.sdkappid,
+        urlencode(&sig)
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok((200, _)) = http_json("GET", dst, &url.authority, &path, "").await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("room {:?} never appeared on {}", args.room, url.authority);
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `cluster.redisOps` of each node's `/healthz` (None where it did not answer).
+async fn sample_health(servers: &[(WsUrl, std::net::SocketAddr)]) -> Vec<Option<u64>> {
+    if servers.len() < 2 {
+        return vec![None; servers.len()];
+    }
+    let mut out = Vec::new();
+    for (u, d) in servers {
+        let got =
+            tokio::time::timeout(Duration::from_secs(2), http_json("GET", *d, &u.authority, "/healthz", "")).await;
+        out.push(match got {
+            Ok(Ok((200, body))) => {
+                serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["cluster"]["redisOps"].as_u64())
+            }
+            _ => None,
+        });
+    }
+    out
+}
+
+/// `INFO stats cpu commandstats` of the cluster's Redis, as `key → value` lines.
+async fn sample_redis(args: &ChatArgs) -> Option<BTreeMap<String, String>> {
+    let addr = args.redis.as_deref()?;
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"INFO stats cpu commandstats\r\n").await?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let n = tokio::io::AsyncReadExt::read(&mut s, &mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            // `$LEN\r\n` + LEN bytes + `\r\n`.
+            if let Some(eol) = buf.iter().position(|b| *b == b'\n') {
+                let len: usize =
+                    std::str::from_utf8(&buf[1..eol]).ok().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+                if buf.len() >= eol + 1 + len + 2 {
+                    break;
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>(String::from_utf8_lossy(&buf).into_owned())
+    };
+    match tokio::time::timeout(Duration::from_secs(2), fut).await {
+        Ok(Ok(text)) => Some(
+            text.lines()
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect(),
+        ),
+        _ => {
+            eprintln!("onair-bench: could not read INFO from Redis at {addr}");
+            None
+        }
+    }
+}
+
+fn sum_u64(v: &[Option<u64>]) -> Option<u64> {
+    v.iter().flatten().copied().reduce(|a, b| a + b)
+}
+
+fn sum_f64(v: &[Option<f64>]) -> Option<f64> {
+    v.iter().flatten().copied().reduce(|a, b| a + b)
+}
+
+/// One server's own memory and CPU.
+struct ServerEach {
+    rss_before: Option<u64>,
+    rss_idle: Option<u64>,
+    rss_max: Option<u64>,
+    cpu_idle: Option<f64>,
+    cpu: Option<f64>,
+}
+
+/// One node of a cluster run: its viewers, what they got, and what it cost.
+#[derive(Debug, Serialize)]
+pub struct NodeReport {
+    pub url: String,
+    pub pid: Option<u32>,
+    pub viewers: u64,
+    pub received_total: u64,
+    pub expected_total: u64,
+    pub loss_pct: f64,
+    /// Sampled viewers on this node.
+    pub latency_ms: Latency,
+    pub rss_idle_mib: Option<f64>,
+    pub rss_per_idle_conn_kib: Option<f64>,
+    pub rss_load_max_mib: Option<f64>,
+    pub cpu_idle_pct: Option<f64>,
+    pub cpu_load_pct: Option<f64>,
+    /// Redis commands this node issued in the window (`/healthz` `cluster.redisOps`).
+    pub redis_ops_window: Option<u64>,
+}
+
+/// Redis over the measurement window.
+#[derive(Debug, Serialize)]
+pub struct RedisReport {
+    pub addr: String,
+    /// `total_commands_processed` delta (pub/sub deliveries to subscribers are not commands).
+    pub commands_window: u64,
+    pub commands_per_sec: f64,
+    /// Commands per chat message sent in the window (each goes to every viewer).
+    pub commands_per_msg: f64,
+    /// Commands per 1,000 messages delivered to viewers in the window.
+    pub commands_per_1k_deliveries: f64,
+    /// Calls per command in the window (non-zero only).
+    pub calls: BTreeMap<String, u64>,
+    /// Redis's own CPU (user + sys), window.
+    pub cpu_pct: f64,
+    /// Bytes Redis wrote to its clients (mostly pub/sub fan-out to nodes), per second.
+    pub net_output_bytes_per_sec: f64,
+    pub net_input_bytes_per_sec: f64,
+}
+
+fn node_reports(
+    args: &ChatArgs,
+    readies: &[Ready],
+    results: &[Option<WorkerResult>],
+    report: &ChatReport,
+    each: &[ServerEach],
+    redis_ops: &[Option<u64>],
+) -> Vec<NodeReport> {
+    let n = args.url.len().max(each.len());
+    let accepted = report
+        .messages
+        .sent
+        .saturating_sub(report.messages.ack_errors.values().sum::<u64>())
+        .saturating_sub(report.messages.freq_dropped);
+    (0..n)
+        .map(|k| {
+            let viewers: u64 = readies.iter().map(|r| r.viewers_by_node.get(k).copied().unwrap_or(0)).sum();
+            let received: u64 = results.iter().flatten().map(|r| r.msgs_by_node.get(k).copied().unwrap_or(0)).sum();
+            let mut lat = Histogram::default();
+            for r in results.iter().flatten() {
+                if let Some(h) = r.latency_by_node_us.get(k) {
+                    lat.merge(h);
+                }
+            }
+            let expected = accepted * viewers;
+            let e = each.get(k);
+            NodeReport {
+                url: args.url.get(k).cloned().unwrap_or_default(),
+                pid: args.server_pid.get(k).copied(),
+                viewers,
+                received_total: received,
+                expected_total: expected,
+                loss_pct: if expected > 0 { (1.0 - received as f64 / expected as f64) * 100.0 } else { 0.0 },
+                latency_ms: Latency::from(&lat),
+                rss_idle_mib: mib(e.and_then(|e| e.rss_idle)),
+                rss_per_idle_conn_kib: e.and_then(|e| match (e.rss_before, e.rss_idle) {
+                    (Some(a), Some(b)) if viewers > 0 => Some((b as f64 - a as f64) / 1024.0 / viewers as f64),
+                    _ => None,
+                }),
+                rss_load_max_mib: mib(e.and_then(|e| e.rss_max)),
+                cpu_idle_pct: e.and_then(|e| e.cpu_idle),
+                cpu_load_pct: e.and_then(|e| e.cpu),
+                redis_ops_window: redis_ops.get(k).copied().flatten(),
+            }
+        })
+        .collect()
+}
+
+fn redis_report(
+    args: &ChatArgs,
+    a: &BTreeMap<String, String>,
+    b: &BTreeMap<String, String>,
+    report: &ChatReport,
+) -> RedisReport {
+    let num = |m: &BTreeMap<String, String>, k: &str| m.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let delta = |k: &str| (num(b, k) - num(a, k)).max(0.0);
+    // `cmdstat_publish:calls=12,usec=…`
+    let calls = |m: &BTreeMap<String, String>, k: &str| {
+        m.get(k)
+            .and_then(|v| v.split(',').find_map(|f| f.strip_prefix("calls=")))
+            .and_then(|c| c.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut per_cmd = BTreeMap::new();
+    // The tool's own INFO calls are not the cluster's work.
+    for k in b.keys().filter(|k| k.starts_with("cmdstat_") && *k != "cmdstat_info") {
+        let d = calls(b, k).saturating_sub(calls(a, k));
+        if d > 0 {
+            per_cmd.insert(k.trim_start_matches("cmdstat_").to_string(), d);
+        }
+    }
+    let dur = args.duration.max(1) as f64;
+    // `total_commands_processed` counts the first INFO (the second is counted after
+    // it answered), and the commands Lua scripts call (a lease renewal is EVAL + GET +
+    // PEXPIRE).
+    let commands = (delta("total_commands_processed") as u64).saturating_sub(1);
+    let msgs = report.messages.sent_in_window;
+    let deliveries = report.deliveries.per_sec * dur;
+    RedisReport {
+        addr: args.redis.clone().unwrap_or_default(),
+        commands_window: commands,
+        commands_per_sec: commands as f64 / dur,
+        commands_per_msg: if msgs > 0 { commands as f64 / msgs as f64 } else { 0.0 },
+        commands_per_1k_deliveries: if deliveries > 0.0 { commands as f64 / deliveries * 1000.0 } else { 0.0 },
+        calls: per_cmd,
+        cpu_pct: (delta("used_cpu_user") + delta("used_cpu_sys")) / dur * 100.0,
+        net_output_bytes_per_sec: delta("total_net_output_bytes") / dur,
+        net_input_bytes_per_sec: delta("total_net_input_bytes") / dur,
+    }
+}
+
 struct ServerSample {
     rss_before: Option<u64>,
     rss_idle: Option<u64>,
@@ -400,6 +705,11 @@ pub struct ChatReport {
     pub ack_rtt_ms: Latency,
     pub server: Server,
     pub tool: Tool,
+    /// Per server, when there are several (`--url` / `--server-pid` repeated).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -580,7 +890,7 @@ fn build_report(
     }
     ChatReport {
         target: args.target,
-        url: args.url.clone(),
+        url: args.url.join(","),
         room: args.room.clone(),
         viewers: args.viewers,
         senders: args.senders,
@@ -624,7 +934,7 @@ fn build_report(
         latency_ms: Latency::from(&agg.latency_us),
         ack_rtt_ms: Latency::from(&agg.ack_rtt_us),
         server: Server {
-            pid: args.server_pid,
+            pid: args.server_pid.first().copied(),
             rss_before_mib: mib(s.rss_before),
             rss_idle_mib: mib(s.rss_idle),
             rss_per_idle_conn_kib: server_rss_per_conn,
@@ -641,6 +951,8 @@ fn build_report(
             machine_softirq_pct: s.machine.map(|m| m.1),
             machine_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
+        nodes: Vec::new(),
+        redis: None,
     }
 }
 
@@ -739,6 +1051,41 @@ impl ChatReport {
             opt(self.tool.machine_softirq_pct, "%"),
             opt(others, "%"),
         ));
+        for (k, n) in self.nodes.iter().enumerate() {
+            line(format!(
+                "node {k}        {} pid {}: {} viewers, received {} of {} (loss {:.3}%), p50 {:.1} ms, p99 {:.1} ({} samples); RSS idle {} ({} per conn), max {}; CPU idle {}, load {}; Redis commands {}",
+                n.url,
+                n.pid.map_or_else(|| "n/a".into(), |p| p.to_string()),
+                n.viewers,
+                n.received_total,
+                n.expected_total,
+                n.loss_pct,
+                n.latency_ms.p50,
+                n.latency_ms.p99,
+                n.latency_ms.samples,
+                opt(n.rss_idle_mib, " MiB"),
+                opt(n.rss_per_idle_conn_kib, " KiB"),
+                opt(n.rss_load_max_mib, " MiB"),
+                opt(n.cpu_idle_pct, "%"),
+                opt(n.cpu_load_pct, "%"),
+                n.redis_ops_window.map_or_else(|| "n/a".into(), |o| o.to_string()),
+            ));
+        }
+        if let Some(r) = &self.redis {
+            line(format!(
+                "redis         {}: {} commands in the window ({:.1}/s) = {:.2} per message sent, {:.4} per 1,000 deliveries; CPU {:.1}%; out {:.2} MB/s, in {:.2} MB/s",
+                r.addr,
+                r.commands_window,
+                r.commands_per_sec,
+                r.commands_per_msg,
+                r.commands_per_1k_deliveries,
+                r.cpu_pct,
+                r.net_output_bytes_per_sec / 1e6,
+                r.net_input_bytes_per_sec / 1e6,
+            ));
+            let calls: Vec<String> = r.calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            line(format!("  calls       {}", calls.join(", ")));
+        }
         out
     }
 }

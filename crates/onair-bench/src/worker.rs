@@ -45,7 +45,12 @@ pub struct WorkerSpec {
     /// Probe worker: senders + sampled viewers. Otherwise raw viewers.
     pub probe: bool,
     pub target: Target,
-    pub url: String,
+    /// Server URLs (cluster nodes); connection `i` goes to `urls[(i + index) % len]`
+    /// unless `only` pins the whole worker to one of them.
+    pub urls: Vec<String>,
+    /// Index into `urls` every connection of this worker goes to.
+    #[serde(default)]
+    pub only: Option<usize>,
     pub room: String,
     pub viewers: usize,
     pub senders: usize,
@@ -81,6 +86,9 @@ pub struct Ready {
     pub failed: u64,
     pub errors: BTreeMap<String, u64>,
     pub connect_secs: f64,
+    /// Viewers (raw and sampled) that joined, per server URL.
+    #[serde(default)]
+    pub viewers_by_node: Vec<u64>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -114,6 +122,12 @@ pub struct WorkerResult {
     pub ack_missing: u64,
     pub ack_rtt_us: Histogram,
     pub send_skipped_ticks: u64,
+    /// Chat messages received from start until stop, per server URL.
+    #[serde(default)]
+    pub msgs_by_node: Vec<u64>,
+    /// Publish→receive latency of sampled viewers, per server URL.
+    #[serde(default)]
+    pub latency_by_node_us: Vec<Histogram>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -165,15 +179,28 @@ struct Shared {
     bytes: AtomicU64,
     dropped: AtomicU64,
     drop_reasons: Mutex<BTreeMap<String, u64>>,
+    /// Messages per server URL (only the totals are split by node).
+    node_msgs: Vec<AtomicU64>,
 }
 
 impl Shared {
-    fn add(&self, c: &Counts) {
+    fn new(nodes: usize) -> Self {
+        Self { node_msgs: (0..nodes).map(|_| AtomicU64::new(0)).collect(), ..Default::default() }
+    }
+
+    fn add(&self, node: usize, c: &Counts) {
         if c.frames > 0 || c.bytes > 0 {
             self.msgs.fetch_add(c.msgs, Relaxed);
             self.frames.fetch_add(c.frames, Relaxed);
             self.bytes.fetch_add(c.bytes, Relaxed);
+            if let Some(n) = self.node_msgs.get(node) {
+                n.fetch_add(c.msgs, Relaxed);
+            }
         }
+    }
+
+    fn node_snapshot(&self) -> Vec<u64> {
+        self.node_msgs.iter().map(|n| n.load(Relaxed)).collect()
     }
 
     fn snapshot(&self) -> Counts {
@@ -188,8 +215,8 @@ impl Shared {
 
 struct Ctx {
     spec: WorkerSpec,
-    url: WsUrl,
-    dst: SocketAddr,
+    /// The servers, parsed and resolved, in `spec.urls` order.
+    dsts: Vec<(WsUrl, SocketAddr)>,
     srcs: Vec<Ipv4Addr>,
     shared: Shared,
     timeline: watch::Receiver<Option<Timeline>>,
@@ -199,14 +226,27 @@ impl Ctx {
     fn src(&self, i: usize) -> Ipv4Addr {
         self.srcs[(i + self.spec.index) % self.srcs.len()]
     }
+
+    /// The server connection `i` of this worker goes to (round-robin over the URLs).
+    fn node(&self, i: usize) -> usize {
+        self.spec.only.unwrap_or((i + self.spec.index) % self.dsts.len())
+    }
 }
 
 pub async fn run(spec: WorkerSpec) -> Result<()> {
-    let url = WsUrl::parse(&spec.url)?;
-    let dst = url.resolve()?;
+    let mut dsts = Vec::new();
+    for u in &spec.urls {
+        let url = WsUrl::parse(u)?;
+        let dst = url.resolve()?;
+        dsts.push((url, dst));
+    }
+    if dsts.is_empty() || spec.only.is_some_and(|o| o >= dsts.len()) {
+        bail!("worker spec: no usable server URL");
+    }
     let (tl_tx, tl_rx) = watch::channel(None);
     let srcs = source_addrs(spec.src_addrs);
-    let ctx = Arc::new(Ctx { spec, url, dst, srcs, shared: Shared::default(), timeline: tl_rx });
+    let shared = Shared::new(dsts.len());
+    let ctx = Arc::new(Ctx { spec, dsts, srcs, shared, timeline: tl_rx });
 
     let mut tasks: JoinSet<Partial> = JoinSet::new();
     let started = Instant::now();
@@ -228,6 +268,7 @@ pub async fn run(spec: WorkerSpec) -> Result<()> {
 
     sleep_until(instant_at(tl.start_us)).await;
     let at_start = ctx.shared.snapshot();
+    let nodes_at_start = ctx.shared.node_snapshot();
     sleep_until(instant_at(tl.measure_start_us)).await;
     let a = ctx.shared.snapshot();
     sleep_until(instant_at(tl.measure_end_us)).await;
@@ -240,6 +281,7 @@ pub async fn run(spec: WorkerSpec) -> Result<()> {
         }
     }
     let end = ctx.shared.snapshot();
+    res.msgs_by_node = ctx.shared.node_snapshot().iter().zip(&nodes_at_start).map(|(e, s)| e - s).collect();
     res.msgs_window = b.msgs - a.msgs;
     res.frames_window = b.frames - a.frames;
     res.bytes_window = b.bytes - a.bytes;
@@ -265,6 +307,10 @@ impl Partial {
             r.sampled_viewers += 1;
             r.sampled_msgs_total += s.msgs;
             r.latency_us.merge(&s.latency);
+            if r.latency_by_node_us.len() <= s.node {
+                r.latency_by_node_us.resize_with(s.node + 1, Histogram::default);
+            }
+            r.latency_by_node_us[s.node].merge(&s.latency);
             r.seq_gaps += s.gaps;
             r.seq_dups += s.dups;
             r.parse_errors += s.parse_errors;
@@ -289,13 +335,15 @@ impl Partial {
 
 struct RawConn {
     stream: Option<TcpStream>,
+    /// Index of the server URL.
+    node: usize,
     scan: Scanner,
     out: Vec<u8>,
     mask: u32,
 }
 
 async fn connect_raw_viewers(ctx: &Arc<Ctx>, tasks: &mut JoinSet<Partial>) -> Ready {
-    let mut ready = Ready::default();
+    let mut ready = Ready { viewers_by_node: vec![0; ctx.dsts.len()], ..Default::default() };
     let n = ctx.spec.viewers;
     let timeout = Duration::from_secs(ctx.spec.connect_timeout_secs);
     let mut attempts = futures_util::stream::iter(0..n)
@@ -316,6 +364,7 @@ async fn connect_raw_viewers(ctx: &Arc<Ctx>, tasks: &mut JoinSet<Partial>) -> Re
             Ok(c) => {
                 ready.connected += 1;
                 ready.viewers += 1;
+                ready.viewers_by_node[c.node] += 1;
                 group.push(c);
                 if group.len() >= ctx.spec.group_size {
                     spawn_group(ctx, tasks, std::mem::take(&mut group), groups);
@@ -336,8 +385,10 @@ async fn connect_raw_viewers(ctx: &Arc<Ctx>, tasks: &mut JoinSet<Partial>) -> Re
 
 async fn connect_raw(ctx: &Ctx, i: usize) -> Result<RawConn> {
     let spec = &ctx.spec;
-    let mut stream = connect_from(ctx.src(i), ctx.dst).await?;
-    let url = WsUrl { authority: ctx.url.authority.clone(), path: spec.target.ws_path(&ctx.url.path, &spec.room, "") };
+    let node = ctx.node(i);
+    let (server, dst) = &ctx.dsts[node];
+    let mut stream = connect_from(ctx.src(i), *dst).await?;
+    let url = WsUrl { authority: server.authority.clone(), path: spec.target.ws_path(&server.path, &spec.room, "") };
     let mut buf = ws_upgrade(&mut stream, &url).await?;
     let mask = i as u32;
     match spec.target {
@@ -364,7 +415,7 @@ async fn connect_raw(ctx: &Ctx, i: usize) -> Result<RawConn> {
             .await?;
         }
     }
-    let mut conn = RawConn { stream: Some(stream), scan: Scanner::new(), out: Vec::new(), mask };
+    let mut conn = RawConn { stream: Some(stream), node, scan: Scanner::new(), out: Vec::new(), mask };
     // Frames that came right behind the ack: scan them (counts before the
     // start are discarded anyway) so the scanner is aligned.
     let finder = Finder::new(MSG_PATTERN);
@@ -496,17 +547,21 @@ fn spawn_group(ctx: &Arc<Ctx>, tasks: &mut JoinSet<Partial>, mut conns: Vec<RawC
         let mut scratch = vec![0u8; 64 * 1024];
         let mut events = Vec::new();
         let mut stop_us = u64::MAX;
+        let mut counts = vec![Counts::default(); ctx.dsts.len()];
         loop {
             ticker.tick().await;
-            let mut counts = Counts::default();
+            counts.fill(Counts::default());
             for c in conns.iter_mut().filter(|c| c.stream.is_some()) {
-                if let Some(reason) = c.poll(&mut scratch, &finder, &mut counts, &mut events, ctx.spec.target) {
+                let node = c.node;
+                if let Some(reason) = c.poll(&mut scratch, &finder, &mut counts[node], &mut events, ctx.spec.target) {
                     c.stream = None;
                     events.clear();
                     ctx.shared.drop_conn(reason);
                 }
             }
-            ctx.shared.add(&counts);
+            for (node, c) in counts.iter().enumerate() {
+                ctx.shared.add(node, c);
+            }
             if stop_us == u64::MAX {
                 if let Some(tl) = *ctx.timeline.borrow() {
                     stop_us = tl.stop_us;
@@ -523,9 +578,10 @@ fn spawn_group(ctx: &Arc<Ctx>, tasks: &mut JoinSet<Partial>, mut conns: Vec<RawC
 
 type Ws = WebSocketStream<TcpStream>;
 
-async fn connect_ws(ctx: &Ctx, i: usize, user: &str) -> Result<Ws> {
-    let stream = connect_from(ctx.src(i), ctx.dst).await?;
-    let url = ctx.url.with_path(&ctx.spec.target.ws_path(&ctx.url.path, &ctx.spec.room, user));
+async fn connect_ws(ctx: &Ctx, i: usize, node: usize, user: &str) -> Result<Ws> {
+    let (server, dst) = &ctx.dsts[node];
+    let stream = connect_from(ctx.src(i), *dst).await?;
+    let url = server.with_path(&ctx.spec.target.ws_path(&server.path, &ctx.spec.room, user));
     let config = WebSocketConfig::default().read_buffer_size(16 * 1024).write_buffer_size(0);
     let (ws, _) =
         tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await.context("websocket upgrade")?;
@@ -573,7 +629,7 @@ async fn sio_handshake(ws: &mut Ws) -> Result<()> {
 }
 
 async fn connect_probe(ctx: &Arc<Ctx>, tasks: &mut JoinSet<Partial>) -> Ready {
-    let mut ready = Ready::default();
+    let mut ready = Ready { viewers_by_node: vec![0; ctx.dsts.len()], ..Default::default() };
     let timeout = Duration::from_secs(ctx.spec.connect_timeout_secs);
     // Senders first, one by one: a failing login should be visible early.
     for s in 0..ctx.spec.senders {
@@ -603,22 +659,25 @@ async fn connect_probe(ctx: &Arc<Ctx>, tasks: &mut JoinSet<Partial>) -> Ready {
         .map(|i| {
             let ctx = ctx.clone();
             async move {
-                let r = tokio::time::timeout(timeout, connect_sampled(&ctx, base + i))
+                let node = ctx.node(i);
+                let r = tokio::time::timeout(timeout, connect_sampled(&ctx, base + i, node))
                     .await
                     .map_err(|_| anyhow!("connect timed out"))
                     .and_then(|r| r);
-                (i, r)
+                (node, r)
             }
         })
         .buffer_unordered(ctx.spec.connect_concurrency.max(1));
-    while let Some((_, r)) = attempts.next().await {
+    while let Some((node, r)) = attempts.next().await {
         match r {
             Ok(ws) => {
                 ready.connected += 1;
                 ready.viewers += 1;
+                ready.viewers_by_node[node] += 1;
                 let ctx = ctx.clone();
-                tasks
-                    .spawn(async move { Partial { sampled: Some(run_sampled(&ctx, ws).await), ..Default::default() } });
+                tasks.spawn(async move {
+                    Partial { sampled: Some(run_sampled(&ctx, ws, node).await), ..Default::default() }
+                });
             }
             Err(e) => {
                 ready.failed += 1;
@@ -630,7 +689,8 @@ async fn connect_probe(ctx: &Arc<Ctx>, tasks: &mut JoinSet<Partial>) -> Ready {
 }
 
 async fn connect_sender(ctx: &Ctx, i: usize, user: &str) -> Result<Ws> {
-    let mut ws = connect_ws(ctx, i, user).await?;
+    // Senders spread over the servers too (sender i on server i mod n).
+    let mut ws = connect_ws(ctx, i, ctx.node(i), user).await?;
     match ctx.spec.target {
         Target::Onair => {
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
@@ -643,8 +703,8 @@ async fn connect_sender(ctx: &Ctx, i: usize, user: &str) -> Result<Ws> {
     Ok(ws)
 }
 
-async fn connect_sampled(ctx: &Ctx, i: usize) -> Result<Ws> {
-    let mut ws = connect_ws(ctx, i, "").await?;
+async fn connect_sampled(ctx: &Ctx, i: usize, node: usize) -> Result<Ws> {
+    let mut ws = connect_ws(ctx, i, node, "").await?;
     match ctx.spec.target {
         Target::Onair => request(&mut ws, Some(target::onair_join(1, &ctx.spec.room)), ack_ok(1, "join")).await?,
         Target::Socketio => sio_handshake(&mut ws).await?,
@@ -654,6 +714,8 @@ async fn connect_sampled(ctx: &Ctx, i: usize) -> Result<Ws> {
 
 #[derive(Default)]
 struct SampleStats {
+    /// Index of the server URL.
+    node: usize,
     msgs: u64,
     latency: Histogram,
     gaps: u64,
@@ -661,8 +723,8 @@ struct SampleStats {
     parse_errors: u64,
 }
 
-async fn run_sampled(ctx: &Ctx, mut ws: Ws) -> SampleStats {
-    let mut st = SampleStats::default();
+async fn run_sampled(ctx: &Ctx, mut ws: Ws, node: usize) -> SampleStats {
+    let mut st = SampleStats { node, ..Default::default() };
     let mut tl_rx = ctx.timeline.clone();
     let mut tl: Option<Timeline> = None;
     let mut deadline = far_future();
@@ -701,7 +763,7 @@ async fn run_sampled(ctx: &Ctx, mut ws: Ws) -> SampleStats {
                     Ok(m) => m,
                     Err(_) => { st.parse_errors += 1; continue; }
                 };
-                ctx.shared.add(&Counts { msgs: msgs.len() as u64, frames: 1, bytes: text.len() as u64 });
+                ctx.shared.add(node, &Counts { msgs: msgs.len() as u64, frames: 1, bytes: text.len() as u64 });
                 for m in msgs {
                     st.msgs += 1;
                     if let Some(last) = last_seq {
