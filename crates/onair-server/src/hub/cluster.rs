@@ -280,6 +280,13 @@ impl RoomCluster {
         );
     }
 
+    /// This node's full member list of a room, to the room's sequencer.
+    fn send_members(&self, room: &Room, sequencer: &str) {
+        let members = Self::local_members(room);
+        self.bus()
+            .to_node(sequencer, &Wire::Members { room: room.id.clone(), from: self.bus().node().to_string(), members });
+    }
+
     fn local_members(room: &Room) -> NodeMembers {
         let mut list = NodeMembers::default();
         for member in room.members.lock().values() {
@@ -445,14 +452,7 @@ impl Hub {
                 // Reports may have been lost while disconnected: send full lists.
                 for room in self.list() {
                     if let (Some(cl), Owner::Remote(node)) = (&room.cl, room.owner.lock().clone()) {
-                        cl.bus().to_node(
-                            &node,
-                            &Wire::Members {
-                                room: room.id.clone(),
-                                from: cl.bus().node().to_string(),
-                                members: RoomCluster::local_members(&room),
-                            },
-                        );
+                        cl.send_members(&room, &node);
                     }
                 }
                 if let Some(link) = &self.link {
@@ -575,14 +575,7 @@ impl Hub {
                 if let Ok(room) = self.get(&room)
                     && let (Some(cl), Owner::Remote(node)) = (&room.cl, room.owner.lock().clone())
                 {
-                    cl.bus().to_node(
-                        &node,
-                        &Wire::Members {
-                            room: room.id.clone(),
-                            from: me.to_string(),
-                            members: RoomCluster::local_members(&room),
-                        },
-                    );
+                    cl.send_members(&room, &node);
                 }
             }
             Wire::Changed { room, from, part } => {
@@ -902,14 +895,7 @@ impl Hub {
                 cl.bus().subscribe_room(&room.id).await;
             }
         }
-        cl.bus().to_node(
-            &node,
-            &Wire::Members {
-                room: room.id.clone(),
-                from: cl.bus().node().to_string(),
-                members: RoomCluster::local_members(room),
-            },
-        );
+        cl.send_members(room, &node);
         self.flush_parked(room).await;
     }
 
