@@ -26,7 +26,7 @@ struct Redis {
 
 impl Redis {
     async fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = reserved_port();
         let mut r = Redis { port, child: None };
         r.spawn().await;
         r

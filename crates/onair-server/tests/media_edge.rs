@@ -371,7 +371,7 @@ async fn play_signatures_are_checked_at_the_edge_and_forwarded_to_the_origin() {
 
 /// A free loopback port (bound, then released for a server to take).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    common::reserved_port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

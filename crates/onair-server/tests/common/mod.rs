@@ -31,6 +31,23 @@ pub const ADMIN: &str = "administrator";
 /// Generous: the machine has 2 cores and tests run in parallel.
 pub const T: Duration = Duration::from_secs(10);
 
+/// A port that is free now and outside the kernel's ephemeral range (32768–60999),
+/// for a test that must name a port before its server starts: every other server
+/// and client here gets its ports from that range (port 0), so none can take this
+/// one between the check and the bind.
+pub fn reserved_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Spread parallel test binaries apart; within one, hand out ports in turn.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 100) as u16 * 100;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 100;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// Unix seconds now.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
@@ -168,7 +185,9 @@ impl Server {
                     return rest.trim().parse::<u16>().expect("port");
                 }
             }
-            panic!("onair exited before listening; stderr: {:?}", self.stderr.lock().unwrap());
+            // Copy first: panicking with the lock held would poison it for Drop.
+            let stderr = self.stderr();
+            panic!("onair exited before listening; stderr: {stderr:?}");
         })
         .await
         .expect("onair did not print its listening line within 30 s");
@@ -215,7 +234,7 @@ impl Server {
     }
 
     pub fn stderr(&self) -> Vec<String> {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn ws_url(&self) -> String {
