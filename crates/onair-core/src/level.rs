@@ -59,6 +59,25 @@ pub struct Activity {
 }
 
 impl Activity {
+    /// Adds another tally's counters (the member flag is not a counter: unchanged).
+    pub fn add_counts(&mut self, other: &Activity) {
+        self.online_ms += other.online_ms;
+        self.messages += other.messages;
+        self.likes += other.likes;
+        self.gift_value += other.gift_value;
+    }
+
+    /// The counters gained since `before` (member flag false).
+    pub fn counts_since(&self, before: &Activity) -> Activity {
+        Activity {
+            online_ms: self.online_ms.saturating_sub(before.online_ms),
+            messages: self.messages.saturating_sub(before.messages),
+            likes: self.likes.saturating_sub(before.likes),
+            gift_value: self.gift_value.saturating_sub(before.gift_value),
+            member: false,
+        }
+    }
+
     /// The weighted score.
     pub fn score(&self, w: &LevelWeights) -> f64 {
         (self.online_ms as f64 / 60_000.0) * w.online_minute

@@ -244,10 +244,7 @@ impl Hub {
         let before = entry.activity;
         change(&mut entry.activity);
         let after = entry.activity;
-        entry.unsaved.online_ms += after.online_ms.saturating_sub(before.online_ms);
-        entry.unsaved.messages += after.messages.saturating_sub(before.messages);
-        entry.unsaved.likes += after.likes.saturating_sub(before.likes);
-        entry.unsaved.gift_value += after.gift_value.saturating_sub(before.gift_value);
+        entry.unsaved.add_counts(&after.counts_since(&before));
         if after.member != before.member {
             entry.member_set = Some(after.member);
         }
@@ -274,13 +271,9 @@ impl Hub {
         let entry = cache.entry(user.to_owned()).or_default();
         if !entry.loaded {
             let d = entry.activity;
-            entry.activity = Activity {
-                online_ms: stored.online_ms + d.online_ms,
-                messages: stored.messages + d.messages,
-                likes: stored.likes + d.likes,
-                gift_value: stored.gift_value + d.gift_value,
-                member: stored.member || d.member,
-            };
+            entry.activity = stored;
+            entry.activity.add_counts(&d);
+            entry.activity.member = stored.member || d.member;
             entry.loaded = true;
             entry.touched_at = now_ms();
         }
@@ -331,10 +324,7 @@ impl Hub {
             for (user, delta, member) in batch {
                 if let Some(e) = cache.get_mut(&user) {
                     e.dirty = true;
-                    e.unsaved.online_ms += delta.online_ms;
-                    e.unsaved.messages += delta.messages;
-                    e.unsaved.likes += delta.likes;
-                    e.unsaved.gift_value += delta.gift_value;
+                    e.unsaved.add_counts(&delta);
                     e.member_set = e.member_set.or(member);
                 }
             }

@@ -860,8 +860,10 @@ impl Hub {
     /// The sequencer reports the cluster-wide count every second when it changed
     /// (and every 5 s anyway), so counts elsewhere are fresh in a quiet room too.
     fn report_count(&self, room: &Room, cl: &RoomCluster) {
-        let online = room.chat.lock().online();
-        let recent = room.chat.lock().recent_members(RECENT_REPORTED);
+        let (online, recent) = {
+            let chat = room.chat.lock();
+            (chat.online(), chat.recent_members(RECENT_REPORTED))
+        };
         let stamp = recent.first().map_or(0, |m| m.joined_at) ^ recent.len() as u64;
         let mut last = cl.last_count.lock();
         let stale = last.2.is_none_or(|at| at.elapsed() >= Duration::from_secs(5));
