@@ -1,5 +1,5 @@
 //! Tencent CSS (live streaming) signatures: push/play hotlink protection and the stream
-//! event callback signature (TENCENT-COMPAT §9.1, §9.2).
+//! event callback signature (docs/cloud-compat.md, "Push signatures (txSecret)" and "Stream callbacks").
 //!
 //! Both are plain MD5 over concatenated strings. MD5 is weak, but the format is fixed by
 //! the existing push tools, players and app backends that OnAir must stay compatible with.

@@ -5,10 +5,10 @@
 //! this crate an interoperability contract, not a design choice:
 //!
 //! * [`gen_usersig`] / [`verify_usersig`] — TLSSigAPIv2 UserSig (HMAC-SHA256 inside a
-//!   zlib-compressed, URL-safe Base64 JSON container), see TENCENT-COMPAT §6.
+//!   zlib-compressed, URL-safe Base64 JSON container), see docs/cloud-compat.md "UserSig".
 //! * [`tx_secret`] / [`verify_tx_secret`] — CSS push/play hotlink protection
-//!   (`txSecret`/`txTime` query parameters), see TENCENT-COMPAT §9.1.
-//! * [`callback_sign`] — Chat webhook `Sign` parameter, see TENCENT-COMPAT §4.1.
+//!   (`txSecret`/`txTime` query parameters), see docs/cloud-compat.md "Push signatures (txSecret)".
+//! * [`callback_sign`] — Chat webhook `Sign` parameter, see docs/cloud-compat.md "Webhook signature".
 //! * [`stream_callback_sign`] — CSS stream event callback `sign` field, see §9.2.
 //!
 //! The crate is pure: no I/O, no clock (the caller passes `now_secs`), no async runtime.

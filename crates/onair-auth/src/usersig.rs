@@ -1,5 +1,5 @@
 //! TLSSigAPIv2 UserSig: the credential every Tencent Cloud Chat client logs in with and
-//! every REST admin call carries (TENCENT-COMPAT §6).
+//! every REST admin call carries (docs/cloud-compat.md, "UserSig").
 //!
 //! Format: `base64*(zlib(json))`, where `base64*` is standard Base64 with `+ / =` replaced
 //! by `* - _`, and the JSON holds `TLS.identifier`, `TLS.sdkappid`, `TLS.time`,
@@ -259,7 +259,7 @@ fn uint_field(doc: &serde_json::Map<String, Value>, name: &str) -> Result<(u64, 
 
 /// Verifies a UserSig for `identifier` in app `sdkappid` at time `now_secs`.
 ///
-/// Checks run in the order of the official Go/PHP verifiers (TENCENT-COMPAT §6.2), so the
+/// Checks run in the order of the official Go/PHP verifiers (docs/cloud-compat.md, "UserSig"), so the
 /// client sees the same code as from Tencent: decode (70002/70003), SDKAppID (70014),
 /// identifier (70013), expiry `now > time + expire` (70001), then the HMAC recomputed
 /// over the fields exactly as decoded, compared in constant time (70003).

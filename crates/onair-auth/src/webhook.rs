@@ -1,6 +1,6 @@
 //! Chat (IM) webhook signature. When a callback token is configured, Tencent appends
 //! `Sign` and `RequestTime` to the callback URL; app backends verify them, so OnAir must
-//! compute them exactly the same way (TENCENT-COMPAT §4.1).
+//! compute them exactly the same way (docs/cloud-compat.md, "Webhook signature").
 
 use sha2::{Digest, Sha256};
 

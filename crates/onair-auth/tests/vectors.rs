@@ -1,4 +1,4 @@
-//! Fixed test vectors from TENCENT-COMPAT §4.1, §6.3, §9.1 and §9.2. These pin the wire
+//! Fixed test vectors of the cloud's documentation (docs/cloud-compat.md: "Webhook signature", "UserSig", "Push signatures (txSecret)", "Stream callbacks"). These pin the wire
 //! formats; if one fails, OnAir stopped being compatible with Tencent's clients.
 
 use base64::Engine as _;

@@ -1,6 +1,6 @@
 //! The two servers the tool can load, and their wire text.
 //!
-//! OnAir speaks the JSON protocol of PRODUCT.md §13 at `/ws`. The Socket.IO
+//! OnAir speaks the JSON protocol of docs/protocol.md at `/ws`. The Socket.IO
 //! peer (`bench/socketio/server.js`) is reached with Engine.IO v4 over a raw
 //! WebSocket; its `chat` event carries the same fields as an OnAir `send`,
 //! and it broadcasts OnAir-shaped MSGs, so frames have about the same size

@@ -1,4 +1,4 @@
-//! Error codes a client sees. The numbers are the cloud's (see TENCENT-COMPAT.md §5)
+//! Error codes a client sees. The numbers are the cloud's (docs/cloud-compat.md, "Error codes")
 //! so a client written for the cloud needs no new table.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The sensitive-content filter (PRODUCT.md §5, issue 4 item 5): word lists per app and
+//! The sensitive-content filter: word lists per app and
 //! per room, matched after a normalisation that undoes the usual tricks used to dodge a
 //! naive filter, with an action per list (reject, mask with `***`, drop silently).
 //!

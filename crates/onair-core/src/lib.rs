@@ -6,6 +6,7 @@
 //! sockets, timers and the database and drives these types; tests drive them with a
 //! fake clock and a seeded random source, so every rule is reproducible.
 
+pub mod admission;
 pub mod chat;
 pub mod cluster;
 pub mod cohost;

@@ -347,6 +347,15 @@ impl ChatMessage {
     }
 }
 
+/// Checks a user profile field's byte length (`nick` 64, avatar URL 500: the same
+/// limits on every face).
+pub fn check_profile_field(name: &str, value: &str, max: usize) -> Result<(), Rejection> {
+    if value.len() > max {
+        return Err(Rejection::new(Code::InvalidParam, format!("{name} is {} bytes; the limit is {max}", value.len())));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

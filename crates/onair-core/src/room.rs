@@ -1,5 +1,5 @@
 //! A live room's profile and its rules: id syntax, byte limits of the profile
-//! fields, and the group-attribute limits (PRODUCT.md §2).
+//! fields, and the group-attribute limits (docs/cloud-compat.md, "Room limits").
 
 use std::collections::BTreeMap;
 

@@ -13,6 +13,8 @@ pub mod fmp4;
 pub mod frame;
 pub mod gop;
 pub mod hls;
+pub mod lifecycle;
+pub mod pacing;
 pub mod rtmp;
 pub mod stats;
 pub mod timestamp;

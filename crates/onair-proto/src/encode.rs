@@ -11,7 +11,7 @@ use onair_core::message::{ChatMessage, MsgElem};
 use serde::Serialize;
 use serde_json::Value;
 
-/// A delivered message as clients see it (the `MSG` of PRODUCT.md §13).
+/// A delivered message as clients see it (the `MSG` of docs/protocol.md).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WireMsg<'a> {

@@ -1,4 +1,4 @@
-//! The wire: every JSON shape that crosses the WebSocket (PRODUCT.md §13), decoded
+//! The wire: every JSON shape that crosses the WebSocket (docs/protocol.md), decoded
 //! from client frames and encoded for server frames.
 //!
 //! Decoding never panics and always says what was wrong (code + text, with the
@@ -7,6 +7,7 @@
 
 mod decode;
 mod encode;
+pub mod views;
 
 pub use decode::{
     DecodeError, JoinRequest, LoginRequest, Moderation, ModerationAction, Request, RequestKind, SendRequest,

@@ -1,5 +1,5 @@
 //! HTTP-FLV delivery latency and time-to-first-frame probe (a measurement, not a test;
-//! MEDIA-RESEARCH §7.5 method, same publisher and clocks as `hls_latency`).
+//! same method, publisher and clocks as `hls_latency`).
 //!
 //! Starts `ffmpeg -re` publishing a 30 fps test pattern with a 1 s GOP to a running OnAir,
 //! noting the wall time T0 just before. Then:

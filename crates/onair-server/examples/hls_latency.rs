@@ -1,4 +1,4 @@
-//! LL-HLS delivery latency probe (a measurement, not a test; MEDIA-RESEARCH §7.5 method).
+//! LL-HLS delivery latency probe (a measurement, not a test).
 //!
 //! Starts `ffmpeg -re` publishing a 30 fps test pattern with a 1 s GOP to a running OnAir,
 //! notes the wall time T0 it started, then behaves like an LL-HLS client: it requests

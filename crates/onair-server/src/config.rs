@@ -14,8 +14,8 @@ use onair_core::room::RoomLimits;
 use onair_core::tick::TickPolicy;
 use serde::{Deserialize, Serialize};
 
-use crate::callbacks::CallbackConfig;
-use crate::media::{MediaConfig, RtmpConfig};
+use onair_hub::callbacks::CallbackConfig;
+use onair_media_server::{MediaConfig, RtmpConfig};
 
 /// Everything `onair serve` can be told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -378,13 +378,13 @@ impl Config {
 
     /// The core's chat tuning derived from these settings.
     /// The business rules' tuning.
-    pub fn business(&self) -> crate::hub::BusinessConfig {
+    pub fn business(&self) -> onair_hub::BusinessConfig {
         use onair_core::gifts::ComboConfig;
         use onair_core::level::LevelWeights;
         use onair_core::likes::LikeConfig;
         use onair_core::popularity::PopularityWeights;
         let (g, l, v, p) = (&self.gifts, &self.likes, &self.levels, &self.popularity);
-        crate::hub::BusinessConfig {
+        onair_hub::BusinessConfig {
             combo: ComboConfig {
                 batch: g.combo_batch.max(1),
                 window_ms: g.combo_window_ms.max(100),

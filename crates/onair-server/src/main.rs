@@ -4,20 +4,10 @@
 //! HTTP + WebSocket on `0.0.0.0:8080`); `onair usersig --user ID` mints a login
 //! credential for the configured app.
 
-mod api;
-mod api_live;
-mod callbacks;
-mod cluster;
 mod config;
-mod hub;
-mod media;
-mod outbox;
-mod sessions;
+mod faces;
+mod http;
 mod state;
-mod util;
-mod v4;
-mod web;
-mod ws;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -115,7 +105,7 @@ async fn app_creds(cfg: &Config, store: &Store, create: bool) -> anyhow::Result<
         let record = AppRecord {
             sdkappid: cfg.app.sdkappid,
             secret_key: cfg.app.secret_key.clone(),
-            created_at: util::now_secs(),
+            created_at: onair_shell::now_secs(),
         };
         if create {
             store.save_app(&record).await?;
@@ -135,9 +125,9 @@ async fn app_creds(cfg: &Config, store: &Store, create: bool) -> anyhow::Result<
         }
     );
     let record = AppRecord {
-        sdkappid: 1_400_000_000 + util::seed() % 100_000_000,
-        secret_key: util::random_hex(32),
-        created_at: util::now_secs(),
+        sdkappid: 1_400_000_000 + onair_shell::seed() % 100_000_000,
+        secret_key: onair_shell::random_hex(32),
+        created_at: onair_shell::now_secs(),
     };
     store.save_app(&record).await?;
     Ok((AppCreds { sdkappid: record.sdkappid, secret_key: record.secret_key, admins }, true))
@@ -185,27 +175,27 @@ fn rtmp_base(cfg: &Config, host: Option<&str>) -> String {
 /// Signs RTMP push URLs (`txSecret`/`txTime`, the streaming service's scheme, with
 /// the media push key) for co-hosts. `bound` is the RTMP base with the port the
 /// listener really got (set once it started; the configured one until then).
-fn push_signer(cfg: &Config, key: String, bound: Arc<std::sync::OnceLock<String>>) -> hub::PushSigner {
+fn push_signer(cfg: &Config, key: String, bound: Arc<std::sync::OnceLock<String>>) -> onair_hub::PushSigner {
     let configured = rtmp_base(cfg, None);
     let valid = cfg.live.push_valid_secs;
     Arc::new(move |stream: &str| {
         let base = bound.get().unwrap_or(&configured);
-        media::signed_url(base, &key, stream, "", valid)
+        onair_media_server::signed_url(base, &key, stream, "", valid)
     })
 }
 
 fn push_url(cfg: Config, stream: &str, host: Option<String>, valid_secs: u64) -> anyhow::Result<()> {
-    anyhow::ensure!(media::valid_stream_name(stream), "--stream must be 1-128 of A-Z a-z 0-9 - _ .");
-    let key = media::push_key(&cfg.media, &cfg.data_dir, false)?;
+    anyhow::ensure!(onair_media_server::valid_stream_name(stream), "--stream must be 1-128 of A-Z a-z 0-9 - _ .");
+    let key = onair_media_server::push_key(&cfg.media, &cfg.data_dir, false)?;
     let rtmp = rtmp_base(&cfg, host.as_deref());
     let host = host.unwrap_or_else(|| cfg.media.public_host.clone());
     let http_port = cfg.http.listen.rsplit(':').next().unwrap_or("8080");
-    println!("{}", media::signed_url(&rtmp, &key, stream, "", valid_secs));
+    println!("{}", onair_media_server::signed_url(&rtmp, &key, stream, "", valid_secs));
     let play_key = if cfg.media.play_key.is_empty() { key.clone() } else { cfg.media.play_key.clone() };
     let flv = format!("http://{host}:{http_port}/live/");
     if cfg.media.play_auth {
-        eprintln!("play (RTMP)     {}", media::signed_url(&rtmp, &play_key, stream, "", valid_secs));
-        eprintln!("play (HTTP-FLV) {}", media::signed_url(&flv, &play_key, stream, ".flv", valid_secs));
+        eprintln!("play (RTMP)     {}", onair_media_server::signed_url(&rtmp, &play_key, stream, "", valid_secs));
+        eprintln!("play (HTTP-FLV) {}", onair_media_server::signed_url(&flv, &play_key, stream, ".flv", valid_secs));
     } else {
         eprintln!("play (RTMP)     {rtmp}{stream}");
         eprintln!("play (HTTP-FLV) {flv}{stream}.flv");
@@ -219,7 +209,7 @@ async fn join_cluster(
     store: &Store,
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
-) -> anyhow::Result<Option<(Arc<hub::Link>, tokio::sync::mpsc::UnboundedReceiver<cluster::Inbound>)>> {
+) -> anyhow::Result<Option<(Arc<onair_hub::Link>, tokio::sync::mpsc::UnboundedReceiver<onair_hub::bus::Inbound>)>> {
     if cfg.cluster.redis.is_empty() {
         return Ok(None);
     }
@@ -229,15 +219,21 @@ async fn join_cluster(
              a shared SQLite data_dir only works for nodes on one machine"
         );
     }
-    let node =
-        if cfg.cluster.node_id.is_empty() { format!("n-{}", util::random_hex(4)) } else { cfg.cluster.node_id.clone() };
-    let bus_cfg =
-        cluster::BusConfig { url: cfg.cluster.redis.clone(), node: node.clone(), prefix: cfg.cluster.prefix.clone() };
-    let (bus, inbound) = cluster::Bus::connect(bus_cfg, shutdown.clone(), tasks)
+    let node = if cfg.cluster.node_id.is_empty() {
+        format!("n-{}", onair_shell::random_hex(4))
+    } else {
+        cfg.cluster.node_id.clone()
+    };
+    let bus_cfg = onair_hub::bus::BusConfig {
+        url: cfg.cluster.redis.clone(),
+        node: node.clone(),
+        prefix: cfg.cluster.prefix.clone(),
+    };
+    let (bus, inbound) = onair_hub::bus::Bus::connect(bus_cfg, shutdown.clone(), tasks)
         .await
         .with_context(|| format!("joining the cluster through {}", cfg.cluster.redis))?;
     tracing::info!(node = %node, redis = %cfg.cluster.redis, prefix = %cfg.cluster.prefix, "joined the cluster");
-    Ok(Some((hub::Link::new(bus, store.clone(), cfg.chat_config().resume_buffer), inbound)))
+    Ok(Some((onair_hub::Link::new(bus, store.clone(), cfg.chat_config().resume_buffer), inbound)))
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
@@ -250,28 +246,28 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let writer = HistoryWriter::spawn(store.clone(), 4096);
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let callbacks = callbacks::Callbacks::start(cfg.callback.clone(), app.sdkappid);
-    let rules = hub::RoomRules {
+    let callbacks = onair_hub::callbacks::Callbacks::start(cfg.callback.clone(), app.sdkappid);
+    let rules = onair_hub::RoomRules {
         chat: cfg.chat_config(),
         limits: cfg.room_limits(),
         tick: cfg.tick_policy(),
         user_limits: cfg.user_limits(),
         business: cfg.business(),
     };
-    let push_key = media::push_key(&cfg.media, &cfg.data_dir, true)?;
+    let push_key = onair_media_server::push_key(&cfg.media, &cfg.data_dir, true)?;
     let rtmp_bound = Arc::new(std::sync::OnceLock::new());
     let push_url = push_signer(&cfg, push_key.clone(), rtmp_bound.clone());
     let (link, inbound) = match join_cluster(&cfg, &store, &shutdown, &tasks).await? {
         Some((link, inbound)) => (Some(link), Some(inbound)),
         None => (None, None),
     };
-    let hub = hub::Hub::load(
+    let hub = onair_hub::Hub::load(
         store.clone(),
         writer.clone(),
         rules,
         tasks.clone(),
         shutdown.clone(),
-        hub::Services { callbacks, push_url: Some(push_url), link },
+        onair_hub::Services { callbacks, push_url: Some(push_url), link },
     )
     .await?;
     if let Some(inbound) = inbound {
@@ -282,14 +278,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let path = &cfg.filter.words_file;
         let text = std::fs::read_to_string(path).with_context(|| format!("reading filter.words_file {path}"))?;
         let words = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
-        let action = hub::parse_action(&cfg.filter.action).map_err(|r| anyhow::anyhow!("filter.action: {}", r.info))?;
+        let action =
+            onair_hub::parse_action(&cfg.filter.action).map_err(|r| anyhow::anyhow!("filter.action: {}", r.info))?;
         let list = onair_core::filter::WordList::new(words, action).with_context(|| format!("filter list {path}"))?;
         tracing::info!(words = list.len(), "loaded the sensitive-word list");
         hub.seed_app_filter(list);
     }
     // Rooms follow their streams: publish → live, unpublish → paused, recording → replay.
-    let observer: Arc<dyn media::StreamObserver> = hub::HubObserver::start(hub.clone(), &tasks, shutdown.clone());
-    let media = media::MediaService::start(
+    let observer: Arc<dyn onair_media::lifecycle::StreamObserver> =
+        onair_hub::HubObserver::start(hub.clone(), &tasks, shutdown.clone());
+    let media = onair_media_server::MediaService::start(
         cfg.rtmp.clone(),
         cfg.media.clone(),
         push_key,
@@ -303,16 +301,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let host = &cfg.media.public_host;
         let _ = rtmp_bound.set(format!("rtmp://{host}:{}/{}/", addr.port(), cfg.rtmp.app));
     }
-    let hls = media::hls::HlsHub::new(cfg.media.hls.clone(), &cfg.data_dir, media.clone()).await;
+    let hls = onair_media_server::hls::HlsHub::new(cfg.media.hls.clone(), &cfg.data_dir, media.clone()).await;
     hls.spawn(shutdown.clone(), tasks.clone());
-    let _renditions = media::renditions::Renditions::start(media.clone(), shutdown.clone(), tasks.clone()).await;
+    let _renditions =
+        onair_media_server::renditions::Renditions::start(media.clone(), shutdown.clone(), tasks.clone()).await;
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
         .with_context(|| format!("binding {}", cfg.http.listen))?;
     let addr = listener.local_addr()?;
     if !cfg.media.origin.trim().is_empty() {
         // An edge pulling from itself would wait on its own pull forever.
-        media::edge::check_not_self(&cfg.media.origin, addr)?;
+        onair_media_server::edge::check_not_self(&cfg.media.origin, addr)?;
     }
     let state = Arc::new(AppState {
         conn_limit: Arc::new(tokio::sync::Semaphore::new(cfg.http.max_connections)),
@@ -330,10 +329,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Listen for SIGTERM/SIGINT before announcing the server, so a stop that comes
     // right after the "listening" line is a graceful one.
     let signals = Signals::new()?;
-    web::demo_setup(&state).await?;
+    faces::web::demo_setup(&state).await?;
     print_banner(&state, addr, created);
 
-    let router = api::router(state.clone());
+    let router = http::router(state.clone());
     let server_shutdown = shutdown.clone();
     let send_buffer = state.cfg.http.socket_send_buffer;
     let stall = state.cfg.http.stall_timeout_secs;
@@ -418,7 +417,7 @@ fn print_banner(state: &state::Shared, addr: std::net::SocketAddr, created: bool
          {web}\
          \n\
          \nlistening on {base}",
-        web = web::banner(state, &base, &admin, &sig),
+        web = faces::web::banner(state, &base, &admin, &sig),
         sdkappid = state.app.sdkappid,
         key = state.app.secret_key,
         data = state.cfg.data_dir.display(),
@@ -432,7 +431,7 @@ fn rtmp_banner(state: &AppState, host: &str, http_port: u16) -> String {
     let Some(addr) = media.rtmp_addr else { return "\n  RTMP            off ([rtmp] listen is empty)".into() };
     let rtmp = format!("rtmp://{host}:{}/{}/", addr.port(), media.rtmp.app);
     let push = if media.rtmp.auth {
-        media::signed_url(&rtmp, media.push_key(), "test", "", 86_400)
+        onair_media_server::signed_url(&rtmp, media.push_key(), "test", "", 86_400)
     } else {
         format!("{rtmp}test  (push auth off)")
     };

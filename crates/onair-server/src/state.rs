@@ -12,9 +12,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::hub::Hub;
-use crate::sessions::Sessions;
-use crate::util::now_secs;
+use onair_hub::Hub;
+use onair_hub::sessions::Sessions;
+use onair_shell::now_secs;
 
 /// The app this server hosts.
 #[derive(Debug, Clone)]
@@ -77,9 +77,9 @@ pub struct AppState {
     /// Bounds concurrent WebSocket connections.
     pub conn_limit: Arc<Semaphore>,
     /// Live video (RTMP, HTTP-FLV, stream registry).
-    pub media: Arc<crate::media::MediaService>,
+    pub media: Arc<onair_media_server::MediaService>,
     /// LL-HLS, live fMP4, recordings, snapshots.
-    pub hls: Arc<crate::media::hls::HlsHub>,
+    pub hls: Arc<onair_media_server::hls::HlsHub>,
 }
 
 /// The handle handlers receive.

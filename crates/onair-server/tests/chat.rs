@@ -129,7 +129,7 @@ async fn users_and_an_anonymous_viewer_see_one_gap_free_order_with_stamped_profi
     assert_eq!(join["room"]["nextSeq"], total as u64 + 1);
 }
 
-/// Every element type of PRODUCT.md §3, in the cloud's shape.
+/// Every element type of docs/cloud-compat.md "Message elements", in the cloud's shape.
 fn element_cases() -> Vec<(&'static str, Value)> {
     vec![
         ("text", json!({"MsgType":"TIMTextElem","MsgContent":{"Text":"안녕 <b>not html</b> \"quoted\" \u{1F600}"}})),

@@ -144,7 +144,7 @@ async fn ll_hls_playlist_blocking_reload_parts_and_fmp4_stream() {
     let mut ff = publish(rtmp, "cam", 20, true);
     let playlist = wait_playlist(port, "cam", 1).await;
 
-    // Invariants (MEDIA-RESEARCH §8).
+    // Invariants of an LL-HLS playlist (RFC 8216bis).
     let td = attr(&playlist, "#EXT-X-TARGETDURATION");
     let part_target = attr(&playlist, "PART-TARGET");
     assert_eq!(part_target, 0.5);

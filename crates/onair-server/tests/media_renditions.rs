@@ -23,7 +23,7 @@ async fn a_240p_rendition_with_overlay_is_published_plays_and_ends_with_its_sour
             "record = false\nsnapshot_secs = 0\noverlay_text = \"OnAir\"\n\
              renditions = [{ name = \"240p\", height = 240, video_kbps = 300 }]\n",
         ),
-        &[("ONAIR_LOG", "warn,onair::media::renditions=info")],
+        &[("ONAIR_LOG", "warn,onair_media_server::renditions=info")],
     )
     .await;
     let mut src = publish(&push_url(&s, "cam"), 14);

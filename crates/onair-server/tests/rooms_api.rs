@@ -50,7 +50,7 @@ async fn rooms_are_created_listed_modified_and_validated() {
     assert_eq!(status, 201, "48 bytes is fine: {v}");
     let (status, v) = server.http("POST", &server.admin("/api/v1/rooms"), Some(&json!({"roomId":"show-1"}))).await;
     assert_eq!((status, v["code"].clone()), (409, json!(10021)), "{v}");
-    // The cloud's limits: introduction 240 bytes, notification 300 (TENCENT-COMPAT §7).
+    // The cloud's limits: introduction 240 bytes, notification 300 (docs/cloud-compat.md, "Room limits").
     let too_long = [("name", "가".repeat(11)), ("notification", "n".repeat(301)), ("introduction", "i".repeat(241))];
     for (field, value) in &too_long {
         let mut body = json!({"roomId": format!("long-{field}")});

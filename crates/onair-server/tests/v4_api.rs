@@ -1,5 +1,5 @@
 //! The cloud-compatible REST face `/v4/{service}/{command}`: request bodies from the
-//! reference's examples (TENCENT-COMPAT.md §2), the envelope and fields, the error
+//! reference's examples (docs/cloud-compat.md, "Server API commands"), the envelope and fields, the error
 //! codes, and what WebSocket members of the room receive.
 
 #![allow(clippy::unwrap_used)]

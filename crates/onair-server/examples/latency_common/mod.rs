@@ -1,5 +1,4 @@
-//! Helpers shared by the latency probes `hls_latency` and `flv_latency` (MEDIA-RESEARCH §7.5
-//! method): the ffmpeg publisher whose start wall time is T0, the publish start the server
+//! Helpers shared by the latency probes `hls_latency` and `flv_latency`: the ffmpeg publisher whose start wall time is T0, the publish start the server
 //! reports, an HTTP client and percentiles. Not an example itself (no `main.rs`).
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,407 @@
+//! The live video service: RTMP ingest and play, the stream registry every output
+//! reads from, LL-HLS/fMP4/recording/snapshots, renditions, stream callbacks and
+//! media edges.
+//!
+//! The sans-IO parts (RTMP sessions, FLV tags, GOP cache, timestamp unwrapping, rate
+//! meters, the LL-HLS segmenter) live in `onair-media`; this crate owns the sockets,
+//! tasks and timers. It knows nothing of rooms (it reports stream lifecycles to a
+//! [`StreamObserver`] the room layer implements) nor of a web framework (HTTP answers
+//! are [`reply::MediaReply`] values the server's faces route and render):
+//!
+//! * [`registry`]: published streams, the GOP cache and the per-stream broadcast ring
+//!   viewers read pre-muxed packets from (the subscription API other muxers use).
+//! * [`rtmp`]: the RTMP listener: publish (with `txSecret` auth) and play.
+//! * [`hls`]: LL-HLS, live fMP4, recordings and snapshots; [`reply`]: its HTTP answers.
+//! * [`renditions`]: ffmpeg children publishing lower renditions back as streams.
+//! * [`hooks`]: stream callbacks to the business backend in the streaming service's
+//!   format, and the [`StreamObserver`] the room layer implements.
+//! * [`edge`]: with `[media] origin`, streams this node does not have are pulled from
+//!   the origin on the first viewer ([`MediaService::want`], the one path every
+//!   protocol opens a stream through).
+
+pub mod edge;
+pub mod hls;
+pub mod hooks;
+pub mod registry;
+pub mod renditions;
+pub mod reply;
+pub mod rtmp;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use onair_media::gop::GopLimits;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use hooks::StreamObserver;
+pub use registry::{Protocol, StreamRegistry, Subscription};
+
+use onair_shell::{now_ms, now_secs};
+
+/// `[rtmp]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RtmpConfig {
+    /// Listen address; empty = no RTMP listener.
+    pub listen: String,
+    /// The one application name accepted (`rtmp://host/{app}/{stream}`).
+    pub app: String,
+    /// Require a valid, unexpired `txSecret`/`txTime` on publish. Turn off only for
+    /// local use: anyone who can reach the port can then publish any stream.
+    pub auth: bool,
+    /// Most concurrent RTMP connections (publishers + players).
+    pub max_connections: usize,
+    /// A publisher silent this long is dropped; also the handshake deadline.
+    pub idle_timeout_secs: u64,
+    /// Kernel send buffer per RTMP socket, bytes (0 = OS default, which auto-grows to
+    /// megabytes and hides a stalled player for minutes).
+    pub send_buffer: usize,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            listen: "0.0.0.0:1935".into(),
+            app: "live".into(),
+            auth: true,
+            max_connections: 50_000,
+            idle_timeout_secs: 20,
+            send_buffer: 256 * 1024,
+        }
+    }
+}
+
+/// `[media]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MediaConfig {
+    /// Push signing key (`txSecret = MD5(key + stream + txTime)`). Empty = generated on
+    /// first start and kept in `{data_dir}/push.key`.
+    pub push_key: String,
+    /// Require signed play URLs (RTMP play and HTTP-FLV).
+    pub play_auth: bool,
+    /// Play signing key; empty = the push key.
+    pub play_key: String,
+    /// Host name put in printed URLs (`onair push-url`, the banner).
+    pub public_host: String,
+    /// Send new viewers the frames since the last keyframe so playback starts at once.
+    pub gop_cache: bool,
+    /// GOP cache cap in frames.
+    pub gop_max_frames: usize,
+    /// Broadcast ring per stream, in packets: how far a viewer may fall behind before
+    /// it is skipped to the next keyframe (1024 ≈ 14 s of 30 fps video + AAC).
+    pub viewer_queue_packets: usize,
+    /// A viewer that falls behind twice within this window, or whose socket accepts
+    /// nothing for this long, is disconnected.
+    pub slow_viewer_grace_ms: u64,
+    /// Merged writes: a viewer's socket is written at most once per this many ms,
+    /// with everything that arrived meanwhile in one vectored write (SRS's
+    /// `mw_latency`; its default is 350 ms). Fewer wakeups and syscalls per viewer at
+    /// the cost of up to this much latency; 0 = write every packet at once.
+    pub merge_write_ms: u64,
+    /// Stream event callbacks (publish 1, unpublish 0, recording 100, snapshot 200);
+    /// empty = off.
+    pub callback_url: String,
+    /// Key of the callbacks' `sign = MD5(key + t)`.
+    pub callback_key: String,
+    /// Callback request timeout.
+    pub callback_timeout_ms: u64,
+    /// Renditions made of every published stream by ffmpeg children, published back
+    /// as `{stream}_{name}`: `[{ name = "360p", height = 360, video_kbps = 600 }]`.
+    /// Empty = off.
+    pub renditions: Vec<renditions::Rendition>,
+    /// Text burned into every rendition (top right); empty = none.
+    pub overlay_text: String,
+    /// Most rendition ffmpeg children at once (a stream gets all its renditions or none).
+    pub max_transcodes: usize,
+    /// Media edge: the origin server's base URL (`http://HOST:PORT`, its HTTP port).
+    /// A viewer asking for a stream this node does not have makes it pull the stream
+    /// from there (one pull per stream, shared by every local viewer and protocol) and
+    /// relay it. Empty = off (this node serves only what is published to it).
+    pub origin: String,
+    /// How long an edge keeps pulling a stream after its last viewer left, seconds
+    /// (a viewer coming back meanwhile starts at once). At least 1.
+    pub origin_idle_secs: u64,
+    /// LL-HLS, recording and snapshot keys (`record`, `snapshot_secs`, `hls_part_ms`, …).
+    #[serde(flatten)]
+    pub hls: hls::HlsSettings,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            push_key: String::new(),
+            play_auth: false,
+            play_key: String::new(),
+            public_host: "127.0.0.1".into(),
+            gop_cache: true,
+            gop_max_frames: 2500,
+            viewer_queue_packets: 1024,
+            slow_viewer_grace_ms: 10_000,
+            merge_write_ms: 100,
+            callback_url: String::new(),
+            callback_key: String::new(),
+            callback_timeout_ms: 5_000,
+            renditions: Vec::new(),
+            overlay_text: String::new(),
+            max_transcodes: 4,
+            origin: String::new(),
+            origin_idle_secs: 5,
+            hls: hls::HlsSettings::default(),
+        }
+    }
+}
+
+/// The push key: configured, or stored in the data dir, or created there.
+pub fn push_key(cfg: &MediaConfig, data_dir: &Path, create: bool) -> anyhow::Result<String> {
+    if !cfg.push_key.is_empty() {
+        return Ok(cfg.push_key.clone());
+    }
+    let path = data_dir.join("push.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let key = text.trim();
+        if !key.is_empty() {
+            return Ok(key.to_string());
+        }
+    }
+    anyhow::ensure!(
+        create,
+        "no push key yet in {}: run `onair serve` once, or set [media] push_key",
+        data_dir.display()
+    );
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let key = onair_shell::random_hex(16);
+    std::fs::write(&path, format!("{key}\n")).with_context(|| format!("writing {}", path.display()))?;
+    Ok(key)
+}
+
+/// A signed push URL for `stream`, valid `valid_secs` from now.
+pub fn signed_url(prefix: &str, key: &str, stream: &str, suffix: &str, valid_secs: u64) -> String {
+    let tx_time = format!("{:X}", now_secs() + valid_secs);
+    let secret = onair_auth::tx_secret(key, stream, &tx_time);
+    format!("{prefix}{stream}{suffix}?txSecret={secret}&txTime={tx_time}")
+}
+
+/// The running media service.
+pub struct MediaService {
+    /// Published streams.
+    pub registry: Arc<StreamRegistry>,
+    /// `[rtmp]`.
+    pub rtmp: RtmpConfig,
+    /// `[media]`.
+    pub cfg: MediaConfig,
+    /// Where RTMP listens (None when off).
+    pub rtmp_addr: Option<SocketAddr>,
+    push_key: String,
+    play_key: String,
+    pub(crate) hooks: hooks::Hooks,
+    shutdown: CancellationToken,
+    /// This process's id in relay chains ([`edge::RELAY_HEADER`]).
+    node: String,
+    /// The edge side (with `[media] origin`).
+    edge: Option<Arc<edge::Edge>>,
+}
+
+impl MediaService {
+    /// Binds the RTMP listener (if configured) and starts the stats task.
+    pub async fn start(
+        rtmp_cfg: RtmpConfig,
+        cfg: MediaConfig,
+        push_key: String,
+        sdkappid: u64,
+        observer: Arc<dyn StreamObserver>,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> anyhow::Result<Arc<MediaService>> {
+        let registry = Arc::new(StreamRegistry::new(registry::RegistryConfig {
+            gop_cache: cfg.gop_cache,
+            gop_limits: GopLimits { max_frames: cfg.gop_max_frames.max(1), ..GopLimits::default() },
+            queue_packets: cfg.viewer_queue_packets,
+        }));
+        let listener = if rtmp_cfg.listen.is_empty() {
+            None
+        } else {
+            let l = tokio::net::TcpListener::bind(&rtmp_cfg.listen)
+                .await
+                .with_context(|| format!("binding the RTMP listener {} ([rtmp] listen)", rtmp_cfg.listen))?;
+            Some(l)
+        };
+        let rtmp_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let play_key = if cfg.play_key.is_empty() { push_key.clone() } else { cfg.play_key.clone() };
+        let hooks = hooks::Hooks::start(&cfg, sdkappid, observer);
+        let node = onair_shell::random_hex(6);
+        let edge = if cfg.origin.trim().is_empty() {
+            None
+        } else {
+            let e = edge::Edge::new(
+                &cfg.origin,
+                cfg.origin_idle_secs.max(1),
+                Duration::from_secs(rtmp_cfg.idle_timeout_secs.max(1)),
+                node.clone(),
+                registry.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            )?;
+            tracing::info!(origin = %e.origin(), idle_secs = cfg.origin_idle_secs.max(1), "media edge: relaying streams from the origin on demand");
+            Some(e)
+        };
+        let svc = Arc::new(MediaService {
+            registry,
+            rtmp: rtmp_cfg,
+            cfg,
+            rtmp_addr,
+            push_key,
+            play_key,
+            hooks,
+            shutdown: shutdown.clone(),
+            node,
+            edge,
+        });
+        if let Some(listener) = listener {
+            let s = svc.clone();
+            let t = tasks.clone();
+            tasks.spawn(async move { rtmp::serve(listener, s, t).await });
+        }
+        let s = svc.clone();
+        tasks.spawn(async move { s.export_metrics().await });
+        Ok(svc)
+    }
+
+    /// Cancelled on shutdown.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// The push key (for printing signed URLs).
+    pub fn push_key(&self) -> &str {
+        &self.push_key
+    }
+
+    /// Checks a publish URL's signature (when `[rtmp] auth` is on).
+    pub fn check_push(&self, key: &onair_media::rtmp::StreamKey) -> Result<(), String> {
+        if !self.rtmp.auth {
+            return Ok(());
+        }
+        check_sig(&self.push_key, key).map_err(|e| e.to_string())
+    }
+
+    /// Checks a play URL's signature (when `[media] play_auth` is on).
+    pub fn check_play(&self, key: &onair_media::rtmp::StreamKey) -> Result<(), String> {
+        if !self.cfg.play_auth {
+            return Ok(());
+        }
+        check_sig(&self.play_key, key).map_err(|e| e.to_string())
+    }
+
+    /// The one way a viewer opens `name`, whatever the protocol: on an edge, a stream
+    /// this node does not have is pulled from the origin first (bounded wait; see
+    /// [`edge`]). `query` is the viewer's query string (its play signature goes to the
+    /// origin), `via` the [`edge::RELAY_HEADER`] chain of a relay request (else `""`).
+    /// True when the stream is published here now.
+    pub async fn want(&self, name: &str, query: &str, via: &str) -> bool {
+        if let Some(s) = self.registry.get(name) {
+            if s.is_relayed() {
+                self.touch(name);
+            }
+            return true;
+        }
+        match &self.edge {
+            // Or a publisher took the name here meanwhile (the pull then gives way).
+            Some(edge) => edge.pull(name, query, via).await || self.registry.get(name).is_some(),
+            None => false,
+        }
+    }
+
+    /// [`Self::want`], then a subscription (`None`: not live here nor at the origin).
+    pub async fn open(&self, name: &str, protocol: Protocol, query: &str, via: &str) -> Option<Subscription> {
+        if !self.want(name, query, via).await {
+            return None;
+        }
+        self.registry.subscribe(name, protocol)
+    }
+
+    /// A stateless request for `name` (an HLS segment or part): on an edge it keeps the
+    /// stream's pull alive like a viewer would.
+    pub fn touch(&self, name: &str) {
+        if let Some(edge) = &self.edge {
+            edge.touch(name);
+        }
+    }
+
+    /// Whether a relay request with this [`edge::RELAY_HEADER`] chain already went
+    /// through this node (a loop of edges: answered 508, never pulled again).
+    pub fn relay_loop(&self, via: &str) -> bool {
+        edge::chain_has(via, &self.node)
+    }
+
+    /// The origin's base URL when this node is an edge.
+    pub fn origin(&self) -> Option<&str> {
+        self.edge.as_ref().map(|e| e.origin())
+    }
+
+    /// A recording of `stream` is ready (called by the recording part): tells the
+    /// room layer and sends callback 100.
+    pub fn recording_ready(&self, stream: &str, rec: hooks::RecordingInfo) {
+        self.hooks.recording_ready(stream, rec);
+    }
+
+    /// A snapshot of `stream` was taken (called by the snapshot part): callback 200.
+    pub fn snapshot_taken(&self, stream: &str, snap: hooks::SnapshotInfo) {
+        self.hooks.snapshot_taken(stream, snap);
+    }
+
+    async fn export_metrics(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let mut seen: std::collections::HashSet<String> = Default::default();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            let now = now_ms();
+            let streams = self.registry.list();
+            metrics::gauge!("onair_media_streams").set(streams.len() as f64);
+            let mut live = std::collections::HashSet::new();
+            for s in &streams {
+                let st = s.stats(now);
+                let name = st.name.clone();
+                metrics::gauge!("onair_stream_bitrate_bps", "stream" => name.clone()).set(st.bitrate_bps as f64);
+                metrics::gauge!("onair_stream_video_fps", "stream" => name.clone()).set(st.video_fps);
+                metrics::gauge!("onair_stream_publish_seconds", "stream" => name.clone()).set(st.publish_secs as f64);
+                for (p, n) in &st.viewers {
+                    metrics::gauge!("onair_stream_viewers", "stream" => name.clone(), "protocol" => *p).set(*n as f64);
+                }
+                live.insert(name);
+            }
+            // Streams that ended read zero rather than their last value.
+            for gone in seen.difference(&live) {
+                metrics::gauge!("onair_stream_bitrate_bps", "stream" => gone.clone()).set(0.0);
+                metrics::gauge!("onair_stream_video_fps", "stream" => gone.clone()).set(0.0);
+                metrics::gauge!("onair_stream_publish_seconds", "stream" => gone.clone()).set(0.0);
+                for (_, p) in Protocol::COUNTED {
+                    metrics::gauge!("onair_stream_viewers", "stream" => gone.clone(), "protocol" => p).set(0.0);
+                }
+            }
+            seen = live;
+        }
+    }
+}
+
+fn check_sig(key: &str, k: &onair_media::rtmp::StreamKey) -> Result<(), onair_auth::TxSecretError> {
+    let secret = k.param("txSecret").unwrap_or("");
+    let time = k.param("txTime").unwrap_or("");
+    onair_auth::verify_tx_secret(key, &k.name, secret, time, now_secs())
+}
+
+/// Stream names: what a URL path segment and a file name can safely hold.
+pub fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with('.')
+}

@@ -1,0 +1,32 @@
+//! What a stream goes through, as the media service reports it to whoever observes it
+//! (the room layer drives rooms' live state from it).
+//!
+//! These types live in the pure media crate so that the media service can report
+//! without knowing who listens: the hub observes media, never the reverse.
+
+use serde_json::Value;
+
+/// What happened to a stream.
+#[derive(Debug, Clone)]
+pub enum StreamLifecycle {
+    /// A publisher started; `info` describes codecs, resolution… (the `stream`
+    /// event's payload: free-form, since external media servers report their own).
+    Published {
+        /// Stream details for the `stream` event.
+        info: Value,
+    },
+    /// The publisher stopped.
+    Unpublished,
+    /// A recording of the stream can be watched at `url`.
+    RecordingReady {
+        /// Playback URL (HLS VOD).
+        url: String,
+    },
+}
+
+/// Told about every stream's lifecycle. Called from media tasks: an implementation
+/// must return quickly and never block (queue the event and apply it elsewhere).
+pub trait StreamObserver: Send + Sync + 'static {
+    /// One event of `stream`.
+    fn on_stream(&self, stream: &str, event: StreamLifecycle);
+}

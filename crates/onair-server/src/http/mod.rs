@@ -1,0 +1,96 @@
+//! The HTTP surface: the router that ties every face to its path, the probes
+//! (`/healthz`, `/metrics`), the API documentation, and what all faces share
+//! ([`error`]: the error type and JSON answers; [`extract`]: bodies, queries and
+//! authentication).
+
+pub mod error;
+pub mod extract;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, extract::State};
+use onair_core::{Code, Rejection};
+use serde_json::json;
+
+use crate::state::Shared;
+use error::ApiError;
+
+/// Builds the whole HTTP surface.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .merge(crate::faces::web::routes())
+        .route("/ws", get(crate::faces::ws::upgrade))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/docs", get(api_docs))
+        .route("/v4/{service}/{command}", axum::routing::any(crate::faces::v4::dispatch))
+        .merge(crate::faces::api::routes())
+        .merge(crate::faces::api_live::routes())
+        .merge(crate::faces::media::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// The OpenAPI document of the native API (kept in docs/, embedded at build time).
+const OPENAPI: &str = include_str!("../../../../docs/openapi.json");
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// A readable page of the OpenAPI document, rendered in the browser from the JSON
+/// (no external assets: the server may run without internet).
+async fn api_docs() -> Html<&'static str> {
+    Html(API_DOCS_PAGE)
+}
+
+const API_DOCS_PAGE: &str = r#"<!doctype html><meta charset=utf-8><title>OnAir API</title>
+<style>body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em}
+code,pre{background:#f4f4f4;padding:2px 4px;border-radius:4px}h2{margin-top:2em}.m{font-weight:bold;text-transform:uppercase;margin-right:.5em}</style>
+<h1>OnAir native API</h1><p>Machine-readable: <a href=/api/v1/openapi.json>/api/v1/openapi.json</a></p><div id=out>loading…</div>
+<script type=module>
+const doc = await (await fetch('/api/v1/openapi.json')).json();
+const out = document.getElementById('out'); out.textContent = '';
+const el = (tag, text) => { const e = document.createElement(tag); if (text) e.textContent = text; return e; };
+if (doc.info?.description) out.append(el('p', doc.info.description));
+for (const [path, ops] of Object.entries(doc.paths || {})) {
+  out.append(el('h2', path));
+  for (const [method, op] of Object.entries(ops)) {
+    if (typeof op !== 'object' || !op.responses) continue;
+    const p = el('p'); p.append(el('span', method), el('span', op.summary || '')); p.firstChild.className = 'm';
+    out.append(p);
+    if (op.description) out.append(el('p', op.description));
+    const body = op.requestBody?.content?.['application/json']?.schema;
+    if (body) { out.append(el('div', 'Request body:')); out.append(el('pre', JSON.stringify(body, null, 2))); }
+  }
+}
+</script>"#;
+
+/// `status` is `ok`, or `degraded` while a cluster node cannot reach Redis (it
+/// keeps serving its own members; still HTTP 200, since the node is alive).
+async fn healthz(State(state): State<Shared>) -> Response {
+    match state.hub.cluster_health() {
+        Some(cluster) => {
+            let status = if cluster["bus"] == "ok" { "ok" } else { "degraded" };
+            Json(json!({"status": status, "rooms": state.hub.list().len(), "cluster": cluster})).into_response()
+        }
+        None => Json(json!({"status": "ok", "rooms": state.hub.list().len()})).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    let body = Json(json!({"code": Code::UnknownCommand.number(), "message": "method not allowed on this endpoint"}));
+    (StatusCode::METHOD_NOT_ALLOWED, body).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Rejection::new(Code::UnknownCommand, "no such endpoint"))
+}
