@@ -111,7 +111,8 @@ pub fn parse_origin(origin: &str) -> anyhow::Result<(String, hyper::http::uri::A
 /// [`RELAY_HEADER`].
 pub fn check_not_self(origin: &str, listen: SocketAddr) -> anyhow::Result<()> {
     let (_, authority) = parse_origin(origin)?;
-    let port = authority.port_u16().unwrap_or(80);
+    let default_port = if origin.trim().starts_with("https:") { 443 } else { 80 };
+    let port = authority.port_u16().unwrap_or(default_port);
     let host = authority.host().trim_start_matches('[').trim_end_matches(']');
     let same_host = host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified() || ip == listen.ip());
@@ -347,10 +348,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn origins_are_plain_http_base_urls() {
+    fn origins_are_http_or_https_base_urls() {
         assert_eq!(parse_origin("http://10.0.0.5:8080/").unwrap().0, "http://10.0.0.5:8080");
         assert_eq!(parse_origin("http://origin.internal").unwrap().0, "http://origin.internal");
-        for bad in ["https://origin:8080", "origin:8080", "http://origin:8080/live", "http://o:1/?a=b", "", "ftp://x"] {
+        assert_eq!(parse_origin("https://origin:8443").unwrap().0, "https://origin:8443");
+        for bad in ["origin:8080", "http://origin:8080/live", "http://o:1/?a=b", "", "ftp://x"] {
             assert!(parse_origin(bad).is_err(), "{bad}");
         }
     }
