@@ -198,7 +198,9 @@ impl Callbacks {
             map.entry("EventTime").or_insert(Value::from(now_ms()));
         }
         let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-        after.send(Delivery { url: self.url_for(command, &origin), body, label: command });
+        let signer = self.signer();
+        let url = Box::new(move || signer.url_for(command, &origin));
+        after.send(Delivery { url, body, label: command });
     }
 
     fn on_failure(&self, command: &str) -> SendVerdict {
@@ -237,18 +239,36 @@ impl Callbacks {
     }
 
     fn url_for(&self, command: &str, origin: &Origin) -> String {
-        let sep = if self.cfg.url.contains('?') { '&' } else { '?' };
+        self.signer().url_for(command, origin)
+    }
+
+    fn signer(&self) -> Signer {
+        Signer { url: self.cfg.url.clone(), token: self.cfg.token.clone(), sdkappid: self.sdkappid }
+    }
+}
+
+/// Builds a callback URL with the cloud's query parameters and, with a token, a
+/// signature of the moment it is called (so each retry is signed afresh).
+struct Signer {
+    url: String,
+    token: String,
+    sdkappid: u64,
+}
+
+impl Signer {
+    fn url_for(&self, command: &str, origin: &Origin) -> String {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
         let mut url = format!(
             "{}{sep}SdkAppid={}&CallbackCommand={}&contenttype=json&ClientIP={}&OptPlatform={}",
-            self.cfg.url,
+            self.url,
             self.sdkappid,
             command,
             query_escape(&origin.client_ip),
             query_escape(origin.platform.as_str()),
         );
-        if !self.cfg.token.is_empty() {
+        if !self.token.is_empty() {
             let t = now_secs();
-            url.push_str(&format!("&Sign={}&RequestTime={t}", onair_auth::callback_sign(&self.cfg.token, t)));
+            url.push_str(&format!("&Sign={}&RequestTime={t}", onair_auth::callback_sign(&self.token, t)));
         }
         url
     }

@@ -92,7 +92,8 @@ impl Hooks {
             _ => "stream_snapshot",
         };
         let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-        dispatcher.send(Delivery { url: self.url.clone(), body, label });
+        let url = self.url.clone();
+        dispatcher.send(Delivery { url: Box::new(move || url.clone()), body, label });
     }
 
     fn base(stream: &Stream) -> Value {

@@ -21,11 +21,14 @@ pub struct RetryPolicy {
     pub timeout: Duration,
 }
 
+/// Makes a webhook's URL for one attempt: signed URLs carry the time of the request
+/// (`RequestTime`), which must be fresh on every retry, not the time it was queued.
+pub type UrlMaker = Box<dyn Fn() -> String + Send + Sync>;
+
 /// One webhook to deliver.
-#[derive(Debug, Clone)]
 pub struct Delivery {
-    /// Where (may carry a signature in its query).
-    pub url: String,
+    /// Where, made anew for each attempt (may carry a signature in its query).
+    pub url: UrlMaker,
     /// JSON body.
     pub body: Bytes,
     /// For logs and metrics (`Group.CallbackAfterSendMsg`, `stream_event_1`, …).
@@ -80,10 +83,11 @@ async fn deliver(client: &HttpClient, policy: RetryPolicy, d: &Delivery, dropped
     let attempts = policy.attempts.max(1);
     let mut delay = policy.first_delay;
     for attempt in 1..=attempts {
-        match client.post_json(&d.url, d.body.clone(), policy.timeout).await {
+        let url = (d.url)();
+        match client.post_json(&url, d.body.clone(), policy.timeout).await {
             Ok(_) => return,
             Err(error) if attempt == attempts => {
-                tracing::warn!(command = d.label, url = %without_query(&d.url), %error, "webhook given up");
+                tracing::warn!(command = d.label, url = %without_query(&url), %error, "webhook given up");
                 metrics::counter!(dropped_metric, "command" => d.label).increment(1);
             }
             Err(_) => {

@@ -62,7 +62,7 @@ pub fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or_default()
 }
 
-/// A storage failure as the client sees it (logged in full, answered as 90000).
+/// A storage failure as the client sees it (logged in full, answered as 10002).
 pub fn storage(e: onair_store::StoreError) -> ApiError {
     ApiError(onair_hub::internal(e))
 }
