@@ -1,11 +1,24 @@
 //! The rooms of this node and the operations on them, shared by the WebSocket
-//! handlers, the native admin API and the cloud-compatible `/v4` face.
+//! handlers, the native admin API and the cloud-compatible `/v4` face. No HTTP
+//! framework: faces call these methods and render the results.
 //!
 //! Each room is a [`RoomChat`] core behind a short sync lock plus a ticker task.
 //! The ticker runs one delivery round per tick: the core decides (frequency control,
-//! seqs, presence), the round's messages are committed to SQLite, the push frame is
+//! seqs, presence), the round's messages are committed to the store, the push frame is
 //! encoded once and handed to every member's [`Outbox`], and only then are senders
 //! acked — so an ack means "stored and delivered".
+//!
+//! The operations, by module (all methods of [`Hub`] unless noted):
+//!
+//! | module | operations |
+//! |---|---|
+//! | this file | rooms: `load`, `get`, `list`, `create`, `destroy_by`, `modify_by`, `write_attrs_by`; messages: `send` (the one path: [`onair_core::admission`] decides), `send_as_with`, `notify_room`, `broadcast`; [`Room`]: `join`, `leave`, `submit`, `push_event`, `role_of`, `view` |
+//! | `moderation` | `mute`, `muted`, `ban`, `unban`, `bans`, `kick`, `recall`, `set_slow_mode`, `room_admins`, `set_room_admins`, `set_marks`, `marked` |
+//! | `words` | `set_app_filter`, `seed_app_filter`, `app_filter`, `set_room_filter`, `room_filter` (screening runs inside `send`) |
+//! | `live` | `change_state` (the one path of live-state changes), `set_state`, `schedule`, `set_stream`, `room_for_stream`, `on_stream`; [`HubObserver`] |
+//! | `business` | gifts (`gift_catalog`, `put_gift`, `delete_gift`, `send_gift`, `gift_leaderboard`), `like`, levels (`level_of`, `level`, `set_member`), `room_stats`, lotteries (`start_lottery`, `draw_lottery*`, `lottery_*`, `lotteries`), co-hosts (`cohost_request`, `cohost_answer`, `cohost_end`, `cohosts`) |
+//! | `cluster` | [`Link`], `start_cluster`, `cluster_health`: what a node does with the [`bus`] |
+//! | [`callbacks`], [`outbox`], [`sessions`], [`bus`] | webhooks, a connection's queue, logins, the Redis transport |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

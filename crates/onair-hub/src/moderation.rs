@@ -199,7 +199,7 @@ impl Hub {
         Ok(self.get(id)?.admins.lock().iter().cloned().collect())
     }
 
-    /// Adds (or removes) room admins; at most [`MAX_ROOM_ADMINS`].
+    /// Adds (or removes) room admins; at most `MAX_ROOM_ADMINS`.
     pub async fn set_room_admins(&self, id: &str, users: &[String], add: bool) -> Result<Vec<String>, Rejection> {
         let room = self.get(id)?;
         check_accounts(users, MAX_ROOM_ADMINS.max(users.len().min(100)))?;

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 struct Fixture {
     hub: Arc<Hub>,
+    store: Store,
     _dir: tempfile::TempDir,
     shutdown: CancellationToken,
 }
@@ -49,8 +50,8 @@ async fn hub() -> Fixture {
     };
     let services =
         Services { callbacks: Callbacks::start(CallbackConfig::default(), 1_400_000_000), push_url: None, link: None };
-    let hub = Hub::load(store, writer, rules, TaskTracker::new(), shutdown.clone(), services).await.unwrap();
-    Fixture { hub, _dir: dir, shutdown }
+    let hub = Hub::load(store.clone(), writer, rules, TaskTracker::new(), shutdown.clone(), services).await.unwrap();
+    Fixture { hub, store, _dir: dir, shutdown }
 }
 
 async fn room(hub: &Arc<Hub>, id: &str, owner: &str) -> Arc<Room> {
@@ -187,4 +188,63 @@ async fn live_state_moves_and_is_pushed_to_members() {
     assert_eq!(r.profile().state, "live");
     let err = f.hub.set_state("r4", "upcoming").await.unwrap_err();
     assert_eq!(err.code, Code::InvalidTransition);
+}
+
+#[tokio::test]
+async fn a_gift_moves_coins_once_and_is_shown_to_the_room() {
+    let f = hub().await;
+    let r = room(&f.hub, "r5", "anchor").await;
+    let viewer = member(&r, 1, "gina").await;
+    let rocket = onair_core::gifts::Gift {
+        gift_id: "rocket".into(),
+        name: "Rocket".into(),
+        price: 100,
+        icon: String::new(),
+        animation: String::new(),
+    };
+    f.hub.put_gift(rocket).await.unwrap();
+    f.store.top_up("gina", 250, "t1", "administrator").await.unwrap();
+    let sender = SenderProfile { user_id: "gina".into(), nick: "Gina".into(), avatar: String::new(), level: 0 };
+    let paid = f.hub.send_gift("r5", sender.clone(), "rocket", 2, "k1").await.unwrap();
+    assert_eq!(paid.balance, 50);
+    assert!(!paid.replayed);
+    // The same request again (a client retry) moves nothing and answers the first receipt.
+    let again = f.hub.send_gift("r5", sender.clone(), "rocket", 2, "k1").await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.ledger_id, paid.ledger_id);
+    assert_eq!(f.store.wallet("gina").await.unwrap().balance, 50);
+    assert_eq!(f.store.wallet("anchor").await.unwrap().earnings, 200);
+    let err = f.hub.send_gift("r5", sender, "rocket", 1, "k2").await.unwrap_err();
+    assert_eq!(err.code, Code::InsufficientBalance);
+    read_until(&viewer, |v| has_text(v, "rocket")).await;
+}
+
+#[tokio::test]
+async fn frequency_control_cuts_the_lowest_priority_first() {
+    let f = hub().await;
+    let r = room(&f.hub, "r6", "anchor").await;
+    let _viewer = member(&r, 1, "hank").await;
+    // 120 low-priority messages and 20 high ones offered at once: the room takes 40/s,
+    // so lows are cut while every high one is delivered.
+    let mut waiters = Vec::new();
+    for i in 0..140u32 {
+        let (priority, user) = if i % 7 == 0 { (Priority::High, "vip") } else { (Priority::Low, "fan") };
+        let mut msg = text(user, i + 1, "x");
+        msg.priority = priority;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Admins skip the per-user limits, so only frequency control decides here.
+        f.hub.send(&r, Reply::Api(tx), msg, SendCtx::admin(user)).await.unwrap();
+        waiters.push((priority, rx));
+    }
+    let (mut high_ok, mut low_cut) = (0, 0);
+    for (priority, rx) in waiters {
+        let outcome = tokio::time::timeout(Duration::from_secs(10), rx).await.unwrap().unwrap().unwrap();
+        match (priority, outcome.drop_reason.as_str()) {
+            (Priority::High, "") => high_ok += 1,
+            (Priority::Low, onair_hub::DROP_FREQUENCY) => low_cut += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(high_ok, 20, "every high-priority message is delivered");
+    assert!(low_cut > 0, "low-priority messages beyond the rate are cut");
 }

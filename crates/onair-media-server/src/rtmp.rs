@@ -84,7 +84,7 @@ async fn handle(mut socket: TcpStream, addr: SocketAddr, svc: &Arc<MediaService>
         loop {
             let n = match tokio::time::timeout(idle, socket.read(&mut buf)).await {
                 Ok(r) => r?,
-                Err(_) => anyhow::bail!("no data for {} s", idle.as_secs()),
+                Err(_) => return Err(Silent(idle.as_secs()).into()),
             };
             if n == 0 {
                 return Ok(());
@@ -183,12 +183,18 @@ async fn handle(mut socket: TcpStream, addr: SocketAddr, svc: &Arc<MediaService>
     if let Some(p) = publishing.take() {
         let (code, msg) = match &result {
             Ok(()) => (1, "publisher closed the connection".to_string()),
-            Err(e) => (if e.to_string().starts_with("no data") { 8 } else { 6 }, e.to_string()),
+            // The streaming service's codes: 8 = no data, 6 = a protocol error.
+            Err(e) => (if e.is::<Silent>() { 8 } else { 6 }, e.to_string()),
         };
         finish(svc, p, code, &msg);
     }
     result
 }
+
+/// A connection that sent nothing for the idle timeout (stream callback errcode 8).
+#[derive(Debug, thiserror::Error)]
+#[error("no data for {0} s")]
+struct Silent(u64);
 
 fn start_publish(
     svc: &Arc<MediaService>,
