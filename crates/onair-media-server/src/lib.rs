@@ -11,6 +11,7 @@
 //! * [`registry`]: published streams, the GOP cache and the per-stream broadcast ring
 //!   viewers read pre-muxed packets from (the subscription API other muxers use).
 //! * [`rtmp`]: the RTMP listener: publish (with `txSecret` auth) and play.
+//! * [`publish`]: a live publish of any protocol: checks, registry ingest, lifecycle.
 //! * [`hls`]: LL-HLS, live fMP4, recordings and snapshots; [`reply`]: its HTTP answers.
 //! * [`renditions`]: ffmpeg children publishing lower renditions back as streams.
 //! * [`hooks`]: stream callbacks to the business backend in the streaming service's
@@ -22,6 +23,7 @@
 pub mod edge;
 pub mod hls;
 pub mod hooks;
+pub mod publish;
 pub mod registry;
 pub mod renditions;
 pub mod reply;

@@ -20,8 +20,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
-use crate::registry::{Protocol, Publisher, Subscription};
-use crate::{MediaService, valid_stream_name};
+use crate::MediaService;
+use crate::publish::{EndReason, LivePublish};
+use crate::registry::{Protocol, Subscription};
 
 /// Accepts RTMP connections until shutdown.
 pub async fn serve(listener: TcpListener, svc: Arc<MediaService>, tasks: TaskTracker) {
@@ -66,20 +67,13 @@ pub async fn serve(listener: TcpListener, svc: Arc<MediaService>, tasks: TaskTra
     }
 }
 
-/// A publishing connection's stream, with whether the lifecycle "published" event
-/// went out (it waits for the first frame so codecs and size are known).
-struct Publishing {
-    publisher: Publisher,
-    announced: bool,
-}
-
 async fn handle(mut socket: TcpStream, addr: SocketAddr, svc: &Arc<MediaService>) -> anyhow::Result<()> {
     let idle = Duration::from_secs(svc.rtmp.idle_timeout_secs.max(1));
     let mut conn = ServerConn::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(8 * 1024);
     let mut app_query = String::new();
-    let mut publishing: Option<Publishing> = None;
+    let mut publishing: Option<LivePublish> = None;
     let result: anyhow::Result<()> = async {
         loop {
             let n = match tokio::time::timeout(idle, socket.read(&mut buf)).await {
@@ -107,13 +101,14 @@ async fn handle(mut socket: TcpStream, addr: SocketAddr, svc: &Arc<MediaService>
                     }
                     RtmpEvent::PublishRequested { request_id, key, .. } => {
                         let key = StreamKey::parse(&key, &app_query);
-                        match start_publish(svc, &key, addr) {
+                        match svc.begin_publish(&key, addr.ip().to_string()) {
                             Ok(p) => {
                                 conn.accept(request_id, &mut out)?;
                                 tracing::info!(%addr, stream = %key.name, "publishing");
-                                publishing = Some(Publishing { publisher: p, announced: false });
+                                publishing = Some(p);
                             }
-                            Err((code, why)) => {
+                            Err(refused) => {
+                                let (code, why) = ("NetStream.Publish.BadName", refused.to_string());
                                 tracing::warn!(%addr, stream = %key.name, reason = %why, "publish refused");
                                 metrics::counter!("onair_rtmp_refused_total", "reason" => "publish").increment(1);
                                 conn.reject(request_id, code, &why, &mut out)?;
@@ -157,18 +152,18 @@ async fn handle(mut socket: TcpStream, addr: SocketAddr, svc: &Arc<MediaService>
                     }
                     RtmpEvent::Metadata(meta) => {
                         if let Some(p) = &mut publishing {
-                            p.publisher.set_metadata(meta);
+                            p.set_metadata(meta);
                         }
                     }
                     RtmpEvent::Audio { timestamp, data } => {
-                        ingest(svc, &mut publishing, TrackKind::Audio, timestamp, data)?;
+                        ingest(&mut publishing, TrackKind::Audio, timestamp, data)?;
                     }
                     RtmpEvent::Video { timestamp, data } => {
-                        ingest(svc, &mut publishing, TrackKind::Video, timestamp, data)?;
+                        ingest(&mut publishing, TrackKind::Video, timestamp, data)?;
                     }
                     RtmpEvent::PublishFinished => {
                         if let Some(p) = publishing.take() {
-                            finish(svc, p, 1, "publisher stopped");
+                            p.finish(EndReason::Closed, "publisher stopped");
                         }
                     }
                     RtmpEvent::PlayFinished => {}
@@ -181,12 +176,12 @@ async fn handle(mut socket: TcpStream, addr: SocketAddr, svc: &Arc<MediaService>
     }
     .await;
     if let Some(p) = publishing.take() {
-        let (code, msg) = match &result {
-            Ok(()) => (1, "publisher closed the connection".to_string()),
-            // The streaming service's codes: 8 = no data, 6 = a protocol error.
-            Err(e) => (if e.is::<Silent>() { 8 } else { 6 }, e.to_string()),
+        let (reason, msg) = match &result {
+            Ok(()) => (EndReason::Closed, "publisher closed the connection".to_string()),
+            Err(e) if e.is::<Silent>() => (EndReason::NoData, e.to_string()),
+            Err(e) => (EndReason::ProtocolError, e.to_string()),
         };
-        finish(svc, p, code, &msg);
+        p.finish(reason, &msg);
     }
     result
 }
@@ -196,47 +191,15 @@ async fn handle(mut socket: TcpStream, addr: SocketAddr, svc: &Arc<MediaService>
 #[error("no data for {0} s")]
 struct Silent(u64);
 
-fn start_publish(
-    svc: &Arc<MediaService>,
-    key: &StreamKey,
-    addr: SocketAddr,
-) -> Result<Publisher, (&'static str, String)> {
-    if !valid_stream_name(&key.name) {
-        return Err(("NetStream.Publish.BadName", "invalid stream name".into()));
-    }
-    svc.check_push(key).map_err(|why| ("NetStream.Publish.BadName", format!("bad signature: {why}")))?;
-    svc.registry
-        .publish(&key.name, addr.ip().to_string(), key.query.clone())
-        .map_err(|e| ("NetStream.Publish.BadName", e.to_string()))
-}
-
-fn ingest(
-    svc: &MediaService,
-    publishing: &mut Option<Publishing>,
-    kind: TrackKind,
-    timestamp: u32,
-    data: Bytes,
-) -> anyhow::Result<()> {
+/// One audio/video message of a publishing connection (ignored before `publish`).
+fn ingest(publishing: &mut Option<LivePublish>, kind: TrackKind, timestamp: u32, data: Bytes) -> anyhow::Result<()> {
     let Some(p) = publishing else { return Ok(()) };
-    if let Err(e) = p.publisher.ingest(kind, timestamp, data) {
-        let name = p.publisher.stream().name.clone();
+    if let Err(e) = p.ingest(kind, timestamp, data) {
+        let name = p.stream().name.clone();
         tracing::warn!(stream = %name, error = %e, "unsupported media: disconnecting the publisher");
         anyhow::bail!("stream {name}: {e}");
     }
-    if !p.announced {
-        p.announced = true;
-        svc.hooks.published(p.publisher.stream());
-    }
     Ok(())
-}
-
-fn finish(svc: &MediaService, p: Publishing, code: u32, msg: &str) {
-    let stream = p.publisher.stream().clone();
-    tracing::info!(stream = %stream.name, reason = msg, "stream ended");
-    drop(p.publisher);
-    if p.announced {
-        svc.hooks.unpublished(&stream, code, msg);
-    }
 }
 
 /// A queue of shared buffers written with vectored writes (merged writes: one
