@@ -5,7 +5,7 @@
 //
 // ONAIR_BIN overrides the binary (default: $CARGO_TARGET_DIR or target, /debug/onair).
 
-import { test, before, after } from 'node:test';
+import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync } from 'node:fs';
@@ -85,16 +85,47 @@ async function adminApi(method, path, body) {
   return { status: res.status, json: text ? JSON.parse(text) : {} };
 }
 
-/** A new browser context (a new user: own session storage) with one page. */
-async function newPage(width = 1280, height = 800) {
-  const ctx = await browser.newContext({ viewport: { width, height } });
+/** Pages opened by the running test: their console must stay clean (see afterEach). */
+let testPages = [];
+
+/** Whether a URL is live media the player opens and aborts itself (a stop, a restart). */
+const isMedia = (url) => /\/(live|vod)\//.test(new URL(url).pathname);
+
+/**
+ * A new browser context (a new user: own session storage) with one page. Everything a
+ * user would see as noise in the console is collected in `page.errors`: uncaught
+ * errors, `console.error` (including Chromium's "Failed to load resource" for every
+ * 4xx/5xx), responses ≥ 400 and failed requests — except the player aborting its own
+ * media request. `page.allow(re)` accepts what a test provokes on purpose (a server
+ * restart). Every test ends by asserting that its pages' lists are empty.
+ */
+async function newPage(width = 1280, height = 800, options = {}) {
+  const ctx = await browser.newContext({ viewport: { width, height }, ...options });
   contexts.push(ctx);
   const page = await ctx.newPage();
   page.errors = [];
-  page.on('pageerror', (e) => page.errors.push(e.message));
-  page.on('console', (m) => m.type() === 'error' && !/Failed to load resource/.test(m.text()) && page.errors.push(m.text()));
+  page.allowed = [];
+  page.allow = (re) => page.allowed.push(re);
+  page.requests = [];
+  const add = (what) => page.allowed.some((re) => re.test(what)) || page.errors.push(what);
+  page.on('pageerror', (e) => add(`uncaught: ${e.message}`));
+  page.on('console', (m) => m.type() === 'error' && add(`console.error: ${m.text()} (${m.location()?.url ?? ''})`));
+  page.on('request', (r) => page.requests.push(r.url()));
+  page.on('response', (r) => r.status() >= 400 && add(`HTTP ${r.status()} ${r.request().method()} ${r.url()}`));
+  page.on('requestfailed', (r) => {
+    const why = r.failure()?.errorText ?? '';
+    if (why === 'net::ERR_ABORTED' && isMedia(r.url())) return;
+    add(`request failed: ${r.url()} ${why}`);
+  });
+  testPages.push(page);
   return page;
 }
+
+afterEach(() => {
+  const found = testPages.flatMap((p) => p.errors.map((e) => `${p.url()}: ${e}`));
+  testPages = [];
+  assert.deepEqual(found, [], 'the pages logged errors or failed requests');
+});
 
 /** Opens the watch page and waits until it can chat. */
 async function viewer(room = 'demo', size) {
@@ -148,10 +179,126 @@ test('the room list shows the demo room with its state and online count', async 
   const card = page.locator('.room-card[data-room="demo"]');
   await card.waitFor({ timeout: T });
   assert.equal(await card.locator('.name').textContent(), 'OnAir demo room');
-  assert.match(await card.locator('.viewers').textContent(), /👁 \d+/);
+  assert.match(await card.locator('.viewers').textContent(), /^\s*\d+/);
+  assert.equal(await card.locator('.viewers .ico-eye').count(), 1, 'the online count has its (SVG) eye');
   assert.ok((await card.locator('.badge').textContent()).length > 0);
   await shot(page, 'index');
   assert.deepEqual(page.errors, []);
+});
+
+const SIZES = [[390, 844, 'phone'], [1280, 800, 'desktop']];
+
+/**
+ * Geometry in the page: the document's width against the viewport's, and each
+ * `[selector, 'x'|'xy']` that is missing, empty, or not inside the viewport (horizontally,
+ * or both ways for 'xy').
+ */
+function layout(page, checks) {
+  return page.evaluate((checks) => {
+    const vw = window.innerWidth;
+    const vh = window.innerHeight;
+    const bad = [];
+    for (const [sel, axes] of checks) {
+      const e = document.querySelector(sel);
+      if (!e) {
+        bad.push(`${sel}: missing`);
+        continue;
+      }
+      const r = e.getBoundingClientRect();
+      const at = `${Math.round(r.left)},${Math.round(r.top)} ${Math.round(r.width)}×${Math.round(r.height)} in ${vw}×${vh}`;
+      if (r.width < 1 || r.height < 1) bad.push(`${sel}: empty (${at})`);
+      else if (r.left < 0 || r.right > vw + 0.5) bad.push(`${sel}: off screen sideways (${at})`);
+      else if (axes === 'xy' && (r.top < 0 || r.bottom > vh + 0.5)) bad.push(`${sel}: below or above the fold (${at})`);
+    }
+    return { scrollWidth: document.scrollingElement.scrollWidth, innerWidth: vw, bad };
+  }, checks);
+}
+
+/** Words under `root` that the layout broke over more than one line (a column squeezed to a letter). */
+function brokenWords(page, root) {
+  return page.evaluate((sel) => {
+    const out = [];
+    const walker = document.createTreeWalker(document.querySelector(sel), NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      for (const m of n.data.matchAll(/[^\s-]+/g)) {
+        const r = document.createRange();
+        r.setStart(n, m.index);
+        r.setEnd(n, m.index + m[0].length);
+        const lines = new Set([...r.getClientRects()].filter((x) => x.width > 0).map((x) => Math.round(x.top)));
+        if (lines.size > 1) out.push(m[0]);
+      }
+    }
+    return out;
+  }, root);
+}
+
+for (const [w, hgt, tag] of SIZES) {
+  test(`every page fits a ${tag} (${w}×${hgt}): no sideways scrolling, the important controls in view`, async () => {
+    const size = `${w}x${hgt}`;
+    const fits = async (page, name, checks) => {
+      const l = await layout(page, checks);
+      await page.screenshot({ path: join(artifacts, `${name}-${size}.png`) });
+      assert.ok(l.scrollWidth <= l.innerWidth, `${name} at ${size}: the page is ${l.scrollWidth}px wide in a ${l.innerWidth}px viewport`);
+      assert.deepEqual(l.bad, [], `${name} at ${size}`);
+    };
+    // The room list.
+    const idx = await newPage(w, hgt);
+    await idx.goto(base + '/');
+    await idx.locator('.room-card[data-room="demo"]').waitFor({ timeout: T });
+    await fits(idx, 'index', [['.room-card[data-room="demo"]', 'xy'], ['header.top a[href="/admin"]', 'xy']]);
+    // The watch page: title, chat input, send, gift bar and the coin balance all on the first screen.
+    const v = await viewer('demo', [w, hgt]);
+    await v.waitForFunction(() => /^\d/.test(document.getElementById('balance').textContent) && document.querySelector('#gifts .gift-btn'), null, { timeout: T });
+    await fits(v, 'room', [['#title', 'xy'], ['#video', 'xy'], ['#input', 'xy'], ['#sendBtn', 'xy'], ['#gifts .gift-btn', 'xy'], ['#balance', 'xy'], ['#like', 'xy']]);
+    const title = await v.evaluate(() => {
+      const t = document.getElementById('title');
+      return { text: t.textContent, width: t.getBoundingClientRect().width, full: t.scrollWidth };
+    });
+    assert.equal(title.text, 'OnAir demo room');
+    assert.ok(title.width >= 60, `the room title keeps room to be read (${title.width}px)`);
+    // The studio after the demo login: "Watch page" and "Log out" reachable, nothing wider than the screen.
+    const st = await newPage(w, hgt);
+    await st.goto(`${base}/studio/demo`);
+    await st.click('#demoLogin');
+    await st.locator('#console').waitFor({ state: 'visible', timeout: T });
+    await st.locator('#push .mono').first().waitFor({ timeout: T });
+    await fits(st, 'studio', [['#title', 'xy'], ['#watchLink', 'xy'], ['#logout', 'xy'], ['#push', 'x'], ['#lotteryForm', 'x']]);
+    await st.locator('#composer #input').scrollIntoViewIfNeeded();
+    const sl = await layout(st, [['#composer #input', 'xy'], ['#composer button', 'xy']]);
+    assert.deepEqual(sl.bad, [], `studio chat at ${size}`);
+    // The admin console: the rooms table reads word by word.
+    const ad = await newPage(w, hgt);
+    await ad.goto(`${base}/admin#identifier=administrator&usersig=${encodeURIComponent(adminSig)}`);
+    await ad.locator('#roomRows tr[data-room="demo"]').waitFor({ timeout: T });
+    await fits(ad, 'admin', [['#logout', 'xy'], ['#roomRows tr[data-room="demo"]', 'xy'], ['#roomRows tr[data-room="demo"] button.danger', 'xy'], ['#createRoom button', 'xy']]);
+    assert.deepEqual(await brokenWords(ad, '#roomRows'), [], 'no word in the rooms table is broken over lines');
+    for (const p of [idx, v, st, ad]) await p.context().close();
+  });
+}
+
+test('a fresh page has an empty console: no blind polling of streams that do not exist', async () => {
+  // Nothing is live yet (the demo room is upcoming): the pages must not ask for a
+  // stream, its stats or its snapshot, and must log nothing, through several of their
+  // refresh periods (room list 5 s, studio 3 s).
+  const room = (await adminApi('GET', '/api/v1/rooms/demo')).json;
+  assert.notEqual(room.state, 'live');
+  const idx = await newPage();
+  await idx.goto(base + '/');
+  const v = await viewer();
+  const st = await newPage();
+  await st.goto(`${base}/studio/demo`);
+  await st.click('#demoLogin');
+  await st.locator('#health', { hasText: 'no publisher' }).waitFor({ timeout: T });
+  const ad = await newPage();
+  await ad.goto(`${base}/admin#identifier=administrator&usersig=${encodeURIComponent(adminSig)}`);
+  await ad.locator('#roomRows tr[data-room="demo"]').waitFor({ timeout: T });
+  await idx.waitForTimeout(11000);
+  for (const p of [idx, v, st, ad]) {
+    const asked = p.requests.filter((u) => /\/api\/v1\/streams\/|snapshot\.jpg|\/live\//.test(u));
+    assert.deepEqual(asked, [], `${p.url()} asked for a stream that does not exist`);
+    assert.deepEqual(p.errors, [], `${p.url()}`);
+  }
+  for (const p of [idx, v, st, ad]) await p.context().close();
 });
 
 test('assets are served with content types and ETags (304 on revalidation)', async () => {
@@ -324,6 +471,50 @@ test('a gift appears in the other viewer with its combo', async (t) => {
   await shot(b, 'room-gift');
   await a.context().close();
   await b.context().close();
+});
+
+test('gifts have shipped SVG icons (or the catalog icon URL), and a big gift fills the stage', async (t) => {
+  if (!(await hasBusiness())) return t.skip('gifts are not in this build');
+  // A catalog entry with its own icon URL (here one of the shipped pictures, by URL).
+  assert.equal((await adminApi('PUT', '/api/v1/gifts/crownurl', { name: 'Crown', price: 2, icon: '/assets/gifts/crown.svg', animation: '' })).status, 200);
+  const a = await viewer();
+  const b = await viewer();
+  const c = await newPage(1280, 800, { reducedMotion: 'reduce' });
+  await c.goto(`${base}/room/demo`);
+  await c.waitForFunction(() => window.onair?.state === 'connected' && window.onair.roomId, null, { timeout: T });
+  await a.waitForFunction(() => document.querySelectorAll('#gifts .gift-btn img.gicon').length >= 2, null, { timeout: T });
+  const icons = await a.evaluate(async () => {
+    const imgs = [...document.querySelectorAll('#gifts .gift-btn img.gicon')];
+    await Promise.all(imgs.map((i) => (i.complete ? null : new Promise((r) => i.addEventListener('load', r, { once: true })))));
+    return imgs.map((i) => ({ gift: i.closest('.gift-btn').dataset.gift, src: new URL(i.src).pathname, w: i.naturalWidth }));
+  });
+  for (const i of icons) {
+    assert.match(i.src, /^\/assets\/gifts\/[a-z]+\.svg$/, `${i.gift}: a shipped SVG`);
+    assert.ok(i.w > 0, `${i.gift}: the picture loaded`);
+  }
+  assert.equal(icons.find((i) => i.gift === 'crownurl')?.src, '/assets/gifts/crown.svg', 'the catalog icon URL is used');
+  assert.equal(icons.find((i) => i.gift === 'rocket')?.src, '/assets/gifts/rocket.svg', 'the demo rocket (emoji icon) gets its SVG');
+  // A rocket (100 coins) is a big gift: the other viewers get the stage animation.
+  await a.locator('#gifts .gift-btn[data-gift="rocket"]').click();
+  await b.locator('#stage .bigfx[data-gift="rocket"] img.hero').waitFor({ timeout: T });
+  await b.waitForTimeout(700);
+  await b.locator('#stage').screenshot({ path: join(artifacts, 'room-big-gift.png') });
+  const moving = await b.evaluate(() => getComputedStyle(document.querySelector('.bigfx .hero')).animationName);
+  assert.equal(moving, 'launch');
+  // With reduced motion it is a fade, without rays or sparks.
+  await c.locator('#stage .bigfx[data-gift="rocket"]').waitFor({ timeout: T });
+  const calm = await c.evaluate(() => ({
+    hero: getComputedStyle(document.querySelector('.bigfx .hero')).animationName,
+    rays: getComputedStyle(document.querySelector('.bigfx .rays')).display,
+  }));
+  assert.deepEqual(calm, { hero: 'calm', rays: 'none' });
+  // A small gift is not.
+  await a.locator('#gifts .gift-btn[data-gift="rose"]').click();
+  await b.locator('#giftfx .combo img.gicon[src="/assets/gifts/rose.svg"]').first().waitFor({ timeout: T });
+  await b.waitForFunction(() => !document.querySelector('.bigfx'), null, { timeout: T });
+  await a.context().close();
+  await b.context().close();
+  await c.context().close();
 });
 
 test('the state banner follows the live state', async (t) => {
