@@ -47,9 +47,14 @@ export function pickMode(modes, player, forced) {
 }
 
 export class Player {
-  /** @param {HTMLVideoElement} video @param {(status: string) => void} [onStatus] */
-  constructor(video, onStatus = () => {}) {
+  /**
+   * @param {HTMLVideoElement} video @param {(status: string) => void} [onStatus]
+   * @param {{base?: string}} [opts] `base`: the OnAir server (`https://host:8080`) when the
+   * page is on another site; default the page's own origin.
+   */
+  constructor(video, onStatus = () => {}, opts = {}) {
     this.video = video;
+    this.base = (opts.base ?? '').replace(/\/$/, '');
     this.onStatus = onStatus;
     this.gen = 0;
     this.retryTimer = null;
@@ -106,7 +111,7 @@ export class Player {
   async onAir(stream) {
     if (!this.checkStreams) return true;
     try {
-      const r = await fetch('/api/v1/streams', { cache: 'no-store' });
+      const r = await fetch(`${this.base}/api/v1/streams`, { cache: 'no-store' });
       if (!r.ok) return true;
       return ((await r.json()).streams ?? []).some((s) => s.name === stream);
     } catch {
@@ -117,7 +122,7 @@ export class Player {
   /** The browser's own HLS player (only where there is no MediaSource). */
   playNativeHls(stream, gen) {
     this.note(`live ${stream}: native HLS`);
-    this.video.src = `/live/${encodeURIComponent(stream)}.m3u8`;
+    this.video.src = `${this.base}/live/${encodeURIComponent(stream)}.m3u8`;
     this.video.addEventListener('error', () => this.retry(gen, () => this.playLive(stream)), { once: true });
     // The browser's own HLS player keeps its own distance to the live edge (seeking
     // towards it is ignored, a faster playbackRate breaks it), so no edge keeping here.
@@ -129,11 +134,11 @@ export class Player {
     const enc = encodeURIComponent(stream);
     this.onStatus('connecting');
     this.note(`live ${stream}: fMP4 over MediaSource`);
-    this.fmp4(gen, `/live/${enc}.mp4`, stream)
+    this.fmp4(gen, `${this.base}/live/${enc}.mp4`, stream)
       .catch((e) => {
         if (gen !== this.gen) return;
         this.note(`fMP4 failed: ${e.message || e}; trying HLS over MediaSource`);
-        if (e && e.status === 404) return this.hlsMse(gen, `/live/${enc}.m3u8`, true);
+        if (e && e.status === 404) return this.hlsMse(gen, `${this.base}/live/${enc}.m3u8`, true);
         throw e;
       })
       .catch((e) => {
@@ -148,6 +153,7 @@ export class Player {
   playReplay(url) {
     const gen = this.reset();
     this.live = null;
+    if (url.startsWith('/')) url = this.base + url;
     const forced = this.forcedMode();
     const native = forced === 'hls' ? !!this.video.canPlayType(HLS_MIME) : !mediaSourceClass();
     this.note(`replay ${url}: ${native ? 'native HLS' : 'HLS over MediaSource'}`);
@@ -222,7 +228,7 @@ export class Player {
       initEnd = initSegmentEnd(head);
       if (head.length > 4 << 20) throw new Error('no init segment in the first 4 MiB');
     }
-    if (!codecs) codecs = await codecsFromJson(stream);
+    if (!codecs) codecs = await codecsFromJson(this.base, stream);
     if (!codecs) codecs = codecsFromInit(head.subarray(0, initEnd));
     const mime = `video/mp4; codecs="${codecs}"`;
     this.note(`fMP4 ${mime}, init ${initEnd} bytes`);
@@ -405,10 +411,10 @@ function codecsFromType(t) {
   return /codecs="?([^";]+)"?/i.exec(t || '')?.[1] ?? '';
 }
 
-/** `/live/{stream}.json`'s codec string, if the server has one. @param {string} stream */
-async function codecsFromJson(stream) {
+/** `/live/{stream}.json`'s codec string, if the server has one. @param {string} base @param {string} stream */
+async function codecsFromJson(base, stream) {
   try {
-    const r = await fetch(`/live/${encodeURIComponent(stream)}.json`);
+    const r = await fetch(`${base}/live/${encodeURIComponent(stream)}.json`);
     if (!r.ok) return '';
     const j = await r.json();
     if (typeof j.codecs === 'string') return j.codecs;
