@@ -48,19 +48,20 @@ async function load() {
 }
 
 /** A live stream's first thumbnail is taken ~`[media] snapshot_secs` (10 s) after it starts. */
-const FIRST_SNAPSHOT_SECS = 12;
+const FIRST_SNAPSHOT_SECS = 15;
 /** Streams whose snapshot failed to load, until when (ms): not asked again meanwhile. */
 const noSnapshot = new Map();
 
 function makeCard(r) {
-  const img = h('img', { alt: '', loading: 'lazy', class: 'hidden' });
+  // Transparent, not display:none, until a picture loads: a lazy image that is not laid out never loads.
+  const img = h('img', { alt: '', loading: 'lazy', class: 'pending' });
   const thumb = h('div', { class: 'thumb' }, h('span', { class: 'ph', text: (r.name || r.roomId).charAt(0).toUpperCase() }), img,
     h('span', { class: 'badge' }), h('span', { class: 'viewers' }));
   img.addEventListener('error', () => {
-    img.classList.add('hidden');
+    img.classList.add('pending');
     noSnapshot.set(img.dataset.stream, Date.now() + 60_000);
   });
-  img.addEventListener('load', () => img.classList.remove('hidden'));
+  img.addEventListener('load', () => img.classList.remove('pending'));
   return h('a', { class: 'room-card', href: `/room/${encodeURIComponent(r.roomId)}`, dataset: { room: r.roomId } }, thumb,
     h('div', { class: 'meta' }, h('div', { class: 'name' }), h('div', { class: 'dim intro' })));
 }

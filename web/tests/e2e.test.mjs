@@ -834,6 +834,18 @@ test('ffmpeg pushes a test stream and the watch page plays it', async (t) => {
       await page.locator('#video').screenshot({ path: join(artifacts, `${name}-video.png`) });
       await shot(page, name);
     }
+    // The room list shows the live room's thumbnail once the stream has had time to get
+    // one (and asks for none before: see the console test).
+    const idx = await newPage();
+    await idx.goto(base + '/');
+    const thumb = idx.locator('.room-card[data-room="onstage"] .thumb img');
+    await idx.waitForFunction(() => {
+      const img = document.querySelector('.room-card[data-room="onstage"] .thumb img');
+      return img && img.complete && img.naturalWidth > 0 && !img.classList.contains('pending');
+    }, null, { timeout: 30000 });
+    assert.match(await thumb.getAttribute('src'), /^\/live\/onstage\/snapshot\.jpg/);
+    await shot(idx, 'index-live');
+    await idx.context().close();
   } finally {
     ff.kill('SIGINT');
   }
