@@ -178,7 +178,7 @@ function renderBanner() {
     tick();
     if (at) countdownTimer = setInterval(tick, 1000);
     show(h('div', { class: 'big', text: 'Starting soon' }), at ? h('div', { class: 'dim', text: `Starts ${new Date(at * 1000).toLocaleString()}` }) : null, cd);
-  } else if (state === 'paused') show(h('div', { class: 'big', text: '⏸ Paused' }), h('div', { class: 'dim', text: 'The anchor will be right back.' }));
+  } else if (state === 'paused') show(h('div', { class: 'big', text: '‖ Paused' }), h('div', { class: 'dim', text: 'The anchor will be right back.' }));
   else if (state === 'ended' && lastStarted.startsWith('replay:')) {
     // The viewer chose the replay from the ended banner.
     banner.classList.add('hidden');

@@ -168,7 +168,7 @@ onair.on('event', (e) => {
   if (t) appendLine($('chat'), systemLine(t));
   if (e.type === 'muted') appendLine($('chat'), systemLine(e.mutedUntil ? `${e.userId} muted${e.mutedUntil >= PERMANENT ? '' : ` for ${fmtDuration(e.mutedUntil - Date.now() / 1000)}`}` : `${e.userId} can chat again`));
   if (e.type === 'kicked') appendLine($('chat'), systemLine(`${e.userId} removed${e.reason ? ` (${e.reason})` : ''}`));
-  if (e.type === 'gift') appendLine($('chat'), systemLine(`🎁 ${e.nick || e.from}: ${e.name || e.giftId} ×${e.combo ?? e.count}${e.end ? ' (combo end)' : ''}`));
+  if (e.type === 'gift') appendLine($('chat'), systemLine(`Gift: ${e.nick || e.from}: ${e.name || e.giftId} ×${e.combo ?? e.count}${e.end ? ' (combo end)' : ''}`));
   if (e.type === 'lottery') renderLottery(e);
   if (e.type === 'cohost') refreshCohost();
   if (onair.room) {
