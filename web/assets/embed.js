@@ -2,7 +2,7 @@
 // player without chat, for an <iframe> on another site. With a room it joins anonymously
 // (counted as a viewer, no login) and follows the room's live state by its events, like
 // the watch page; with a bare stream it plays that stream while it is on the air.
-import { h, $, client, safeUrl, STATE_LABEL } from '/assets/app.js';
+import { h, $, client, webConfig, safeUrl, STATE_LABEL } from '/assets/app.js';
 import { Player } from '/assets/player.js';
 
 const q = new URLSearchParams(location.search);
@@ -13,6 +13,8 @@ const player = new Player($('video'), (s) => {
   status = s;
   render();
 });
+// On a media edge, ask for the stream without looking in the stream list (see room.js).
+player.checkStreams = !(await webConfig()).mediaEdge;
 let room = null;
 let playing = false;
 let status = '';
