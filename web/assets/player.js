@@ -14,8 +14,18 @@ const HLS_MIME = 'application/vnd.apple.mpegurl';
 const MAX_LATENCY_S = 3;
 /** Where we land after a jump, behind the edge. */
 const TARGET_LATENCY_S = 0.8;
-/** Behind the edge by more than this (and less than MAX_LATENCY_S): play a little faster. */
-const CATCHUP_LATENCY_S = 1.0;
+/**
+ * The least media kept ahead of playback. Parts arrive whole (0.5 s of media at once),
+ * so what is ahead swings between its low point, just before a part lands, and that
+ * plus a part. When the low point over the last CUSHION_WINDOW_MS stays above this, we
+ * are later than we need to be: play a little faster until it is not. (A fixed
+ * threshold on the current distance let playback sit ~0.9 s behind for good when it
+ * happened to start there.)
+ */
+const CUSHION_S = 0.25;
+const CUSHION_WINDOW_MS = 3000;
+/** How often the edge is checked. */
+const EDGE_TICK_MS = 250;
 /** The faster rate: 5 % is not audible as a pitch change (browsers keep the pitch). */
 const CATCHUP_RATE = 1.05;
 
@@ -304,6 +314,8 @@ export class Player {
   /** Jumps to near the live edge when playback falls behind; trims old buffer. */
   keepLiveEdge(gen, sb) {
     clearInterval(this.edgeTimer);
+    /** Distances to the buffered edge over the last CUSHION_WINDOW_MS. */
+    const recent = [];
     this.edgeTimer = setInterval(() => {
       if (gen !== this.gen) return;
       const v = this.video;
@@ -311,10 +323,18 @@ export class Player {
       if (!b.length) return;
       const end = b.end(b.length - 1);
       const behind = end - v.currentTime;
-      if (behind > MAX_LATENCY_S || v.currentTime < b.start(0)) v.currentTime = Math.max(b.start(b.length - 1), end - TARGET_LATENCY_S);
+      if (behind > MAX_LATENCY_S || v.currentTime < b.start(0)) {
+        v.currentTime = Math.max(b.start(b.length - 1), end - TARGET_LATENCY_S);
+        recent.length = 0;
+      }
       // Drift back towards the edge without a jump (a stall, a slow start leave us a bit
       // behind for good otherwise); only live, replays play at their speed.
-      else if (this.live) v.playbackRate = behind > CATCHUP_LATENCY_S ? CATCHUP_RATE : 1;
+      else if (this.live) {
+        recent.push(behind);
+        if (recent.length > CUSHION_WINDOW_MS / EDGE_TICK_MS) recent.shift();
+        const full = recent.length >= CUSHION_WINDOW_MS / EDGE_TICK_MS;
+        v.playbackRate = full && Math.min(...recent) > CUSHION_S && !v.paused ? CATCHUP_RATE : 1;
+      }
       if (v.paused && v.readyState >= 2 && this.live) v.play().catch(() => {});
       if (v.currentTime > 0 && !v.paused) this.onStatus('playing');
       if (!sb.updating && v.currentTime - b.start(0) > 30) {
@@ -324,7 +344,7 @@ export class Player {
           /* the buffer changed under us; next tick */
         }
       }
-    }, 1000);
+    }, EDGE_TICK_MS);
   }
 }
 

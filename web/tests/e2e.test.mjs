@@ -649,11 +649,14 @@ function clockFrame(ms) {
 /**
  * Publishes the clock over RTMP to `url` with ffmpeg (x264 ultrafast/zerolatency, 25 fps,
  * 1 s GOP, AAC tone), one frame every 40 ms made at the moment it is sent.
+ * `ONAIR_LATENCY_VIDEO_ONLY=1` leaves the tone out: ffmpeg interleaving the `-re` tone
+ * with the piped pictures itself holds video back (~0.4 s on RTMP play of the same push,
+ * BENCHMARKS.md), which a real encoder timing both from one clock does not.
  */
 function pushClock(url) {
-  const ff = spawn('ffmpeg', ['-v', 'error', '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${CLOCK.w}x${CLOCK.h}`, '-r', '25', '-i', 'pipe:0',
-    '-re', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
-    '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '25', '-pix_fmt', 'yuv420p', '-crf', '18', '-c:a', 'aac',
+  const audio = process.env.ONAIR_LATENCY_VIDEO_ONLY ? [] : ['-re', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100'];
+  const ff = spawn('ffmpeg', ['-v', 'error', '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${CLOCK.w}x${CLOCK.h}`, '-r', '25', '-i', 'pipe:0', ...audio,
+    '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '25', '-pix_fmt', 'yuv420p', '-crf', '18', ...(audio.length ? ['-c:a', 'aac'] : ['-an']),
     '-f', 'flv', url], { stdio: ['pipe', 'ignore', 'pipe'] });
   ff.err = '';
   ff.stderr.on('data', (d) => (ff.err += d));
