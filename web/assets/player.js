@@ -24,9 +24,21 @@ const TARGET_LATENCY_S = 0.8;
  */
 const CUSHION_S = 0.25;
 const CUSHION_WINDOW_MS = 3000;
+/** Further behind than the cushion by this much: catch up faster. */
+const FAR_S = 0.5;
+const FAR_RATE = 1.1;
+/**
+ * The stream starts at its last keyframe, up to a GOP (1-2 s) old. During the first
+ * START_MS, when more than START_FAR_S is buffered ahead, playback skips to
+ * START_BEHIND_S before the edge, as far behind as Chromium settles with audio anyway
+ * (seeking closer only made it wait there, with a stall).
+ */
+const START_MS = 2500;
+const START_FAR_S = 1.0;
+const START_BEHIND_S = 0.7;
 /** How often the edge is checked. */
 const EDGE_TICK_MS = 250;
-/** The faster rate: 5 % is not audible as a pitch change (browsers keep the pitch). */
+/** The faster rate: 5 % (10 % when far) is hardly audible (browsers keep the pitch). */
 const CATCHUP_RATE = 1.05;
 
 /** The MediaSource constructor this browser has: standard, else Safari's managed one. */
@@ -316,6 +328,7 @@ export class Player {
     clearInterval(this.edgeTimer);
     /** Distances to the buffered edge over the last CUSHION_WINDOW_MS. */
     const recent = [];
+    const startUntil = performance.now() + START_MS;
     this.edgeTimer = setInterval(() => {
       if (gen !== this.gen) return;
       const v = this.video;
@@ -323,7 +336,10 @@ export class Player {
       if (!b.length) return;
       const end = b.end(b.length - 1);
       const behind = end - v.currentTime;
-      if (behind > MAX_LATENCY_S || v.currentTime < b.start(0)) {
+      if (this.live && performance.now() < startUntil && v.readyState >= 2 && behind > START_FAR_S) {
+        v.currentTime = end - START_BEHIND_S;
+        recent.length = 0;
+      } else if (behind > MAX_LATENCY_S || v.currentTime < b.start(0)) {
         v.currentTime = Math.max(b.start(b.length - 1), end - TARGET_LATENCY_S);
         recent.length = 0;
       }
@@ -333,7 +349,8 @@ export class Player {
         recent.push(behind);
         if (recent.length > CUSHION_WINDOW_MS / EDGE_TICK_MS) recent.shift();
         const full = recent.length >= CUSHION_WINDOW_MS / EDGE_TICK_MS;
-        v.playbackRate = full && Math.min(...recent) > CUSHION_S && !v.paused ? CATCHUP_RATE : 1;
+        const low = full && !v.paused ? Math.min(...recent) : 0;
+        v.playbackRate = low > CUSHION_S + FAR_S ? FAR_RATE : low > CUSHION_S ? CATCHUP_RATE : 1;
       }
       if (v.paused && v.readyState >= 2 && this.live) v.play().catch(() => {});
       if (v.currentTime > 0 && !v.paused) this.onStatus('playing');

@@ -648,24 +648,33 @@ function clockFrame(ms) {
 
 /**
  * Publishes the clock over RTMP to `url` with ffmpeg (x264 ultrafast/zerolatency, 25 fps,
- * 1 s GOP, AAC tone), one frame every 40 ms made at the moment it is sent.
- * `ONAIR_LATENCY_VIDEO_ONLY=1` leaves the tone out: ffmpeg interleaving the `-re` tone
- * with the piped pictures itself holds video back (~0.4 s on RTMP play of the same push,
- * BENCHMARKS.md), which a real encoder timing both from one clock does not.
+ * 1 s GOP, AAC): every 40 ms one picture made at that moment, and 40 ms of a 440 Hz
+ * tone made here too (into fd 3), so both streams are timed by one clock as a real
+ * encoder's are. (ffmpeg's own `-re` sine next to piped pictures holds the video back
+ * by ~0.4 s: BENCHMARKS.md.) `ONAIR_LATENCY_VIDEO_ONLY=1` sends no audio.
  */
 function pushClock(url) {
-  const audio = process.env.ONAIR_LATENCY_VIDEO_ONLY ? [] : ['-re', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100'];
-  const ff = spawn('ffmpeg', ['-v', 'error', '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${CLOCK.w}x${CLOCK.h}`, '-r', '25', '-i', 'pipe:0', ...audio,
-    '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '25', '-pix_fmt', 'yuv420p', '-crf', '18', ...(audio.length ? ['-c:a', 'aac'] : ['-an']),
-    '-f', 'flv', url], { stdio: ['pipe', 'ignore', 'pipe'] });
+  const withAudio = !process.env.ONAIR_LATENCY_VIDEO_ONLY;
+  const ff = spawn('ffmpeg', ['-v', 'error', '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${CLOCK.w}x${CLOCK.h}`, '-r', '25', '-i', 'pipe:0',
+    ...(withAudio ? ['-f', 's16le', '-ar', '44100', '-ac', '1', '-i', 'pipe:3'] : []),
+    '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '25', '-pix_fmt', 'yuv420p', '-crf', '18', ...(withAudio ? ['-c:a', 'aac'] : ['-an']),
+    '-f', 'flv', url], { stdio: ['pipe', 'ignore', 'pipe', 'pipe'] });
   ff.err = '';
   ff.stderr.on('data', (d) => (ff.err += d));
   ff.stdin.on('error', () => {});
+  ff.stdio[3].on('error', () => {});
+  let sample = 0;
+  const tone = () => {
+    const b = Buffer.alloc(1764 * 2); // 40 ms at 44.1 kHz
+    for (let i = 0; i < 1764; i++, sample++) b.writeInt16LE(Math.round(Math.sin((2 * Math.PI * 440 * sample) / 44100) * 8000), i * 2);
+    return b;
+  };
   const t0 = Date.now();
   let n = 0;
   const tick = () => {
     if (ff.exitCode !== null || ff.stdin.destroyed) return;
     ff.stdin.write(clockFrame(Date.now()));
+    if (withAudio) ff.stdio[3].write(tone());
     n += 1;
     ff.timer = setTimeout(tick, Math.max(0, t0 + n * 40 - Date.now()));
   };
@@ -673,6 +682,7 @@ function pushClock(url) {
   ff.stop = () => {
     clearTimeout(ff.timer);
     ff.stdin.end();
+    ff.stdio[3].end();
     ff.kill('SIGINT');
   };
   return ff;
@@ -716,6 +726,9 @@ function measureInPage(page, secs, warmup) {
     const lat = [];
     const behind = [];
     let bad = 0;
+    let stalls = 0;
+    const rates = new Set();
+    v.addEventListener('waiting', () => (stalls += 1));
     const end = Date.now() + secs * 1000;
     await new Promise((done) => {
       const frame = () => {
@@ -724,13 +737,14 @@ function measureInPage(page, secs, warmup) {
         if (shown === null) bad += 1;
         else lat.push(((now >>> 0) - shown + 2 ** 32) % 2 ** 32);
         if (v.buffered.length) behind.push(v.buffered.end(v.buffered.length - 1) - v.currentTime);
+        rates.add(v.playbackRate);
         if (now < end) v.requestVideoFrameCallback(frame);
         else done();
       };
       v.requestVideoFrameCallback(frame);
     });
     behind.sort((a, b) => a - b);
-    return { lat: lat.sort((a, b) => a - b), bad, behind: behind[Math.floor(behind.length / 2)] ?? -1 };
+    return { lat: lat.sort((a, b) => a - b), bad, behind: behind[Math.floor(behind.length / 2)] ?? -1, stalls, rates: [...rates].sort() };
   }, { secs, warmup, C: CLOCK });
 }
 
@@ -752,14 +766,14 @@ test('glass-to-glass: the default player shows a clock pushed by ffmpeg within 3
     });
     const results = await Promise.all(pages.map(async ([name, page]) => {
       await page.waitForFunction(() => document.getElementById('video').currentTime > 0.5, null, { timeout: 30000 });
-      const r = await measureInPage(page, 10, 3);
+      const r = await measureInPage(page, Number(process.env.ONAIR_LATENCY_SECS) || 10, 3);
       const mode = await page.evaluate(() => window.player.mode);
       await page.locator('#video').screenshot({ path: join(artifacts, `latency-${name.replace(/\W+/g, '-')}.png`) });
       return { name, mode, ...r };
     }));
     for (const r of results) {
       const line = r.lat.length ? `median ${pct(r.lat, 0.5)} ms, p10 ${pct(r.lat, 0.1)}, p90 ${pct(r.lat, 0.9)}, max ${r.lat.at(-1)}` : 'nothing read';
-      console.log(`glass-to-glass ${r.name} (${r.mode}): ${line}; ${r.lat.length} frames read, ${r.bad} unreadable; median ${r.behind.toFixed(2)} s behind the buffered edge`);
+      console.log(`glass-to-glass ${r.name} (${r.mode}): ${line}; ${r.lat.length} frames read, ${r.bad} unreadable; median ${r.behind.toFixed(2)} s behind the buffered edge; ${r.stalls} stalls; playback rates ${r.rates.join('/')}`);
     }
     const def = results[0];
     assert.equal(def.mode, 'mse', 'Chromium plays MediaSource by default');
