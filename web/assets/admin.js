@@ -3,6 +3,7 @@
 // app admin's UserSig in the X-OnAir-Identifier / X-OnAir-UserSig headers.
 import { h, $, toast, client, loadCreds, saveCreds, credsFromHash, fmtCount, fmtDuration, STATE_LABEL } from '/assets/app.js';
 import { randomKey } from '/sdk/onair.js';
+import { giftImg } from '/assets/gifts.js';
 
 const onair = await client();
 const enc = encodeURIComponent;
@@ -21,7 +22,7 @@ async function start() {
     return $('login').classList.remove('hidden');
   }
   saveCreds('admin', creds);
-  $('who').textContent = `👤 ${creds.userId}`;
+  $('who').replaceChildren(h('i', { class: 'ico ico-user' }), ` ${creds.userId}`);
   $('logout').classList.remove('hidden');
   $('console').classList.remove('hidden');
   await loadRooms();
@@ -61,7 +62,7 @@ async function loadRooms() {
     h('td', {}, h('div', { text: r.name || r.roomId }), h('div', { class: 'dim mono', text: r.roomId })),
     h('td', { text: r.owner }),
     h('td', {}, h('span', { class: `badge ${r.state || ''}`, text: STATE_LABEL[r.state || ''] ?? r.state })),
-    h('td', { text: fmtCount(r.online ?? 0) }),
+    h('td', { class: 'wide-only', text: fmtCount(r.online ?? 0) }),
     h('td', {}, h('div', { class: 'row' }, h('a', { class: 'pill', href: `/room/${enc(r.roomId)}`, target: '_blank', text: 'Watch' }),
       h('a', { class: 'pill', href: `/studio/${enc(r.roomId)}`, target: '_blank', text: 'Studio' }),
       h('button', { class: 'small danger', text: 'Destroy', onclick: () => destroy(r.roomId) }))))));
@@ -173,8 +174,8 @@ $('notifySend').addEventListener('click', async () => {
 async function loadGifts() {
   try {
     const r = await onair.gifts();
-    $('giftRows').replaceChildren(...(r.gifts ?? []).map((g) => h('tr', {}, h('td', { class: 'mono', text: g.giftId }), h('td', { text: `${g.icon && !String(g.icon).includes('/') ? g.icon + ' ' : ''}${g.name}` }),
-      h('td', { text: `🪙 ${g.price}` }), h('td', {}, h('button', { class: 'small danger', text: 'Delete', onclick: () => onair.api('DELETE', `/api/v1/gifts/${enc(g.giftId)}`).then(loadGifts, fail) })))));
+    $('giftRows').replaceChildren(...(r.gifts ?? []).map((g) => h('tr', {}, h('td', { class: 'mono', text: g.giftId }), h('td', {}, giftImg(g, 'gicon-sm'), ` ${g.name}`),
+      h('td', {}, h('i', { class: 'ico-coin' }), ` ${g.price}`), h('td', {}, h('button', { class: 'small danger', text: 'Delete', onclick: () => onair.api('DELETE', `/api/v1/gifts/${enc(g.giftId)}`).then(loadGifts, fail) })))));
   } catch (e) {
     $('giftRows').replaceChildren(h('tr', {}, h('td', { class: 'dim', text: e.status === 404 ? 'Gifts are not available on this server yet.' : e.message })));
   }

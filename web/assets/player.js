@@ -1,23 +1,89 @@
-// The watch page's player. Live: native HLS (`/live/{stream}.m3u8`) where the browser
-// plays it, else MediaSource fed with OnAir's live fMP4 stream (`/live/{stream}.mp4`),
-// kept near the live edge; when that stream is not there, MediaSource fed from the
-// fMP4 HLS playlist. Replay: the recording's VOD HLS the same way.
+// The watch page's player. Live, in this order of preference:
+//  1. MediaSource (or Safari's ManagedMediaSource) fed with OnAir's live fMP4 stream
+//     (`/live/{stream}.mp4`), kept near the live edge: the low-latency path (~1 s
+//     glass-to-glass in Chromium, see BENCHMARKS.md "Web player: glass-to-glass");
+//     when that stream is not there, MediaSource fed from the fMP4 HLS playlist.
+//  2. The browser's own HLS (`/live/{stream}.m3u8`) only where there is no MediaSource
+//     at all (iOS Safari before 17.1): whole segments, several seconds behind.
+// `?player=mse|hls` in the page URL forces one. A WebRTC (WHEP) mode slots in as one
+// more entry of MODES, tried first once the server has a WHEP endpoint.
+// Replay: the recording's VOD HLS the same way (MediaSource first).
 
 const HLS_MIME = 'application/vnd.apple.mpegurl';
 /** Further behind the live edge than this and we jump forward. */
 const MAX_LATENCY_S = 3;
 /** Where we land after a jump, behind the edge. */
 const TARGET_LATENCY_S = 0.8;
+/**
+ * The least media kept ahead of playback. Parts arrive whole (0.5 s of media at once),
+ * so what is ahead swings between its low point, just before a part lands, and that
+ * plus a part. When the low point over the last CUSHION_WINDOW_MS stays above this, we
+ * are later than we need to be: play a little faster until it is not. (A fixed
+ * threshold on the current distance let playback sit ~0.9 s behind for good when it
+ * happened to start there.)
+ */
+const CUSHION_S = 0.25;
+const CUSHION_WINDOW_MS = 3000;
+/** Further behind than the cushion by this much: catch up faster. */
+const FAR_S = 0.5;
+const FAR_RATE = 1.1;
+/**
+ * The stream starts at its last keyframe, up to a GOP (1-2 s) old. During the first
+ * START_MS, when more than START_FAR_S is buffered ahead, playback skips to
+ * START_BEHIND_S before the edge, as far behind as Chromium settles with audio anyway
+ * (seeking closer only made it wait there, with a stall).
+ */
+const START_MS = 2500;
+const START_FAR_S = 1.0;
+const START_BEHIND_S = 0.7;
+/** How often the edge is checked. */
+const EDGE_TICK_MS = 250;
+/** The faster rate: 5 % (10 % when far) is hardly audible (browsers keep the pitch). */
+const CATCHUP_RATE = 1.05;
+
+/** The MediaSource constructor this browser has: standard, else Safari's managed one. */
+export function mediaSourceClass() {
+  return globalThis.MediaSource ?? globalThis.ManagedMediaSource ?? null;
+}
+
+/**
+ * The live playback modes, best first. `available(player)` says whether this browser
+ * (and server) can use it; the first available wins unless the URL forces one.
+ * WHEP goes here as `{ name: 'whep', available: …, play: (p, stream, gen) => … }` before
+ * `mse` when the server offers it (the room or `/live/{s}.json` will say so).
+ */
+export const MODES = [
+  { name: 'mse', available: () => !!mediaSourceClass(), play: (p, stream, gen) => p.playMse(stream, gen) },
+  { name: 'hls', available: (p) => !!p.video.canPlayType(HLS_MIME), play: (p, stream, gen) => p.playNativeHls(stream, gen) },
+];
+
+/**
+ * The live mode to use: the forced one (`?player=NAME`) when available, else the first
+ * available. Pure, for tests. @param {{name: string, available: (p: any) => boolean}[]} modes
+ * @param {any} player @param {string|null} forced
+ */
+export function pickMode(modes, player, forced) {
+  const f = forced && modes.find((m) => m.name === forced);
+  if (f && f.available(player)) return f;
+  return modes.find((m) => m.available(player)) ?? null;
+}
 
 export class Player {
-  /** @param {HTMLVideoElement} video @param {(status: string) => void} [onStatus] */
-  constructor(video, onStatus = () => {}) {
+  /**
+   * @param {HTMLVideoElement} video @param {(status: string) => void} [onStatus]
+   * @param {{base?: string}} [opts] `base`: the OnAir server (`https://host:8080`) when the
+   * page is on another site; default the page's own origin.
+   */
+  constructor(video, onStatus = () => {}, opts = {}) {
     this.video = video;
+    this.base = (opts.base ?? '').replace(/\/$/, '');
     this.onStatus = onStatus;
     this.gen = 0;
     this.retryTimer = null;
     this.edgeTimer = null;
     this.abort = null;
+    /** Ask the stream list before requesting a stream (see `onAir`); off on media edges. */
+    this.checkStreams = true;
     /** Recent decisions and errors, for debugging (`player.log`). */
     this.log = [];
   }
@@ -27,37 +93,74 @@ export class Player {
     if (this.log.length > 50) this.log.shift();
   }
 
-  /** Whether the browser plays HLS by itself (`?player=mse` in the page URL forces MediaSource). */
-  nativeHls() {
-    if (new URLSearchParams(location.search).get('player') === 'mse' && window.MediaSource) return false;
-    return !!this.video.canPlayType(HLS_MIME);
+  /** The forced mode from the page URL (`?player=mse|hls`), or null. */
+  forcedMode() {
+    return new URLSearchParams(location.search).get('player');
   }
 
-  /** Plays the live stream `stream`, retrying until `stop`. @param {string} stream */
-  playLive(stream) {
+  /**
+   * Plays the live stream `stream`, retrying until `stop`. A stream this server does
+   * not have (a room set live by hand, a publisher that just left) is not requested:
+   * that would be a 404 in the console every retry. We wait for it in the stream list
+   * (quietly, every 10 s) or for `playLive` again (the page calls it on the room's
+   * `stream` event). @param {string} stream
+   */
+  async playLive(stream) {
     const gen = this.reset();
     this.live = stream;
+    const mode = pickMode(MODES, this, this.forcedMode());
+    if (!mode) {
+      this.onStatus('This browser cannot play live video (no MediaSource, no HLS).');
+      return;
+    }
+    this.mode = mode.name;
+    if (!(await this.onAir(stream))) {
+      if (gen !== this.gen) return;
+      this.note(`live ${stream}: not on this server yet`);
+      this.onStatus('waiting for the stream…');
+      this.retry(gen, () => this.playLive(stream), 10000);
+      return;
+    }
+    if (gen === this.gen) mode.play(this, stream, gen);
+  }
+
+  /**
+   * Whether this server has the stream now (`GET /api/v1/streams` answers 200 however
+   * many there are). Media edges start a pull on the first request for a stream they
+   * do not have yet, so there the page sets `checkStreams = false` and we just ask.
+   * @param {string} stream
+   */
+  async onAir(stream) {
+    if (!this.checkStreams) return true;
+    try {
+      const r = await fetch(`${this.base}/api/v1/streams`, { cache: 'no-store' });
+      if (!r.ok) return true;
+      return ((await r.json()).streams ?? []).some((s) => s.name === stream);
+    } catch {
+      return true;
+    }
+  }
+
+  /** The browser's own HLS player (only where there is no MediaSource). */
+  playNativeHls(stream, gen) {
+    this.note(`live ${stream}: native HLS`);
+    this.video.src = `${this.base}/live/${encodeURIComponent(stream)}.m3u8`;
+    this.video.addEventListener('error', () => this.retry(gen, () => this.playLive(stream)), { once: true });
+    // The browser's own HLS player keeps its own distance to the live edge (seeking
+    // towards it is ignored, a faster playbackRate breaks it), so no edge keeping here.
+    this.autoplay();
+  }
+
+  /** Live fMP4 over MediaSource; the fMP4 HLS playlist over MediaSource if that fails with 404. */
+  playMse(stream, gen) {
     const enc = encodeURIComponent(stream);
-    if (this.nativeHls()) {
-      this.note(`live ${stream}: native HLS`);
-      this.video.src = `/live/${enc}.m3u8`;
-      this.video.addEventListener('error', () => this.retry(gen, () => this.playLive(stream)), { once: true });
-      // The browser's own HLS player keeps its own distance to the live edge (seeking
-      // towards it is ignored, a faster playbackRate breaks it), so no edge keeping here.
-      this.autoplay();
-      return;
-    }
-    if (!window.MediaSource) {
-      this.onStatus('This browser cannot play live video (no HLS, no MediaSource).');
-      return;
-    }
     this.onStatus('connecting');
     this.note(`live ${stream}: fMP4 over MediaSource`);
-    this.fmp4(gen, `/live/${enc}.mp4`, stream)
+    this.fmp4(gen, `${this.base}/live/${enc}.mp4`, stream)
       .catch((e) => {
         if (gen !== this.gen) return;
         this.note(`fMP4 failed: ${e.message || e}; trying HLS over MediaSource`);
-        if (e && e.status === 404) return this.hlsMse(gen, `/live/${enc}.m3u8`, true);
+        if (e && e.status === 404) return this.hlsMse(gen, `${this.base}/live/${enc}.m3u8`, true);
         throw e;
       })
       .catch((e) => {
@@ -68,12 +171,15 @@ export class Player {
       });
   }
 
-  /** Plays a recording (VOD HLS URL). @param {string} url */
+  /** Plays a recording (VOD HLS URL): MediaSource where there is one, else native HLS. @param {string} url */
   playReplay(url) {
     const gen = this.reset();
     this.live = null;
-    this.note(`replay ${url}: ${this.nativeHls() ? 'native HLS' : 'HLS over MediaSource'}`);
-    if (this.nativeHls()) {
+    if (url.startsWith('/')) url = this.base + url;
+    const forced = this.forcedMode();
+    const native = forced === 'hls' ? !!this.video.canPlayType(HLS_MIME) : !mediaSourceClass();
+    this.note(`replay ${url}: ${native ? 'native HLS' : 'HLS over MediaSource'}`);
+    if (native) {
       this.video.src = url;
       this.autoplay();
       return;
@@ -102,10 +208,10 @@ export class Player {
     return this.gen;
   }
 
-  retry(gen, fn) {
+  retry(gen, fn, ms = 2000) {
     if (gen !== this.gen) return;
     clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => gen === this.gen && fn(), 2000);
+    this.retryTimer = setTimeout(() => gen === this.gen && fn(), ms);
   }
 
   autoplay() {
@@ -116,7 +222,11 @@ export class Player {
 
   /** A MediaSource attached to the video, open. */
   async openSource() {
-    const ms = new MediaSource();
+    const MS = mediaSourceClass();
+    const ms = new MS();
+    // Safari's ManagedMediaSource plays only with remote playback (AirPlay) off or an
+    // AirPlay alternative; we have none for a blob URL.
+    if (MS !== globalThis.MediaSource) this.video.disableRemotePlayback = true;
     this.video.src = URL.createObjectURL(ms);
     await new Promise((r) => ms.addEventListener('sourceopen', r, { once: true }));
     return ms;
@@ -140,11 +250,11 @@ export class Player {
       initEnd = initSegmentEnd(head);
       if (head.length > 4 << 20) throw new Error('no init segment in the first 4 MiB');
     }
-    if (!codecs) codecs = await codecsFromJson(stream);
+    if (!codecs) codecs = await codecsFromJson(this.base, stream);
     if (!codecs) codecs = codecsFromInit(head.subarray(0, initEnd));
     const mime = `video/mp4; codecs="${codecs}"`;
     this.note(`fMP4 ${mime}, init ${initEnd} bytes`);
-    if (!MediaSource.isTypeSupported(mime)) throw new Error(`unsupported: ${mime}`);
+    if (!mediaSourceClass().isTypeSupported(mime)) throw new Error(`unsupported: ${mime}`);
     if (gen !== this.gen) return;
     const ms = await this.openSource();
     const sb = ms.addSourceBuffer(mime);
@@ -175,7 +285,7 @@ export class Player {
     const init = await fetchBytes(new URL(pl.map, base).href);
     const codecs = codecsFromInit(init);
     const mime = `video/mp4; codecs="${codecs}"`;
-    if (!MediaSource.isTypeSupported(mime)) throw new Error(`unsupported: ${mime}`);
+    if (!mediaSourceClass().isTypeSupported(mime)) throw new Error(`unsupported: ${mime}`);
     if (gen !== this.gen) return;
     const ms = await this.openSource();
     const sb = ms.addSourceBuffer(mime);
@@ -216,13 +326,32 @@ export class Player {
   /** Jumps to near the live edge when playback falls behind; trims old buffer. */
   keepLiveEdge(gen, sb) {
     clearInterval(this.edgeTimer);
+    /** Distances to the buffered edge over the last CUSHION_WINDOW_MS. */
+    const recent = [];
+    const startUntil = performance.now() + START_MS;
     this.edgeTimer = setInterval(() => {
       if (gen !== this.gen) return;
       const v = this.video;
       const b = v.buffered;
       if (!b.length) return;
       const end = b.end(b.length - 1);
-      if (end - v.currentTime > MAX_LATENCY_S || v.currentTime < b.start(0)) v.currentTime = Math.max(b.start(b.length - 1), end - TARGET_LATENCY_S);
+      const behind = end - v.currentTime;
+      if (this.live && performance.now() < startUntil && v.readyState >= 2 && behind > START_FAR_S) {
+        v.currentTime = end - START_BEHIND_S;
+        recent.length = 0;
+      } else if (behind > MAX_LATENCY_S || v.currentTime < b.start(0)) {
+        v.currentTime = Math.max(b.start(b.length - 1), end - TARGET_LATENCY_S);
+        recent.length = 0;
+      }
+      // Drift back towards the edge without a jump (a stall, a slow start leave us a bit
+      // behind for good otherwise); only live, replays play at their speed.
+      else if (this.live) {
+        recent.push(behind);
+        if (recent.length > CUSHION_WINDOW_MS / EDGE_TICK_MS) recent.shift();
+        const full = recent.length >= CUSHION_WINDOW_MS / EDGE_TICK_MS;
+        const low = full && !v.paused ? Math.min(...recent) : 0;
+        v.playbackRate = low > CUSHION_S + FAR_S ? FAR_RATE : low > CUSHION_S ? CATCHUP_RATE : 1;
+      }
       if (v.paused && v.readyState >= 2 && this.live) v.play().catch(() => {});
       if (v.currentTime > 0 && !v.paused) this.onStatus('playing');
       if (!sb.updating && v.currentTime - b.start(0) > 30) {
@@ -232,7 +361,7 @@ export class Player {
           /* the buffer changed under us; next tick */
         }
       }
-    }, 1000);
+    }, EDGE_TICK_MS);
   }
 }
 
@@ -319,10 +448,10 @@ function codecsFromType(t) {
   return /codecs="?([^";]+)"?/i.exec(t || '')?.[1] ?? '';
 }
 
-/** `/live/{stream}.json`'s codec string, if the server has one. @param {string} stream */
-async function codecsFromJson(stream) {
+/** `/live/{stream}.json`'s codec string, if the server has one. @param {string} base @param {string} stream */
+async function codecsFromJson(base, stream) {
   try {
-    const r = await fetch(`/live/${encodeURIComponent(stream)}.json`);
+    const r = await fetch(`${base}/live/${encodeURIComponent(stream)}.json`);
     if (!r.ok) return '';
     const j = await r.json();
     if (typeof j.codecs === 'string') return j.codecs;

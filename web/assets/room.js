@@ -4,6 +4,7 @@ import { randomKey, FACES, bodyText } from '/sdk/onair.js';
 import { Player } from '/assets/player.js';
 import { Danmaku } from '/assets/danmaku.js';
 import { messageLine, systemLine, appendLine, markRecalled, eventText, giftOf } from '/assets/chat.js';
+import { giftImg, isBig, bigGift } from '/assets/gifts.js';
 
 const PERMANENT = 4294967295;
 const roomId = roomIdFromPath();
@@ -14,6 +15,9 @@ const player = new Player($('video'), (s) => {
   playing = s === 'playing';
   renderBanner();
 });
+// A media edge pulls a stream on its first request: there, ask for it without looking
+// in the stream list first (`mediaEdge` in the page config; absent = not an edge).
+player.checkStreams = !cfg.mediaEdge;
 const danmaku = new Danmaku($('danmaku'));
 let room = null;
 let you = { mutedUntil: 0, role: 'Anonymous' };
@@ -71,7 +75,7 @@ async function ensureLogin() {
 
 function renderMe() {
   const me = onair.credentials;
-  $('me').textContent = me ? `👤 ${me.nick || me.userId}` : 'Log in';
+  $('me').replaceChildren(...(me ? [h('i', { class: 'ico ico-user' }), ` ${me.nick || me.userId}`] : ['Log in']));
 }
 
 $('me').addEventListener('click', async () => {
@@ -174,7 +178,7 @@ function renderBanner() {
     tick();
     if (at) countdownTimer = setInterval(tick, 1000);
     show(h('div', { class: 'big', text: 'Starting soon' }), at ? h('div', { class: 'dim', text: `Starts ${new Date(at * 1000).toLocaleString()}` }) : null, cd);
-  } else if (state === 'paused') show(h('div', { class: 'big', text: '⏸ Paused' }), h('div', { class: 'dim', text: 'The anchor will be right back.' }));
+  } else if (state === 'paused') show(h('div', { class: 'big', text: '‖ Paused' }), h('div', { class: 'dim', text: 'The anchor will be right back.' }));
   else if (state === 'ended' && lastStarted.startsWith('replay:')) {
     // The viewer chose the replay from the ended banner.
     banner.classList.add('hidden');
@@ -308,13 +312,15 @@ $('unmute').addEventListener('click', () => {
   const v = $('video');
   v.muted = !v.muted;
   v.play().catch(() => {});
-  $('unmute').textContent = v.muted ? '🔇 Sound' : '🔊 Sound';
+  $('unmute').replaceChildren(h('i', { class: `ico ${v.muted ? 'ico-sound-off' : 'ico-sound-on'}` }), h('span', { class: 'wide-only', text: ' Sound' }));
 });
 
 // ---- likes ----
 function heart() {
-  const el = h('span', { class: 'heart', text: ['❤️', '💖', '💗', '💓', '🧡'][Math.floor(Math.random() * 5)] });
+  // The shipped heart in a few hues (no emoji font needed).
+  const el = h('img', { class: 'heart', src: '/assets/gifts/heart.svg', alt: '' });
   el.style.setProperty('--dx', `${Math.round(Math.random() * 60 - 30)}px`);
+  el.style.filter = `hue-rotate(${[0, 20, -25, 40, -50][Math.floor(Math.random() * 5)]}deg)`;
   $('hearts').append(el);
   el.addEventListener('animationend', () => el.remove());
 }
@@ -344,16 +350,11 @@ async function loadGifts() {
   }
   for (const g of gifts) {
     box.append(h('button', { class: 'gift-btn', title: `${g.name} (${g.price} coins)`, dataset: { gift: g.giftId }, onclick: () => sendGift(g) },
-      giftIcon(g), h('span', { text: g.name }), h('span', { class: 'price', text: `🪙${g.price}` })));
+      giftImg(g), h('span', { text: g.name }), h('span', { class: 'price' }, h('i', { class: 'ico-coin' }), String(g.price))));
   }
   refreshBalance();
 }
 
-function giftIcon(g) {
-  const url = safeUrl(g.icon);
-  if (url) return h('img', { class: 'gicon', src: url, alt: '' });
-  return h('span', { class: 'gicon', text: typeof g.icon === 'string' && g.icon && !g.icon.includes('/') ? g.icon.slice(0, 4) : '🎁' });
-}
 
 async function refreshBalance() {
   if (!onair.credentials) return;
@@ -389,6 +390,9 @@ function comboFx(e) {
     while ($('giftfx').children.length > 4) $('giftfx').firstChild.remove();
     c = { el, times, timer: null };
     combos.set(key, c);
+    // The first event of an expensive send fills the stage (once per combo).
+    const g = catalogGift(e);
+    if (isBig(g, e.count ?? 1)) bigGift($('stage'), g, e);
   }
   const total = e.combo ?? e.count ?? 1;
   c.times.textContent = `×${total}`;
@@ -405,7 +409,12 @@ function comboFx(e) {
   if (e.from === onair.userId) refreshBalance();
 }
 function avatarOrIcon(e) {
-  return giftIcon({ icon: e.icon });
+  return giftImg(catalogGift(e));
+}
+/** A gift event's gift: the event's fields (price, icon, animation at the time of sending), the catalog's where it has none. */
+function catalogGift(e) {
+  const g = gifts.find((x) => x.giftId === e.giftId) ?? {};
+  return { ...g, giftId: e.giftId, name: e.name || g.name, price: e.price ?? g.price, icon: e.icon || g.icon, animation: e.animation || g.animation };
 }
 
 // ---- co-host ----

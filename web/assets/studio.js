@@ -168,7 +168,7 @@ onair.on('event', (e) => {
   if (t) appendLine($('chat'), systemLine(t));
   if (e.type === 'muted') appendLine($('chat'), systemLine(e.mutedUntil ? `${e.userId} muted${e.mutedUntil >= PERMANENT ? '' : ` for ${fmtDuration(e.mutedUntil - Date.now() / 1000)}`}` : `${e.userId} can chat again`));
   if (e.type === 'kicked') appendLine($('chat'), systemLine(`${e.userId} removed${e.reason ? ` (${e.reason})` : ''}`));
-  if (e.type === 'gift') appendLine($('chat'), systemLine(`🎁 ${e.nick || e.from}: ${e.name || e.giftId} ×${e.combo ?? e.count}${e.end ? ' (combo end)' : ''}`));
+  if (e.type === 'gift') appendLine($('chat'), systemLine(`Gift: ${e.nick || e.from}: ${e.name || e.giftId} ×${e.combo ?? e.count}${e.end ? ' (combo end)' : ''}`));
   if (e.type === 'lottery') renderLottery(e);
   if (e.type === 'cohost') refreshCohost();
   if (onair.room) {
@@ -293,18 +293,33 @@ async function refreshStats() {
   }
   try {
     const lb = await onair.leaderboard(roomId, 5);
-    $('leaders').replaceChildren(...(lb.entries ?? []).map((e, i) => h('tr', {}, h('td', { text: `${i + 1}. ${e.nick || e.userId}` }), h('td', { text: `🪙 ${e.total}` }))));
+    $('leaders').replaceChildren(...(lb.entries ?? []).map((e, i) => h('tr', {}, h('td', { text: `${i + 1}. ${e.nick || e.userId}` }), h('td', {}, h('i', { class: 'ico-coin' }), ` ${e.total}`))));
   } catch { /* not available */ }
 }
+
+/**
+ * Set when the stream's stats answered 404 although the room said live (set live by
+ * hand, or the publisher just left): not asked again until the room's `stream` event
+ * says a publisher arrived, so the console is not a column of 404s.
+ */
+let streamMissing = false;
+onair.on('stream', (e) => {
+  if (e.phase === 'published') streamMissing = false;
+  refreshHealth();
+});
 
 async function refreshHealth() {
   const box = $('health');
   const stream = room?.stream || roomId;
+  const noPublisher = () => box.replaceChildren(h('span', { class: 'k', text: 'Stream' }), h('span', { class: 'dim', text: `“${stream}”: no publisher` }));
+  // The room follows its stream (live on publish, paused when it stops): only a live
+  // room has a stream to ask about.
+  if (room?.state !== 'live' || streamMissing) return noPublisher();
   try {
     const r = await fetch(`/api/v1/streams/${encodeURIComponent(stream)}`);
     if (r.status === 404) {
-      box.replaceChildren(h('span', { class: 'k', text: 'Stream' }), h('span', { class: 'dim', text: `“${stream}”: no publisher` }));
-      return;
+      streamMissing = true;
+      return noPublisher();
     }
     const s = await r.json();
     const rows = [];

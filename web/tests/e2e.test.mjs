@@ -5,7 +5,7 @@
 //
 // ONAIR_BIN overrides the binary (default: $CARGO_TARGET_DIR or target, /debug/onair).
 
-import { test, before, after } from 'node:test';
+import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync } from 'node:fs';
@@ -85,16 +85,47 @@ async function adminApi(method, path, body) {
   return { status: res.status, json: text ? JSON.parse(text) : {} };
 }
 
-/** A new browser context (a new user: own session storage) with one page. */
-async function newPage(width = 1280, height = 800) {
-  const ctx = await browser.newContext({ viewport: { width, height } });
+/** Pages opened by the running test: their console must stay clean (see afterEach). */
+let testPages = [];
+
+/** Whether a URL is live media the player opens and aborts itself (a stop, a restart). */
+const isMedia = (url) => /\/(live|vod)\//.test(new URL(url).pathname);
+
+/**
+ * A new browser context (a new user: own session storage) with one page. Everything a
+ * user would see as noise in the console is collected in `page.errors`: uncaught
+ * errors, `console.error` (including Chromium's "Failed to load resource" for every
+ * 4xx/5xx), responses ≥ 400 and failed requests — except the player aborting its own
+ * media request. `page.allow(re)` accepts what a test provokes on purpose (a server
+ * restart). Every test ends by asserting that its pages' lists are empty.
+ */
+async function newPage(width = 1280, height = 800, options = {}) {
+  const ctx = await browser.newContext({ viewport: { width, height }, ...options });
   contexts.push(ctx);
   const page = await ctx.newPage();
   page.errors = [];
-  page.on('pageerror', (e) => page.errors.push(e.message));
-  page.on('console', (m) => m.type() === 'error' && !/Failed to load resource/.test(m.text()) && page.errors.push(m.text()));
+  page.allowed = [];
+  page.allow = (re) => page.allowed.push(re);
+  page.requests = [];
+  const add = (what) => page.allowed.some((re) => re.test(what)) || page.errors.push(what);
+  page.on('pageerror', (e) => add(`uncaught: ${e.message}`));
+  page.on('console', (m) => m.type() === 'error' && add(`console.error: ${m.text()} (${m.location()?.url ?? ''})`));
+  page.on('request', (r) => page.requests.push(r.url()));
+  page.on('response', (r) => r.status() >= 400 && add(`HTTP ${r.status()} ${r.request().method()} ${r.url()}`));
+  page.on('requestfailed', (r) => {
+    const why = r.failure()?.errorText ?? '';
+    if (why === 'net::ERR_ABORTED' && isMedia(r.url())) return;
+    add(`request failed: ${r.url()} ${why}`);
+  });
+  testPages.push(page);
   return page;
 }
+
+afterEach(() => {
+  const found = testPages.flatMap((p) => p.errors.map((e) => `${p.url()}: ${e}`));
+  testPages = [];
+  assert.deepEqual(found, [], 'the pages logged errors or failed requests');
+});
 
 /** Opens the watch page and waits until it can chat. */
 async function viewer(room = 'demo', size) {
@@ -148,10 +179,126 @@ test('the room list shows the demo room with its state and online count', async 
   const card = page.locator('.room-card[data-room="demo"]');
   await card.waitFor({ timeout: T });
   assert.equal(await card.locator('.name').textContent(), 'OnAir demo room');
-  assert.match(await card.locator('.viewers').textContent(), /👁 \d+/);
+  assert.match(await card.locator('.viewers').textContent(), /^\s*\d+/);
+  assert.equal(await card.locator('.viewers .ico-eye').count(), 1, 'the online count has its (SVG) eye');
   assert.ok((await card.locator('.badge').textContent()).length > 0);
   await shot(page, 'index');
   assert.deepEqual(page.errors, []);
+});
+
+const SIZES = [[390, 844, 'phone'], [1280, 800, 'desktop']];
+
+/**
+ * Geometry in the page: the document's width against the viewport's, and each
+ * `[selector, 'x'|'xy']` that is missing, empty, or not inside the viewport (horizontally,
+ * or both ways for 'xy').
+ */
+function layout(page, checks) {
+  return page.evaluate((checks) => {
+    const vw = window.innerWidth;
+    const vh = window.innerHeight;
+    const bad = [];
+    for (const [sel, axes] of checks) {
+      const e = document.querySelector(sel);
+      if (!e) {
+        bad.push(`${sel}: missing`);
+        continue;
+      }
+      const r = e.getBoundingClientRect();
+      const at = `${Math.round(r.left)},${Math.round(r.top)} ${Math.round(r.width)}×${Math.round(r.height)} in ${vw}×${vh}`;
+      if (r.width < 1 || r.height < 1) bad.push(`${sel}: empty (${at})`);
+      else if (r.left < 0 || r.right > vw + 0.5) bad.push(`${sel}: off screen sideways (${at})`);
+      else if (axes === 'xy' && (r.top < 0 || r.bottom > vh + 0.5)) bad.push(`${sel}: below or above the fold (${at})`);
+    }
+    return { scrollWidth: document.scrollingElement.scrollWidth, innerWidth: vw, bad };
+  }, checks);
+}
+
+/** Words under `root` that the layout broke over more than one line (a column squeezed to a letter). */
+function brokenWords(page, root) {
+  return page.evaluate((sel) => {
+    const out = [];
+    const walker = document.createTreeWalker(document.querySelector(sel), NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      for (const m of n.data.matchAll(/[^\s-]+/g)) {
+        const r = document.createRange();
+        r.setStart(n, m.index);
+        r.setEnd(n, m.index + m[0].length);
+        const lines = new Set([...r.getClientRects()].filter((x) => x.width > 0).map((x) => Math.round(x.top)));
+        if (lines.size > 1) out.push(m[0]);
+      }
+    }
+    return out;
+  }, root);
+}
+
+for (const [w, hgt, tag] of SIZES) {
+  test(`every page fits a ${tag} (${w}×${hgt}): no sideways scrolling, the important controls in view`, async () => {
+    const size = `${w}x${hgt}`;
+    const fits = async (page, name, checks) => {
+      const l = await layout(page, checks);
+      await page.screenshot({ path: join(artifacts, `${name}-${size}.png`) });
+      assert.ok(l.scrollWidth <= l.innerWidth, `${name} at ${size}: the page is ${l.scrollWidth}px wide in a ${l.innerWidth}px viewport`);
+      assert.deepEqual(l.bad, [], `${name} at ${size}`);
+    };
+    // The room list.
+    const idx = await newPage(w, hgt);
+    await idx.goto(base + '/');
+    await idx.locator('.room-card[data-room="demo"]').waitFor({ timeout: T });
+    await fits(idx, 'index', [['.room-card[data-room="demo"]', 'xy'], ['header.top a[href="/admin"]', 'xy']]);
+    // The watch page: title, chat input, send, gift bar and the coin balance all on the first screen.
+    const v = await viewer('demo', [w, hgt]);
+    await v.waitForFunction(() => /^\d/.test(document.getElementById('balance').textContent) && document.querySelector('#gifts .gift-btn'), null, { timeout: T });
+    await fits(v, 'room', [['#title', 'xy'], ['#video', 'xy'], ['#input', 'xy'], ['#sendBtn', 'xy'], ['#gifts .gift-btn', 'xy'], ['#balance', 'xy'], ['#like', 'xy']]);
+    const title = await v.evaluate(() => {
+      const t = document.getElementById('title');
+      return { text: t.textContent, width: t.getBoundingClientRect().width, full: t.scrollWidth };
+    });
+    assert.equal(title.text, 'OnAir demo room');
+    assert.ok(title.width >= 60, `the room title keeps room to be read (${title.width}px)`);
+    // The studio after the demo login: "Watch page" and "Log out" reachable, nothing wider than the screen.
+    const st = await newPage(w, hgt);
+    await st.goto(`${base}/studio/demo`);
+    await st.click('#demoLogin');
+    await st.locator('#console').waitFor({ state: 'visible', timeout: T });
+    await st.locator('#push .mono').first().waitFor({ timeout: T });
+    await fits(st, 'studio', [['#title', 'xy'], ['#watchLink', 'xy'], ['#logout', 'xy'], ['#push', 'x'], ['#lotteryForm', 'x']]);
+    await st.locator('#composer #input').scrollIntoViewIfNeeded();
+    const sl = await layout(st, [['#composer #input', 'xy'], ['#composer button', 'xy']]);
+    assert.deepEqual(sl.bad, [], `studio chat at ${size}`);
+    // The admin console: the rooms table reads word by word.
+    const ad = await newPage(w, hgt);
+    await ad.goto(`${base}/admin#identifier=administrator&usersig=${encodeURIComponent(adminSig)}`);
+    await ad.locator('#roomRows tr[data-room="demo"]').waitFor({ timeout: T });
+    await fits(ad, 'admin', [['#logout', 'xy'], ['#roomRows tr[data-room="demo"]', 'xy'], ['#roomRows tr[data-room="demo"] button.danger', 'xy'], ['#createRoom button', 'xy']]);
+    assert.deepEqual(await brokenWords(ad, '#roomRows'), [], 'no word in the rooms table is broken over lines');
+    for (const p of [idx, v, st, ad]) await p.context().close();
+  });
+}
+
+test('a fresh page has an empty console: no blind polling of streams that do not exist', async () => {
+  // Nothing is live yet (the demo room is upcoming): the pages must not ask for a
+  // stream, its stats or its snapshot, and must log nothing, through several of their
+  // refresh periods (room list 5 s, studio 3 s).
+  const room = (await adminApi('GET', '/api/v1/rooms/demo')).json;
+  assert.notEqual(room.state, 'live');
+  const idx = await newPage();
+  await idx.goto(base + '/');
+  const v = await viewer();
+  const st = await newPage();
+  await st.goto(`${base}/studio/demo`);
+  await st.click('#demoLogin');
+  await st.locator('#health', { hasText: 'no publisher' }).waitFor({ timeout: T });
+  const ad = await newPage();
+  await ad.goto(`${base}/admin#identifier=administrator&usersig=${encodeURIComponent(adminSig)}`);
+  await ad.locator('#roomRows tr[data-room="demo"]').waitFor({ timeout: T });
+  await idx.waitForTimeout(11000);
+  for (const p of [idx, v, st, ad]) {
+    const asked = p.requests.filter((u) => /\/api\/v1\/streams\/|snapshot\.jpg|\/live\//.test(u));
+    assert.deepEqual(asked, [], `${p.url()} asked for a stream that does not exist`);
+    assert.deepEqual(p.errors, [], `${p.url()}`);
+  }
+  for (const p of [idx, v, st, ad]) await p.context().close();
 });
 
 test('assets are served with content types and ETags (304 on revalidation)', async () => {
@@ -268,6 +415,8 @@ test('the SDK reconnects by itself and resumes the messages it missed', async ()
 test('the watch page survives a server restart and resumes the chat', async () => {
   const a = await viewer();
   const b = await viewer();
+  // While the server is down the browser itself logs each refused reconnect: provoked here.
+  for (const p of [a, b]) p.allow(/WebSocket connection to '.*\/ws' failed: .*ERR_CONNECTION_REFUSED/);
   await say(a, 'before the restart');
   await seesText(b, 'before the restart');
   await stopServer();
@@ -324,6 +473,50 @@ test('a gift appears in the other viewer with its combo', async (t) => {
   await shot(b, 'room-gift');
   await a.context().close();
   await b.context().close();
+});
+
+test('gifts have shipped SVG icons (or the catalog icon URL), and a big gift fills the stage', async (t) => {
+  if (!(await hasBusiness())) return t.skip('gifts are not in this build');
+  // A catalog entry with its own icon URL (here one of the shipped pictures, by URL).
+  assert.equal((await adminApi('PUT', '/api/v1/gifts/crownurl', { name: 'Crown', price: 2, icon: '/assets/gifts/crown.svg', animation: '' })).status, 200);
+  const a = await viewer();
+  const b = await viewer();
+  const c = await newPage(1280, 800, { reducedMotion: 'reduce' });
+  await c.goto(`${base}/room/demo`);
+  await c.waitForFunction(() => window.onair?.state === 'connected' && window.onair.roomId, null, { timeout: T });
+  await a.waitForFunction(() => document.querySelectorAll('#gifts .gift-btn img.gicon').length >= 2, null, { timeout: T });
+  const icons = await a.evaluate(async () => {
+    const imgs = [...document.querySelectorAll('#gifts .gift-btn img.gicon')];
+    await Promise.all(imgs.map((i) => (i.complete ? null : new Promise((r) => i.addEventListener('load', r, { once: true })))));
+    return imgs.map((i) => ({ gift: i.closest('.gift-btn').dataset.gift, src: new URL(i.src).pathname, w: i.naturalWidth }));
+  });
+  for (const i of icons) {
+    assert.match(i.src, /^\/assets\/gifts\/[a-z]+\.svg$/, `${i.gift}: a shipped SVG`);
+    assert.ok(i.w > 0, `${i.gift}: the picture loaded`);
+  }
+  assert.equal(icons.find((i) => i.gift === 'crownurl')?.src, '/assets/gifts/crown.svg', 'the catalog icon URL is used');
+  assert.equal(icons.find((i) => i.gift === 'rocket')?.src, '/assets/gifts/rocket.svg', 'the demo rocket (emoji icon) gets its SVG');
+  // A rocket (100 coins) is a big gift: the other viewers get the stage animation.
+  await a.locator('#gifts .gift-btn[data-gift="rocket"]').click();
+  await b.locator('#stage .bigfx[data-gift="rocket"] img.hero').waitFor({ timeout: T });
+  await b.waitForTimeout(700);
+  await b.locator('#stage').screenshot({ path: join(artifacts, 'room-big-gift.png') });
+  const moving = await b.evaluate(() => getComputedStyle(document.querySelector('.bigfx .hero')).animationName);
+  assert.equal(moving, 'launch');
+  // With reduced motion it is a fade, without rays or sparks.
+  await c.locator('#stage .bigfx[data-gift="rocket"]').waitFor({ timeout: T });
+  const calm = await c.evaluate(() => ({
+    hero: getComputedStyle(document.querySelector('.bigfx .hero')).animationName,
+    rays: getComputedStyle(document.querySelector('.bigfx .rays')).display,
+  }));
+  assert.deepEqual(calm, { hero: 'calm', rays: 'none' });
+  // A small gift is not.
+  await a.locator('#gifts .gift-btn[data-gift="rose"]').click();
+  await b.locator('#giftfx .combo img.gicon[src="/assets/gifts/rose.svg"]').first().waitFor({ timeout: T });
+  await b.waitForFunction(() => !document.querySelector('.bigfx'), null, { timeout: T });
+  await a.context().close();
+  await b.context().close();
+  await c.context().close();
 });
 
 test('the state banner follows the live state', async (t) => {
@@ -428,6 +621,181 @@ test('an unknown demo role is refused', async () => {
   assert.equal(r.status, 400);
 });
 
+// ---- glass-to-glass latency: a clock in the picture, read back in the page ----
+
+/** The picture: 320×180, 8×5 blocks of 40×36 px, black or white: 32 bits of the wall clock (ms mod 2³²) and an 8-bit check. */
+const CLOCK = { w: 320, h: 180, cols: 8, rows: 5 };
+
+/** One rgb24 frame showing `ms` (the time it is made: the "glass" on the camera side). */
+function clockFrame(ms) {
+  const v = ms >>> 0;
+  const bits = [];
+  for (let i = 31; i >= 0; i--) bits.push((v >>> i) & 1);
+  const check = (((v >>> 24) + ((v >>> 16) & 255) + ((v >>> 8) & 255) + (v & 255)) & 255) ^ 0xa5;
+  for (let i = 7; i >= 0; i--) bits.push((check >> i) & 1);
+  const { w, h, cols } = CLOCK;
+  const bw = w / cols;
+  const bh = h / CLOCK.rows;
+  const buf = Buffer.alloc(w * h * 3);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const bit = bits[Math.floor(y / bh) * cols + Math.floor(x / bw)];
+      buf.fill(bit ? 235 : 16, (y * w + x) * 3, (y * w + x) * 3 + 3);
+    }
+  }
+  return buf;
+}
+
+/**
+ * Publishes the clock over RTMP to `url` with ffmpeg (x264 ultrafast/zerolatency, 25 fps,
+ * 1 s GOP, AAC): every 40 ms one picture made at that moment, and 40 ms of a 440 Hz
+ * tone made here too (into fd 3), so both streams are timed by one clock as a real
+ * encoder's are. (ffmpeg's own `-re` sine next to piped pictures holds the video back
+ * by ~0.4 s: BENCHMARKS.md.) `ONAIR_LATENCY_VIDEO_ONLY=1` sends no audio.
+ */
+function pushClock(url) {
+  const withAudio = !process.env.ONAIR_LATENCY_VIDEO_ONLY;
+  const ff = spawn('ffmpeg', ['-v', 'error', '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${CLOCK.w}x${CLOCK.h}`, '-r', '25', '-i', 'pipe:0',
+    ...(withAudio ? ['-f', 's16le', '-ar', '44100', '-ac', '1', '-i', 'pipe:3'] : []),
+    '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '25', '-pix_fmt', 'yuv420p', '-crf', '18', ...(withAudio ? ['-c:a', 'aac'] : ['-an']),
+    '-f', 'flv', url], { stdio: ['pipe', 'ignore', 'pipe', 'pipe'] });
+  ff.err = '';
+  ff.stderr.on('data', (d) => (ff.err += d));
+  ff.stdin.on('error', () => {});
+  ff.stdio[3].on('error', () => {});
+  let sample = 0;
+  const tone = () => {
+    const b = Buffer.alloc(1764 * 2); // 40 ms at 44.1 kHz
+    for (let i = 0; i < 1764; i++, sample++) b.writeInt16LE(Math.round(Math.sin((2 * Math.PI * 440 * sample) / 44100) * 8000), i * 2);
+    return b;
+  };
+  const t0 = Date.now();
+  let n = 0;
+  const tick = () => {
+    if (ff.exitCode !== null || ff.stdin.destroyed) return;
+    ff.stdin.write(clockFrame(Date.now()));
+    if (withAudio) ff.stdio[3].write(tone());
+    n += 1;
+    ff.timer = setTimeout(tick, Math.max(0, t0 + n * 40 - Date.now()));
+  };
+  tick();
+  ff.stop = () => {
+    clearTimeout(ff.timer);
+    ff.stdin.end();
+    ff.stdio[3].end();
+    ff.kill('SIGINT');
+  };
+  return ff;
+}
+
+/**
+ * In the page: every frame the video presents (requestVideoFrameCallback) is drawn to a
+ * canvas, its clock read back and compared with Date.now() — the same machine's clock.
+ * Collects for `secs` seconds after `warmup` seconds of playback; resolves with the sorted
+ * latencies (ms) and how many frames could not be read.
+ */
+function measureInPage(page, secs, warmup) {
+  return page.evaluate(async ({ secs, warmup, C }) => {
+    const v = document.getElementById('video');
+    const c = document.createElement('canvas');
+    c.width = C.w;
+    c.height = C.h;
+    const g = c.getContext('2d', { willReadFrequently: true });
+    const bw = C.w / C.cols;
+    const bh = C.h / C.rows;
+    const read = () => {
+      g.drawImage(v, 0, 0, C.w, C.h);
+      const d = g.getImageData(0, 0, C.w, C.h).data;
+      const bits = [];
+      for (let r = 0; r < C.rows; r++)
+        for (let k = 0; k < C.cols; k++) {
+          let sum = 0;
+          for (let dy = -4; dy <= 4; dy += 2)
+            for (let dx = -4; dx <= 4; dx += 2) sum += d[(Math.round(r * bh + bh / 2 + dy) * C.w + Math.round(k * bw + bw / 2 + dx)) * 4 + 1];
+          bits.push(sum / 25 > 125 ? 1 : 0);
+        }
+      let v32 = 0;
+      for (let i = 0; i < 32; i++) v32 = (v32 * 2 + bits[i]) >>> 0;
+      let check = 0;
+      for (let i = 32; i < 40; i++) check = check * 2 + bits[i];
+      const want = (((v32 >>> 24) + ((v32 >>> 16) & 255) + ((v32 >>> 8) & 255) + (v32 & 255)) & 255) ^ 0xa5;
+      return check === want ? v32 : null;
+    };
+    while (!(v.currentTime > 0 && v.readyState >= 2)) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, warmup * 1000));
+    const lat = [];
+    const behind = [];
+    let bad = 0;
+    let stalls = 0;
+    const rates = new Set();
+    v.addEventListener('waiting', () => (stalls += 1));
+    const end = Date.now() + secs * 1000;
+    await new Promise((done) => {
+      const frame = () => {
+        const shown = read();
+        const now = Date.now();
+        if (shown === null) bad += 1;
+        else lat.push(((now >>> 0) - shown + 2 ** 32) % 2 ** 32);
+        if (v.buffered.length) behind.push(v.buffered.end(v.buffered.length - 1) - v.currentTime);
+        rates.add(v.playbackRate);
+        if (now < end) v.requestVideoFrameCallback(frame);
+        else done();
+      };
+      v.requestVideoFrameCallback(frame);
+    });
+    behind.sort((a, b) => a - b);
+    return { lat: lat.sort((a, b) => a - b), bad, behind: behind[Math.floor(behind.length / 2)] ?? -1, stalls, rates: [...rates].sort() };
+  }, { secs, warmup, C: CLOCK });
+}
+
+const pct = (xs, p) => xs[Math.min(xs.length - 1, Math.floor((xs.length - 1) * p))];
+
+test('glass-to-glass: the default player shows a clock pushed by ffmpeg within 3 s (target 1.5 s)', async (t) => {
+  if (spawnSync('ffmpeg', ['-version']).status !== 0) return t.skip('no ffmpeg');
+  const probe = await fetch(`${base}/live/clock.json`);
+  if (probe.status === 404 && (await probe.text()).includes('no such endpoint')) return t.skip('live media is not in this build');
+  assert.equal((await adminApi('POST', '/api/v1/rooms', { roomId: 'clock', name: 'Clock', owner: 'anchor-clock' })).status, 201);
+  const push = (await adminApi('GET', '/api/v1/rooms/clock/push-url')).json;
+  // The default player, and (to record the difference) the browser's own HLS when it has one.
+  const pages = [['default', await viewer('clock')]];
+  if (process.env.ONAIR_LATENCY_NATIVE) pages.push(['native HLS', await viewer('clock?player=hls')]);
+  const ff = pushClock(push.url);
+  try {
+    await pages[0][1].waitForFunction(() => window.onair.room?.state === 'live', null, { timeout: 20000 }).catch((e) => {
+      throw new Error(`the room did not go live (${e.message}); ffmpeg said: ${ff.err.trim() || 'nothing'}`);
+    });
+    const results = await Promise.all(pages.map(async ([name, page]) => {
+      await page.waitForFunction(() => document.getElementById('video').currentTime > 0.5, null, { timeout: 30000 });
+      const r = await measureInPage(page, Number(process.env.ONAIR_LATENCY_SECS) || 10, 3);
+      const mode = await page.evaluate(() => window.player.mode);
+      await page.locator('#video').screenshot({ path: join(artifacts, `latency-${name.replace(/\W+/g, '-')}.png`) });
+      return { name, mode, ...r };
+    }));
+    for (const r of results) {
+      const line = r.lat.length ? `median ${pct(r.lat, 0.5)} ms, p10 ${pct(r.lat, 0.1)}, p90 ${pct(r.lat, 0.9)}, max ${r.lat.at(-1)}` : 'nothing read';
+      console.log(`glass-to-glass ${r.name} (${r.mode}): ${line}; ${r.lat.length} frames read, ${r.bad} unreadable; median ${r.behind.toFixed(2)} s behind the buffered edge; ${r.stalls} stalls; playback rates ${r.rates.join('/')}`);
+    }
+    const def = results[0];
+    assert.equal(def.mode, 'mse', 'Chromium plays MediaSource by default');
+    assert.ok(def.lat.length >= 100, `frames read back (${def.lat.length}, ${def.bad} unreadable)`);
+    assert.ok(def.bad <= def.lat.length / 10, `few unreadable frames (${def.bad} of ${def.bad + def.lat.length})`);
+    assert.ok(pct(def.lat, 0.5) <= 3000, `median glass-to-glass ${pct(def.lat, 0.5)} ms ≤ 3000 ms`);
+    // The same stream in the embeddable player, in an <iframe> of a page from elsewhere.
+    const host = await newPage(800, 500);
+    await host.setContent(`<h1>Another site</h1><iframe src="${base}/assets/embed.html?room=clock" width="640" height="360" allow="autoplay; fullscreen"></iframe>`);
+    const frame = host.frames().find((f) => f.url().includes('/assets/embed.html'));
+    assert.ok(frame, 'the player page loads in the iframe');
+    await frame.waitForFunction(() => document.getElementById('video').currentTime > 1, null, { timeout: 30000 });
+    assert.equal(await frame.evaluate(() => window.player.mode), 'mse');
+    assert.equal(await frame.locator('#banner').isVisible(), false, 'no banner over the playing stream');
+    await host.screenshot({ path: join(artifacts, 'embed-iframe.png') });
+    await host.context().close();
+  } finally {
+    ff.stop();
+  }
+  for (const [, page] of pages) await page.context().close();
+});
+
 test('ffmpeg pushes a test stream and the watch page plays it', async (t) => {
   if (spawnSync('ffmpeg', ['-version']).status !== 0) return t.skip('no ffmpeg');
   const probe = await fetch(`${base}/live/demo.json`);
@@ -439,8 +807,9 @@ test('ffmpeg pushes a test stream and the watch page plays it', async (t) => {
   const push = pushRes.json;
   assert.equal(pushRes.status, 200, JSON.stringify(push));
   const v = await viewer('onstage');
-  // This chromium plays HLS natively; `?player=mse` takes the MediaSource + live fMP4 path.
-  const m = await viewer('onstage?player=mse');
+  // The default is MediaSource + live fMP4; `?player=hls` takes the browser's own HLS
+  // (what iOS Safari without MediaSource gets), which this Chromium also has.
+  const m = await viewer('onstage?player=hls');
   const ff = spawn('ffmpeg', ['-v', 'error', '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=25', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
     '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '25', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-t', '60', '-f', 'flv', push.url], { stdio: ['ignore', 'ignore', 'pipe'] });
   let ffErr = '';
@@ -452,7 +821,9 @@ test('ffmpeg pushes a test stream and the watch page plays it', async (t) => {
     await v.waitForFunction(() => window.onair.room?.state === 'live', null, { timeout: 20000 }).catch((e) => {
       throw new Error(`the room did not go live on publish (${e.message}); ffmpeg said: ${ffErr.trim() || 'nothing'}; push URL ${push.url}`);
     });
-    for (const [page, name] of [[v, 'room-live'], [m, 'room-live-mse']]) {
+    assert.equal(await v.evaluate(() => window.player.mode), 'mse', 'the default player is MediaSource');
+    assert.equal(await m.evaluate(() => window.player.mode), 'hls');
+    for (const [page, name] of [[v, 'room-live'], [m, 'room-live-hls']]) {
       await page.waitForFunction(() => document.getElementById('video').currentTime > 1, null, { timeout: 30000 });
       const t0 = await page.evaluate(() => document.getElementById('video').currentTime);
       await page.waitForTimeout(1500);
@@ -480,6 +851,18 @@ test('ffmpeg pushes a test stream and the watch page plays it', async (t) => {
       await page.locator('#video').screenshot({ path: join(artifacts, `${name}-video.png`) });
       await shot(page, name);
     }
+    // The room list shows the live room's thumbnail once the stream has had time to get
+    // one (and asks for none before: see the console test).
+    const idx = await newPage();
+    await idx.goto(base + '/');
+    const thumb = idx.locator('.room-card[data-room="onstage"] .thumb img');
+    await idx.waitForFunction(() => {
+      const img = document.querySelector('.room-card[data-room="onstage"] .thumb img');
+      return img && img.complete && img.naturalWidth > 0 && !img.classList.contains('pending');
+    }, null, { timeout: 30000 });
+    assert.match(await thumb.getAttribute('src'), /^\/live\/onstage\/snapshot\.jpg/);
+    await shot(idx, 'index-live');
+    await idx.context().close();
   } finally {
     ff.kill('SIGINT');
   }
@@ -487,7 +870,7 @@ test('ffmpeg pushes a test stream and the watch page plays it', async (t) => {
   await v.locator('#banner', { hasText: 'Paused' }).waitFor({ timeout: 20000 });
   // No publisher within the grace (3 s here): ended; the recording plays as the replay
   // (the room moves on to `replay`, or the ended banner offers it).
-  for (const [page, name] of [[v, 'room-replay'], [m, 'room-replay-mse']]) {
+  for (const [page, name] of [[v, 'room-replay'], [m, 'room-replay-hls']]) {
     await page.waitForFunction(() => ['ended', 'replay'].includes(window.onair.room?.state), null, { timeout: 30000 });
     await page.locator('#replayBtn').or(page.locator('#banner.hidden[data-state="replay"]')).first().waitFor({ state: 'attached', timeout: 20000 });
     if (await page.locator('#replayBtn').count()) {

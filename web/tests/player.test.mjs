@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { codecsFromInit, initSegmentEnd, parsePlaylist } from '../assets/player.js';
+import { codecsFromInit, initSegmentEnd, parsePlaylist, MODES, pickMode, mediaSourceClass } from '../assets/player.js';
 
 const haveFfmpeg = spawnSync('ffmpeg', ['-version']).status === 0 && spawnSync('ffprobe', ['-version']).status === 0;
 
@@ -72,4 +72,35 @@ abc/42.m4s
   assert.deepEqual(vod.segments, ['0.m4s']);
   const master = parsePlaylist('#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS="avc1.42c01e"\nlow/index.m3u8\n');
   assert.deepEqual(master.variants, ['low/index.m3u8']);
+});
+
+test('live mode: MediaSource (or ManagedMediaSource) first, native HLS only without it; ?player= forces; a WHEP mode slots in first', () => {
+  const saved = { ms: globalThis.MediaSource, mms: globalThis.ManagedMediaSource };
+  const chromium = { video: { canPlayType: () => 'maybe' } }; // Chromium says "maybe" to HLS
+  const noHls = { video: { canPlayType: () => '' } };
+  try {
+    globalThis.MediaSource = class {};
+    delete globalThis.ManagedMediaSource;
+    assert.equal(pickMode(MODES, chromium, null).name, 'mse', 'MediaSource wins over native HLS');
+    assert.equal(pickMode(MODES, chromium, 'hls').name, 'hls', '?player=hls forces native HLS');
+    assert.equal(pickMode(MODES, chromium, 'bogus').name, 'mse', 'an unknown mode is ignored');
+    delete globalThis.MediaSource;
+    globalThis.ManagedMediaSource = class {};
+    assert.equal(mediaSourceClass(), globalThis.ManagedMediaSource, 'iOS 17.1+: the managed one');
+    assert.equal(pickMode(MODES, chromium, null).name, 'mse');
+    delete globalThis.ManagedMediaSource;
+    assert.equal(pickMode(MODES, chromium, null).name, 'hls', 'no MediaSource at all: native HLS');
+    assert.equal(pickMode(MODES, chromium, 'mse').name, 'hls', 'forcing MediaSource where there is none falls back');
+    assert.equal(pickMode(MODES, noHls, null), null, 'nothing plays');
+    // The WebRTC hook: a mode put first wins when available, and is skipped when not.
+    const whep = (ok) => [{ name: 'whep', available: () => ok, play: () => {} }, ...MODES];
+    globalThis.MediaSource = class {};
+    assert.equal(pickMode(whep(true), chromium, null).name, 'whep');
+    assert.equal(pickMode(whep(false), chromium, null).name, 'mse');
+  } finally {
+    if (saved.ms) globalThis.MediaSource = saved.ms;
+    else delete globalThis.MediaSource;
+    if (saved.mms) globalThis.ManagedMediaSource = saved.mms;
+    else delete globalThis.ManagedMediaSource;
+  }
 });
