@@ -335,7 +335,11 @@ async function refreshHealth() {
     const secs = pick('publishSecs', 'publish_secs');
     add('On air for', secs !== undefined ? fmtDuration(secs) : undefined);
     const viewers = pick('viewers');
-    add('Viewers', viewers && typeof viewers === 'object' ? Object.entries(viewers).map(([k, n]) => `${k} ${n}`).join(', ') : viewers);
+    const total = pick('viewersTotal');
+    const split = viewers && typeof viewers === 'object'
+      ? Object.entries(viewers).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ')
+      : '';
+    add('Viewers', total !== undefined ? `${total}${split ? ` (${split})` : ''}` : viewers);
     add('Encoder', pick('encoder'));
     box.replaceChildren(...rows);
   } catch {

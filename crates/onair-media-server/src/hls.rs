@@ -131,6 +131,9 @@ pub struct HlsHub {
     media: Arc<MediaService>,
     registry: Arc<StreamRegistry>,
     streams: RwLock<HashMap<String, Arc<LiveHls>>>,
+    /// Playlist readers per stream: HLS players hold no connection, so a viewer is a
+    /// client (address + user agent, hashed) that asked for a playlist lately.
+    readers: Mutex<HashMap<String, HashMap<u64, u64>>>,
     data_dir: PathBuf,
     ffmpeg: Option<String>,
 }
@@ -152,7 +155,45 @@ fn safe_name(s: &str) -> bool {
     crate::valid_stream_name(s)
 }
 
+/// How long a playlist reader counts as watching after its last request (players
+/// reload at least every target duration).
+const READER_TTL_MS: u64 = 10_000;
+/// Most readers remembered per stream (beyond, the oldest are forgotten first).
+const MAX_READERS: usize = 100_000;
+
 impl HlsHub {
+    fn saw_reader(&self, name: &str, client: u64) {
+        let now = onair_shell::monotonic_ms();
+        let mut readers = self.readers.lock();
+        let seen = readers.entry(name.to_owned()).or_default();
+        if seen.len() >= MAX_READERS && !seen.contains_key(&client) {
+            seen.retain(|_, at| now.saturating_sub(*at) < READER_TTL_MS);
+            if seen.len() >= MAX_READERS {
+                return;
+            }
+        }
+        seen.insert(client, now);
+    }
+
+    /// Whether a snapshot of `name` can be served (in memory while live, or on disk).
+    pub fn has_snapshot(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|l| l.snapshot.lock().is_some())
+            || (safe_name(name) && self.data_dir.join("snapshots").join(format!("{name}.jpg")).is_file())
+    }
+
+    /// HLS viewers of `name`: clients that asked for its playlist in the last 10 s.
+    pub fn hls_viewers(&self, name: &str) -> u64 {
+        let now = onair_shell::monotonic_ms();
+        let mut readers = self.readers.lock();
+        let Some(seen) = readers.get_mut(name) else { return 0 };
+        seen.retain(|_, at| now.saturating_sub(*at) < READER_TTL_MS);
+        let n = seen.len() as u64;
+        if n == 0 {
+            readers.remove(name);
+        }
+        n
+    }
+
     /// Builds the hub; checks for ffmpeg once (snapshots are off with a log line without it).
     pub async fn new(settings: HlsSettings, data_dir: &Path, media: Arc<MediaService>) -> Arc<HlsHub> {
         let ffmpeg = if settings.snapshot_secs == 0 {
@@ -172,6 +213,7 @@ impl HlsHub {
             registry: media.registry.clone(),
             media,
             streams: RwLock::new(HashMap::new()),
+            readers: Mutex::new(HashMap::new()),
             data_dir: data_dir.to_path_buf(),
             ffmpeg,
         })
@@ -595,7 +637,8 @@ impl PlaylistQuery {
 /// `/live/{file}` for the extensions this module serves (`.m3u8`, `.mp4`, `.json`);
 /// `None` for anything else (e.g. `.flv`, served by the FLV side). `query` is the raw
 /// query string (LL-HLS parameters, and the play signature when `[media] play_auth`).
-pub async fn live_file(hub: &Arc<HlsHub>, file: &str, query: &str) -> Option<MediaReply> {
+/// `client` identifies the requester (see [`HlsHub::hls_viewers`]).
+pub async fn live_file(hub: &Arc<HlsHub>, file: &str, query: &str, client: u64) -> Option<MediaReply> {
     let (name, ext) = file.rsplit_once('.')?;
     if !matches!(ext, "m3u8" | "mp4" | "json") {
         return None;
@@ -612,7 +655,10 @@ pub async fn live_file(hub: &Arc<HlsHub>, file: &str, query: &str) -> Option<Med
     // same path as every protocol); a relayed stream's pull is kept alive.
     hub.media.want(name, query, "").await;
     Some(cors(match ext {
-        "m3u8" => playlist(hub, name, &PlaylistQuery::parse(query)).await,
+        "m3u8" => {
+            hub.saw_reader(name, client);
+            playlist(hub, name, &PlaylistQuery::parse(query)).await
+        }
         "mp4" => live_mp4(hub, name).await,
         _ => info(hub, name).await,
     }))

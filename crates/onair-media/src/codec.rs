@@ -89,6 +89,19 @@ fn param_sets(buf: &[u8], pos: &mut usize, count: usize) -> Result<Vec<Vec<u8>>,
     Ok(out)
 }
 
+/// The H.264 profiles most browsers cannot decode (10-bit, 4:2:2, 4:4:4: GStreamer's
+/// x264enc picks 4:4:4 from RGB input unless told otherwise), by the profile byte of an
+/// `AVCDecoderConfigurationRecord`; `None` for everything else.
+pub fn browser_unplayable_profile(record: &[u8]) -> Option<&'static str> {
+    match *record.get(1)? {
+        110 => Some("High 10 (10-bit)"),
+        122 => Some("High 4:2:2"),
+        144 | 244 => Some("High 4:4:4"),
+        44 => Some("CAVLC 4:4:4 Intra"),
+        _ => None,
+    }
+}
+
 /// Parses an `AVCDecoderConfigurationRecord` and its first SPS.
 pub fn parse_avcc(record: &[u8]) -> Result<AvcConfig, CodecError> {
     let head = record.get(..6).ok_or(CodecError::AvccTruncated)?;
@@ -361,5 +374,17 @@ pub(crate) mod tests {
             d[idx] = val;
             let _ = parse_avcc(&d);
         }
+    }
+
+    #[test]
+    fn ten_bit_and_4_4_4_profiles_are_named_and_8_bit_ones_pass() {
+        let record = |profile: u8| vec![1, profile, 0, 30, 0xff, 0xe1];
+        assert_eq!(browser_unplayable_profile(&record(244)), Some("High 4:4:4"));
+        assert_eq!(browser_unplayable_profile(&record(110)), Some("High 10 (10-bit)"));
+        assert_eq!(browser_unplayable_profile(&record(122)), Some("High 4:2:2"));
+        for ok in [66, 77, 100] {
+            assert_eq!(browser_unplayable_profile(&record(ok)), None, "{ok}");
+        }
+        assert_eq!(browser_unplayable_profile(&[1]), None);
     }
 }

@@ -37,6 +37,10 @@ pub enum FlvError {
     /// A video codec other than H.264 (FLV codec id).
     #[error("video codec id {0} is not supported (H.264 only)")]
     UnsupportedVideoCodec(u8),
+    /// An H.264 profile browsers do not decode (see
+    /// [`crate::codec::browser_unplayable_profile`]).
+    #[error("H.264 {0} is not played by most browsers: encode 8-bit 4:2:0 (e.g. x264 with -pix_fmt yuv420p)")]
+    UnplayableVideoProfile(&'static str),
     /// An audio format other than AAC (FLV sound format).
     #[error("audio format {0} is not supported (AAC only)")]
     UnsupportedAudioCodec(u8),
@@ -168,7 +172,12 @@ pub enum Parsed {
 pub fn parse_media(kind: TrackKind, body: &Bytes, dts: u64) -> Result<Parsed, FlvError> {
     Ok(match kind {
         TrackKind::Video => match parse_video(body)? {
-            VideoBody::SequenceHeader(record) => Parsed::Config(CodecConfig::Avc { record }),
+            VideoBody::SequenceHeader(record) => {
+                if let Some(profile) = crate::codec::browser_unplayable_profile(&record) {
+                    return Err(FlvError::UnplayableVideoProfile(profile));
+                }
+                Parsed::Config(CodecConfig::Avc { record })
+            }
             VideoBody::Frame { keyframe, cts, data } => Parsed::Frame(MediaFrame { kind, dts, cts, keyframe, data }),
             VideoBody::EndOfSequence => Parsed::Nothing,
         },

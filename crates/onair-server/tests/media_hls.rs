@@ -63,6 +63,28 @@ async fn get(port: u16, path: &str) -> Got {
     Got { status, headers, body, took: t0.elapsed() }
 }
 
+/// One raw HTTP/1.1 request with extra headers; the status and the response head.
+async fn raw_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let head = text.split_once("\r\n\r\n").map(|(h, _)| h.to_string()).unwrap_or(text);
+    (status, head)
+}
+
+async fn raw_get(port: u16, path: &str, agent: &str) -> (u16, String) {
+    raw_request(port, "GET", path, &[("User-Agent", agent)]).await
+}
+
 fn text(g: &Got) -> String {
     String::from_utf8_lossy(&g.body).into_owned()
 }
@@ -143,6 +165,33 @@ async fn ll_hls_playlist_blocking_reload_parts_and_fmp4_stream() {
     let port = server.port;
     let mut ff = publish(rtmp, "cam", 20, true);
     let playlist = wait_playlist(port, "cam", 1).await;
+
+    // HLS players hold no connection: each client reading the playlist counts as a
+    // viewer (address + user agent), and the stats give one total across protocols.
+    for agent in ["player-one", "player-two", "player-two"] {
+        let (status, _) = raw_get(port, "/live/cam.m3u8", agent).await;
+        assert_eq!(status, 200);
+    }
+    let (_, stats) = server.http("GET", "/api/v1/streams/cam", None).await;
+    // The two agents (one of them twice) and the client that waited for the playlist.
+    assert_eq!(stats["viewers"]["hls"], 3, "{stats}");
+    assert_eq!(stats["viewersTotal"], 3, "{stats}");
+    // A preflight from a player on another site that adds a header is answered.
+    let (status, head) = raw_request(
+        port,
+        "OPTIONS",
+        "/live/cam.m3u8",
+        &[
+            ("Origin", "https://other.example"),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 204, "{head}");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("access-control-allow-origin: *"), "{head}");
+    assert!(head.contains("access-control-allow-headers: authorization"), "{head}");
 
     // Invariants of an LL-HLS playlist (RFC 8216bis).
     let td = attr(&playlist, "#EXT-X-TARGETDURATION");

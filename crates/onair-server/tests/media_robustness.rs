@@ -47,6 +47,23 @@ async fn bad_publishers_leave_other_streams_alone() {
         s.stderr()
     );
 
+    // H.264 4:4:4 (what x264 picks for RGB input unless told): refused like a codec,
+    // since most browsers would show nothing.
+    let mut rgb = publish_with(
+        &push_url(&s, "rgb444"),
+        5,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p", "-c:a", "aac"],
+    );
+    let status = exit_within(&mut rgb, Duration::from_secs(8)).await;
+    assert!(status.is_some_and(|st| !st.success()), "a 4:4:4 stream must be refused: {status:?}");
+    assert!(
+        s.stderr().iter().any(|l| l.contains("4:4:4") && l.contains("rgb444") && l.contains("browsers")),
+        "log names the stream and why: {:?}",
+        s.stderr()
+    );
+    let (status, _) = s.http("GET", "/api/v1/streams/rgb444", None).await;
+    assert_eq!(status, 404, "the refused stream is not live");
+
     // The good stream plays on, and the killed stream's name can be published again.
     let dir = tempfile::TempDir::new().unwrap();
     let file = dir.path().join("good.flv");

@@ -74,7 +74,7 @@ async fn demo_mode_is_off_when_the_app_is_configured() {
     let server = Server::start("").await;
     let (status, cfg) = server.http("GET", "/api/v1/web/config", None).await;
     assert_eq!(status, 200);
-    assert_eq!(cfg, json!({"sdkAppId": SDKAPPID, "demo": false, "demoRoom": "", "ws": "/ws"}));
+    assert_eq!(cfg, json!({"sdkAppId": SDKAPPID, "demo": false, "demoRoom": "", "ws": "/ws", "mediaEdge": false}));
     let (status, v) = server.http("POST", "/api/v1/demo/guest", None).await;
     assert_eq!(status, 403, "{v}");
     let (_, rooms) = server.http("GET", "/api/v1/rooms", None).await;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -73,6 +73,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 /// the HLS part when present.
 async fn live_file(
     State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(file): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -83,10 +84,12 @@ async fn live_file(
             let via = headers.get(onair_media_server::edge::RELAY_HEADER).and_then(|v| v.to_str().ok());
             http_flv(&state.media, name, query.as_deref().unwrap_or(""), via).await
         }
-        "m3u8" | "mp4" | "json" => match hls::live_file(&state.hls, &file, query.as_deref().unwrap_or("")).await {
-            Some(reply) => render(reply),
-            None => error(StatusCode::NOT_FOUND, "no such file"),
-        },
+        "m3u8" | "mp4" | "json" => {
+            match hls::live_file(&state.hls, &file, query.as_deref().unwrap_or(""), client_key(peer, &headers)).await {
+                Some(reply) => render(reply),
+                None => error(StatusCode::NOT_FOUND, "no such file"),
+            }
+        }
         _ => error(StatusCode::NOT_FOUND, "no such file"),
     }
 }
@@ -175,15 +178,41 @@ impl FlvBody {
     }
 }
 
+/// An HLS reader's identity: its address and user agent (two players behind one NAT
+/// usually differ in the latter), hashed.
+fn client_key(peer: std::net::SocketAddr, headers: &HeaderMap) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    peer.ip().hash(&mut h);
+    headers.get(header::USER_AGENT).map(|v| v.as_bytes()).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+/// A stream's stats with every viewer counted once: the registry counts connections
+/// (RTMP, HTTP-FLV, live fMP4 as `hls`), the HLS part counts playlist readers, which
+/// join the `hls` figure; `viewersTotal` is the sum.
+fn stream_view(state: &Shared, s: &onair_media_server::registry::Stream, now: u64) -> serde_json::Value {
+    let mut stats = s.stats(now);
+    *stats.viewers.entry("hls").or_default() += state.hls.hls_viewers(&stats.name);
+    let total: u64 = stats.viewers.values().sum();
+    let mut v = serde_json::to_value(&stats).unwrap_or_default();
+    v["viewersTotal"] = json!(total);
+    // Only when there is one: pages must not ask for a snapshot that would 404.
+    if state.hls.has_snapshot(&stats.name) {
+        v["snapshot"] = json!(format!("/live/{}/snapshot.jpg", stats.name));
+    }
+    v
+}
+
 async fn list_streams(State(state): State<Shared>) -> Response {
     let now = now_ms();
-    let streams: Vec<_> = state.media.registry.list().iter().map(|s| s.stats(now)).collect();
+    let streams: Vec<_> = state.media.registry.list().iter().map(|s| stream_view(&state, s, now)).collect();
     axum::Json(json!({"streams": streams})).into_response()
 }
 
 async fn get_stream(State(state): State<Shared>, Path(name): Path<String>) -> Response {
     match state.media.registry.get(&name) {
-        Some(s) => axum::Json(s.stats(now_ms())).into_response(),
+        Some(s) => axum::Json(stream_view(&state, &s, now_ms())).into_response(),
         None => error(StatusCode::NOT_FOUND, "stream is not live"),
     }
 }

@@ -119,6 +119,9 @@ async fn web_config(State(state): State<Shared>) -> Response {
         "demo": demo,
         "demoRoom": if demo { DEMO_ROOM } else { "" },
         "ws": "/ws",
+        // An edge pulls a stream on its first request: pages must not wait for it to
+        // appear in the stream list first.
+        "mediaEdge": state.media.origin().is_some(),
     }))
     .into_response()
 }

@@ -32,7 +32,52 @@ pub fn router(state: Shared) -> Router {
         .merge(crate::faces::media::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(cors))
         .with_state(state)
+}
+
+/// Paths other sites may read: media, the player's assets and SDK, and the API (whose
+/// credentials travel in headers or the query, never in cookies, so `*` exposes
+/// nothing a caller did not hold already).
+fn cross_origin(path: &str) -> bool {
+    ["/live/", "/vod/", "/assets/", "/sdk/", "/api/v1/", "/v4/", "/whip/", "/whep/"].iter().any(|p| path.starts_with(p))
+}
+
+/// CORS for [`cross_origin`] paths: preflights (`OPTIONS` with
+/// `Access-Control-Request-Method`) are answered here with what a player or SDK may
+/// send; other answers get `Access-Control-Allow-Origin: *` unless they set their own.
+async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::{HeaderValue, Method, header};
+    let path = req.uri().path();
+    if !cross_origin(path) {
+        return next.run(req).await;
+    }
+    if req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+        let asked = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        // Whatever headers the caller asked for (Authorization, Content-Type, the
+        // UserSig headers): the API checks credentials itself.
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            asked.unwrap_or_else(|| HeaderValue::from_static("authorization, content-type")),
+        );
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("location, x-codecs, etag"));
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        return r;
+    }
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    if !h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("location, x-codecs, etag"));
+    }
+    r
 }
 
 /// The OpenAPI document of the native API (kept in docs/, embedded at build time).
