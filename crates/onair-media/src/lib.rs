@@ -13,6 +13,7 @@ pub mod fmp4;
 pub mod frame;
 pub mod gop;
 pub mod hls;
+pub mod nal;
 pub mod rtmp;
 pub mod stats;
 pub mod timestamp;
