@@ -78,6 +78,12 @@ impl H264Ingest {
         H264Ingest::default()
     }
 
+    /// Packets were lost before the next access unit: pictures are held back (and a
+    /// keyframe wanted) until the next keyframe, since P-frames would decode as garbage.
+    pub fn lost(&mut self) {
+        self.keyframe_seen = false;
+    }
+
     /// Converts one access unit. `keyframe_hint` is the depacketiser's opinion (str0m's
     /// `CodecExtra::H264::is_keyframe`); an IDR slice makes it a keyframe in any case.
     pub fn push(&mut self, annexb: &[u8], keyframe_hint: bool) -> IngestOutput {
@@ -288,6 +294,10 @@ mod tests {
         // The depacketiser's keyframe hint counts.
         let o = c.push(&annexb(&[P]), true);
         assert_eq!(o.bodies, vec![flv_video_frame(true, 0, &nal::nals_to_avcc([P]))]);
+        // After a loss, P-frames wait for a keyframe again.
+        c.lost();
+        assert!(c.push(&annexb(&[P]), false).want_keyframe);
+        assert_eq!(c.push(&annexb(&[IDR]), false).bodies.len(), 1);
     }
 
     #[test]

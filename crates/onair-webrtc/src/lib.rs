@@ -1,3 +1,13 @@
 //! tmp
+pub mod config;
 pub mod convert;
+pub mod engine;
+pub mod error;
 pub mod sdp;
+mod session;
+pub mod stats;
+
+pub use config::{IceServer, Limits, WebRtcConfig};
+pub use engine::{FrameSource, IngestFrame, IngestStream, PlayFrame, Playing, Published, SessionId, TrackKind, WebRtcEngine};
+pub use error::EngineError;
+pub use stats::{SessionState, SessionStats};
