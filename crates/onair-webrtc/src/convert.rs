@@ -101,20 +101,20 @@ impl H264Ingest {
                 changed = true;
             }
         }
-        if changed || !self.config_sent {
-            if let (Some(sps), Some(pps)) = (&self.sps, &self.pps) {
-                match nal::avcc_record(sps, pps) {
-                    Ok(record) => {
-                        out.bodies.push(flv_sequence_header(&record));
-                        self.config_sent = true;
-                        self.keyframe_seen = false;
-                    }
-                    // A parameter set we cannot describe: forget it and wait for better.
-                    Err(_) => {
-                        self.sps = None;
-                        self.pps = None;
-                        self.config_sent = false;
-                    }
+        if (changed || !self.config_sent)
+            && let (Some(sps), Some(pps)) = (&self.sps, &self.pps)
+        {
+            match nal::avcc_record(sps, pps) {
+                Ok(record) => {
+                    out.bodies.push(flv_sequence_header(&record));
+                    self.config_sent = true;
+                    self.keyframe_seen = false;
+                }
+                // A parameter set we cannot describe: forget it and wait for better.
+                Err(_) => {
+                    self.sps = None;
+                    self.pps = None;
+                    self.config_sent = false;
                 }
             }
         }
@@ -247,8 +247,8 @@ mod tests {
     use onair_media::flv::parse_video;
 
     const SPS: &[u8] = &[
-        0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0, 0, 3, 0, 0x10, 0, 0, 3, 3, 0xc0, 0xf1, 0x42, 0xa4,
-        0x80,
+        0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0, 0, 3, 0, 0x10, 0, 0, 3, 3, 0xc0, 0xf1, 0x42,
+        0xa4, 0x80,
     ];
     const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
     const IDR: &[u8] = &[0x65, 0x88, 0x84, 0x00, 0x33];
@@ -275,11 +275,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(parse_video(&o.bodies[1]).unwrap(), VideoBody::Frame {
-            keyframe: true,
-            cts: 0,
-            data: Bytes::from(nal::nals_to_avcc([IDR]))
-        });
+        assert_eq!(
+            parse_video(&o.bodies[1]).unwrap(),
+            VideoBody::Frame { keyframe: true, cts: 0, data: Bytes::from(nal::nals_to_avcc([IDR])) }
+        );
         // A P-frame: just the picture.
         let o = c.push(&annexb(&[P]), false);
         assert_eq!(o.bodies, vec![flv_video_frame(false, 0, &nal::nals_to_avcc([P]))]);

@@ -183,7 +183,13 @@ struct Shared {
 }
 
 impl Shared {
-    fn admit(&self, id: SessionId, role: Role, stream: &str, ip: IpAddr) -> Result<Arc<Mutex<SessionStats>>, EngineError> {
+    fn admit(
+        &self,
+        id: SessionId,
+        role: Role,
+        stream: &str,
+        ip: IpAddr,
+    ) -> Result<Arc<Mutex<SessionStats>>, EngineError> {
         let mut t = self.table.lock();
         let l = &self.limits;
         if t.sessions.len() >= l.max_sessions {
@@ -509,9 +515,13 @@ impl Pump {
                     video.resync();
                     None
                 }
-                Some(PlayFrame::Opus { timestamp, data }) => {
-                    Some(Write { id: self.id, kind: TrackKind::Audio, pts_ms: timestamp, keyframe: true, data: data.to_vec() })
-                }
+                Some(PlayFrame::Opus { timestamp, data }) => Some(Write {
+                    id: self.id,
+                    kind: TrackKind::Audio,
+                    pts_ms: timestamp,
+                    keyframe: true,
+                    data: data.to_vec(),
+                }),
                 Some(PlayFrame::FlvVideo { timestamp, body }) => match video.push(&body) {
                     Ok(Some(f)) => Some(Write {
                         id: self.id,
@@ -603,7 +613,8 @@ impl Driver {
             Instant::now(),
             Receive { proto: Protocol::Udp, source: src, destination: self.destination(src), contents },
         );
-        let known = self.by_addr.get(&src).copied().filter(|id| self.sessions.get(id).is_some_and(|s| s.rtc.accepts(&input)));
+        let known =
+            self.by_addr.get(&src).copied().filter(|id| self.sessions.get(id).is_some_and(|s| s.rtc.accepts(&input)));
         let id = match known {
             Some(id) => id,
             None => {
@@ -676,7 +687,8 @@ impl Driver {
 
     fn on_timeouts(&mut self) {
         let now = Instant::now();
-        let due: Vec<SessionId> = self.sessions.iter().filter(|(_, s)| s.next_timeout <= now).map(|(id, _)| *id).collect();
+        let due: Vec<SessionId> =
+            self.sessions.iter().filter(|(_, s)| s.next_timeout <= now).map(|(id, _)| *id).collect();
         for id in due {
             let result = match self.sessions.get_mut(&id) {
                 Some(s) => s.handle_input(Input::Timeout(now)),

@@ -8,6 +8,8 @@ mod session;
 pub mod stats;
 
 pub use config::{IceServer, Limits, WebRtcConfig};
-pub use engine::{FrameSource, IngestFrame, IngestStream, PlayFrame, Playing, Published, SessionId, TrackKind, WebRtcEngine};
+pub use engine::{
+    FrameSource, IngestFrame, IngestStream, PlayFrame, Playing, Published, SessionId, TrackKind, WebRtcEngine,
+};
 pub use error::EngineError;
 pub use stats::{SessionState, SessionStats};

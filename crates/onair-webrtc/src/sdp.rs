@@ -226,7 +226,13 @@ pub fn validate_offer(sdp: &str, role: Role) -> Result<OfferSummary, OfferError>
                         if pt > 127 {
                             return Err(malformed(format!("payload type {pt} out of range")));
                         }
-                        codecs.push(OfferedCodec { pt, name: String::new(), clock: 0, channels: None, fmtp: HashMap::new() });
+                        codecs.push(OfferedCodec {
+                            pt,
+                            name: String::new(),
+                            clock: 0,
+                            channels: None,
+                            fmtp: HashMap::new(),
+                        });
                     }
                     let media = OfferedMedia { kind, mid: None, direction: Direction::SendRecv, codecs };
                     sections.push((media, true, (false, false, false)));
@@ -300,7 +306,10 @@ pub fn validate_offer(sdp: &str, role: Role) -> Result<OfferSummary, OfferError>
             Role::Play => matches!(m.direction, Direction::RecvOnly | Direction::SendRecv),
         };
         if !ok {
-            return Err(OfferError::Direction(role, format!("media {} is {:?}", m.mid.as_deref().unwrap_or("?"), m.direction)));
+            return Err(OfferError::Direction(
+                role,
+                format!("media {} is {:?}", m.mid.as_deref().unwrap_or("?"), m.direction),
+            ));
         }
     }
     Ok(OfferSummary { media })
@@ -383,7 +392,8 @@ a=rtpmap:112 H264/90000\r\na=fmtp:112 level-asymmetry-allowed=1;packetization-mo
         let high444 = CHROME_WHIP
             .replace("m=video 9 UDP/TLS/RTP/SAVPF 96 102 106 112", "m=video 9 UDP/TLS/RTP/SAVPF 112")
             .replace("profile-level-id=64001f", "profile-level-id=f4001f");
-        let table: Vec<(String, Result<(), (u16, &str)>)> = vec![
+        type Row = (String, Result<(), (u16, &'static str)>);
+        let table: Vec<Row> = vec![
             ("".into(), Err((400, "first line is not v=0"))),
             ("hello".into(), Err((400, "first line is not v=0"))),
             ("v=0\r\nbogus\r\n".into(), Err((400, "line is not type=value"))),

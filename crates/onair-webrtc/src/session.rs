@@ -181,11 +181,9 @@ impl Session {
                 MediaKind::Audio => self.audio_mid = Some(m.mid),
             },
             Event::MediaData(d) => self.on_media(d, now, actions),
-            Event::KeyframeRequest(_) => {
-                if self.role == Role::Play {
-                    self.bump_keyframe();
-                    actions.push(Action::WantKeyframe(self.stream.clone()));
-                }
+            Event::KeyframeRequest(_) if self.role == Role::Play => {
+                self.bump_keyframe();
+                actions.push(Action::WantKeyframe(self.stream.clone()));
             }
             Event::PeerStats(p) => {
                 let mut s = self.stats.lock();

@@ -136,10 +136,17 @@ async fn publish_and_play_over_loopback() {
     let (vmid, amid) = (publisher.video, publisher.audio);
     for tick in 0..100usize {
         let at = start + Duration::from_millis(20 * tick as u64);
-        publisher.run_until(at, &mut |_, e| keyframe_requests += usize::from(matches!(e, Event::KeyframeRequest(_)))).await;
+        publisher
+            .run_until(at, &mut |_, e| keyframe_requests += usize::from(matches!(e, Event::KeyframeRequest(_))))
+            .await;
         let now = Instant::now();
         let pt = publisher.rtc.writer(amid).unwrap().payload_params().next().unwrap().pt();
-        publisher.rtc.writer(amid).unwrap().write(pt, now, MediaTime::new(960 * tick as u64, Frequency::FORTY_EIGHT_KHZ), opus(tick)).unwrap();
+        publisher
+            .rtc
+            .writer(amid)
+            .unwrap()
+            .write(pt, now, MediaTime::new(960 * tick as u64, Frequency::FORTY_EIGHT_KHZ), opus(tick))
+            .unwrap();
         if tick % 2 == 0 {
             let i = tick / 2;
             let data = nal::nals_to_annexb(aus[i].iter().map(Vec::as_slice));
@@ -148,7 +155,11 @@ async fn publish_and_play_over_loopback() {
             w.write(pt, now, MediaTime::from_90khz(3600 * i as u64), data).unwrap();
         }
     }
-    publisher.run_until(end + Duration::from_millis(1000), &mut |_, e| keyframe_requests += usize::from(matches!(e, Event::KeyframeRequest(_)))).await;
+    publisher
+        .run_until(end + Duration::from_millis(1000), &mut |_, e| {
+            keyframe_requests += usize::from(matches!(e, Event::KeyframeRequest(_)))
+        })
+        .await;
 
     // Stats while everything is connected.
     let pstats = engine.stats(published.id).unwrap();

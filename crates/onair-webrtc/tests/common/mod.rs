@@ -35,7 +35,7 @@ pub fn access_units() -> Vec<Vec<Vec<u8>>> {
 
 /// The NAL units of a picture as the registry keeps them: no SPS/PPS/AUD.
 pub fn picture(au: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    au.iter().filter(|n| !matches!(nal::nal_type(n), Some(7 | 8 | 9))).cloned().collect()
+    au.iter().filter(|n| !matches!(nal::nal_type(n), Some(7..=9))).cloned().collect()
 }
 
 pub async fn engine(limits: Limits) -> WebRtcEngine {
@@ -103,7 +103,10 @@ impl Client {
             match tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await {
                 Ok(Ok((n, source))) => {
                     let Ok(contents) = DatagramRecv::try_from(&buf[..n]) else { continue };
-                    let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: local, contents });
+                    let input = Input::Receive(
+                        Instant::now(),
+                        Receive { proto: Protocol::Udp, source, destination: local, contents },
+                    );
                     self.rtc.handle_input(input).unwrap();
                 }
                 _ => self.rtc.handle_input(Input::Timeout(Instant::now())).unwrap(),
