@@ -3,6 +3,7 @@ pub mod config;
 pub mod convert;
 pub mod engine;
 pub mod error;
+pub mod ogg;
 pub mod sdp;
 mod session;
 pub mod stats;
