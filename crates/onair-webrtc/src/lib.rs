@@ -1,4 +1,5 @@
 //! tmp
+pub mod bridge;
 pub mod config;
 pub mod convert;
 pub mod engine;

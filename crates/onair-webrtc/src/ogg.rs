@@ -271,15 +271,15 @@ mod tests {
     fn opus_toc_table() {
         let table: &[(&[u8], Option<u32>)] = &[
             (&[], None),
-            (&[0xfc], Some(960)),      // CELT FB 20 ms, one frame (browsers' default)
-            (&[0xf0], Some(480)),      // CELT FB 10 ms
-            (&[0xfd, 0], Some(1920)),  // two 20 ms frames
+            (&[0xfc], Some(960)),        // CELT FB 20 ms, one frame (browsers' default)
+            (&[0xf0], Some(480)),        // CELT FB 10 ms
+            (&[0xfd, 0], Some(1920)),    // two 20 ms frames
             (&[0xff, 0x03], Some(2880)), // code 3, three 20 ms frames
-            (&[0xff, 0x07], None),     // seven 20 ms frames = 140 ms > 120 ms
-            (&[0xff], None),           // code 3 without its count byte
-            (&[0x18], Some(2880)),     // SILK NB 60 ms
-            (&[0x60], Some(480)),      // hybrid SWB 10 ms
-            (&[0x80], Some(120)),      // CELT NB 2.5 ms
+            (&[0xff, 0x07], None),       // seven 20 ms frames = 140 ms > 120 ms
+            (&[0xff], None),             // code 3 without its count byte
+            (&[0x18], Some(2880)),       // SILK NB 60 ms
+            (&[0x60], Some(480)),        // hybrid SWB 10 ms
+            (&[0x80], Some(120)),        // CELT NB 2.5 ms
         ];
         for (p, want) in table {
             assert_eq!(opus_packet_samples(p), *want, "{p:02x?}");
