@@ -14,7 +14,8 @@
 //! overtakes it and it resumes at a keyframe); the command queue (callers wait); the
 //! kernel's UDP send buffer (full → the datagram is dropped, NACK/RTX recovers it).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -299,7 +300,9 @@ impl WebRtcEngine {
             shared: shared.clone(),
             sessions: HashMap::new(),
             by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
             publishers: HashMap::new(),
+            timers: BinaryHeap::new(),
         };
         tokio::spawn(driver.run(cmd_rx, write_rx));
         tracing::info!(%local, candidates = ?candidates, "webrtc engine listening");
@@ -388,7 +391,9 @@ impl WebRtcEngine {
             }
         };
         let (state_tx, state_rx) = watch::channel(SessionState::Connecting);
+        let ufrag = crate::demux::sdp_ice_ufrag(&answer).unwrap_or_default().to_string();
         let session = Session::new(SessionParts {
+            ufrag,
             rtc,
             role,
             stream: stream.to_string(),
@@ -564,8 +569,13 @@ struct Driver {
     shared: Arc<Shared>,
     sessions: HashMap<SessionId, Session>,
     by_addr: HashMap<SocketAddr, SessionId>,
+    /// Our ICE ufrag → session: finds the session of a first STUN request.
+    by_ufrag: HashMap<String, SessionId>,
     /// stream → its WebRTC publisher, for keyframe requests.
     publishers: HashMap<String, SessionId>,
+    /// Sessions' str0m timeouts, soonest first. An entry is stale when its session has
+    /// gone or rescheduled (at most two entries per session: see `schedule`).
+    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
 }
 
 impl Driver {
@@ -597,7 +607,17 @@ impl Driver {
 
     fn next_timeout(&self) -> Instant {
         let cap = Instant::now() + Duration::from_secs(1);
-        self.sessions.values().map(|s| s.next_timeout).min().map_or(cap, |t| t.min(cap))
+        self.timers.peek().map_or(cap, |Reverse((t, _))| (*t).min(cap))
+    }
+
+    /// Puts a session's timeout on the heap when it is sooner than the one already
+    /// there (a later one is found when that entry comes due and is re-pushed then).
+    fn schedule(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        if s.scheduled.is_none_or(|at| s.next_timeout < at) {
+            s.scheduled = Some(s.next_timeout);
+            self.timers.push(Reverse((s.next_timeout, id)));
+        }
     }
 
     /// The local address a datagram from `src` was sent to: the announced candidate of
@@ -618,10 +638,15 @@ impl Driver {
         let id = match known {
             Some(id) => id,
             None => {
-                let Some((id, s)) = self.sessions.iter_mut().find(|(_, s)| s.rtc.accepts(&input)) else { return };
+                // A new address: only a STUN request naming one of our ufrags may
+                // introduce it (ICE consent before anything else).
+                let Some(id) = crate::demux::stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)).copied() else {
+                    return;
+                };
+                let Some(s) = self.sessions.get_mut(&id).filter(|s| s.rtc.accepts(&input)) else { return };
                 s.addrs.push(src);
-                self.by_addr.insert(src, *id);
-                *id
+                self.by_addr.insert(src, id);
+                id
             }
         };
         let result = match self.sessions.get_mut(&id) {
@@ -648,6 +673,7 @@ impl Driver {
                 &mut actions,
             );
         }
+        self.schedule(id);
         for a in actions {
             match a {
                 Action::Close(why) => self.close(id, why),
@@ -670,6 +696,9 @@ impl Driver {
                 if s.role == Role::Publish {
                     self.publishers.insert(s.stream.clone(), id);
                 }
+                if !s.ufrag.is_empty() {
+                    self.by_ufrag.insert(s.ufrag.clone(), id);
+                }
                 self.sessions.insert(id, *s);
                 self.drive(id);
             }
@@ -687,12 +716,23 @@ impl Driver {
 
     fn on_timeouts(&mut self) {
         let now = Instant::now();
-        let due: Vec<SessionId> =
-            self.sessions.iter().filter(|(_, s)| s.next_timeout <= now).map(|(id, _)| *id).collect();
-        for id in due {
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
             let result = match self.sessions.get_mut(&id) {
-                Some(s) => s.handle_input(Input::Timeout(now)),
-                None => continue,
+                // Only the entry the session last scheduled counts.
+                Some(s) if s.scheduled == Some(at) => {
+                    s.scheduled = None;
+                    if s.next_timeout > now {
+                        // str0m moved its timeout later since: wait for that instead.
+                        self.schedule(id);
+                        continue;
+                    }
+                    s.handle_input(Input::Timeout(now))
+                }
+                _ => continue,
             };
             if result.is_err() {
                 self.close(id, "protocol error");
@@ -726,6 +766,9 @@ impl Driver {
         s.mark_closed();
         for a in &s.addrs {
             self.by_addr.remove(a);
+        }
+        if self.by_ufrag.get(&s.ufrag) == Some(&id) {
+            self.by_ufrag.remove(&s.ufrag);
         }
         if s.role == Role::Publish && self.publishers.get(&s.stream) == Some(&id) {
             self.publishers.remove(&s.stream);

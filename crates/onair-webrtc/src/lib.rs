@@ -2,6 +2,7 @@
 pub mod bridge;
 pub mod config;
 pub mod convert;
+pub mod demux;
 pub mod engine;
 pub mod error;
 pub mod ogg;

@@ -50,6 +50,10 @@ pub(crate) struct Session {
     pub(crate) connected_at: Option<Instant>,
     pub(crate) last_rx: Instant,
     pub(crate) next_timeout: Instant,
+    /// The timeout this session has on the engine's timer heap, if any.
+    pub(crate) scheduled: Option<Instant>,
+    /// Our ICE ufrag (from the answer): how a first STUN request finds the session.
+    pub(crate) ufrag: String,
     /// Remote addresses demultiplexed to this session (removed with it).
     pub(crate) addrs: Vec<SocketAddr>,
     pub(crate) stats: Arc<Mutex<SessionStats>>,
@@ -75,6 +79,7 @@ pub(crate) struct Session {
 
 /// What a session needs at creation.
 pub(crate) struct SessionParts {
+    pub(crate) ufrag: String,
     pub(crate) rtc: Rtc,
     pub(crate) role: Role,
     pub(crate) stream: String,
@@ -96,6 +101,8 @@ impl Session {
             connected_at: None,
             last_rx: p.now,
             next_timeout: p.now,
+            scheduled: None,
+            ufrag: p.ufrag,
             addrs: Vec::new(),
             stats: p.stats,
             state_tx: p.state_tx,
