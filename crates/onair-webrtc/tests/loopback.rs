@@ -42,6 +42,8 @@ fn source(header: Option<PlayFrame>, rx: broadcast::Receiver<PlayFrame>) -> Fram
 #[derive(Default, Debug)]
 struct Received {
     video: Vec<(bool, Vec<Vec<u8>>)>,
+    /// When each video frame arrived.
+    video_at: Vec<Instant>,
     audio: Vec<Vec<u8>>,
 }
 
@@ -54,6 +56,7 @@ async fn run_player(mut c: Client, until: Instant) -> Received {
                 let nals: Vec<Vec<u8>> = nal::split_annexb(&d.data).into_iter().map(<[u8]>::to_vec).collect();
                 let key = nals.iter().any(|n| nal::nal_type(n) == Some(5));
                 got.video.push((key, nals));
+                got.video_at.push(Instant::now());
             } else if d.mid == audio {
                 got.audio.push(d.data.to_vec());
             }
@@ -122,17 +125,19 @@ async fn publish_and_play_over_loopback() {
     let late_engine = engine.clone();
     let late = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(900)).await;
+        let asked = Instant::now();
         let (mut p2, offer) = Client::new(Direction::RecvOnly).await;
         // As the registry does: the current sequence header first, then live frames.
         let header = last_header.lock().clone();
         let playing = late_engine.play(&offer, "s1", LOCALHOST, source(header, late_tx.subscribe())).await.unwrap();
         p2.accept(&playing.answer);
         let got = run_player(p2, end + Duration::from_millis(1500)).await;
-        (got, playing)
+        (got, playing, asked)
     });
     let p1_task = tokio::spawn(run_player(p1, end + Duration::from_millis(1500)));
 
     let mut keyframe_requests = 0;
+    let mut sent_at = Vec::new();
     let (vmid, amid) = (publisher.video, publisher.audio);
     for tick in 0..100usize {
         let at = start + Duration::from_millis(20 * tick as u64);
@@ -153,6 +158,7 @@ async fn publish_and_play_over_loopback() {
             let w = publisher.rtc.writer(vmid).unwrap();
             let pt = w.payload_params().next().unwrap().pt();
             w.write(pt, now, MediaTime::from_90khz(3600 * i as u64), data).unwrap();
+            sent_at.push(now);
         }
     }
     publisher
@@ -171,7 +177,7 @@ async fn publish_and_play_over_loopback() {
     assert!(s1.bytes_tx > 10_000, "{s1:?}");
 
     let r1 = p1_task.await.unwrap();
-    let (r2, playing2) = late.await.unwrap();
+    let (r2, playing2, asked) = late.await.unwrap();
     assert!(*playing2.keyframe_wanted.borrow() >= 1, "the late joiner asked for a keyframe");
     engine.close(published.id).await;
     let (video, audio, headers) = tokio::time::timeout(Duration::from_secs(5), consumer).await.unwrap().unwrap();
@@ -219,6 +225,21 @@ async fn publish_and_play_over_loopback() {
     for (j, (_, nals)) in r2.video.iter().enumerate() {
         assert_eq!(picture(nals), picture(&aus[k + j]), "late joiner frame {j}");
     }
+    // Numbers (not asserted tightly: the machine is shared): publisher write → player
+    // depacketised frame, through the engine, the FLV conversion and back; and the late
+    // joiner's time from making its offer to its first (key)frame.
+    let mut lat: Vec<Duration> =
+        r1.video_at.iter().zip(&sent_at).map(|(r, s)| r.saturating_duration_since(*s)).collect();
+    lat.sort();
+    let ttff = r2.video_at[0].saturating_duration_since(asked);
+    eprintln!(
+        "loopback WHIP→WHEP frame latency p50 {:?} p99 {:?} max {:?}; late joiner: first frame {:?} after its offer (keyframe {k})",
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100],
+        lat[lat.len() - 1],
+        ttff
+    );
+    assert!(lat[lat.len() / 2] < Duration::from_millis(200), "p50 {:?}", lat[lat.len() / 2]);
     // Its join asked the WebRTC publisher for a keyframe (PLI).
     assert!(keyframe_requests >= 1, "publisher saw a keyframe request");
 
