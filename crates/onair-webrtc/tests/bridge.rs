@@ -1,5 +1,7 @@
 //! The audio bridge with a real `ffmpeg`: real Opus (libopus via ffmpeg) becomes AAC in
 //! FLV audio tag bodies on the caller's timeline, and real AAC becomes 20 ms Opus packets.
+//! Skips with a message when ffmpeg is absent (as the other media tests do; `.ci/run`
+//! installs it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -9,6 +11,14 @@ use onair_media::codec::parse_asc;
 use onair_media::flv::{AudioBody, FlvDemuxer, TAG_AUDIO, parse_audio};
 use onair_webrtc::bridge::{AudioBridge, AudioPacket, BridgeKind};
 use onair_webrtc::ogg::{OggReader, opus_packet_samples};
+
+fn have_ffmpeg() -> bool {
+    let ok = std::process::Command::new("ffmpeg").arg("-version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: ffmpeg is not installed");
+    }
+    ok
+}
 
 fn ffmpeg(args: &[&str]) -> Vec<u8> {
     let out = std::process::Command::new("ffmpeg").args(args).output().expect("ffmpeg runs");
@@ -30,6 +40,9 @@ const SINE: &[&str] = &[
 
 #[tokio::test]
 async fn opus_in_aac_out() {
+    if !have_ffmpeg() {
+        return;
+    }
     let mut args = SINE.to_vec();
     args.extend([
         "-c:a",
@@ -85,6 +98,9 @@ async fn opus_in_aac_out() {
 
 #[tokio::test]
 async fn aac_in_opus_out() {
+    if !have_ffmpeg() {
+        return;
+    }
     let mut args = SINE.to_vec();
     args.extend(["-c:a", "aac", "-b:a", "96k", "-f", "flv", "pipe:1"]);
     let mut d = FlvDemuxer::new();
