@@ -115,3 +115,30 @@ async fn close_ends_a_connected_session() {
     c2.connect().await;
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn answer_is_ice_lite_with_rtx_nack_pli_and_congestion_feedback() {
+    let engine = common::engine(Limits::default()).await;
+    let (_c, offer) = Client::new(Direction::SendOnly).await;
+    let p = engine.publish(&offer, "s", LOCALHOST).await.unwrap();
+    let a = p.answer;
+    for want in [
+        "a=ice-lite",
+        "a=recvonly",
+        "H264/90000",
+        "packetization-mode=1",
+        "rtx/90000",
+        "a=rtcp-fb:102 nack\r\n",
+        "nack pli",
+        "ccm fir",
+        "transport-cc",
+        "goog-remb",
+        "opus/48000/2",
+        "a=setup:passive",
+    ] {
+        assert!(a.contains(want), "answer lacks {want:?}:\n{a}");
+    }
+    // One host candidate per announced address, on the engine's one port.
+    let port = engine.local_addr().port();
+    assert!(a.contains(&format!("127.0.0.1 {port} typ host")), "{a}");
+}
