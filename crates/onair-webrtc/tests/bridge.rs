@@ -128,3 +128,61 @@ async fn aac_in_opus_out() {
     let a = out[0].timestamp;
     assert!((4990..=5030).contains(&a), "first Opus packet at {a}");
 }
+
+/// Fed in real time (one Opus packet every 20 ms), how far behind its input does AAC come
+/// out? Printed, and bounded loosely (the machine is shared).
+#[tokio::test]
+async fn opus_to_aac_delay_in_real_time() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let mut args = SINE.to_vec();
+    args.extend([
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "64k",
+        "-frame_duration",
+        "20",
+        "-page_duration",
+        "20000",
+        "-f",
+        "ogg",
+        "pipe:1",
+    ]);
+    let mut r = OggReader::new();
+    r.push(&ffmpeg(&args));
+    let mut packets = Vec::new();
+    while let Some(p) = r.next_packet().unwrap() {
+        packets.push(p.data);
+    }
+    let packets: Vec<Vec<u8>> = packets.split_off(2);
+    let mut bridge = AudioBridge::spawn(BridgeKind::OpusToAac, "ffmpeg", 96).unwrap();
+    let start = tokio::time::Instant::now();
+    let mut input = packets.into_iter().enumerate().map(|(i, p)| (20 * i as u64, Bytes::from(p))).peekable();
+    let mut delays = Vec::new();
+    loop {
+        let next = input.peek().map(|(ts, _)| start + Duration::from_millis(*ts));
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.unwrap_or(start)), if next.is_some() => {
+                if let Some((timestamp, data)) = input.next() {
+                    assert!(bridge.send(AudioPacket { timestamp, data }));
+                }
+                if input.peek().is_none() {
+                    bridge.finish();
+                }
+            }
+            p = tokio::time::timeout(Duration::from_secs(5), bridge.recv()) => {
+                let Ok(Some(p)) = p else { break };
+                if matches!(parse_audio(&p.data), Ok(AudioBody::Frame(_))) {
+                    let due = start + Duration::from_millis(p.timestamp);
+                    delays.push(tokio::time::Instant::now().saturating_duration_since(due));
+                }
+            }
+        }
+    }
+    delays.sort();
+    assert!(delays.len() > 80, "{} frames", delays.len());
+    eprintln!("opus→aac in real time: delay p50 {:?} max {:?}", delays[delays.len() / 2], delays[delays.len() - 1]);
+    assert!(delays[delays.len() / 2] < Duration::from_millis(1000));
+}
