@@ -94,7 +94,9 @@ impl OfferedCodec {
     pub fn h264_profile(&self) -> Option<u8> {
         match self.fmtp.get("profile-level-id") {
             None => Some(66),
-            Some(v) if v.len() == 6 => u8::from_str_radix(&v[..2], 16).ok(),
+            // Byte slicing is safe only once the value is known to be ASCII (found by
+            // fuzzing: a six-byte value with a multi-byte character in its first two).
+            Some(v) if v.len() == 6 && v.is_ascii() => u8::from_str_radix(&v[..2], 16).ok(),
             Some(_) => None,
         }
     }
@@ -406,6 +408,13 @@ a=rtpmap:112 H264/90000\r\na=fmtp:112 level-asymmetry-allowed=1;packetization-mo
             (CHROME_WHIP.replace("opus/48000/2", "opus"), Err((400, "bad clock rate"))),
             (vp8_only, Err((406, "offered: PCMU/8000, VP8/90000, H264/90000 profile 66 packetization-mode=0"))),
             (high444, Err((406, "H264/90000 profile 244 packetization-mode=1"))),
+            // Fuzzer find: a non-ASCII profile-level-id of six bytes.
+            (
+                CHROME_WHIP
+                    .replace(" 96 102 106 112", " 102")
+                    .replace("profile-level-id=42001f", "profile-level-id=4\u{3da}01f"),
+                Err((406, "H264/90000 bad profile-level-id")),
+            ),
             ("x".repeat(MAX_OFFER_BYTES + 1), Err((400, "exceeds"))),
             (CHROME_WHIP.replace("a=sendonly", "a=inactive"), Err((400, "inactive"))),
             (CHROME_WHIP.replace("\r\n", "\n"), Ok(())),
