@@ -36,6 +36,8 @@ use crate::ogg::{OggReader, OggWriter, opus_packet_samples};
 pub const INPUT_QUEUE: usize = 256;
 /// Output packets queued for the consumer.
 pub const OUTPUT_QUEUE: usize = 256;
+/// How long a child may take to flush and exit after its input closed before it is killed.
+pub const FLUSH_GRACE: Duration = Duration::from_secs(15);
 
 /// Which way the bridge converts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,8 +156,9 @@ impl AudioBridge {
         let o = origin.clone();
         tokio::spawn(async move {
             let _ = write_input(kind, stdin, in_rx, o).await;
-            // Input closed: give ffmpeg time to flush, then make sure it is gone.
-            if tokio::time::timeout(Duration::from_secs(3), child.wait()).await.is_err() {
+            // Input closed: give ffmpeg time to convert what it holds and exit (generous:
+            // on a loaded machine 3 s cut the tail off), then make sure it is gone.
+            if tokio::time::timeout(FLUSH_GRACE, child.wait()).await.is_err() {
                 let _ = child.kill().await;
             }
         });

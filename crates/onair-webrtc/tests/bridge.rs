@@ -71,11 +71,11 @@ async fn opus_in_aac_out() {
     for (i, p) in packets.iter().enumerate() {
         assert!(bridge.send(AudioPacket { timestamp: 1000 + 20 * i as u64, data: Bytes::from(p.clone()) }));
     }
-    let first = tokio::time::timeout(Duration::from_secs(5), bridge.recv()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(20), bridge.recv()).await.unwrap().unwrap();
     let first_latency = t0.elapsed();
     bridge.finish();
     let mut out = vec![first];
-    while let Some(p) = tokio::time::timeout(Duration::from_secs(5), bridge.recv()).await.unwrap() {
+    while let Some(p) = tokio::time::timeout(Duration::from_secs(20), bridge.recv()).await.unwrap() {
         out.push(p);
     }
     match parse_audio(&out[0].data).unwrap() {
@@ -116,7 +116,7 @@ async fn aac_in_opus_out() {
     assert!(n > 90);
     bridge.finish();
     let mut out = Vec::new();
-    while let Some(p) = tokio::time::timeout(Duration::from_secs(5), bridge.recv()).await.unwrap() {
+    while let Some(p) = tokio::time::timeout(Duration::from_secs(20), bridge.recv()).await.unwrap() {
         out.push(p);
     }
     eprintln!("{} opus packets, first ts {:?}", out.len(), out.first().map(|p| p.timestamp));
