@@ -175,6 +175,7 @@ async fn publish_and_play_over_loopback() {
     let s1 = engine.stats(playing1.id).unwrap();
     assert_eq!(s1.state, SessionState::Connected);
     assert!(s1.bytes_tx > 10_000, "{s1:?}");
+    eprintln!("publisher stats: {pstats:?}\nplayer stats: {s1:?}");
 
     let r1 = p1_task.await.unwrap();
     let (r2, playing2, asked) = late.await.unwrap();
