@@ -15,6 +15,7 @@ pub mod gop;
 pub mod hls;
 pub mod lifecycle;
 pub mod pacing;
+pub mod nal;
 pub mod rtmp;
 pub mod stats;
 pub mod timestamp;

@@ -1,0 +1,86 @@
+//! The engine's configuration: where its one UDP port listens, what addresses it
+//! announces as ICE host candidates, what STUN/TURN servers clients are told about, and
+//! the limits that bound what a flood of offers can cost.
+//!
+//! Plain data with defaults; the server's `[webrtc]` section deserialises into its own
+//! type and builds this one (the engine knows no config file format).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// A TURN (or STUN) server handed to clients; the engine itself never talks to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:host:port` or `turn:host:port?transport=udp` URLs.
+    pub urls: Vec<String>,
+    /// TURN username, if any.
+    pub username: Option<String>,
+    /// TURN credential, if any.
+    pub credential: Option<String>,
+}
+
+/// Bounds on sessions and queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Sessions of all kinds on this engine.
+    pub max_sessions: usize,
+    /// Sessions from one client IP (a flood of offers from one host stops here).
+    pub max_sessions_per_ip: usize,
+    /// WebRTC players of one stream.
+    pub max_players_per_stream: usize,
+    /// A session whose ICE + DTLS has not completed by then is closed.
+    pub connect_timeout: Duration,
+    /// A connected session that received nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// Frames queued from a publisher to its consumer; when full, frames are dropped
+    /// (video until the next keyframe, which is requested) and counted.
+    pub ingest_queue_frames: usize,
+    /// Frames queued from all players' sources to the engine task; when full a
+    /// player's source waits (its ring overtakes it and it restarts at a keyframe).
+    pub play_queue_frames: usize,
+    /// Least time between two keyframe requests (PLI) sent to one publisher.
+    pub pli_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 2000,
+            max_sessions_per_ip: 16,
+            max_players_per_stream: 1000,
+            connect_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            ingest_queue_frames: 512,
+            play_queue_frames: 4096,
+            pli_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Configuration of a [`crate::WebRtcEngine`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebRtcConfig {
+    /// The one UDP socket every session is muxed on.
+    pub bind: SocketAddr,
+    /// Public addresses announced as host candidates (with the bound port). When empty
+    /// and `bind` names a specific address, that address is announced.
+    pub announce_ips: Vec<IpAddr>,
+    /// Host names resolved once at start and announced like `announce_ips`.
+    pub announce_hosts: Vec<String>,
+    /// STUN/TURN servers for clients (carried, see [`crate::WebRtcEngine::ice_servers`]).
+    pub ice_servers: Vec<IceServer>,
+    /// Session and queue bounds.
+    pub limits: Limits,
+}
+
+impl Default for WebRtcConfig {
+    fn default() -> Self {
+        WebRtcConfig {
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8189),
+            announce_ips: Vec::new(),
+            announce_hosts: Vec::new(),
+            ice_servers: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}

@@ -1,0 +1,778 @@
+//! The async shell: [`WebRtcEngine`] owns one UDP socket (one muxed port, ICE-lite) and
+//! one task that drives every session's str0m `Rtc` — datagrams in, timeouts, datagrams
+//! out — plus one small pump task per player that reads its frame source.
+//!
+//! Demultiplexing follows str0m's advice for servers: a datagram from a known remote
+//! address goes to the session that address belongs to; a datagram from a new address
+//! (the first STUN binding request) is offered to each session's `Rtc::accepts`, which
+//! matches the ICE username fragment, and the address is remembered.
+//!
+//! Bounded everywhere: sessions in total / per client IP / players per stream
+//! ([`Limits`]); each publisher's frame queue (full → frames dropped, video until the
+//! next keyframe, which is requested); one shared queue of frames from players' sources
+//! to the engine task (full → a source waits; the registry ring it reads from then
+//! overtakes it and it resumes at a keyframe); the command queue (callers wait); the
+//! kernel's UDP send buffer (full → the datagram is dropped, NACK/RTX recovers it).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use parking_lot::Mutex;
+use str0m::change::SdpOffer;
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::{Candidate, Input, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{IceServer, Limits, WebRtcConfig};
+use crate::convert::FlvPlayback;
+use crate::error::EngineError;
+use crate::sdp::{self, OfferError, Role};
+use crate::session::{Action, Session, SessionParts};
+use crate::stats::{SessionState, SessionStats};
+
+/// A session's id: unique for the engine's life; shown in WHIP/WHEP `Location` URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl std::str::FromStr for SessionId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        u64::from_str_radix(s, 16).map(SessionId)
+    }
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackKind {
+    /// H.264.
+    Video,
+    /// Opus.
+    Audio,
+}
+
+/// What a WebRTC publisher yields, on one millisecond timeline starting near 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestFrame {
+    /// An FLV video tag body (AVC sequence header or picture), ready for
+    /// `Publisher::ingest(TrackKind::Video, timestamp, body)`.
+    Video {
+        /// Milliseconds (32-bit like RTMP; the registry unwraps it).
+        timestamp: u32,
+        /// The FLV video tag body.
+        body: Bytes,
+    },
+    /// One Opus packet as received (for the audio bridge or WebRTC players).
+    Opus {
+        /// Milliseconds on the same timeline as video.
+        timestamp: u32,
+        /// The Opus packet.
+        data: Bytes,
+    },
+}
+
+/// What a player's source yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlayFrame {
+    /// An FLV video tag body as the registry holds it (`Packet::body`), sequence headers
+    /// included; `timestamp` is its dts in ms.
+    FlvVideo {
+        /// Decode timestamp, ms.
+        timestamp: u64,
+        /// The FLV video tag body.
+        body: Bytes,
+    },
+    /// One Opus packet at `timestamp` ms.
+    Opus {
+        /// Presentation timestamp, ms.
+        timestamp: u64,
+        /// The Opus packet.
+        data: Bytes,
+    },
+    /// The source skipped frames (a lagged viewer): video resumes at the next keyframe.
+    Gap,
+}
+
+/// A publisher's frames; ends when the session closes.
+#[derive(Debug)]
+pub struct IngestStream {
+    rx: mpsc::Receiver<IngestFrame>,
+}
+
+impl IngestStream {
+    /// The next frame, `None` once the session has closed.
+    pub async fn recv(&mut self) -> Option<IngestFrame> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for IngestStream {
+    type Item = IngestFrame;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<IngestFrame>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// The result of [`WebRtcEngine::publish`].
+#[derive(Debug)]
+pub struct Published {
+    /// The SDP answer (the WHIP response body).
+    pub answer: String,
+    /// The session (for `DELETE`, stats, keyframe requests).
+    pub id: SessionId,
+    /// The publisher's frames.
+    pub frames: IngestStream,
+}
+
+/// The result of [`WebRtcEngine::play`].
+#[derive(Debug)]
+pub struct Playing {
+    /// The SDP answer (the WHEP response body).
+    pub answer: String,
+    /// The session.
+    pub id: SessionId,
+    /// Bumped each time this viewer needs a keyframe (connected, PLI/FIR from the
+    /// viewer, a gap in the source). A WebRTC-published source is asked by the engine
+    /// itself; an RTMP-published one should answer from its GOP cache.
+    pub keyframe_wanted: watch::Receiver<u64>,
+}
+
+/// A player's frame source.
+pub type FrameSource = Pin<Box<dyn Stream<Item = PlayFrame> + Send>>;
+
+enum Cmd {
+    Add(SessionId, Box<Session>),
+    Close(SessionId),
+    Keyframe(String),
+    Shutdown,
+}
+
+struct Write {
+    id: SessionId,
+    kind: TrackKind,
+    pts_ms: u64,
+    keyframe: bool,
+    data: Vec<u8>,
+}
+
+/// Bookkeeping shared by the API (admission) and the engine task (release).
+#[derive(Default)]
+struct Table {
+    sessions: HashMap<SessionId, Arc<Mutex<SessionStats>>>,
+    per_ip: HashMap<IpAddr, usize>,
+    publishers: HashMap<String, SessionId>,
+    players: HashMap<String, usize>,
+}
+
+struct Shared {
+    limits: Limits,
+    table: Mutex<Table>,
+}
+
+impl Shared {
+    fn admit(
+        &self,
+        id: SessionId,
+        role: Role,
+        stream: &str,
+        ip: IpAddr,
+    ) -> Result<Arc<Mutex<SessionStats>>, EngineError> {
+        let mut t = self.table.lock();
+        let l = &self.limits;
+        if t.sessions.len() >= l.max_sessions {
+            return Err(EngineError::TooManySessions("engine"));
+        }
+        if t.per_ip.get(&ip).copied().unwrap_or(0) >= l.max_sessions_per_ip {
+            return Err(EngineError::TooManySessions("per client IP"));
+        }
+        match role {
+            Role::Publish if t.publishers.contains_key(stream) => {
+                return Err(EngineError::AlreadyPublished(stream.to_string()));
+            }
+            Role::Publish => {
+                t.publishers.insert(stream.to_string(), id);
+            }
+            Role::Play => {
+                let n = t.players.entry(stream.to_string()).or_default();
+                if *n >= l.max_players_per_stream {
+                    return Err(EngineError::TooManySessions("players of this stream"));
+                }
+                *n += 1;
+            }
+        }
+        *t.per_ip.entry(ip).or_default() += 1;
+        let stats = Arc::new(Mutex::new(SessionStats::new(role, stream.to_string(), ip)));
+        t.sessions.insert(id, stats.clone());
+        Ok(stats)
+    }
+
+    fn release(&self, id: SessionId) {
+        let mut t = self.table.lock();
+        let Some(stats) = t.sessions.remove(&id) else { return };
+        let (role, stream, ip) = {
+            let s = stats.lock();
+            (s.role, s.stream.clone(), s.client_ip)
+        };
+        if let Some(n) = t.per_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.per_ip.remove(&ip);
+            }
+        }
+        match role {
+            Role::Publish => {
+                if t.publishers.get(&stream) == Some(&id) {
+                    t.publishers.remove(&stream);
+                }
+            }
+            Role::Play => {
+                if let Some(n) = t.players.get_mut(&stream) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        t.players.remove(&stream);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The WebRTC media engine: WHIP publishers and WHEP players on one UDP port.
+///
+/// Cheap to clone; the engine task stops on [`WebRtcEngine::shutdown`] or when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct WebRtcEngine {
+    shared: Arc<Shared>,
+    cmd_tx: mpsc::Sender<Cmd>,
+    write_tx: mpsc::Sender<Write>,
+    candidates: Arc<Vec<SocketAddr>>,
+    ice_servers: Arc<Vec<IceServer>>,
+    local: SocketAddr,
+    next_id: Arc<AtomicU64>,
+}
+
+impl WebRtcEngine {
+    /// Binds the UDP socket, resolves announce hosts and starts the engine task (on the
+    /// current tokio runtime).
+    pub async fn start(cfg: WebRtcConfig) -> Result<WebRtcEngine, EngineError> {
+        let socket = UdpSocket::bind(cfg.bind).await?;
+        let local = socket.local_addr()?;
+        let mut ips = cfg.announce_ips.clone();
+        for host in &cfg.announce_hosts {
+            let found = tokio::net::lookup_host((host.as_str(), local.port())).await?;
+            ips.extend(found.map(|a| a.ip()));
+        }
+        if ips.is_empty() {
+            if local.ip().is_unspecified() {
+                return Err(EngineError::Config(
+                    "bound to an unspecified address: set announce_ips or announce_hosts".into(),
+                ));
+            }
+            ips.push(local.ip());
+        }
+        ips.dedup();
+        let candidates: Vec<SocketAddr> = ips.into_iter().map(|ip| SocketAddr::new(ip, local.port())).collect();
+        for c in &candidates {
+            Candidate::host(*c, "udp").map_err(|e| EngineError::Config(format!("announce address {c}: {e}")))?;
+        }
+        let (cmd_tx, cmd_rx) = mpsc::channel(256);
+        let (write_tx, write_rx) = mpsc::channel(cfg.limits.play_queue_frames.max(1));
+        let shared = Arc::new(Shared { limits: cfg.limits.clone(), table: Mutex::new(Table::default()) });
+        let driver = Driver {
+            socket,
+            local,
+            candidates: candidates.clone(),
+            shared: shared.clone(),
+            sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            publishers: HashMap::new(),
+            timers: BinaryHeap::new(),
+        };
+        tokio::spawn(driver.run(cmd_rx, write_rx));
+        tracing::info!(%local, candidates = ?candidates, "webrtc engine listening");
+        Ok(WebRtcEngine {
+            shared,
+            cmd_tx,
+            write_tx,
+            candidates: Arc::new(candidates),
+            ice_servers: Arc::new(cfg.ice_servers),
+            local,
+            next_id: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    /// The bound UDP address (its port is what candidates announce).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The host candidates put into every answer.
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.candidates
+    }
+
+    /// STUN/TURN servers to hand to clients (WHIP/WHEP `Link: rel="ice-server"` headers).
+    pub fn ice_servers(&self) -> &[IceServer] {
+        &self.ice_servers
+    }
+
+    /// Accepts a WHIP offer for `stream` from `client_ip`: the answer, the session id and
+    /// the stream of the publisher's frames (video as FLV tag bodies, audio as Opus).
+    pub async fn publish(&self, offer: &str, stream: &str, client_ip: IpAddr) -> Result<Published, EngineError> {
+        let summary = sdp::validate_offer(offer, Role::Publish)?;
+        if !summary.has_video() {
+            // The registry and every output are built around a video track.
+            return Err(OfferError::Direction(Role::Publish, "no video section with an acceptable codec".into()).into());
+        }
+        let (ingest_tx, ingest_rx) = mpsc::channel(self.shared.limits.ingest_queue_frames.max(1));
+        let (answer, id, _state) = self.open(offer, Role::Publish, stream, client_ip, Some(ingest_tx), None).await?;
+        Ok(Published { answer, id, frames: IngestStream { rx: ingest_rx } })
+    }
+
+    /// Accepts a WHEP offer for `stream`: frames from `source` are sent to the viewer
+    /// once it is connected (video from the first keyframe on).
+    pub async fn play(
+        &self,
+        offer: &str,
+        stream: &str,
+        client_ip: IpAddr,
+        source: FrameSource,
+    ) -> Result<Playing, EngineError> {
+        sdp::validate_offer(offer, Role::Play)?;
+        let (kf_tx, kf_rx) = watch::channel(0u64);
+        let kf_tx = Arc::new(kf_tx);
+        let (answer, id, state) = self.open(offer, Role::Play, stream, client_ip, None, Some(kf_tx.clone())).await?;
+        let pump = Pump {
+            id,
+            stream: stream.to_string(),
+            state,
+            write_tx: self.write_tx.clone(),
+            cmd_tx: self.cmd_tx.clone(),
+            keyframe_tx: kf_tx,
+        };
+        tokio::spawn(pump.run(source));
+        Ok(Playing { answer, id, keyframe_wanted: kf_rx })
+    }
+
+    async fn open(
+        &self,
+        offer: &str,
+        role: Role,
+        stream: &str,
+        client_ip: IpAddr,
+        ingest_tx: Option<mpsc::Sender<IngestFrame>>,
+        keyframe_tx: Option<Arc<watch::Sender<u64>>>,
+    ) -> Result<(String, SessionId, watch::Receiver<SessionState>), EngineError> {
+        let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Malformed(e.to_string()))?;
+        let id = SessionId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let stats = self.shared.admit(id, role, stream, client_ip)?;
+        let built = self.build_rtc(parsed);
+        let (rtc, answer) = match built {
+            Ok(v) => v,
+            Err(e) => {
+                self.shared.release(id);
+                return Err(e);
+            }
+        };
+        let (state_tx, state_rx) = watch::channel(SessionState::Connecting);
+        let ufrag = crate::demux::sdp_ice_ufrag(&answer).unwrap_or_default().to_string();
+        let session = Session::new(SessionParts {
+            ufrag,
+            rtc,
+            role,
+            stream: stream.to_string(),
+            now: Instant::now(),
+            stats,
+            state_tx,
+            ingest_tx,
+            keyframe_tx,
+            pli_interval: self.shared.limits.pli_interval,
+        });
+        if self.cmd_tx.send(Cmd::Add(id, Box::new(session))).await.is_err() {
+            self.shared.release(id);
+            return Err(EngineError::Stopped);
+        }
+        Ok((answer, id, state_rx))
+    }
+
+    fn build_rtc(&self, offer: SdpOffer) -> Result<(Rtc, String), EngineError> {
+        let mut cfg = Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .set_stats_interval(Some(Duration::from_secs(1)));
+        // The policy of `sdp`: H.264 packetization-mode 1 in the profiles browsers offer
+        // (str0m matches profiles exactly, so constrained variants are listed too). Each
+        // has an RTX payload type: NACKed packets are resent on RTX.
+        for (pt, rtx, profile) in [
+            (108u8, 109u8, 0x42e01f_u32),
+            (127, 121, 0x42001f),
+            (123, 119, 0x4d001f),
+            (114, 115, 0x64001f),
+            (112, 113, 0x640c1f),
+        ] {
+            cfg.codec_config().add_h264(pt.into(), Some(rtx.into()), true, profile);
+        }
+        let mut rtc = cfg.build(Instant::now());
+        for c in self.candidates.iter() {
+            let cand = Candidate::host(*c, "udp").map_err(|e| EngineError::Config(e.to_string()))?;
+            rtc.add_local_candidate(cand);
+        }
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| EngineError::Rejected(e.to_string()))?;
+        Ok((rtc, answer.to_sdp_string()))
+    }
+
+    /// Ends a session (WHIP/WHEP `DELETE`). Unknown ids are ignored.
+    pub async fn close(&self, id: SessionId) {
+        let _ = self.cmd_tx.send(Cmd::Close(id)).await;
+    }
+
+    /// Asks the WebRTC publisher of `stream` (if any) for a keyframe (rate-limited).
+    pub fn request_keyframe(&self, stream: &str) {
+        let _ = self.cmd_tx.try_send(Cmd::Keyframe(stream.to_string()));
+    }
+
+    /// One session's numbers (`None` once it is closed and gone).
+    pub fn stats(&self, id: SessionId) -> Option<SessionStats> {
+        let t = self.shared.table.lock();
+        t.sessions.get(&id).map(|s| s.lock().clone())
+    }
+
+    /// Every live session's numbers, for `/api/v1/streams` and `/metrics`.
+    pub fn sessions(&self) -> Vec<(SessionId, SessionStats)> {
+        let t = self.shared.table.lock();
+        let mut v: Vec<_> = t.sessions.iter().map(|(id, s)| (*id, s.lock().clone())).collect();
+        v.sort_by_key(|(id, _)| *id);
+        v
+    }
+
+    /// Whether `stream` has a WebRTC publisher on this engine.
+    pub fn is_published(&self, stream: &str) -> bool {
+        self.shared.table.lock().publishers.contains_key(stream)
+    }
+
+    /// Stops the engine task; every session is closed.
+    pub async fn shutdown(&self) {
+        let _ = self.cmd_tx.send(Cmd::Shutdown).await;
+    }
+}
+
+/// A player's pump: waits until the viewer is connected, then reads the source, turns
+/// FLV video into Annex-B and hands frames to the engine task.
+struct Pump {
+    id: SessionId,
+    stream: String,
+    state: watch::Receiver<SessionState>,
+    write_tx: mpsc::Sender<Write>,
+    cmd_tx: mpsc::Sender<Cmd>,
+    keyframe_tx: Arc<watch::Sender<u64>>,
+}
+
+impl Pump {
+    async fn run(mut self, mut source: FrameSource) {
+        // Reading starts only once the viewer is connected, so the first frames it gets
+        // are the source's first (the registry's GOP cache: a keyframe).
+        loop {
+            match *self.state.borrow_and_update() {
+                SessionState::Connected => break,
+                SessionState::Closed => return,
+                SessionState::Connecting => {}
+            }
+            if self.state.changed().await.is_err() {
+                return;
+            }
+        }
+        let mut video = FlvPlayback::new();
+        let mut asked = false;
+        loop {
+            let item = tokio::select! {
+                changed = self.state.changed() => {
+                    if changed.is_err() || *self.state.borrow() == SessionState::Closed {
+                        return;
+                    }
+                    continue;
+                }
+                item = source.next() => item,
+            };
+            let write = match item {
+                None => {
+                    // The stream ended: so does the viewer's session.
+                    let _ = self.cmd_tx.send(Cmd::Close(self.id)).await;
+                    return;
+                }
+                Some(PlayFrame::Gap) => {
+                    video.resync();
+                    None
+                }
+                Some(PlayFrame::Opus { timestamp, data }) => Some(Write {
+                    id: self.id,
+                    kind: TrackKind::Audio,
+                    pts_ms: timestamp,
+                    keyframe: true,
+                    data: data.to_vec(),
+                }),
+                Some(PlayFrame::FlvVideo { timestamp, body }) => match video.push(&body) {
+                    Ok(Some(f)) => Some(Write {
+                        id: self.id,
+                        kind: TrackKind::Video,
+                        pts_ms: timestamp.saturating_add_signed(i64::from(f.cts)),
+                        keyframe: f.keyframe,
+                        data: f.data,
+                    }),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::debug!(stream = %self.stream, error = %e, "unusable video tag for a WebRTC viewer");
+                        None
+                    }
+                },
+            };
+            // Ask for a keyframe once per wait, not once per held-back frame.
+            if video.waiting_for_keyframe() {
+                if !asked {
+                    asked = true;
+                    self.keyframe_tx.send_modify(|n| *n += 1);
+                    let _ = self.cmd_tx.try_send(Cmd::Keyframe(self.stream.clone()));
+                }
+            } else {
+                asked = false;
+            }
+            if let Some(w) = write
+                && self.write_tx.send(w).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The engine task's state: the socket and every session.
+struct Driver {
+    socket: UdpSocket,
+    local: SocketAddr,
+    candidates: Vec<SocketAddr>,
+    shared: Arc<Shared>,
+    sessions: HashMap<SessionId, Session>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    /// Our ICE ufrag → session: finds the session of a first STUN request.
+    by_ufrag: HashMap<String, SessionId>,
+    /// stream → its WebRTC publisher, for keyframe requests.
+    publishers: HashMap<String, SessionId>,
+    /// Sessions' str0m timeouts, soonest first. An entry is stale when its session has
+    /// gone or rescheduled (at most two entries per session: see `schedule`).
+    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+}
+
+impl Driver {
+    async fn run(mut self, mut cmd_rx: mpsc::Receiver<Cmd>, mut write_rx: mpsc::Receiver<Write>) {
+        let mut buf = vec![0u8; 2048];
+        let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let next = self.next_timeout();
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, src)) => self.on_datagram(n, src, &buf),
+                    // Per-datagram errors (ICMP reports on some systems): nothing to do.
+                    Err(e) => tracing::trace!(error = %e, "webrtc udp recv"),
+                },
+                cmd = cmd_rx.recv() => match cmd {
+                    None | Some(Cmd::Shutdown) => break,
+                    Some(c) => self.on_cmd(c),
+                },
+                Some(w) = write_rx.recv() => self.on_write(w),
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => self.on_timeouts(),
+                _ = housekeeping.tick() => self.housekeeping(),
+            }
+        }
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.close(id, "engine shut down");
+        }
+    }
+
+    fn next_timeout(&self) -> Instant {
+        let cap = Instant::now() + Duration::from_secs(1);
+        self.timers.peek().map_or(cap, |Reverse((t, _))| (*t).min(cap))
+    }
+
+    /// Puts a session's timeout on the heap when it is sooner than the one already
+    /// there (a later one is found when that entry comes due and is re-pushed then).
+    fn schedule(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        if s.scheduled.is_none_or(|at| s.next_timeout < at) {
+            s.scheduled = Some(s.next_timeout);
+            self.timers.push(Reverse((s.next_timeout, id)));
+        }
+    }
+
+    /// The local address a datagram from `src` was sent to: the announced candidate of
+    /// the same family (without IP_PKTINFO the socket does not say which one).
+    fn destination(&self, src: SocketAddr) -> SocketAddr {
+        self.candidates.iter().find(|c| c.is_ipv4() == src.is_ipv4()).copied().unwrap_or(self.local)
+    }
+
+    fn on_datagram(&mut self, n: usize, src: SocketAddr, buf: &[u8]) {
+        let Some(data) = buf.get(..n) else { return };
+        let Ok(contents) = DatagramRecv::try_from(data) else { return };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive { proto: Protocol::Udp, source: src, destination: self.destination(src), contents },
+        );
+        let known =
+            self.by_addr.get(&src).copied().filter(|id| self.sessions.get(id).is_some_and(|s| s.rtc.accepts(&input)));
+        let id = match known {
+            Some(id) => id,
+            None => {
+                // A new address: only a STUN request naming one of our ufrags may
+                // introduce it (ICE consent before anything else).
+                let Some(id) = crate::demux::stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)).copied() else {
+                    return;
+                };
+                let Some(s) = self.sessions.get_mut(&id).filter(|s| s.rtc.accepts(&input)) else { return };
+                s.addrs.push(src);
+                self.by_addr.insert(src, id);
+                id
+            }
+        };
+        let result = match self.sessions.get_mut(&id) {
+            Some(s) => s.handle_input(input),
+            None => return,
+        };
+        if let Err(e) = result {
+            tracing::debug!(session = %id, error = %e, "webrtc input refused");
+            self.close(id, "protocol error");
+            return;
+        }
+        self.drive(id);
+    }
+
+    fn drive(&mut self, id: SessionId) {
+        let mut actions = Vec::new();
+        let socket = &self.socket;
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.drive(
+                &mut |t| {
+                    // UDP: a full send buffer drops the datagram (NACK/RTX recovers).
+                    let _ = socket.try_send_to(&t.contents, t.destination);
+                },
+                &mut actions,
+            );
+        }
+        self.schedule(id);
+        for a in actions {
+            match a {
+                Action::Close(why) => self.close(id, why),
+                Action::WantKeyframe(stream) => self.keyframe_for(&stream),
+            }
+        }
+    }
+
+    fn keyframe_for(&mut self, stream: &str) {
+        let Some(pid) = self.publishers.get(stream).copied() else { return };
+        if let Some(p) = self.sessions.get_mut(&pid) {
+            p.request_keyframe(Instant::now());
+        }
+        self.drive(pid);
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Add(id, s) => {
+                if s.role == Role::Publish {
+                    self.publishers.insert(s.stream.clone(), id);
+                }
+                if !s.ufrag.is_empty() {
+                    self.by_ufrag.insert(s.ufrag.clone(), id);
+                }
+                self.sessions.insert(id, *s);
+                self.drive(id);
+            }
+            Cmd::Close(id) => self.close(id, "closed by the server"),
+            Cmd::Keyframe(stream) => self.keyframe_for(&stream),
+            Cmd::Shutdown => {}
+        }
+    }
+
+    fn on_write(&mut self, w: Write) {
+        let Some(s) = self.sessions.get_mut(&w.id) else { return };
+        s.write(w.kind, w.pts_ms, w.keyframe, w.data);
+        self.drive(w.id);
+    }
+
+    fn on_timeouts(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let result = match self.sessions.get_mut(&id) {
+                // Only the entry the session last scheduled counts.
+                Some(s) if s.scheduled == Some(at) => {
+                    s.scheduled = None;
+                    if s.next_timeout > now {
+                        // str0m moved its timeout later since: wait for that instead.
+                        self.schedule(id);
+                        continue;
+                    }
+                    s.handle_input(Input::Timeout(now))
+                }
+                _ => continue,
+            };
+            if result.is_err() {
+                self.close(id, "protocol error");
+                continue;
+            }
+            self.drive(id);
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let l = &self.shared.limits;
+        let mut doomed = Vec::new();
+        for (id, s) in &self.sessions {
+            if !s.rtc.is_alive() {
+                doomed.push((*id, "ended"));
+            } else if s.connected_at.is_none() && now.saturating_duration_since(s.created) > l.connect_timeout {
+                doomed.push((*id, "ICE/DTLS did not complete in time"));
+            } else if now.saturating_duration_since(s.last_rx) > l.idle_timeout {
+                doomed.push((*id, "silent"));
+            }
+        }
+        for (id, why) in doomed {
+            self.close(id, why);
+        }
+    }
+
+    fn close(&mut self, id: SessionId, why: &'static str) {
+        let Some(mut s) = self.sessions.remove(&id) else { return };
+        tracing::debug!(session = %id, stream = %s.stream, why, "webrtc session closed");
+        s.mark_closed();
+        for a in &s.addrs {
+            self.by_addr.remove(a);
+        }
+        if self.by_ufrag.get(&s.ufrag) == Some(&id) {
+            self.by_ufrag.remove(&s.ufrag);
+        }
+        if s.role == Role::Publish && self.publishers.get(&s.stream) == Some(&id) {
+            self.publishers.remove(&s.stream);
+        }
+        self.shared.release(id);
+    }
+}

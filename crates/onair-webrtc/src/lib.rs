@@ -1,0 +1,100 @@
+//! WebRTC media engine for OnAir: WHIP publishers and WHEP players on one muxed UDP port,
+//! built on `str0m` (sans-IO WebRTC), bridged to the FLV-tag world of the stream registry.
+//!
+//! # Shape
+//!
+//! Pure parts (no tokio, no sockets, tested with tables, proptest and fuzz targets):
+//! - [`sdp`]: offer validation and the codec policy (H.264 packetization-mode 1 in
+//!   baseline/main/high, Opus) with errors that map to HTTP 400 / 406.
+//! - [`convert`]: H.264 access units (Annex-B, SPS/PPS in band) ⇄ FLV video tag bodies
+//!   (avcC sequence header + AVCC pictures), and RTP time → the session's ms timeline.
+//!   Generic NAL helpers live in `onair_media::nal`.
+//! - [`ogg`]: Ogg Opus pages and Opus TOC durations (the audio bridge's pipe format).
+//! - [`demux`]: a datagram's session from the STUN `USERNAME`.
+//!
+//! The shell: [`WebRtcEngine`] (one UDP socket, one task driving every `Rtc`, one pump
+//! task per player), and [`bridge::AudioBridge`] (one `ffmpeg` child per stream and
+//! direction). str0m negotiates NACK + RTX, PLI/FIR, REMB and transport-wide CC
+//! feedback; publishers (browsers) adapt their bitrate to the TWCC feedback str0m sends.
+//!
+//! # Wiring into the media service (onair-media-server)
+//!
+//! - **Start**: `WebRtcEngine::start(WebRtcConfig { bind, announce_ips, announce_hosts,
+//!   ice_servers, limits })` once at startup from `[webrtc]`; keep the handle in the
+//!   media state; `shutdown()` on exit.
+//! - **`POST /whip/{stream}`** (`Content-Type: application/sdp`): check the push
+//!   credentials (as for RTMP) → 401; `StreamRegistry::publish` the name (→ 409 when
+//!   taken; holding the `Publisher` is what makes the name busy for RTMP too) → then
+//!   `engine.publish(sdp, stream, client_ip)`; on `Err(e)` answer `e.http_status()` with
+//!   `e.to_string()`. On success answer `201` with the SDP, `Location:
+//!   /whip/{stream}/{id}` (`SessionId` prints as hex and parses back), `Link:
+//!   <url>; rel="ice-server"` for each [`IceServer`], and spawn one task that reads
+//!   `Published::frames`:
+//!   - `IngestFrame::Video { timestamp, body }` → `publisher.ingest(TrackKind::Video,
+//!     timestamp, body)` (the sequence header comes first and again when SPS/PPS change);
+//!   - `IngestFrame::Opus { timestamp, data }` → `AudioBridge::send` of a
+//!     [`bridge::BridgeKind::OpusToAac`] bridge started for the stream; a second task moves
+//!     `bridge.recv()` packets into `publisher.ingest(TrackKind::Audio, ts, body)` (the
+//!     AAC sequence header first). Also keep the Opus packets in a small per-stream
+//!     broadcast so WHEP players of a WHIP stream get Opus without a transcode.
+//!   - the stream ends (`None`) when the session closes: drop the `Publisher`
+//!     (unpublish hooks fire as for RTMP) and the bridge.
+//! - **`DELETE /whip/{stream}/{id}`**, **`DELETE /whep/{stream}/{id}`** →
+//!   `engine.close(id)`. `OPTIONS` and CORS are the HTTP layer's.
+//! - **`POST /whep/{stream}`**: `MediaService::want(stream)` (edges pull), then
+//!   `registry.subscribe(stream, Protocol::WebRtc)` (a new counted protocol) and turn the
+//!   `Subscription` into a [`FrameSource`]: `Packet`s with `Media::Config(Avc)` or video
+//!   frames → `PlayFrame::FlvVideo { timestamp: packet.dts, body: packet.body }`,
+//!   `Recv::Skipped` → `PlayFrame::Gap`, end of stream → end of the source. Audio: for a
+//!   WHIP-published stream the Opus broadcast above; for an RTMP stream, one shared
+//!   [`bridge::BridgeKind::AacToOpus`] bridge per stream (started with its first WHEP
+//!   viewer, fed the AAC `Packet::body`s with `dts`) whose output is broadcast to the
+//!   stream's WHEP viewers as `PlayFrame::Opus`. Merge video and audio into one source
+//!   (e.g. `futures_util::stream::select`). Then `engine.play(sdp, stream, ip, source)`;
+//!   answer as for WHIP.
+//! - **Keyframes**: a WHEP viewer's `Playing::keyframe_wanted` is bumped when it connects,
+//!   sends PLI/FIR, or its source skipped. For a WHIP source the engine already sent the
+//!   publisher a PLI (rate-limited by `Limits::pli_interval`); for an RTMP source,
+//!   re-subscribe (the registry starts a new `Subscription` at its GOP cache) and send
+//!   `PlayFrame::Gap` before the new frames. `engine.request_keyframe(stream)` asks a WHIP
+//!   publisher from anywhere (e.g. a snapshot, or SRS's `pli_for_rtmp` periodic PLI so
+//!   HLS segments stay short for browser publishers with long GOPs).
+//! - **Stats**: `engine.sessions()` / `engine.stats(id)` give per-session state, RTT,
+//!   loss, bytes, bitrates, NACKs/PLIs both ways, frames and drops; group by
+//!   `SessionStats::stream` for `/api/v1/streams/{name}` and low-cardinality gauges in
+//!   `/metrics` (sessions by role/state, summed NACK/PLI counters).
+//!
+//! # Timing
+//!
+//! Each track's first packet's arrival anchors it on the session's ms timeline and its
+//! RTP clock advances it ([`convert::TrackClock`]): inter-track sync is as good as the
+//! arrival skew of the first packets (browsers start both together); RTCP sender reports
+//! are not used yet. WebRTC H.264 from browsers has no B-frames, so FLV composition
+//! offsets are 0; a publisher that sends B-frames over WebRTC would get decode order =
+//! arrival order with pts = dts (a known limitation). Playback sends video at pts
+//! (`dts + cts`) on a 90 kHz clock and Opus at its ms timestamp on 48 kHz.
+//!
+//! # Bounds
+//!
+//! Sessions: total, per client IP, players per stream; one publisher per stream
+//! ([`Limits`]). ICE + DTLS must complete within `connect_timeout`, and a session that
+//! receives nothing for `idle_timeout` is closed (both 30 s by default); str0m's own ICE
+//! consent checks end dead sessions sooner. Queues: see the `engine` and `bridge`
+//! module headers (each says what happens when full).
+pub mod bridge;
+pub mod config;
+pub mod convert;
+pub mod demux;
+pub mod engine;
+pub mod error;
+pub mod ogg;
+pub mod sdp;
+mod session;
+pub mod stats;
+
+pub use config::{IceServer, Limits, WebRtcConfig};
+pub use engine::{
+    FrameSource, IngestFrame, IngestStream, PlayFrame, Playing, Published, SessionId, TrackKind, WebRtcEngine,
+};
+pub use error::EngineError;
+pub use stats::{SessionState, SessionStats};
