@@ -189,6 +189,21 @@ pub struct SendResult {
     pub drop_reason: String,
 }
 
+/// A membership change reported to the backend (`Hub::member_changed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberChange {
+    /// A logged-in user joined (`Group.CallbackAfterNewMemberJoin`).
+    Joined,
+    /// The member left on their own: `leave`, logout, disconnect, a Web room switch
+    /// (`ExitType` `Quit`).
+    Quit,
+    /// An operator took the member out: a kick or a ban (`ExitType` `Kicked`).
+    Kicked {
+        /// Who did it (`Operator_Account`).
+        operator: String,
+    },
+}
+
 /// A connection in a room.
 struct Member {
     outbox: Arc<Outbox>,
@@ -335,16 +350,21 @@ impl Room {
     }
 
     /// Takes every connection of `user` out of the room with a `kicked` event
-    /// (`banned_until` 0 = a kick, not a ban) and tells the others.
-    fn remove_user(&self, user: &str, reason: &str, banned_until: u64) {
+    /// (`banned_until` 0 = a kick, not a ban) and tells the others. Returns whether
+    /// the user was a member: on this node, or (where this node sequences the room)
+    /// on any node, as far as the room's presence knows.
+    fn remove_user(&self, user: &str, reason: &str, banned_until: u64) -> bool {
+        let member = self.has_user(user);
         let event = RoomEvent::Kicked { user_id: user.to_owned(), reason: reason.to_owned(), banned_until };
         self.push_to_user(user, event.clone());
-        self.drop_user_connections(user);
+        let here = self.drop_user_connections(user);
         self.push_event(event);
+        member || here
     }
 
-    /// Takes every connection of `user` out of the room (they were told already).
-    fn drop_user_connections(&self, user: &str) {
+    /// Takes every connection of `user` out of the room (they were told already);
+    /// returns whether there was any.
+    fn drop_user_connections(&self, user: &str) -> bool {
         let removed: Vec<Member> = {
             let mut members = self.members.lock();
             let ids: Vec<u64> =
@@ -358,6 +378,7 @@ impl Room {
                 cl.left(self, Some(user.to_owned()));
             }
         }
+        !removed.is_empty()
     }
 
     /// Whether `user` has a connection in this room.
@@ -418,9 +439,11 @@ impl Room {
         Ok(snapshot.online)
     }
 
-    /// Removes a connection (no-op if it is not a member).
-    pub fn leave(&self, conn_id: u64, user_id: Option<&str>) {
+    /// Removes a connection; returns whether it was a member (a kick or ban may have
+    /// taken it out already, and then its leaving is no news).
+    pub fn leave(&self, conn_id: u64, user_id: Option<&str>) -> bool {
         let removed = self.members.lock().remove(&conn_id);
+        let was_member = removed.is_some();
         if let Some(member) = removed {
             self.settle(&member);
             let mut chat = self.chat.lock();
@@ -436,6 +459,7 @@ impl Room {
             }
             self.wake.notify_one();
         }
+        was_member
     }
 
     /// Offers a message; the outcome reaches the ticket at the next tick (or now,
@@ -758,7 +782,7 @@ impl Hub {
 
     /// Destroys a room: members get a `destroyed` event and are out; history is
     /// deleted; `operator` is named in the callback.
-    pub async fn destroy_by(&self, id: &str, operator: &str) -> Result<(), Rejection> {
+    pub async fn destroy_by(&self, id: &str, operator: &str, origin: &Origin) -> Result<(), Rejection> {
         let room = self.get(id)?;
         let p = room.profile();
         let members: Vec<Value> =
@@ -772,14 +796,20 @@ impl Hub {
             "Group.CallbackAfterGroupDestroyed",
             json!({"GroupId": id, "Type": "AVChatRoom", "Owner_Account": p.owner, "Name": p.name,
                    "MemberList": members, "Operator_Account": operator}),
-            Origin::rest(),
+            origin.clone(),
         );
         Ok(())
     }
 
     /// Changes profile fields and/or mute-all; members are told at once; `operator`
     /// is named in the callback.
-    pub async fn modify_by(&self, id: &str, patch: ProfilePatch, operator: &str) -> Result<Arc<Room>, Rejection> {
+    pub async fn modify_by(
+        &self,
+        id: &str,
+        patch: ProfilePatch,
+        operator: &str,
+        origin: &Origin,
+    ) -> Result<Arc<Room>, Rejection> {
         let room = self.get(id)?;
         let lists = self.word_lists(&room);
         let lists: Vec<&WordList> = lists.iter().map(|l| l.as_ref()).collect();
@@ -798,6 +828,9 @@ impl Hub {
         let _w = room.profile_write.lock().await;
         let mut next = room.profile();
         let (change, mute) = next.apply(patch, &self.limits)?;
+        if next.info_seq != room.profile.lock().info_seq {
+            next.info_changed_at = now_ms();
+        }
         self.store.update_room(&next).await.map_err(internal)?;
         *room.profile.lock() = next;
         self.changed(&room.id, cluster::Part::Profile);
@@ -819,7 +852,7 @@ impl Hub {
                     map.insert("UserDefinedDataList".into(), Value::from(list));
                 }
             }
-            self.callbacks.after("Group.CallbackAfterGroupInfoChanged", body, Origin::rest());
+            self.callbacks.after("Group.CallbackAfterGroupInfoChanged", body, origin.clone());
             room.push_event(RoomEvent::Profile(change));
         }
         if let Some(on) = mute {
@@ -837,6 +870,7 @@ impl Hub {
         op: AttrWrite,
         given: BTreeMap<String, String>,
         operator: &str,
+        origin: &Origin,
     ) -> Result<BTreeMap<String, String>, Rejection> {
         let room = self.get(id)?;
         let _w = room.profile_write.lock().await;
@@ -847,6 +881,7 @@ impl Hub {
         }
         next.attrs = attrs.clone();
         next.info_seq += 1;
+        next.info_changed_at = now_ms();
         self.store.update_room(&next).await.map_err(internal)?;
         *room.profile.lock() = next;
         self.changed(&room.id, cluster::Part::Profile);
@@ -860,7 +895,7 @@ impl Hub {
         self.callbacks.after(
             "Group.CallbackAfterGroupAttrChanged",
             json!({"GroupId": id, "Type": "AVChatRoom", "Operator_Account": operator, "OptionType": option, "GroupAttr": list}),
-            Origin::rest(),
+            origin.clone(),
         );
         room.push_event(RoomEvent::Attrs { attrs: attrs.clone() });
         Ok(attrs)
@@ -979,23 +1014,30 @@ impl Hub {
         );
     }
 
-    /// Tells the backend about a membership change (logged-in users only).
-    pub fn member_changed(&self, room_id: &str, user_id: &str, joined: bool, origin: &Origin) {
-        if joined {
-            self.callbacks.after(
+    /// Tells the backend about a membership change (logged-in users only):
+    /// `Group.CallbackAfterNewMemberJoin`, or `Group.CallbackAfterMemberExit` with the
+    /// cloud's `ExitType` (`Quit` for a member who left, `Kicked` for one an operator
+    /// removed, a ban included).
+    pub fn member_changed(&self, room_id: &str, user_id: &str, change: MemberChange, origin: &Origin) {
+        match change {
+            MemberChange::Joined => self.callbacks.after(
                 "Group.CallbackAfterNewMemberJoin",
                 json!({"GroupId": room_id, "Type": "AVChatRoom", "JoinType": "Apply", "Operator_Account": user_id,
                        "NewMemberList": [{"Member_Account": user_id}]}),
                 origin.clone(),
-            );
-        } else {
-            self.callbacks.after(
-                "Group.CallbackAfterMemberExit",
-                json!({"GroupId": room_id, "Type": "AVChatRoom", "ExitType": "Quit", "Operator_Account": user_id,
-                       "ExitMemberList": [{"Member_Account": user_id}]}),
-                origin.clone(),
-            );
+            ),
+            MemberChange::Quit => self.member_exit(room_id, user_id, "Quit", user_id, origin),
+            MemberChange::Kicked { operator } => self.member_exit(room_id, user_id, "Kicked", &operator, origin),
         }
+    }
+
+    fn member_exit(&self, room_id: &str, user_id: &str, exit_type: &str, operator: &str, origin: &Origin) {
+        self.callbacks.after(
+            "Group.CallbackAfterMemberExit",
+            json!({"GroupId": room_id, "Type": "AVChatRoom", "ExitType": exit_type, "Operator_Account": operator,
+                   "ExitMemberList": [{"Member_Account": user_id}]}),
+            origin.clone(),
+        );
     }
 
     /// The webhook client.
@@ -1149,7 +1191,7 @@ impl Hub {
                             json!({
                                 "GroupId": room.id, "Type": "AVChatRoom", "From_Account": m.sender.user_id,
                                 "Operator_Account": ticket.ctx.operator, "Random": m.random, "OnlineOnlyFlag": 0,
-                                "MsgSeq": m.seq, "MsgTime": m.time_secs(), "MsgBody": m.body,
+                                "MsgSeq": m.seq, "MsgTime": m.time_secs(), "MsgId": msg_id(m), "MsgBody": m.body,
                                 "CloudCustomData": m.cloud_custom_data,
                             }),
                             ticket.ctx.origin.clone(),
@@ -1172,6 +1214,13 @@ impl Hub {
         }
         pushed
     }
+}
+
+/// The after-send callback's `MsgId` (newer cloud docs add it): an opaque string
+/// unique per room message, built from what identifies it here (seq, second, random)
+/// so every node that fires the callback names a message the same way.
+fn msg_id(m: &onair_core::message::ChatMessage) -> String {
+    format!("{}-{}-{}", m.seq, m.time_secs(), m.random)
 }
 
 fn classify(delivered: &[Arc<onair_core::message::ChatMessage>], events: &[RoomEvent]) -> FrameClass {
