@@ -475,7 +475,10 @@ impl Conn {
         let msg = Outgoing {
             sender: login.profile.lock().clone(),
             priority: req.priority,
-            random: req.random,
+            // Omitted: a server-made random, as `/v4 send_group_msg` does, so the
+            // message is de-duplicated against nothing rather than against the
+            // sender's first message (protocol.md, `send`).
+            random: req.random.unwrap_or_else(|| onair_shell::seed() as u32),
             body: req.body,
             cloud_custom_data: req.cloud_custom_data,
         };
