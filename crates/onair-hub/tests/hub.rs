@@ -146,7 +146,7 @@ async fn moderation_runs_in_the_products_order() {
     assert_eq!(err.code, Code::Muted);
     assert!(err.info.contains("more seconds"), "{}", err.info);
     // A ban outranks the mute.
-    f.hub.ban("r2", &["carol".into()], 60, "spam").await.unwrap();
+    f.hub.ban("r2", &["carol".into()], 60, "spam", "anchor", &onair_hub::callbacks::Origin::rest()).await.unwrap();
     let err = send(&f.hub, &r, text("carol", 2, "x"), client_ctx("carol", false)).await.unwrap_err();
     assert_eq!(err.code, Code::NoPermission);
     // Mute-all stops members but not those who manage the room.
