@@ -706,7 +706,7 @@ mod tests {
             (Some(0), None, Ready),
             (Some(1), None, Ready),
             (Some(2), None, Wait),
-            (Some(3), None, Wait),       // last complete (1) + 2
+            (Some(3), None, Wait),                    // last complete (1) + 2
             (Some(4), None, BadRequest(MSN_TOO_FAR)), // beyond last + 2
             (Some(2), Some(0), Ready),
             (Some(2), Some(1), Wait), // the preload-hinted part

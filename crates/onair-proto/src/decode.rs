@@ -389,7 +389,10 @@ mod tests {
             matches!(r.kind, RequestKind::Send(ref s) if s.random == Some(42) && s.body.len() == 1 && s.priority == Priority::Normal)
         );
         // An omitted random is "none", not 0 (issue 15: 0 made every later message a duplicate).
-        let r = decode_request(br#"{"op":"send","id":3,"roomId":"room1","body":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]}"#).expect("ok");
+        let r = decode_request(
+            br#"{"op":"send","id":3,"roomId":"room1","body":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]}"#,
+        )
+        .expect("ok");
         assert!(matches!(r.kind, RequestKind::Send(ref s) if s.random.is_none()));
         assert_eq!(
             decode_request(br#"{"op":"leave","id":4,"roomId":"room1"}"#).expect("ok").kind,

@@ -172,7 +172,13 @@ async fn delete_attrs(
         Some(keys) => {
             state
                 .hub
-                .write_attrs_by(&id, AttrWrite::Delete, keys.into_iter().map(|k| (k, String::new())).collect(), &a, &ip.origin())
+                .write_attrs_by(
+                    &id,
+                    AttrWrite::Delete,
+                    keys.into_iter().map(|k| (k, String::new())).collect(),
+                    &a,
+                    &ip.origin(),
+                )
                 .await?
         }
         None => state.hub.write_attrs_by(&id, AttrWrite::Clear, BTreeMap::new(), &a, &ip.origin()).await?,

@@ -24,8 +24,8 @@ use serde_json::{Map, Value, json};
 use crate::http::extract::ClientIp;
 use crate::state::Shared;
 use onair_core::Code;
-use onair_hub::callbacks::Origin;
 use onair_core::message::check_profile_field;
+use onair_hub::callbacks::Origin;
 use onair_hub::{NewRoom, SendCtx};
 
 /// Largest request body accepted (93000, the cloud's "JSON packet too long", beyond).
@@ -190,9 +190,7 @@ async fn run(state: &Shared, caller: &Caller, service: &str, command: &str, body
         ("group_open_http_svc", "create_group") => create_group(state, parse(body)?).await,
         ("group_open_http_svc", "destroy_group") => destroy_group(state, caller, parse(body)?).await,
         ("group_open_http_svc", "get_group_info") => get_group_info(state, parse(body)?).await,
-        ("group_open_http_svc", "modify_group_base_info") => {
-            modify_group_base_info(state, caller, parse(body)?).await
-        }
+        ("group_open_http_svc", "modify_group_base_info") => modify_group_base_info(state, caller, parse(body)?).await,
         ("group_open_http_svc", "get_appid_group_list") => get_appid_group_list(state, parse(body)?),
         ("group_open_attr_http_svc" | "group_open_http_svc", "get_group_attr") => get_group_attr(state, parse(body)?),
         ("group_open_http_svc" | "group_open_attr_http_svc", "modify_group_attr") => {
