@@ -684,7 +684,16 @@ impl Hub {
             owner: Mutex::new(if self.link.is_some() { Owner::Unknown } else { Owner::Local }),
             cl: self.link.as_ref().map(|l| RoomCluster::new(l.clone())),
         });
-        self.rooms.write().insert(room.id.clone(), room.clone());
+        {
+            // Two paths may install the same stored room at once in a cluster (a
+            // request's `find` and the announcement of its creation): the first wins,
+            // the other gets it and starts no second ticker.
+            let mut rooms = self.rooms.write();
+            if let Some(existing) = rooms.get(&room.id) {
+                return existing.clone();
+            }
+            rooms.insert(room.id.clone(), room.clone());
+        }
         metrics::gauge!("onair_rooms").set(self.rooms.read().len() as f64);
         let hub = self.clone();
         let ticking = room.clone();
@@ -695,6 +704,29 @@ impl Hub {
     /// A room by id.
     pub fn get(&self, id: &str) -> Result<Arc<Room>, Rejection> {
         self.rooms.read().get(id).cloned().ok_or_else(|| room_not_found(id))
+    }
+
+    /// A room by id; in a cluster a room this node does not know yet is looked up in
+    /// the shared store and loaded before the answer is "does not exist" (another
+    /// node may have created it a moment ago, and its announcement is on the way).
+    pub async fn find(self: &Arc<Self>, id: &str) -> Result<Arc<Room>, Rejection> {
+        if let Ok(room) = self.get(id) {
+            return Ok(room);
+        }
+        if self.link.is_none() {
+            return Err(room_not_found(id));
+        }
+        match self.store.room(id).await.map_err(internal)? {
+            Some(profile) => {
+                let room = self.install_stored(profile, None).await.map_err(internal)?;
+                // A lottery running there is part of the room's state here too.
+                if let Err(r) = self.reload_lottery(&room).await {
+                    tracing::warn!(room = %id, error = %r.info, "room loaded without its lottery");
+                }
+                Ok(room)
+            }
+            None => Err(room_not_found(id)),
+        }
     }
 
     /// Every room, ordered by creation.
@@ -766,7 +798,13 @@ impl Hub {
         if room.closed.swap(true, Ordering::AcqRel) {
             return false;
         }
-        self.rooms.write().remove(&room.id);
+        {
+            // Only this incarnation: the id may already name a room created again.
+            let mut rooms = self.rooms.write();
+            if rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room)) {
+                rooms.remove(&room.id);
+            }
+        }
         metrics::gauge!("onair_rooms").set(self.rooms.read().len() as f64);
         let frame = Frame::from(onair_proto::encode_push::<Arc<onair_core::message::ChatMessage>>(
             &room.id,
@@ -782,8 +820,8 @@ impl Hub {
 
     /// Destroys a room: members get a `destroyed` event and are out; history is
     /// deleted; `operator` is named in the callback.
-    pub async fn destroy_by(&self, id: &str, operator: &str, origin: &Origin) -> Result<(), Rejection> {
-        let room = self.get(id)?;
+    pub async fn destroy_by(self: &Arc<Self>, id: &str, operator: &str, origin: &Origin) -> Result<(), Rejection> {
+        let room = self.find(id).await?;
         let p = room.profile();
         let members: Vec<Value> =
             room.recent_members(usize::MAX).into_iter().map(|m| json!({"Member_Account": m.brief.user_id})).collect();
@@ -902,8 +940,13 @@ impl Hub {
     }
 
     /// Sends a message on behalf of a user (admin API) and waits for its outcome.
-    pub async fn send_as_with(&self, id: &str, msg: Outgoing, ctx: SendCtx) -> Result<SendResult, Rejection> {
-        let room = self.get(id)?;
+    pub async fn send_as_with(
+        self: &Arc<Self>,
+        id: &str,
+        msg: Outgoing,
+        ctx: SendCtx,
+    ) -> Result<SendResult, Rejection> {
+        let room = self.find(id).await?;
         let (tx, rx) = oneshot::channel();
         self.send(&room, Reply::Api(tx), msg, ctx).await?;
         rx.await.map_err(|_| Rejection::new(Code::Internal, "the room closed before the message was decided"))?

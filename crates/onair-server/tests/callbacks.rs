@@ -287,7 +287,7 @@ async fn platforms_exit_types_and_rest_origins_are_the_clouds() {
     let (q, exit) =
         r.wait_call("Group.CallbackAfterMemberExit", |b| b["ExitMemberList"][0]["Member_Account"] == "frank").await;
     assert_eq!((&exit["ExitType"], &exit["Operator_Account"]), (&json!("Kicked"), &json!(ADMIN)), "{exit}");
-    assert_eq!((q["OptPlatform"].as_str(), q["ClientIP"].as_str()), (Some("RESTAPI"), Some("127.0.0.1")));
+    assert_eq!((q["OptPlatform"].as_str(), q["ClientIP"].as_str()), ("RESTAPI", "127.0.0.1"));
     frank.close().await;
     // A kick through the native API is the same kind of exit.
     let mut gina = server.login_client("gina", "Web").await;

@@ -434,6 +434,16 @@ impl Store {
         })
     }
 
+    /// One room, if stored (a node that does not know a room looks here before it
+    /// says the room does not exist).
+    pub async fn room(&self, room_id: &str) -> Result<Option<RoomProfile>, StoreError> {
+        let sql = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = $1");
+        on_pool!(&self.db, pool => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id).fetch_optional(pool).await?;
+            row.as_ref().map(room_from_row).transpose()
+        })
+    }
+
     /// Every room, oldest first (ties by id).
     pub async fn list_rooms(&self) -> Result<Vec<RoomProfile>, StoreError> {
         let sql = format!("SELECT {ROOM_COLUMNS} FROM rooms ORDER BY created_at, id");

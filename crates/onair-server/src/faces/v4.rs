@@ -179,6 +179,14 @@ fn parse<T: DeserializeOwned>(body: Map<String, Value>) -> Result<T, Fail> {
 }
 
 async fn run(state: &Shared, caller: &Caller, service: &str, command: &str, body: Map<String, Value>) -> V4 {
+    // In a cluster a group created on another node a moment ago may not be loaded
+    // here yet: look the named groups up in the shared store first, so no command
+    // answers 10010 for a group that exists (the handlers then find it in memory).
+    let named =
+        body.get("GroupId").into_iter().chain(body.get("GroupIdList").and_then(Value::as_array).into_iter().flatten());
+    for id in named.filter_map(Value::as_str).take(50) {
+        let _ = state.hub.find(id).await; // "does not exist" is the handler's answer to give
+    }
     let admin = caller.admin.as_str();
     match (service, command) {
         ("im_open_login_svc", "account_import") => account_import(state, parse(body)?).await,

@@ -403,7 +403,9 @@ impl Conn {
     }
 
     async fn join(&mut self, id: &Value, req: JoinRequest) -> Result<(), Rejection> {
-        let room = self.state.hub.get(&req.room_id)?;
+        // `find`: in a cluster the room may have been created on another node a
+        // moment ago (its announcement not here yet); the store knows.
+        let room = self.state.hub.find(&req.room_id).await?;
         let rejoin = self.rooms.iter().any(|r| r.id == room.id);
         if let Some(login) = &self.login
             && !rejoin
