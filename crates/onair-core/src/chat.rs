@@ -256,6 +256,12 @@ impl<T> RoomChat<T> {
 
     /// Drops a recalled message from the history only (a mirror learning of a recall
     /// from the sequencer, which told the members already).
+    /// Whether the recent history holds the message with this seq (a recall of a
+    /// message that is neither here nor stored must push nothing).
+    pub fn holds(&self, seq: u64) -> bool {
+        self.history.holds(seq)
+    }
+
     pub fn forget(&mut self, seq: u64) {
         self.history.recall(seq);
     }

@@ -28,6 +28,8 @@ pub enum Code {
     SenderLimit,
     /// 10049: group attribute writes too frequent / limits exceeded.
     AttrLimit,
+    /// 10030: the message to recall does not exist (or was recalled already).
+    MsgNotFound,
     /// 70001: UserSig expired.
     UserSigExpired,
     /// 70002: UserSig missing.
@@ -82,6 +84,7 @@ impl Code {
             Code::RoomIdInUse => 10021,
             Code::SenderLimit => 10023,
             Code::AttrLimit => 10049,
+            Code::MsgNotFound => 10030,
             Code::UserSigExpired => 70001,
             Code::UserSigEmpty | Code::NotLoggedIn => 70002,
             Code::UserSigInvalid => 70003,

@@ -48,6 +48,11 @@ impl HistoryRing {
         }
     }
 
+    /// Whether the message with this seq is held (delivered, not recalled).
+    pub fn holds(&self, seq: u64) -> bool {
+        self.messages.binary_search_by_key(&seq, |m| m.seq).is_ok()
+    }
+
     /// The newest seq held, if any.
     pub fn last_seq(&self) -> Option<u64> {
         self.messages.back().map(|m| m.seq)
@@ -114,7 +119,9 @@ mod tests {
         for seq in 1..=5 {
             ring.push(msg(seq, 0));
         }
+        assert!(ring.holds(3));
         assert!(ring.recall(3));
+        assert!(!ring.holds(3));
         assert!(!ring.recall(3));
         assert_eq!(ring.recent(10, 0, 1).iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 4, 5]);
         match ring.since(1, 6) {

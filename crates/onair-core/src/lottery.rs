@@ -144,8 +144,26 @@ pub fn draw(pool: &[String], winners: u32, seed: u64) -> Vec<String> {
     order.into_iter().take(k).cloned().collect()
 }
 
+/// What a drawn lottery's views say about its result beyond the winners (`note`):
+/// with fewer entrants than winners, every entrant wins. Empty when there is
+/// nothing to say (and for a lottery not drawn yet).
+pub fn draw_note(drawn: bool, entrants: usize, winners: u32) -> String {
+    if drawn && entrants < winners as usize {
+        format!("{entrants} entrants for {winners} winners: every entrant wins")
+    } else {
+        String::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_note_explains_a_short_pool_only() {
+        assert_eq!(super::draw_note(true, 2, 5), "2 entrants for 5 winners: every entrant wins");
+        assert_eq!(super::draw_note(true, 5, 5), "");
+        assert_eq!(super::draw_note(false, 0, 5), "", "not drawn yet: nothing to explain");
+    }
+
     use super::*;
 
     fn spec(keyword: &str, winners: u32) -> LotterySpec {

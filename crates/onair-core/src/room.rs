@@ -111,6 +111,9 @@ pub struct RoomProfile {
     pub stream: String,
     /// Where the replay can be watched once the room is in `replay`.
     pub replay_url: String,
+    /// When a profile field or attribute last changed (Unix ms; 0 = not since
+    /// creation). Read through [`RoomProfile::last_info_time`].
+    pub info_changed_at: Millis,
 }
 
 /// Requested profile changes; `None` leaves a field as it is.
@@ -154,6 +157,12 @@ impl RoomProfile {
             stream,
             ..Default::default()
         }
+    }
+
+    /// The cloud's `LastInfoTime` (Unix ms): the last profile or attribute change,
+    /// or the creation when nothing changed since.
+    pub fn last_info_time(&self) -> Millis {
+        if self.info_changed_at == 0 { self.created_at } else { self.info_changed_at.max(self.created_at) }
     }
 
     /// Checks every field against the limits (used on create).
@@ -318,6 +327,14 @@ mod tests {
         for bad in ["", &"x".repeat(49), "@TGS#abc", "tab\there", "한국", "nl\n"] {
             assert_eq!(validate_custom_id(bad).map_err(|r| r.code), Err(Code::InvalidRoomId), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn last_info_time_is_creation_until_a_change() {
+        let mut p = RoomProfile::new("r".into(), "n".into(), String::new(), 1_000);
+        assert_eq!(p.last_info_time(), 1_000);
+        p.info_changed_at = 5_000;
+        assert_eq!(p.last_info_time(), 5_000);
     }
 
     #[test]

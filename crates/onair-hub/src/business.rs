@@ -217,12 +217,22 @@ pub struct GiftReply {
     pub replayed: bool,
 }
 
-fn lottery_json(r: &LotteryRecord, entrants: usize, with_pool: bool) -> Value {
+/// A lottery as every view shows it — the lottery endpoints, the draw reply and the
+/// `lottery` event: one shape, with `winners` as `{userId, nick}` objects (`nicks`
+/// in the order of `r.winners`) and `note` always present.
+fn lottery_json(r: &LotteryRecord, entrants: usize, with_pool: bool, nicks: &[String]) -> Value {
+    let winners: Vec<Value> = r
+        .winners
+        .iter()
+        .enumerate()
+        .map(|(i, user)| json!({"userId": user, "nick": nicks.get(i).cloned().unwrap_or_default()}))
+        .collect();
+    let note = lottery::draw_note(r.status == "drawn", entrants, r.winner_count);
     let mut v = json!({
         "lotteryId": r.id, "roomId": r.room_id, "keyword": r.keyword,
         "startedAt": r.started_at, "endsAt": r.ends_at, "winnerCount": r.winner_count,
         "minLevel": r.min_level, "status": r.status, "entrants": entrants,
-        "winners": r.winners, "seed": r.seed, "createdBy": r.created_by, "drawnAt": r.drawn_at,
+        "winners": winners, "note": note, "seed": r.seed, "createdBy": r.created_by, "drawnAt": r.drawn_at,
         "algorithm": "splitmix64-fisher-yates-v1",
     });
     if with_pool && let Value::Object(map) = &mut v {
@@ -589,7 +599,7 @@ impl Hub {
             return Err(internal(e));
         }
         self.changed(room_id, crate::cluster::Part::Lottery);
-        let view = lottery_json(&record, 0, false);
+        let view = lottery_json(&record, 0, false, &[]);
         let mut event = view.clone();
         if let Value::Object(map) = &mut event {
             map.insert("phase".into(), Value::from("started"));
@@ -616,25 +626,8 @@ impl Hub {
             tracing::error!(room = %room.id, error = %e, "lottery result not stored; announcing anyway");
         }
         self.changed(&room.id, crate::cluster::Part::Lottery);
-        let mut winners = Vec::with_capacity(record.winners.len());
-        for user in &record.winners {
-            let nick = self.store.sender_profile(user).await.map(|p| p.nick).unwrap_or_default();
-            winners.push(json!({"userId": user, "nick": nick}));
-        }
-        let mut view = lottery_json(&record, record.pool.len(), false);
-        if let Value::Object(map) = &mut view {
-            map.insert("winners".into(), Value::from(winners));
-            if record.pool.len() < record.winner_count as usize {
-                map.insert(
-                    "note".into(),
-                    Value::from(format!(
-                        "{} entrants for {} winners: every entrant wins",
-                        record.pool.len(),
-                        record.winner_count
-                    )),
-                );
-            }
-        }
+        let nicks = self.winner_nicks(&record).await;
+        let view = lottery_json(&record, record.pool.len(), false, &nicks);
         let mut event = view.clone();
         if let Value::Object(map) = &mut event {
             map.insert("phase".into(), Value::from("drawn"));
@@ -656,7 +649,7 @@ impl Hub {
             record.ends_at = now_ms();
             self.store.save_lottery(&record).await.map_err(internal)?;
             self.changed(&room.id, crate::cluster::Part::Lottery);
-            let mut view = lottery_json(&record, 0, false);
+            let mut view = lottery_json(&record, 0, false, &[]);
             if let Value::Object(map) = &mut view {
                 map.insert("phase".into(), Value::from("drawing"));
             }
@@ -700,16 +693,31 @@ impl Hub {
             && let Ok(room) = self.get(&record.room_id)
             && let Some(l) = room.biz.lock().lottery.as_ref().filter(|l| l.record.id == id)
         {
-            return Ok(lottery_json(&record, l.entries.pool().len(), false));
+            return Ok(lottery_json(&record, l.entries.pool().len(), false, &[]));
         }
-        Ok(lottery_json(&record, record.pool.len(), true))
+        let nicks = self.winner_nicks(&record).await;
+        Ok(lottery_json(&record, record.pool.len(), true, &nicks))
+    }
+
+    /// The winners' nicks, in their order (empty for an account without a profile).
+    async fn winner_nicks(&self, record: &LotteryRecord) -> Vec<String> {
+        let mut nicks = Vec::with_capacity(record.winners.len());
+        for user in &record.winners {
+            nicks.push(self.store.sender_profile(user).await.map(|p| p.nick).unwrap_or_default());
+        }
+        nicks
     }
 
     /// A room's lotteries, newest first.
     pub async fn lotteries(&self, room_id: &str) -> Result<Value, Rejection> {
         self.get(room_id)?;
         let list = self.store.lotteries(room_id, 50).await.map_err(internal)?;
-        Ok(json!({"lotteries": list.iter().map(|r| lottery_json(r, r.pool.len(), false)).collect::<Vec<_>>()}))
+        let mut views = Vec::with_capacity(list.len());
+        for r in &list {
+            let nicks = self.winner_nicks(r).await;
+            views.push(lottery_json(r, r.pool.len(), false, &nicks));
+        }
+        Ok(json!({ "lotteries": views }))
     }
 
     // ---- co-hosting --------------------------------------------------------

@@ -67,9 +67,15 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// A server-API caller.
+    /// A server-API caller whose address is unknown (a server-made action).
     pub fn rest() -> Origin {
         Origin { platform: Platform::RestApi, client_ip: String::new() }
+    }
+
+    /// A server-API caller at `client_ip`: the cloud fills `ClientIP` for REST
+    /// actions too, and backends log or allow-list it.
+    pub fn rest_from(client_ip: impl Into<String>) -> Origin {
+        Origin { platform: Platform::RestApi, client_ip: client_ip.into() }
     }
 }
 

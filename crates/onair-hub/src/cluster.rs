@@ -680,24 +680,13 @@ impl Hub {
     async fn reload(self: &Arc<Self>, id: &str, part: Part) {
         let result: Result<(), Rejection> = async {
             match part {
-                Part::Created => {
-                    if self.rooms.read().contains_key(id) {
-                        return Ok(());
-                    }
-                    if let Some(profile) =
-                        self.store.list_rooms().await.map_err(internal)?.into_iter().find(|p| p.id == id)
-                    {
-                        self.install_stored(profile, None).await.map_err(internal)?;
-                    }
-                }
-                Part::Destroyed => {
-                    if let Ok(room) = self.get(id) {
-                        self.close_here(&room).await;
-                    }
-                }
+                // Both are settled against the store, not taken literally: reloads run
+                // concurrently, so a destroy and a re-creation of the same id may be
+                // handled in either order, and only the store knows which came last.
+                Part::Created | Part::Destroyed => self.reconcile(id).await?,
                 Part::Profile => {
                     let room = self.get(id)?;
-                    if let Some(p) = self.store.list_rooms().await.map_err(internal)?.into_iter().find(|p| p.id == id) {
+                    if let Some(p) = self.store.room(id).await.map_err(internal)? {
                         *room.profile.lock() = p;
                     }
                 }
@@ -721,6 +710,28 @@ impl Hub {
         if let Err(r) = result {
             tracing::warn!(room = %id, part = ?part, error = %r.info, "could not reload a change from another node");
         }
+    }
+
+    /// Makes this node's copy of room `id` the store's: loads a room it lacks, closes
+    /// one the store no longer has, and replaces an older incarnation (destroyed and
+    /// created again, told apart by the creation time).
+    async fn reconcile(self: &Arc<Self>, id: &str) -> Result<(), Rejection> {
+        let stored = self.store.room(id).await.map_err(internal)?;
+        let current = self.get(id).ok();
+        match (current, stored) {
+            (Some(room), None) => {
+                self.close_here(&room).await;
+            }
+            (Some(room), Some(profile)) if room.profile.lock().created_at != profile.created_at => {
+                self.close_here(&room).await;
+                self.install_stored(profile, None).await.map_err(internal)?;
+            }
+            (None, Some(profile)) => {
+                self.install_stored(profile, None).await.map_err(internal)?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// One pass of the lease loop: renew what this node sequences, look up the

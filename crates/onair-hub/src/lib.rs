@@ -202,6 +202,21 @@ pub struct SendResult {
     pub drop_reason: String,
 }
 
+/// A membership change reported to the backend (`Hub::member_changed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberChange {
+    /// A logged-in user joined (`Group.CallbackAfterNewMemberJoin`).
+    Joined,
+    /// The member left on their own: `leave`, logout, disconnect, a Web room switch
+    /// (`ExitType` `Quit`).
+    Quit,
+    /// An operator took the member out: a kick or a ban (`ExitType` `Kicked`).
+    Kicked {
+        /// Who did it (`Operator_Account`).
+        operator: String,
+    },
+}
+
 /// A connection in a room.
 struct Member {
     outbox: Arc<Outbox>,
@@ -348,16 +363,21 @@ impl Room {
     }
 
     /// Takes every connection of `user` out of the room with a `kicked` event
-    /// (`banned_until` 0 = a kick, not a ban) and tells the others.
-    fn remove_user(&self, user: &str, reason: &str, banned_until: u64) {
+    /// (`banned_until` 0 = a kick, not a ban) and tells the others. Returns whether
+    /// the user was a member: on this node, or (where this node sequences the room)
+    /// on any node, as far as the room's presence knows.
+    fn remove_user(&self, user: &str, reason: &str, banned_until: u64) -> bool {
+        let member = self.has_user(user);
         let event = RoomEvent::Kicked { user_id: user.to_owned(), reason: reason.to_owned(), banned_until };
         self.push_to_user(user, event.clone());
-        self.drop_user_connections(user);
+        let here = self.drop_user_connections(user);
         self.push_event(event);
+        member || here
     }
 
-    /// Takes every connection of `user` out of the room (they were told already).
-    fn drop_user_connections(&self, user: &str) {
+    /// Takes every connection of `user` out of the room (they were told already);
+    /// returns whether there was any.
+    fn drop_user_connections(&self, user: &str) -> bool {
         let removed: Vec<Member> = {
             let mut members = self.members.lock();
             let ids: Vec<u64> =
@@ -371,6 +391,7 @@ impl Room {
                 cl.left(self, Some(user.to_owned()));
             }
         }
+        !removed.is_empty()
     }
 
     /// Whether `user` has a connection in this room.
@@ -431,9 +452,11 @@ impl Room {
         Ok(snapshot.online)
     }
 
-    /// Removes a connection (no-op if it is not a member).
-    pub fn leave(&self, conn_id: u64, user_id: Option<&str>) {
+    /// Removes a connection; returns whether it was a member (a kick or ban may have
+    /// taken it out already, and then its leaving is no news).
+    pub fn leave(&self, conn_id: u64, user_id: Option<&str>) -> bool {
         let removed = self.members.lock().remove(&conn_id);
+        let was_member = removed.is_some();
         if let Some(member) = removed {
             self.settle(&member);
             let mut chat = self.chat.lock();
@@ -449,6 +472,7 @@ impl Room {
             }
             self.wake.notify_one();
         }
+        was_member
     }
 
     /// Offers a message; the outcome reaches the ticket at the next tick (or now,
@@ -673,7 +697,16 @@ impl Hub {
             owner: Mutex::new(if self.link.is_some() { Owner::Unknown } else { Owner::Local }),
             cl: self.link.as_ref().map(|l| RoomCluster::new(l.clone())),
         });
-        self.rooms.write().insert(room.id.clone(), room.clone());
+        {
+            // Two paths may install the same stored room at once in a cluster (a
+            // request's `find` and the announcement of its creation): the first wins,
+            // the other gets it and starts no second ticker.
+            let mut rooms = self.rooms.write();
+            if let Some(existing) = rooms.get(&room.id) {
+                return existing.clone();
+            }
+            rooms.insert(room.id.clone(), room.clone());
+        }
         metrics::gauge!("onair_rooms").set(self.rooms.read().len() as f64);
         let hub = self.clone();
         let ticking = room.clone();
@@ -684,6 +717,29 @@ impl Hub {
     /// A room by id.
     pub fn get(&self, id: &str) -> Result<Arc<Room>, Rejection> {
         self.rooms.read().get(id).cloned().ok_or_else(|| room_not_found(id))
+    }
+
+    /// A room by id; in a cluster a room this node does not know yet is looked up in
+    /// the shared store and loaded before the answer is "does not exist" (another
+    /// node may have created it a moment ago, and its announcement is on the way).
+    pub async fn find(self: &Arc<Self>, id: &str) -> Result<Arc<Room>, Rejection> {
+        if let Ok(room) = self.get(id) {
+            return Ok(room);
+        }
+        if self.link.is_none() {
+            return Err(room_not_found(id));
+        }
+        match self.store.room(id).await.map_err(internal)? {
+            Some(profile) => {
+                let room = self.install_stored(profile, None).await.map_err(internal)?;
+                // A lottery running there is part of the room's state here too.
+                if let Err(r) = self.reload_lottery(&room).await {
+                    tracing::warn!(room = %id, error = %r.info, "room loaded without its lottery");
+                }
+                Ok(room)
+            }
+            None => Err(room_not_found(id)),
+        }
     }
 
     /// Every room, ordered by creation.
@@ -755,7 +811,13 @@ impl Hub {
         if room.closed.swap(true, Ordering::AcqRel) {
             return false;
         }
-        self.rooms.write().remove(&room.id);
+        {
+            // Only this incarnation: the id may already name a room created again.
+            let mut rooms = self.rooms.write();
+            if rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room)) {
+                rooms.remove(&room.id);
+            }
+        }
         metrics::gauge!("onair_rooms").set(self.rooms.read().len() as f64);
         let frame = Frame::from(onair_proto::encode_push::<Arc<onair_core::message::ChatMessage>>(
             &room.id,
@@ -771,8 +833,8 @@ impl Hub {
 
     /// Destroys a room: members get a `destroyed` event and are out; history is
     /// deleted; `operator` is named in the callback.
-    pub async fn destroy_by(&self, id: &str, operator: &str) -> Result<(), Rejection> {
-        let room = self.get(id)?;
+    pub async fn destroy_by(self: &Arc<Self>, id: &str, operator: &str, origin: &Origin) -> Result<(), Rejection> {
+        let room = self.find(id).await?;
         let p = room.profile();
         let members: Vec<Value> =
             room.recent_members(usize::MAX).into_iter().map(|m| json!({"Member_Account": m.brief.user_id})).collect();
@@ -785,14 +847,20 @@ impl Hub {
             "Group.CallbackAfterGroupDestroyed",
             json!({"GroupId": id, "Type": "AVChatRoom", "Owner_Account": p.owner, "Name": p.name,
                    "MemberList": members, "Operator_Account": operator}),
-            Origin::rest(),
+            origin.clone(),
         );
         Ok(())
     }
 
     /// Changes profile fields and/or mute-all; members are told at once; `operator`
     /// is named in the callback.
-    pub async fn modify_by(&self, id: &str, patch: ProfilePatch, operator: &str) -> Result<Arc<Room>, Rejection> {
+    pub async fn modify_by(
+        &self,
+        id: &str,
+        patch: ProfilePatch,
+        operator: &str,
+        origin: &Origin,
+    ) -> Result<Arc<Room>, Rejection> {
         let room = self.get(id)?;
         let lists = self.word_lists(&room);
         let lists: Vec<&WordList> = lists.iter().map(|l| l.as_ref()).collect();
@@ -811,6 +879,9 @@ impl Hub {
         let _w = room.profile_write.lock().await;
         let mut next = room.profile();
         let (change, mute) = next.apply(patch, &self.limits)?;
+        if next.info_seq != room.profile.lock().info_seq {
+            next.info_changed_at = now_ms();
+        }
         self.store.update_room(&next).await.map_err(internal)?;
         *room.profile.lock() = next;
         self.changed(&room.id, cluster::Part::Profile);
@@ -832,7 +903,7 @@ impl Hub {
                     map.insert("UserDefinedDataList".into(), Value::from(list));
                 }
             }
-            self.callbacks.after("Group.CallbackAfterGroupInfoChanged", body, Origin::rest());
+            self.callbacks.after("Group.CallbackAfterGroupInfoChanged", body, origin.clone());
             room.push_event(RoomEvent::Profile(change));
         }
         if let Some(on) = mute {
@@ -850,6 +921,7 @@ impl Hub {
         op: AttrWrite,
         given: BTreeMap<String, String>,
         operator: &str,
+        origin: &Origin,
     ) -> Result<BTreeMap<String, String>, Rejection> {
         let room = self.get(id)?;
         let _w = room.profile_write.lock().await;
@@ -860,6 +932,7 @@ impl Hub {
         }
         next.attrs = attrs.clone();
         next.info_seq += 1;
+        next.info_changed_at = now_ms();
         self.store.update_room(&next).await.map_err(internal)?;
         *room.profile.lock() = next;
         self.changed(&room.id, cluster::Part::Profile);
@@ -873,15 +946,20 @@ impl Hub {
         self.callbacks.after(
             "Group.CallbackAfterGroupAttrChanged",
             json!({"GroupId": id, "Type": "AVChatRoom", "Operator_Account": operator, "OptionType": option, "GroupAttr": list}),
-            Origin::rest(),
+            origin.clone(),
         );
         room.push_event(RoomEvent::Attrs { attrs: attrs.clone() });
         Ok(attrs)
     }
 
     /// Sends a message on behalf of a user (admin API) and waits for its outcome.
-    pub async fn send_as_with(&self, id: &str, msg: Outgoing, ctx: SendCtx) -> Result<SendResult, Rejection> {
-        let room = self.get(id)?;
+    pub async fn send_as_with(
+        self: &Arc<Self>,
+        id: &str,
+        msg: Outgoing,
+        ctx: SendCtx,
+    ) -> Result<SendResult, Rejection> {
+        let room = self.find(id).await?;
         let (tx, rx) = oneshot::channel();
         self.send(&room, Reply::Api(tx), msg, ctx).await?;
         rx.await.map_err(|_| Rejection::new(Code::Internal, "the room closed before the message was decided"))?
@@ -992,23 +1070,30 @@ impl Hub {
         );
     }
 
-    /// Tells the backend about a membership change (logged-in users only).
-    pub fn member_changed(&self, room_id: &str, user_id: &str, joined: bool, origin: &Origin) {
-        if joined {
-            self.callbacks.after(
+    /// Tells the backend about a membership change (logged-in users only):
+    /// `Group.CallbackAfterNewMemberJoin`, or `Group.CallbackAfterMemberExit` with the
+    /// cloud's `ExitType` (`Quit` for a member who left, `Kicked` for one an operator
+    /// removed, a ban included).
+    pub fn member_changed(&self, room_id: &str, user_id: &str, change: MemberChange, origin: &Origin) {
+        match change {
+            MemberChange::Joined => self.callbacks.after(
                 "Group.CallbackAfterNewMemberJoin",
                 json!({"GroupId": room_id, "Type": "AVChatRoom", "JoinType": "Apply", "Operator_Account": user_id,
                        "NewMemberList": [{"Member_Account": user_id}]}),
                 origin.clone(),
-            );
-        } else {
-            self.callbacks.after(
-                "Group.CallbackAfterMemberExit",
-                json!({"GroupId": room_id, "Type": "AVChatRoom", "ExitType": "Quit", "Operator_Account": user_id,
-                       "ExitMemberList": [{"Member_Account": user_id}]}),
-                origin.clone(),
-            );
+            ),
+            MemberChange::Quit => self.member_exit(room_id, user_id, "Quit", user_id, origin),
+            MemberChange::Kicked { operator } => self.member_exit(room_id, user_id, "Kicked", &operator, origin),
         }
+    }
+
+    fn member_exit(&self, room_id: &str, user_id: &str, exit_type: &str, operator: &str, origin: &Origin) {
+        self.callbacks.after(
+            "Group.CallbackAfterMemberExit",
+            json!({"GroupId": room_id, "Type": "AVChatRoom", "ExitType": exit_type, "Operator_Account": operator,
+                   "ExitMemberList": [{"Member_Account": user_id}]}),
+            origin.clone(),
+        );
     }
 
     /// The webhook client.
@@ -1162,7 +1247,7 @@ impl Hub {
                             json!({
                                 "GroupId": room.id, "Type": "AVChatRoom", "From_Account": m.sender.user_id,
                                 "Operator_Account": ticket.ctx.operator, "Random": m.random, "OnlineOnlyFlag": 0,
-                                "MsgSeq": m.seq, "MsgTime": m.time_secs(), "MsgBody": m.body,
+                                "MsgSeq": m.seq, "MsgTime": m.time_secs(), "MsgId": msg_id(m), "MsgBody": m.body,
                                 "CloudCustomData": m.cloud_custom_data,
                             }),
                             ticket.ctx.origin.clone(),
@@ -1185,6 +1270,13 @@ impl Hub {
         }
         pushed
     }
+}
+
+/// The after-send callback's `MsgId` (newer cloud docs add it): an opaque string
+/// unique per room message, built from what identifies it here (seq, second, random)
+/// so every node that fires the callback names a message the same way.
+fn msg_id(m: &onair_core::message::ChatMessage) -> String {
+    format!("{}-{}-{}", m.seq, m.time_secs(), m.random)
 }
 
 fn classify(delivered: &[Arc<onair_core::message::ChatMessage>], events: &[RoomEvent]) -> FrameClass {

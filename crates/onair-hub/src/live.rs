@@ -79,6 +79,7 @@ impl Hub {
         next.state_changed_at = now;
         next.attrs.insert(ATTR_STATE.into(), to.as_str().into());
         next.info_seq += 1;
+        next.info_changed_at = now;
         self.store.update_room(&next).await.map_err(internal)?;
         let scheduled_at = next.scheduled_at / 1000;
         let attrs = next.attrs.clone();
@@ -124,6 +125,7 @@ impl Hub {
             next.attrs.insert(ATTR_SCHEDULED.into(), at_secs.to_string());
         }
         next.info_seq += 1;
+        next.info_changed_at = now_ms();
         self.store.update_room(&next).await.map_err(internal)?;
         let attrs = next.attrs.clone();
         *room.profile.lock() = next;

@@ -127,7 +127,17 @@ impl Hub {
 
     /// Bans users for `secs` (≥ 4294967295 = permanent): their connections get a
     /// `kicked` event and are out of the room now; rejoining is refused until the end.
-    pub async fn ban(&self, id: &str, users: &[String], secs: u64, reason: &str) -> Result<(), Rejection> {
+    /// Each member taken out is reported as `Group.CallbackAfterMemberExit` with
+    /// `ExitType` `Kicked`, naming `operator`.
+    pub async fn ban(
+        &self,
+        id: &str,
+        users: &[String],
+        secs: u64,
+        reason: &str,
+        operator: &str,
+        origin: &Origin,
+    ) -> Result<(), Rejection> {
         let room = self.get(id)?;
         check_accounts(users, 1000)?;
         if secs == 0 {
@@ -145,41 +155,57 @@ impl Hub {
             let until = room.moderation.lock().ban(user, secs, reason, now);
             let ban = onair_core::moderation::Ban { until, reason: reason.to_owned() };
             self.store.set_ban(id, user, Some(&ban)).await.map_err(internal)?;
-            room.remove_user(user, reason, end_secs(until));
+            if room.remove_user(user, reason, end_secs(until)) {
+                self.member_changed(id, user, MemberChange::Kicked { operator: operator.to_owned() }, origin);
+            }
         }
         self.changed(id, crate::cluster::Part::Moderation);
         Ok(())
     }
 
     /// Removes users from the room now (a `kicked` event, then out) without keeping
-    /// them out: they may join again.
-    pub async fn kick(&self, id: &str, users: &[String], reason: &str) -> Result<(), Rejection> {
+    /// them out: they may join again. Members taken out are reported as
+    /// `Group.CallbackAfterMemberExit` with `ExitType` `Kicked`.
+    pub async fn kick(
+        &self,
+        id: &str,
+        users: &[String],
+        reason: &str,
+        operator: &str,
+        origin: &Origin,
+    ) -> Result<(), Rejection> {
         let room = self.get(id)?;
         check_accounts(users, 1000)?;
         let _delivery = room.delivery.lock().await;
         for user in users {
-            room.remove_user(user, reason, 0);
+            if room.remove_user(user, reason, 0) {
+                self.member_changed(id, user, MemberChange::Kicked { operator: operator.to_owned() }, origin);
+            }
         }
         Ok(())
     }
 
     /// Recalls a delivered message: storage marks it, history drops it, members get a
-    /// `recall` event.
+    /// `recall` event. A message that is neither stored nor held (unknown, or recalled
+    /// already) is 10030 and nothing is pushed: members must not be told to hide a
+    /// message that was never recalled.
     pub async fn recall(&self, id: &str, seq: u64, operator: &str) -> Result<(), Rejection> {
         let room = self.get(id)?;
         let stored = self.store.recall_message(id, seq).await.map_err(internal)?;
-        let held = if room.sequencing() {
-            room.chat.lock().recall(seq, operator)
+        if !stored && !room.chat.lock().holds(seq) {
+            return Err(Rejection::new(
+                Code::MsgNotFound,
+                format!("no message with seq {seq} to recall in room '{id}' (unknown or recalled already)"),
+            ));
+        }
+        if room.sequencing() {
+            room.chat.lock().recall(seq, operator);
         } else {
             // The room's sequencer (another node) recalls it and tells everyone.
             room.chat.lock().forget(seq);
             room.push_event(RoomEvent::Recall { seq, operator: operator.to_owned() });
-            true
-        };
-        room.wake.notify_one();
-        if !stored && !held {
-            return Err(Rejection::new(Code::InvalidParam, format!("no message with seq {seq} in room '{id}'")));
         }
+        room.wake.notify_one();
         Ok(())
     }
 

@@ -147,12 +147,12 @@ async fn moderation_runs_in_the_products_order() {
     assert_eq!(err.code, Code::Muted);
     assert!(err.info.contains("more seconds"), "{}", err.info);
     // A ban outranks the mute.
-    f.hub.ban("r2", &["carol".into()], 60, "spam").await.unwrap();
+    f.hub.ban("r2", &["carol".into()], 60, "spam", "anchor", &onair_hub::callbacks::Origin::rest()).await.unwrap();
     let err = send(&f.hub, &r, text("carol", 2, "x"), client_ctx("carol", false)).await.unwrap_err();
     assert_eq!(err.code, Code::NoPermission);
     // Mute-all stops members but not those who manage the room.
     let patch = onair_core::room::ProfilePatch { mute_all: Some(true), ..Default::default() };
-    f.hub.modify_by("r2", patch, "anchor").await.unwrap();
+    f.hub.modify_by("r2", patch, "anchor", &onair_hub::callbacks::Origin::rest()).await.unwrap();
     let err = send(&f.hub, &r, text("dave", 3, "x"), client_ctx("dave", false)).await.unwrap_err();
     assert_eq!(err.code, Code::Muted);
     let role = r.role_of("anchor", false);

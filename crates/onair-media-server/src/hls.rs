@@ -687,6 +687,22 @@ fn hold(hub: &HlsHub) -> Duration {
     Duration::from_millis(3 * hub.settings.hls_part_ms.clamp(200, 1000) + 1000)
 }
 
+/// Whether the playlist advertises `CAN-SKIP-DATERANGES=YES`. It does not (it writes no
+/// `EXT-X-DATERANGE`), so `_HLS_skip=v2`, which asks for a delta update that also
+/// skips date ranges, gets the full playlist: a delta update is only for a request
+/// the `EXT-X-SERVER-CONTROL` line says the server honours (RFC 8216bis §6.2.5.1).
+const CAN_SKIP_DATERANGES: bool = false;
+
+/// Whether `_HLS_skip` asks for a delta update this server makes: `YES`, or `v2`
+/// when date-range skipping is advertised.
+fn delta_requested(skip: Option<&str>) -> bool {
+    match skip {
+        Some("YES") => true,
+        Some("v2") => CAN_SKIP_DATERANGES,
+        _ => false,
+    }
+}
+
 async fn playlist(hub: &Arc<HlsHub>, name: &str, q: &PlaylistQuery) -> MediaReply {
     let parse = |v: &Option<String>| -> Result<Option<u64>, ()> {
         v.as_deref().map(|s| s.parse::<u64>().map_err(|_| ())).transpose()
@@ -694,7 +710,7 @@ async fn playlist(hub: &Arc<HlsHub>, name: &str, q: &PlaylistQuery) -> MediaRepl
     let (Ok(msn), Ok(part)) = (parse(&q.msn), parse(&q.part)) else {
         return status(StatusCode::BAD_REQUEST, "bad _HLS_msn or _HLS_part\n");
     };
-    let skip = matches!(q.skip.as_deref(), Some("YES" | "v2"));
+    let skip = delta_requested(q.skip.as_deref());
     let blocking = msn.is_some();
     let deadline = tokio::time::Instant::now() + hold(hub);
     // A blocking response names the state it waited for (its URL is unique): a CDN may
@@ -709,8 +725,8 @@ async fn playlist(hub: &Arc<HlsHub>, name: &str, q: &PlaylistQuery) -> MediaRepl
             let inner = live.inner.lock();
             if let Some(seg) = inner.seg.as_ref() {
                 let ready = match seg.reload(msn, part) {
-                    Reload::BadRequest => {
-                        return status(StatusCode::BAD_REQUEST, "_HLS_msn/_HLS_part too far ahead\n");
+                    Reload::BadRequest(why) => {
+                        return status(StatusCode::BAD_REQUEST, format!("{why}\n"));
                     }
                     // A plain request waits for a first segment (players need one).
                     Reload::Ready => blocking || seg.segments().next().is_some() || seg.ended(),
@@ -795,12 +811,8 @@ pub async fn media_file(hub: &Arc<HlsHub>, name: &str, sid: &str, file: &str) ->
                 return reply(StatusCode::OK, mp4_immutable(), data);
             }
             // Only what is about to exist is worth waiting for: the preload-hinted part
-            // (or a little past it) and the segment in progress.
-            let soon = match (seg.next_part(), part) {
-                (Some((open, next)), Some(p)) => (msn == open && p <= next + 1) || (msn == open + 1 && p == 0),
-                (Some((open, _)), None) => msn == open,
-                (None, _) => false,
-            };
+            // and the segment in progress (docs/media.md).
+            let soon = seg.awaits(msn, part.map(|p| p as u64));
             if !soon || inner.ended || tokio::time::Instant::now() >= deadline {
                 return status(StatusCode::NOT_FOUND, "no such part or segment\n");
             }
@@ -1001,5 +1013,12 @@ mod tests {
         let q = PlaylistQuery::parse("_HLS_msn=12&_HLS_part=3&txSecret=x&_HLS_skip=YES");
         assert_eq!((q.msn.as_deref(), q.part.as_deref(), q.skip.as_deref()), (Some("12"), Some("3"), Some("YES")));
         assert!(PlaylistQuery::parse("").msn.is_none());
+    }
+
+    #[test]
+    fn v2_skips_only_when_date_range_skipping_is_advertised() {
+        assert!(delta_requested(Some("YES")));
+        assert!(!delta_requested(Some("v2")), "CAN-SKIP-DATERANGES is not advertised");
+        assert!(!delta_requested(Some("NO")) && !delta_requested(None));
     }
 }

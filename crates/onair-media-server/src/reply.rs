@@ -44,6 +44,6 @@ pub fn with_body(
 /// An error answer in plain text. Errors (404, 400, 403, 503) are never stored: a
 /// stream that is not live yet, or a part that does not exist yet, will be there a
 /// moment later.
-pub fn status(code: StatusCode, msg: &'static str) -> MediaReply {
-    reply(code, [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], Bytes::from_static(msg.as_bytes()))
+pub fn status(code: StatusCode, msg: impl Into<Bytes>) -> MediaReply {
+    reply(code, [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], msg.into())
 }

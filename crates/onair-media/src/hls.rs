@@ -124,9 +124,15 @@ pub enum Reload {
     Ready,
     /// Not yet: hold the request (bounded) and ask again when a part lands.
     Wait,
-    /// Too far ahead or malformed: answer 400 at once (RFC 8216bis §6.2.5.2).
-    BadRequest,
+    /// Too far ahead or malformed: answer 400 at once (RFC 8216bis §6.2.5.2), with
+    /// what is wrong (the body of the 400).
+    BadRequest(&'static str),
 }
+
+/// Why a blocking reload is a 400 (RFC 8216bis §6.2.5.2).
+const PART_WITHOUT_MSN: &str = "_HLS_part needs _HLS_msn (the segment the part belongs to)";
+const MSN_TOO_FAR: &str = "_HLS_msn is more than two segments past the last complete segment";
+const PART_TOO_FAR: &str = "_HLS_part is beyond the Advance Part Limit of the segment in progress";
 
 impl Segmenter {
     /// A segmenter for a stream with this codec configuration.
@@ -395,11 +401,24 @@ impl Segmenter {
         if self.cfg.part_target_ms < 1000 { 3000usize.div_ceil(self.cfg.part_target_ms as usize) } else { 3 }
     }
 
+    /// Whether a missing part (`Some`) or segment (`None`) of segment `msn` is worth
+    /// holding a request for: only the preload-hinted part (the one the playlist's
+    /// `EXT-X-PRELOAD-HINT` names) and the segment in progress. Anything else missing —
+    /// a part past the hint included — is 404 at once, as docs/media.md says: a player
+    /// only asks ahead for what the playlist hinted.
+    pub fn awaits(&self, msn: u64, part: Option<u64>) -> bool {
+        match (self.next_part(), part) {
+            (Some((open, next)), Some(p)) => msn == open && usize::try_from(p).is_ok_and(|p| p == next),
+            (Some((open, _)), None) => msn == open,
+            (None, _) => false,
+        }
+    }
+
     /// Decides a blocking reload request for `_HLS_msn=msn&_HLS_part=part`.
     pub fn reload(&self, msn: Option<u64>, part: Option<u64>) -> Reload {
         let Some(msn) = msn else {
             // `_HLS_part` without `_HLS_msn` is an error (§6.2.5.2).
-            return if part.is_some() { Reload::BadRequest } else { Reload::Ready };
+            return if part.is_some() { Reload::BadRequest(PART_WITHOUT_MSN) } else { Reload::Ready };
         };
         let part = part.map(|p| usize::try_from(p).unwrap_or(usize::MAX));
         // The in-progress segment's msn, i.e. the last complete one + 1.
@@ -407,7 +426,7 @@ impl Segmenter {
         // "greater than the Media Sequence Number of the last Media Segment in the current
         // Playlist plus two" → 400. The last complete segment is open_msn − 1.
         if msn > open_msn.saturating_add(1) {
-            return Reload::BadRequest;
+            return Reload::BadRequest(MSN_TOO_FAR);
         }
         if self.ended {
             return Reload::Ready;
@@ -434,7 +453,7 @@ impl Segmenter {
                 if p < open_parts {
                     Reload::Ready
                 } else if p >= open_parts.saturating_add(self.advance_part_limit()) {
-                    Reload::BadRequest
+                    Reload::BadRequest(PART_TOO_FAR)
                 } else {
                     Reload::Wait
                 }
@@ -683,24 +702,30 @@ mod tests {
         use Reload::*;
         let table: &[(Option<u64>, Option<u64>, Reload)] = &[
             (None, None, Ready),
-            (None, Some(0), BadRequest),
+            (None, Some(0), BadRequest(PART_WITHOUT_MSN)),
             (Some(0), None, Ready),
             (Some(1), None, Ready),
             (Some(2), None, Wait),
-            (Some(3), None, Wait),       // last complete (1) + 2
-            (Some(4), None, BadRequest), // beyond last + 2
+            (Some(3), None, Wait),                    // last complete (1) + 2
+            (Some(4), None, BadRequest(MSN_TOO_FAR)), // beyond last + 2
             (Some(2), Some(0), Ready),
             (Some(2), Some(1), Wait), // the preload-hinted part
             (Some(2), Some(6), Wait),
-            (Some(2), Some(7), BadRequest), // 1 + advance part limit (6)
+            (Some(2), Some(7), BadRequest(PART_TOO_FAR)), // 1 + advance part limit (6)
             (Some(1), Some(3), Ready),
             (Some(1), Some(9), Ready), // past the last part → part 0 of segment 2, which exists
             (Some(3), Some(0), Wait),
-            (Some(99), Some(0), BadRequest),
+            (Some(99), Some(0), BadRequest(MSN_TOO_FAR)),
         ];
         for (msn, part, want) in table {
             assert_eq!(s.reload(*msn, *part), *want, "msn {msn:?} part {part:?}");
         }
+        // Held requests for missing media: the hinted part and the open segment only.
+        assert!(s.awaits(2, Some(1)), "the preload-hinted part");
+        assert!(s.awaits(2, None), "the segment in progress");
+        assert!(!s.awaits(2, Some(2)), "one past the hint: 404 at once");
+        assert!(!s.awaits(2, Some(3)), "two past the hint: 404 at once");
+        assert!(!s.awaits(3, Some(0)) && !s.awaits(3, None), "the next segment is not hinted yet");
         s.finish();
         assert_eq!(s.reload(Some(3), None), Ready);
     }

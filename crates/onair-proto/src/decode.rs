@@ -59,8 +59,10 @@ pub struct SendRequest {
     pub room_id: String,
     /// Priority (default Normal).
     pub priority: Priority,
-    /// Client random for duplicate suppression.
-    pub random: u32,
+    /// Client random for duplicate suppression; `None` when omitted. An omission is
+    /// not 0: every later message without one would be a duplicate of the first and
+    /// silently not delivered, so the face gives such a message a random of its own.
+    pub random: Option<u32>,
     /// Elements.
     pub body: Vec<MsgElem>,
     /// Opaque business data.
@@ -347,7 +349,7 @@ pub fn decode_request(frame: &[u8]) -> Result<Request, DecodeError> {
             RequestKind::Send(SendRequest {
                 room_id: raw.room_id,
                 priority,
-                random: raw.random.unwrap_or(0),
+                random: raw.random,
                 body: raw.body,
                 cloud_custom_data: raw.cloud_custom_data.unwrap_or_default(),
             })
@@ -384,8 +386,14 @@ mod tests {
         assert_eq!(r.kind, RequestKind::Join(JoinRequest { room_id: "room1".into(), last_seq: None }));
         let r = decode_request(br#"{"op":"send","id":3,"roomId":"room1","priority":"Normal","random":42,"body":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}],"cloudCustomData":""}"#).expect("ok");
         assert!(
-            matches!(r.kind, RequestKind::Send(ref s) if s.random == 42 && s.body.len() == 1 && s.priority == Priority::Normal)
+            matches!(r.kind, RequestKind::Send(ref s) if s.random == Some(42) && s.body.len() == 1 && s.priority == Priority::Normal)
         );
+        // An omitted random is "none", not 0 (issue 15: 0 made every later message a duplicate).
+        let r = decode_request(
+            br#"{"op":"send","id":3,"roomId":"room1","body":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]}"#,
+        )
+        .expect("ok");
+        assert!(matches!(r.kind, RequestKind::Send(ref s) if s.random.is_none()));
         assert_eq!(
             decode_request(br#"{"op":"leave","id":4,"roomId":"room1"}"#).expect("ok").kind,
             RequestKind::Leave { room_id: "room1".into() }

@@ -441,9 +441,15 @@ async fn a_lottery_draws_from_chat_with_a_published_seed() {
     assert_eq!(pool, vec!["u1", "u2", "u4"], "entry order, once each");
     let seed = u64::from_str_radix(stored["seed"].as_str().unwrap(), 16).unwrap();
     assert_eq!(redraw(&pool, 2, seed), winners);
-    assert_eq!(stored["winners"], json!(winners));
+    // One shape everywhere (issue 15): the stored view, the list and the event agree
+    // on `winners` ({userId, nick}) and `note`.
+    assert_eq!(stored["winners"], drawn["winners"], "{stored}");
+    assert!(stored["winners"][0]["nick"].is_string(), "{stored}");
+    assert_eq!(stored["note"], drawn["note"]);
+    assert_eq!(stored["note"], "");
     let (_, list) = server.http("GET", "/api/v1/rooms/lot/lotteries", None).await;
     assert_eq!(list["lotteries"][0]["status"], "drawn");
+    assert_eq!(list["lotteries"][0]["winners"], drawn["winners"]);
 
     // More winners than entrants: everyone wins, and the result says so.
     let (_, l2) = post_as(
@@ -460,6 +466,8 @@ async fn a_lottery_draws_from_chat_with_a_published_seed() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["winners"].as_array().unwrap().len(), 1);
     assert!(v["note"].as_str().unwrap().contains("every entrant wins"), "{v}");
+    let (_, stored2) = server.http("GET", &format!("/api/v1/lotteries/{id2}"), None).await;
+    assert_eq!((&stored2["winners"], &stored2["note"]), (&v["winners"], &v["note"]));
     assert_eq!(post_as(&server, "anchor", &format!("/api/v1/lotteries/{id2}/draw"), json!({})).await.0, 409);
 }
 

@@ -248,3 +248,76 @@ async fn room_changes_and_disconnects_are_reported() {
     let (_, gone) = r.wait_call("Group.CallbackAfterGroupDestroyed", |_| true).await;
     assert_eq!(gone["GroupId"], "cb");
 }
+
+/// Issue 15: each callback names the real platform and origin, kicks and bans are
+/// exits of type `Kicked` (reported once), and a destroyed room reports no exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platforms_exit_types_and_rest_origins_are_the_clouds() {
+    let (server, r, mut alice, _bob) = setup("").await;
+    let exits = |user: &str| {
+        r.calls("Group.CallbackAfterMemberExit")
+            .into_iter()
+            .filter(|(_, b)| b["ExitMemberList"][0]["Member_Account"] == user)
+            .collect::<Vec<_>>()
+    };
+
+    // Logout from Android and an admin kick of an iOS login name their platforms.
+    let mut dave = server.login_client("dave", "Android").await;
+    let ack = dave.request(json!({"op": "logout"})).await;
+    assert_eq!(ack["code"], 0, "{ack}");
+    let (q, _) = r.wait_call("State.StateChange", |b| b["Info"]["Action"] == "Logout").await;
+    assert_eq!(q["OptPlatform"], "Android");
+    let _erin = server.login_client("erin", "iOS").await;
+    server.v4_ok("im_open_login_svc/kick", &json!({"UserID": "erin"})).await;
+    let (q, st) = r
+        .wait_call("State.StateChange", |b| b["Info"]["Action"] == "Disconnect" && b["Info"]["To_Account"] == "erin")
+        .await;
+    assert_eq!(q["OptPlatform"], "iOS", "{st}");
+
+    // A ban is an exit of type Kicked by the admin, from the REST caller's address;
+    // the banned member's later disconnect is no second exit.
+    let mut frank = server.login_client("frank", "Android").await;
+    frank.join_ok("cb").await;
+    server
+        .v4_ok(
+            "group_open_http_svc/ban_group_member",
+            &json!({"GroupId": "cb", "Members_Account": ["frank"], "Duration": 60}),
+        )
+        .await;
+    let (q, exit) =
+        r.wait_call("Group.CallbackAfterMemberExit", |b| b["ExitMemberList"][0]["Member_Account"] == "frank").await;
+    assert_eq!((&exit["ExitType"], &exit["Operator_Account"]), (&json!("Kicked"), &json!(ADMIN)), "{exit}");
+    assert_eq!((q["OptPlatform"].as_str(), q["ClientIP"].as_str()), ("RESTAPI", "127.0.0.1"));
+    frank.close().await;
+    // A kick through the native API is the same kind of exit.
+    let mut gina = server.login_client("gina", "Web").await;
+    gina.join_ok("cb").await;
+    let (s, _) = server.http("POST", &server.admin("/api/v1/rooms/cb/kick"), Some(&json!({"users": ["gina"]}))).await;
+    assert_eq!(s, 200);
+    let (_, exit) =
+        r.wait_call("Group.CallbackAfterMemberExit", |b| b["ExitMemberList"][0]["Member_Account"] == "gina").await;
+    assert_eq!(exit["ExitType"], "Kicked");
+
+    // A REST send: the after-send callback carries MsgId, and the REST caller's address.
+    let sent = server
+        .v4_ok(
+            "group_open_http_svc/send_group_msg",
+            &json!({"GroupId": "cb", "Random": 5, "MsgBody": [text_elem("hi")]}),
+        )
+        .await;
+    let (q, after) = r.wait_call("Group.CallbackAfterSendMsg", |b| b["Random"] == 5).await;
+    assert_eq!(after["MsgSeq"], sent["MsgSeq"]);
+    assert!(after["MsgId"].as_str().is_some_and(|id| !id.is_empty()), "{after}");
+    assert_eq!(q["ClientIP"], "127.0.0.1");
+
+    // Destroyed: alice's disconnect afterwards is no exit from a room that is gone.
+    server.v4_ok("group_open_http_svc/destroy_group", &json!({"GroupId": "cb"})).await;
+    r.wait_call("Group.CallbackAfterGroupDestroyed", |_| true).await;
+    alice.close().await;
+    r.wait_call("State.StateChange", |b| b["Info"]["Action"] == "Disconnect" && b["Info"]["To_Account"] == "alice")
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(exits("alice").is_empty(), "no exit after destroy: {:?}", exits("alice"));
+    assert_eq!(exits("frank").len(), 1, "one exit for the ban: {:?}", exits("frank"));
+    assert_eq!(exits("gina").len(), 1, "{:?}", exits("gina"));
+}

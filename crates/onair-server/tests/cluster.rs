@@ -480,3 +480,44 @@ async fn state_likes_and_a_lottery_work_across_nodes() {
     winners.sort();
     assert_eq!(winners, vec!["ub", "uc"], "{drawn}");
 }
+
+/// Issue 15: a room made on one node exists at once on the others — no waiting for
+/// the announcement: a read, a WebSocket join and a `/v4` send right after the
+/// creation answer as for any room; the same after a destroy and a re-creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_made_on_one_node_exists_at_once_on_the_others() {
+    let redis = Redis::start().await;
+    let nodes = cluster(&redis, "").await;
+    for round in 0..5 {
+        let id = format!("fresh{round}");
+        nodes[0].create_room(&id).await;
+        // No wait: straight to the other nodes.
+        let (s, v) = nodes[1].http("GET", &format!("/api/v1/rooms/{id}"), None).await;
+        assert_eq!(s, 200, "round {round}: GET on node b: {v}");
+        let mut viewer = nodes[2].ws().await;
+        let ack = viewer.join(&id).await;
+        assert_eq!(ack["code"], 0, "round {round}: join on node c: {ack}");
+        let sent = nodes[1]
+            .v4(
+                "group_open_http_svc/send_group_msg",
+                &json!({"GroupId": id, "Random": round, "MsgBody": [text_elem("notice")]}),
+            )
+            .await;
+        assert_eq!(sent["ErrorCode"], 0, "round {round}: send_group_msg on node b: {sent}");
+    }
+
+    // Destroyed on a and created again at once: every node serves the new room.
+    nodes[0].v4_ok("group_open_http_svc/destroy_group", &json!({"GroupId": "fresh0"})).await;
+    nodes[0].create_room("fresh0").await;
+    for n in nodes.iter() {
+        let (s, v) = n.http("GET", "/api/v1/rooms/fresh0", None).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    // Once the announcements settled, still there everywhere (a late "destroyed" must
+    // not close the new incarnation).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in nodes.iter() {
+        let (s, v) = n.http("GET", "/api/v1/rooms/fresh0", None).await;
+        assert_eq!((s, v["nextSeq"].clone()), (200, json!(1)), "the new room, not the old one: {v}");
+    }
+}

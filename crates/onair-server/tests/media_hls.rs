@@ -224,7 +224,9 @@ async fn ll_hls_playlist_blocking_reload_parts_and_fmp4_stream() {
     let g = get(port, &format!("/live/cam.m3u8?_HLS_msn={}", msn + 10)).await;
     assert_eq!(g.status, 400);
     assert!(g.took < Duration::from_millis(500));
-    assert_eq!(get(port, "/live/cam.m3u8?_HLS_part=1").await.status, 400);
+    let g = get(port, "/live/cam.m3u8?_HLS_part=1").await;
+    assert_eq!(g.status, 400);
+    assert!(text(&g).contains("_HLS_part needs _HLS_msn"), "the 400 says what is wrong: {}", text(&g));
 
     // The preload-hinted part itself: requested before it exists, answered when it does.
     let now = text(&get(port, "/live/cam.m3u8").await);
@@ -239,10 +241,20 @@ async fn ll_hls_playlist_blocking_reload_parts_and_fmp4_stream() {
     let init = get(port, &format!("/live/{base}init.mp4")).await;
     assert_eq!((init.status, &init.body[4..8]), (200, &b"ftyp"[..]));
     assert_eq!(get(port, &format!("/live/{base}{}.0.m4s", msn + 50)).await.status, 404);
+    // Two parts past the preload hint: not hinted, so 404 at once (docs/media.md).
+    let fresh = text(&get(port, "/live/cam.m3u8").await);
+    let (msn, part) = preload_hint(&fresh);
+    let g = get(port, &format!("/live/{base}{msn}.{}.m4s", part + 2)).await;
+    assert_eq!(g.status, 404);
+    assert!(g.took < Duration::from_millis(300), "answered at once, not held: {:?}", g.took);
 
     // Delta update.
     let delta = text(&get(port, "/live/cam.m3u8?_HLS_skip=YES").await);
     assert!(delta.starts_with("#EXTM3U"));
+    // `v2` also asks to skip date ranges, which the playlist does not advertise
+    // (no CAN-SKIP-DATERANGES): the full playlist, never a delta update.
+    let v2 = text(&get(port, "/live/cam.m3u8?_HLS_skip=v2").await);
+    assert!(!v2.contains("CAN-SKIP-DATERANGES") && !v2.contains("#EXT-X-SKIP"), "{v2}");
 
     // Player info and the live fMP4 stream for MediaSource.
     let info: Value = serde_json::from_slice(&get(port, "/live/cam.json").await.body).unwrap();

@@ -248,7 +248,7 @@ async fn a_recalled_message_disappears_for_everyone() {
             &json!({"GroupId":"r","MsgSeqList":[{"MsgSeq": other}, {"MsgSeq": 999}]}),
         )
         .await;
-    assert_eq!(v["RecallRetList"], json!([{"MsgSeq": other, "RetCode": 0}, {"MsgSeq": 999, "RetCode": 10004}]));
+    assert_eq!(v["RecallRetList"], json!([{"MsgSeq": other, "RetCode": 0}, {"MsgSeq": 999, "RetCode": 10030}]));
     viewer.wait_event_where("r", "recall", |e| e["seq"] == other).await;
 }
 

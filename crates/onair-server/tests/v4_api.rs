@@ -72,9 +72,9 @@ async fn auth_and_transport_errors_use_the_cloud_codes() {
         assert_fail(&v, 90001);
         assert_eq!(v["ErrorInfo"], "Fail to Parse json data of body, Please check it");
     }
-    // Over 1 MiB → 80002.
+    // Over 1 MiB → 93000, the cloud's "JSON packet too long" (issue 15; was 80002).
     let huge = json!({"GroupIdList": ["x"], "pad": "p".repeat(1024 * 1024 + 10)}).to_string();
-    assert_fail(&call(server.admin_query(), Some(huge)).await, 80002);
+    assert_fail(&call(server.admin_query(), Some(huge)).await, 93000);
 
     // Unknown commands and services → 10003, never a 404 page.
     assert_fail(&server.v4("group_open_http_svc/no_such_command", &json!({})).await, 10003);
@@ -601,4 +601,89 @@ async fn online_count_members_and_check_members() {
     assert_eq!(v["Member_Account"], json!(["alice"]));
     assert_fail(&server.v4("group_open_http_svc/get_online_member_num", &json!({"GroupId": "nope"})).await, 10010);
     assert_fail(&server.v4("group_open_avchatroom_http_svc/get_members", &json!({"GroupId": "nope"})).await, 10010);
+}
+
+/// Issue 15: what a backend written for the cloud tripped over (group list, targeted
+/// and impersonated sends, group info, recall codes, AV-unsupported member commands).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_cloud_backends_tripped_over() {
+    let server = Server::start("").await;
+    create(&server, "live").await;
+    let mut viewer = server.ws().await;
+    viewer.join_ok("live").await;
+
+    // get_appid_group_list: "GroupType": "" is one SDK's "all types"; a bodiless GET
+    // is "no fields".
+    let ids = |v: &Value| -> Vec<String> {
+        v["GroupIdList"].as_array().unwrap().iter().map(|g| g["GroupId"].as_str().unwrap().to_owned()).collect()
+    };
+    let v = server.v4_ok("group_open_http_svc/get_appid_group_list", &json!({"GroupType": ""})).await;
+    assert_eq!(ids(&v), vec!["live"], "{v}");
+    let path =
+        format!("/v4/group_open_http_svc/get_appid_group_list?{}&random=1&contenttype=json", server.admin_query());
+    let (status, v) = server.http("GET", &path, None).await;
+    assert_eq!((status, ids(&v)), (200, vec!["live".to_owned()]), "{v}");
+
+    // send_group_msg with To_Account: not for AVChatRoom, refused (never delivered to all).
+    let targeted = json!({"GroupId": "live", "Random": 1, "To_Account": ["someone"], "MsgBody": [text_elem("psst")]});
+    assert_fail(&server.v4("group_open_http_svc/send_group_msg", &targeted).await, 10004);
+    // An unknown From_Account is refused; once imported it sends.
+    let from_ghost = json!({"GroupId": "live", "Random": 2, "From_Account": "ghost", "MsgBody": [text_elem("boo")]});
+    assert_fail(&server.v4("group_open_http_svc/send_group_msg", &from_ghost).await, 10004);
+    server.v4_ok("im_open_login_svc/account_import", &json!({"UserID": "ghost", "Nick": "Ghost"})).await;
+    let sent = server.v4_ok("group_open_http_svc/send_group_msg", &from_ghost).await;
+    let got = viewer.collect_msgs("live", 1, T).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].1["from"].clone(), got[0].1["nick"].clone()), (json!("ghost"), json!("Ghost")), "{got:?}");
+
+    // get_group_info: ShutUpAllMember (older SDKs) and a LastInfoTime that moves.
+    let info = |v: &Value| v["GroupInfo"][0].clone();
+    let v = server.v4_ok("group_open_http_svc/get_group_info", &json!({"GroupIdList": ["live"]})).await;
+    let before = info(&v);
+    assert_eq!((&before["ShutUpAllMember"], &before["MuteAllMember"]), (&json!("Off"), &json!("Off")), "{before}");
+    assert_eq!(before["LastInfoTime"], before["CreateTime"]);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    server
+        .v4_ok(
+            "group_open_http_svc/modify_group_base_info",
+            &json!({"GroupId": "live", "Name": "renamed", "ShutUpAllMember": "On"}),
+        )
+        .await;
+    let after = info(&server.v4_ok("group_open_http_svc/get_group_info", &json!({"GroupIdList": ["live"]})).await);
+    assert_eq!(after["ShutUpAllMember"], "On");
+    assert!(after["LastInfoTime"].as_u64() > before["LastInfoTime"].as_u64(), "{before} → {after}");
+
+    // group_msg_recall: an unknown seq is RetCode 10030 and pushes nothing; a real one
+    // is 0, and a second recall of it 10030.
+    viewer.collect_pushes(std::time::Duration::from_millis(300)).await;
+    let seq = sent["MsgSeq"].as_u64().unwrap();
+    let v = server
+        .v4_ok("group_open_http_svc/group_msg_recall", &json!({"GroupId": "live", "MsgSeqList": [{"MsgSeq": 999}]}))
+        .await;
+    assert_eq!(v["RecallRetList"], json!([{"MsgSeq": 999, "RetCode": 10030}]));
+    let pushes = viewer.collect_pushes(std::time::Duration::from_millis(500)).await;
+    assert!(
+        pushes.iter().flat_map(|f| events(&f.v)).all(|e| e["type"] != "recall"),
+        "no recall event for an unknown seq: {:?}",
+        pushes.iter().map(|f| &f.v).collect::<Vec<_>>()
+    );
+    let both = json!({"GroupId": "live", "MsgSeqList": [{"MsgSeq": seq}]});
+    let v = server.v4_ok("group_open_http_svc/group_msg_recall", &both).await;
+    assert_eq!(v["RecallRetList"][0]["RetCode"], 0);
+    viewer.wait_event("live", "recall").await;
+    let v = server.v4_ok("group_open_http_svc/group_msg_recall", &both).await;
+    assert_eq!(v["RecallRetList"][0]["RetCode"], 10030);
+
+    // AV-unsupported member commands answer "not supported for this group type".
+    for (command, expected) in [
+        ("get_group_member_info", 10004),
+        ("modify_group_member_info", 10007),
+        ("delete_group_member", 10004),
+        ("get_role_in_group", 10004),
+        ("add_group_member", 10007),
+    ] {
+        let v = server.v4(&format!("group_open_http_svc/{command}"), &json!({"GroupId": "live"})).await;
+        assert_fail(&v, expected);
+        assert!(v["ErrorInfo"].as_str().unwrap().contains("not supported for this group type"), "{v}");
+    }
 }

@@ -96,11 +96,12 @@ impl Store {
 }
 
 impl Store {
-    /// Marks a message recalled; whether it existed.
+    /// Marks a message recalled; whether it existed and was not recalled already
+    /// (a second recall of the same message is the cloud's "does not exist", 10030).
     pub async fn recall_message(&self, room_id: &str, seq: u64) -> Result<bool, StoreError> {
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
         let done = on_pool!(&self.db, pool => {
-            sqlx::query("UPDATE messages SET recalled = 1 WHERE room_id = $1 AND seq = $2")
+            sqlx::query("UPDATE messages SET recalled = 1 WHERE room_id = $1 AND seq = $2 AND recalled = 0")
                 .bind(room_id)
                 .bind(seq)
                 .execute(pool)

@@ -107,7 +107,7 @@ pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(text: &str, what: &str
 }
 
 const ROOM_COLUMNS: &str = "id, name, introduction, notification, face_url, owner, app_defined_data, attrs, \
-     mute_all, state, created_at, info_seq, scheduled_at, state_changed_at, stream, replay_url";
+     mute_all, state, created_at, info_seq, scheduled_at, state_changed_at, stream, replay_url, info_changed_at";
 
 fn message_from_row(row: &impl RowExt) -> Result<ChatMessage, StoreError> {
     let body = row.text("body")?;
@@ -147,6 +147,7 @@ fn room_from_row(row: &impl RowExt) -> Result<RoomProfile, StoreError> {
         state_changed_at: from_db(row.int("state_changed_at")?, "state_changed_at")?,
         stream: row.text("stream")?,
         replay_url: row.text("replay_url")?,
+        info_changed_at: from_db(row.int("info_changed_at")?, "info_changed_at")?,
         id,
     })
 }
@@ -334,13 +335,14 @@ impl Store {
             to_db(room.info_seq, "info_seq")?,
             to_db(room.scheduled_at, "scheduled_at")?,
             to_db(room.state_changed_at, "state_changed_at")?,
+            to_db(room.info_changed_at, "info_changed_at")?,
         ];
         let affected = on_pool!(&self.db, pool => {
             sqlx::query(
                 "INSERT INTO rooms (id, name, introduction, notification, face_url, owner, \
                  app_defined_data, attrs, mute_all, state, created_at, info_seq, scheduled_at, state_changed_at, \
-                 stream, replay_url) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                 stream, replay_url, info_changed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(&room.id)
@@ -359,6 +361,7 @@ impl Store {
             .bind(ints[3])
             .bind(&room.stream)
             .bind(&room.replay_url)
+            .bind(ints[4])
             .execute(pool)
             .await?
             .rows_affected()
@@ -379,12 +382,14 @@ impl Store {
             to_db(room.info_seq, "info_seq")?,
             to_db(room.scheduled_at, "scheduled_at")?,
             to_db(room.state_changed_at, "state_changed_at")?,
+            to_db(room.info_changed_at, "info_changed_at")?,
         ];
         on_pool!(&self.db, pool => {
             sqlx::query(
                 "UPDATE rooms SET name = $1, introduction = $2, notification = $3, face_url = $4, owner = $5, \
                  app_defined_data = $6, attrs = $7, mute_all = $8, state = $9, created_at = $10, info_seq = $11, \
-                 scheduled_at = $12, state_changed_at = $13, stream = $14, replay_url = $15 WHERE id = $16",
+                 scheduled_at = $12, state_changed_at = $13, stream = $14, replay_url = $15, info_changed_at = $16 \
+                 WHERE id = $17",
             )
             .bind(&room.name)
             .bind(&room.introduction)
@@ -401,6 +406,7 @@ impl Store {
             .bind(ints[3])
             .bind(&room.stream)
             .bind(&room.replay_url)
+            .bind(ints[4])
             .bind(&room.id)
             .execute(pool)
             .await?;
@@ -425,6 +431,16 @@ impl Store {
             let done = sqlx::query("DELETE FROM rooms WHERE id = $1").bind(room_id).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(done.rows_affected() > 0)
+        })
+    }
+
+    /// One room, if stored (a node that does not know a room looks here before it
+    /// says the room does not exist).
+    pub async fn room(&self, room_id: &str) -> Result<Option<RoomProfile>, StoreError> {
+        let sql = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = $1");
+        on_pool!(&self.db, pool => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id).fetch_optional(pool).await?;
+            row.as_ref().map(room_from_row).transpose()
         })
     }
 

@@ -21,7 +21,7 @@ use onair_hub::{NewRoom, SendCtx};
 use onair_proto::views::{MemberView, MuteView};
 
 use crate::http::error::{ApiError, ApiResult, cached, ok, to_json};
-use crate::http::extract::{Admin, ApiQuery, Body, Caller};
+use crate::http::extract::{Admin, ApiQuery, Body, Caller, ClientIp};
 use crate::state::Shared;
 
 /// Routes of this face (merged into the main router).
@@ -90,6 +90,7 @@ struct ModifyRoom {
 /// notice), like the cloud's client SDK lets a group owner do.
 async fn modify_room(
     State(state): State<Shared>,
+    ip: ClientIp,
     caller: Caller,
     Path(id): Path<String>,
     Body(req): Body<ModifyRoom>,
@@ -104,12 +105,17 @@ async fn modify_room(
         app_defined_data: req.app_defined_data,
         mute_all: req.mute_all,
     };
-    let room = state.hub.modify_by(&id, patch, &admin).await?;
+    let room = state.hub.modify_by(&id, patch, &admin, &ip.origin()).await?;
     ok(serde_json::to_value(room.view()).unwrap_or_default())
 }
 
-async fn destroy_room(State(state): State<Shared>, Admin(admin): Admin, Path(id): Path<String>) -> ApiResult {
-    state.hub.destroy_by(&id, &admin).await?;
+async fn destroy_room(
+    State(state): State<Shared>,
+    ip: ClientIp,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> ApiResult {
+    state.hub.destroy_by(&id, &admin, &ip.origin()).await?;
     ok(json!({"code": 0}))
 }
 
@@ -131,24 +137,27 @@ struct KeysBody {
 
 async fn set_attrs(
     State(state): State<Shared>,
+    ip: ClientIp,
     Admin(a): Admin,
     Path(id): Path<String>,
     Body(b): Body<AttrsBody>,
 ) -> ApiResult {
-    ok(json!({"attrs": state.hub.write_attrs_by(&id, AttrWrite::Set, b.attrs, &a).await?}))
+    ok(json!({"attrs": state.hub.write_attrs_by(&id, AttrWrite::Set, b.attrs, &a, &ip.origin()).await?}))
 }
 
 async fn modify_attrs(
     State(state): State<Shared>,
+    ip: ClientIp,
     Admin(a): Admin,
     Path(id): Path<String>,
     Body(b): Body<AttrsBody>,
 ) -> ApiResult {
-    ok(json!({"attrs": state.hub.write_attrs_by(&id, AttrWrite::Modify, b.attrs, &a).await?}))
+    ok(json!({"attrs": state.hub.write_attrs_by(&id, AttrWrite::Modify, b.attrs, &a, &ip.origin()).await?}))
 }
 
 async fn delete_attrs(
     State(state): State<Shared>,
+    ip: ClientIp,
     Admin(a): Admin,
     Path(id): Path<String>,
     body: axum::body::Bytes,
@@ -163,10 +172,16 @@ async fn delete_attrs(
         Some(keys) => {
             state
                 .hub
-                .write_attrs_by(&id, AttrWrite::Delete, keys.into_iter().map(|k| (k, String::new())).collect(), &a)
+                .write_attrs_by(
+                    &id,
+                    AttrWrite::Delete,
+                    keys.into_iter().map(|k| (k, String::new())).collect(),
+                    &a,
+                    &ip.origin(),
+                )
                 .await?
         }
-        None => state.hub.write_attrs_by(&id, AttrWrite::Clear, BTreeMap::new(), &a).await?,
+        None => state.hub.write_attrs_by(&id, AttrWrite::Clear, BTreeMap::new(), &a, &ip.origin()).await?,
     };
     ok(json!({ "attrs": attrs }))
 }
@@ -223,6 +238,7 @@ async fn sender_profile(state: &Shared, user_id: &str) -> Result<SenderProfile, 
 
 async fn send_message(
     State(state): State<Shared>,
+    ip: ClientIp,
     Admin(admin): Admin,
     Path(id): Path<String>,
     Body(b): Body<SendBody>,
@@ -241,7 +257,7 @@ async fn send_message(
         .send_as_with(
             &id,
             Outgoing { sender, priority, random, body: b.body, cloud_custom_data: b.cloud_custom_data },
-            SendCtx::admin(&admin),
+            SendCtx { origin: ip.origin(), ..SendCtx::admin(&admin) },
         )
         .await?;
     ok(json!({"seq": result.seq, "time": result.time, "dropReason": result.drop_reason}))
@@ -355,11 +371,12 @@ struct BanBody {
 
 async fn ban_users(
     State(state): State<Shared>,
-    _a: Admin,
+    ip: ClientIp,
+    Admin(admin): Admin,
     Path(id): Path<String>,
     Body(b): Body<BanBody>,
 ) -> ApiResult {
-    state.hub.ban(&id, &b.users, b.seconds, &b.reason).await?;
+    state.hub.ban(&id, &b.users, b.seconds, &b.reason, &admin, &ip.origin()).await?;
     ok(json!({"code": 0}))
 }
 
@@ -404,11 +421,12 @@ struct KickBody {
 
 async fn kick_users(
     State(state): State<Shared>,
-    _a: Admin,
+    ip: ClientIp,
+    Admin(admin): Admin,
     Path(id): Path<String>,
     Body(b): Body<KickBody>,
 ) -> ApiResult {
-    state.hub.kick(&id, &b.users, &b.reason).await?;
+    state.hub.kick(&id, &b.users, &b.reason, &admin, &ip.origin()).await?;
     ok(json!({"code": 0}))
 }
 

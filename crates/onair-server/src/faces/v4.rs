@@ -21,11 +21,14 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
+use crate::http::extract::ClientIp;
 use crate::state::Shared;
+use onair_core::Code;
 use onair_core::message::check_profile_field;
+use onair_hub::callbacks::Origin;
 use onair_hub::{NewRoom, SendCtx};
 
-/// Largest request body accepted (80002 beyond).
+/// Largest request body accepted (93000, the cloud's "JSON packet too long", beyond).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The `ErrorInfo` of a body that is not JSON, verbatim from the cloud.
@@ -85,11 +88,18 @@ fn envelope(result: V4) -> Response {
 
 /// The `/v4/{service}/{command}` handler: authenticates the app admin, reads the
 /// JSON body and runs the command. Always HTTP 200.
-pub async fn dispatch(State(state): State<Shared>, req: Request) -> Response {
-    envelope(handle(&state, req).await)
+pub async fn dispatch(State(state): State<Shared>, ip: ClientIp, req: Request) -> Response {
+    envelope(handle(&state, ip.origin(), req).await)
 }
 
-async fn handle(state: &Shared, req: Request) -> V4 {
+/// Who made a call: the app admin (`Operator_Account` in callbacks) and where the
+/// request came from (the callbacks' `ClientIP`, `OptPlatform=RESTAPI`).
+struct Caller {
+    admin: String,
+    origin: Origin,
+}
+
+async fn handle(state: &Shared, origin: Origin, req: Request) -> V4 {
     let path = req.uri().path().to_owned();
     let mut parts = path.trim_start_matches('/').splitn(3, '/');
     let (Some("v4"), Some(service), Some(command)) = (parts.next(), parts.next(), parts.next()) else {
@@ -101,7 +111,15 @@ async fn handle(state: &Shared, req: Request) -> V4 {
     let (service, command) = (service.to_owned(), command.to_owned());
     let admin = authenticate(state, &req)?;
     let body = read_body(req).await?;
-    run(state, &admin, &service, &command, body).await
+    let body = match body {
+        Some(body) => body,
+        // Every field of the group list is optional, and one SDK calls it with a
+        // bodiless GET: no body means "no fields" there. Elsewhere required fields
+        // exist, and an empty body stays the cloud's parse failure.
+        None if (service.as_str(), command.as_str()) == ("group_open_http_svc", "get_appid_group_list") => Map::new(),
+        None => return Err(Fail::new(90001, JSON_PARSE_INFO)),
+    };
+    run(state, &Caller { admin, origin }, &service, &command, body).await
 }
 
 #[derive(Deserialize)]
@@ -138,15 +156,19 @@ fn authenticate(state: &Shared, req: &Request) -> Result<String, Fail> {
     Ok(identifier)
 }
 
-async fn read_body(req: Request) -> Result<Map<String, Value>, Fail> {
-    let too_long = || Fail::new(80002, format!("request body exceeds {MAX_BODY_BYTES} bytes"));
+/// The JSON object of the body; `None` when the body is empty (whitespace only).
+async fn read_body(req: Request) -> Result<Option<Map<String, Value>>, Fail> {
+    let too_long = || Fail::new(Code::PacketTooLong.number(), format!("request body exceeds {MAX_BODY_BYTES} bytes"));
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_long());
     }
     let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|_| too_long())?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
     match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Object(map)) => Ok(Some(map)),
         _ => Err(Fail::new(90001, JSON_PARSE_INFO)),
     }
 }
@@ -156,7 +178,16 @@ fn parse<T: DeserializeOwned>(body: Map<String, Value>) -> Result<T, Fail> {
     serde_json::from_value(Value::Object(body)).map_err(|e| Fail::param(format!("invalid request body: {e}")))
 }
 
-async fn run(state: &Shared, admin: &str, service: &str, command: &str, body: Map<String, Value>) -> V4 {
+async fn run(state: &Shared, caller: &Caller, service: &str, command: &str, body: Map<String, Value>) -> V4 {
+    // In a cluster a group created on another node a moment ago may not be loaded
+    // here yet: look the named groups up in the shared store first, so no command
+    // answers 10010 for a group that exists (the handlers then find it in memory).
+    let named =
+        body.get("GroupId").into_iter().chain(body.get("GroupIdList").and_then(Value::as_array).into_iter().flatten());
+    for id in named.filter_map(Value::as_str).take(50) {
+        let _ = state.hub.find(id).await; // "does not exist" is the handler's answer to give
+    }
+    let admin = caller.admin.as_str();
     match (service, command) {
         ("im_open_login_svc", "account_import") => account_import(state, parse(body)?).await,
         ("im_open_login_svc", "multiaccount_import") => multiaccount_import(state, parse(body)?).await,
@@ -165,24 +196,24 @@ async fn run(state: &Shared, admin: &str, service: &str, command: &str, body: Ma
         ("profile", "portrait_set") => portrait_set(state, parse(body)?).await,
         ("profile", "portrait_get") => portrait_get(state, parse(body)?).await,
         ("group_open_http_svc", "create_group") => create_group(state, parse(body)?).await,
-        ("group_open_http_svc", "destroy_group") => destroy_group(state, admin, parse(body)?).await,
+        ("group_open_http_svc", "destroy_group") => destroy_group(state, caller, parse(body)?).await,
         ("group_open_http_svc", "get_group_info") => get_group_info(state, parse(body)?).await,
-        ("group_open_http_svc", "modify_group_base_info") => modify_group_base_info(state, admin, parse(body)?).await,
+        ("group_open_http_svc", "modify_group_base_info") => modify_group_base_info(state, caller, parse(body)?).await,
         ("group_open_http_svc", "get_appid_group_list") => get_appid_group_list(state, parse(body)?),
         ("group_open_attr_http_svc" | "group_open_http_svc", "get_group_attr") => get_group_attr(state, parse(body)?),
         ("group_open_http_svc" | "group_open_attr_http_svc", "modify_group_attr") => {
-            write_attrs(state, admin, AttrWrite::Modify, parse(body)?).await
+            write_attrs(state, caller, AttrWrite::Modify, parse(body)?).await
         }
         ("group_open_http_svc" | "group_open_attr_http_svc", "set_group_attr") => {
-            write_attrs(state, admin, AttrWrite::Set, parse(body)?).await
+            write_attrs(state, caller, AttrWrite::Set, parse(body)?).await
         }
         ("group_open_http_svc" | "group_open_attr_http_svc", "delete_group_attr") => {
-            write_attrs(state, admin, AttrWrite::Delete, parse(body)?).await
+            write_attrs(state, caller, AttrWrite::Delete, parse(body)?).await
         }
         ("group_open_http_svc" | "group_open_attr_http_svc", "clear_group_attr") => {
-            write_attrs(state, admin, AttrWrite::Clear, parse(body)?).await
+            write_attrs(state, caller, AttrWrite::Clear, parse(body)?).await
         }
-        ("group_open_http_svc", "send_group_msg") => send_group_msg(state, admin, parse(body)?).await,
+        ("group_open_http_svc", "send_group_msg") => send_group_msg(state, caller, parse(body)?).await,
         ("group_open_http_svc", "send_group_system_notification") => {
             send_group_system_notification(state, parse(body)?)
         }
@@ -198,10 +229,31 @@ async fn run(state: &Shared, admin: &str, service: &str, command: &str, body: Ma
         ("group_open_http_svc", "forbid_send_msg") => forbid_send_msg(state, parse(body)?).await,
         ("group_open_http_svc", "get_group_muted_account") => muted_accounts(state, parse(body)?, false),
         ("group_open_http_svc", "get_group_shutted_uin") => muted_accounts(state, parse(body)?, true),
-        ("group_open_http_svc", "ban_group_member") => ban_group_member(state, parse(body)?).await,
+        ("group_open_http_svc", "ban_group_member") => ban_group_member(state, caller, parse(body)?).await,
         ("group_open_http_svc", "unban_group_member") => unban_group_member(state, parse(body)?).await,
         ("group_open_http_svc", "get_group_ban_member") => get_group_ban_member(state, parse(body)?),
-        _ => Err(Fail::new(10003, format!("unknown command '{service}/{command}'"))),
+        _ => Err(match av_unsupported(service, command) {
+            Some(code) => Fail::new(
+                code,
+                format!(
+                    "'{command}' is not supported for this group type: AVChatRoom members join and leave from clients"
+                ),
+            ),
+            None => Fail::new(10003, format!("unknown command '{service}/{command}'")),
+        }),
+    }
+}
+
+/// The code the cloud answers for a member command an AVChatRoom does not support
+/// (docs/cloud-compat.md, "AV-unsupported and not implemented"): 10007 where the
+/// cloud documents adding or modifying members of an AV group as a permission error,
+/// 10004 (invalid parameter) for the others, as it documents for
+/// `delete_group_member`.
+fn av_unsupported(service: &str, command: &str) -> Option<u32> {
+    match (service, command) {
+        ("group_open_http_svc", "add_group_member" | "modify_group_member_info") => Some(10007),
+        ("group_open_http_svc", "delete_group_member" | "get_group_member_info" | "get_role_in_group") => Some(10004),
+        _ => None,
     }
 }
 
@@ -221,10 +273,6 @@ fn check_user_id(field: &str, id: &str) -> Result<(), Fail> {
 
 async fn load_user(state: &Shared, user_id: &str) -> Result<Option<onair_store::UserRecord>, Fail> {
     state.store.get_user(user_id).await.map_err(storage)
-}
-
-async fn sender_profile(state: &Shared, user_id: &str) -> Result<SenderProfile, Fail> {
-    state.store.sender_profile(user_id).await.map_err(storage)
 }
 
 /// Stores a user and restamps the profile of their connected sessions.
@@ -519,8 +567,8 @@ struct GroupOnly {
     group_id: String,
 }
 
-async fn destroy_group(state: &Shared, admin: &str, req: GroupOnly) -> V4 {
-    state.hub.destroy_by(&req.group_id, admin).await?;
+async fn destroy_group(state: &Shared, caller: &Caller, req: GroupOnly) -> V4 {
+    state.hub.destroy_by(&req.group_id, &caller.admin, &caller.origin).await?;
     Ok(Fields::new())
 }
 
@@ -571,13 +619,15 @@ async fn get_group_info(state: &Shared, req: GetGroupInfo) -> V4 {
             "Owner_Account": v.owner,
             "CreateTime": v.created_at,
             "InfoSeq": v.info_seq,
-            "LastInfoTime": v.created_at,
+            "LastInfoTime": room.profile().last_info_time() / 1000,
             "LastMsgTime": last_msg_time,
             "NextMsgSeq": v.next_seq,
             "MemberNum": v.online,
             "MaxMemberNum": 0,
             "ApplyJoinOption": "FreeAccess",
             "MuteAllMember": if v.mute_all { "On" } else { "Off" },
+            // The older name of the same switch, which older SDKs read.
+            "ShutUpAllMember": if v.mute_all { "On" } else { "Off" },
         });
         let mut info = Map::new();
         info.insert("GroupId".into(), json!(v.room_id));
@@ -617,7 +667,7 @@ struct ModifyGroup {
     app_defined_data: Option<Vec<KeyValue>>,
 }
 
-async fn modify_group_base_info(state: &Shared, admin: &str, req: ModifyGroup) -> V4 {
+async fn modify_group_base_info(state: &Shared, caller: &Caller, req: ModifyGroup) -> V4 {
     let mute = match (req.mute_all_member.as_deref(), req.shut_up_all_member.as_deref()) {
         (Some(m), _) => on_off("MuteAllMember", Some(m))?,
         (None, s) => on_off("ShutUpAllMember", s)?,
@@ -630,7 +680,7 @@ async fn modify_group_base_info(state: &Shared, admin: &str, req: ModifyGroup) -
         app_defined_data: req.app_defined_data.map(kv_map),
         mute_all: mute,
     };
-    state.hub.modify_by(&req.group_id, patch, admin).await?;
+    state.hub.modify_by(&req.group_id, patch, &caller.admin, &caller.origin).await?;
     Ok(Fields::new())
 }
 
@@ -645,8 +695,9 @@ struct GroupList {
 }
 
 fn get_appid_group_list(state: &Shared, req: GroupList) -> V4 {
+    // An empty type is one SDK's default for "all types" (the cloud reads it so).
     let rooms = match req.group_type.as_deref() {
-        None | Some("AVChatRoom") => state.hub.list(),
+        None | Some("" | "AVChatRoom") => state.hub.list(),
         Some(_) => Vec::new(),
     };
     let limit = req.limit.unwrap_or(10_000).clamp(1, 10_000) as usize;
@@ -679,7 +730,7 @@ fn get_group_attr(state: &Shared, req: GroupOnly) -> V4 {
     Ok(fields(json!({ "GroupAttrAry": ary })))
 }
 
-async fn write_attrs(state: &Shared, admin: &str, op: AttrWrite, req: AttrWriteReq) -> V4 {
+async fn write_attrs(state: &Shared, caller: &Caller, op: AttrWrite, req: AttrWriteReq) -> V4 {
     let mut given = BTreeMap::new();
     for item in req.group_attr {
         let value = match (op, item.value) {
@@ -697,7 +748,7 @@ async fn write_attrs(state: &Shared, admin: &str, op: AttrWrite, req: AttrWriteR
         AttrWrite::Clear => given.clear(),
         _ => {}
     }
-    state.hub.write_attrs_by(&req.group_id, op, given, admin).await?;
+    state.hub.write_attrs_by(&req.group_id, op, given, &caller.admin, &caller.origin).await?;
     Ok(Fields::new())
 }
 
@@ -734,16 +785,37 @@ struct SendGroupMsg {
     /// Not valid for AVChatRoom in the cloud; accepted and ignored.
     #[serde(rename = "OnlineOnlyFlag", default)]
     _online_only_flag: Option<i64>,
+    /// Targeted group messages: not available for AVChatRoom, refused.
+    #[serde(rename = "To_Account", default)]
+    to_account: Option<Value>,
 }
 
-async fn send_group_msg(state: &Shared, admin: &str, req: SendGroupMsg) -> V4 {
+async fn send_group_msg(state: &Shared, caller: &Caller, req: SendGroupMsg) -> V4 {
+    let admin = caller.admin.as_str();
+    // The cloud delivers a message with `To_Account` to those members only, and not
+    // in an AVChatRoom; delivering it to the whole room would leak what the backend
+    // meant for a few.
+    if req.to_account.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(Fail::param("To_Account (a targeted group message) is not supported for AVChatRoom groups"));
+    }
     let priority = parse_priority(req.msg_priority.as_deref())?;
     let from = req.from_account.filter(|f| !f.is_empty()).unwrap_or_else(|| admin.to_owned());
     check_user_id("From_Account", &from)?;
-    let sender = sender_profile(state, &from).await?;
+    // The impersonated sender must be an imported account (the cloud's rule), so a
+    // typo is not delivered under an empty name. App admins need no import.
+    let sender = match load_user(state, &from).await? {
+        Some(record) => SenderProfile::from(&record),
+        None if state.app.admins.contains(&from) => SenderProfile { user_id: from.clone(), ..Default::default() },
+        None => {
+            return Err(Fail::param(format!(
+                "From_Account '{from}' does not exist; import it first (im_open_login_svc/account_import)"
+            )));
+        }
+    };
     let random = req.random.unwrap_or_else(|| onair_shell::seed() as u32);
     let forbid = |name: &str| req.forbid_callback_control.iter().any(|c| c == name);
     let ctx = SendCtx {
+        origin: caller.origin.clone(),
         forbid_before: forbid("ForbidBeforeSendMsgCallback"),
         forbid_after: forbid("ForbidAfterSendMsgCallback"),
         ..SendCtx::admin(admin)
@@ -948,14 +1020,14 @@ struct BanMembers {
     description: String,
 }
 
-async fn ban_group_member(state: &Shared, req: BanMembers) -> V4 {
+async fn ban_group_member(state: &Shared, caller: &Caller, req: BanMembers) -> V4 {
     let Some(secs) = req.duration else {
         return Err(Fail::param("Duration (seconds) is required"));
     };
     if req.members_account.len() > 20 {
         return Err(Fail::param("at most 20 Members_Account per call"));
     }
-    state.hub.ban(&req.group_id, &req.members_account, secs, &req.description).await?;
+    state.hub.ban(&req.group_id, &req.members_account, secs, &req.description, &caller.admin, &caller.origin).await?;
     Ok(Fields::new())
 }
 
@@ -1042,6 +1114,9 @@ async fn group_msg_recall(state: &Shared, admin: &str, req: Recall) -> V4 {
     state.hub.get(&req.group_id)?;
     let mut results = Vec::with_capacity(req.msg_seq_list.len());
     for item in req.msg_seq_list {
+        // Per-message codes are the cloud's: 10030 for a message that does not exist
+        // (or was recalled already), 10010 when the room went away meanwhile, 10002
+        // for a storage failure.
         let code = match state.hub.recall(&req.group_id, item.msg_seq, admin).await {
             Ok(()) => 0,
             Err(r) => r.code.number(),

@@ -35,7 +35,7 @@ use onair_core::admission::Platform;
 use onair_hub::callbacks::Origin;
 use onair_hub::outbox::{CloseReason, FrameClass, Outbox};
 use onair_hub::sessions::Session;
-use onair_hub::{Reply, Room, SendCtx};
+use onair_hub::{MemberChange, Reply, Room, SendCtx};
 use onair_shell::now_secs;
 
 /// Largest inbound WebSocket message accepted at the transport level; frames
@@ -241,7 +241,7 @@ impl Conn {
         self.leave_all();
         if let Some(login) = self.login.take() {
             self.state.sessions.logout(&login.user_id, &login.platform, self.id);
-            self.state_change(&login.user_id, "Disconnect", reason, None);
+            self.state_change(&login, "Disconnect", reason, None);
         }
     }
 
@@ -250,12 +250,18 @@ impl Conn {
         Origin { platform, client_ip: self.client_ip.clone() }
     }
 
-    /// Leaves one room, telling the backend when a logged-in member left.
+    /// Leaves one room, telling the backend when a logged-in member left. Nothing is
+    /// reported when the connection was no longer a member (a kick or ban took it out
+    /// and reported that) or the room was destroyed (the cloud sends no exits for a
+    /// dissolved group).
     fn leave_room(&self, room: &Room) {
         let user = self.login.as_ref().map(|l| l.user_id.as_str());
-        room.leave(self.id, user);
-        if let Some(user) = user {
-            self.state.hub.member_changed(&room.id, user, false, &self.origin());
+        let was_member = room.leave(self.id, user);
+        if let Some(user) = user
+            && was_member
+            && !room.is_closed()
+        {
+            self.state.hub.member_changed(&room.id, user, MemberChange::Quit, &self.origin());
         }
     }
 
@@ -265,13 +271,16 @@ impl Conn {
         }
     }
 
-    /// `State.StateChange` to the backend.
-    fn state_change(&self, user: &str, action: &str, reason: &str, kicked: Option<&str>) {
-        let mut body = json!({"Info": {"Action": action, "To_Account": user, "Reason": reason}});
+    /// `State.StateChange` to the backend. The login is passed in, not read from the
+    /// connection: on logout and disconnect it has already been taken out, and the
+    /// callback must still name the session's platform (`OptPlatform`).
+    fn state_change(&self, login: &Login, action: &str, reason: &str, kicked: Option<&str>) {
+        let mut body = json!({"Info": {"Action": action, "To_Account": login.user_id, "Reason": reason}});
         if let (Some(platform), Value::Object(map)) = (kicked, &mut body) {
             map.insert("KickedDevice".into(), json!([{ "Platform": platform }]));
         }
-        self.state.hub.callbacks().after("State.StateChange", body, self.origin());
+        let origin = Origin { platform: Platform::Client(login.platform.clone()), client_ip: self.client_ip.clone() };
+        self.state.hub.callbacks().after("State.StateChange", body, origin);
     }
 
     fn reply(&self, frame: String) {
@@ -366,7 +375,9 @@ impl Conn {
             expires_at: verified.expires_at(),
             is_admin,
         });
-        self.state_change(&req.user_id, "Login", "Register", kicked_platform.as_deref());
+        if let Some(login) = &self.login {
+            self.state_change(login, "Login", "Register", kicked_platform.as_deref());
+        }
         let mut extra = serde_json::Map::new();
         extra.insert("userId".into(), Value::from(req.user_id));
         extra.insert("expireAt".into(), Value::from(verified.expires_at()));
@@ -382,7 +393,7 @@ impl Conn {
         self.leave_all();
         let Some(login) = self.login.take() else { return Ok(()) };
         self.state.sessions.logout(&login.user_id, &login.platform, self.id);
-        self.state_change(&login.user_id, "Logout", "Unregister", None);
+        self.state_change(&login, "Logout", "Unregister", None);
         self.reply(onair_proto::ack_ok(id));
         Ok(())
     }
@@ -392,7 +403,9 @@ impl Conn {
     }
 
     async fn join(&mut self, id: &Value, req: JoinRequest) -> Result<(), Rejection> {
-        let room = self.state.hub.get(&req.room_id)?;
+        // `find`: in a cluster the room may have been created on another node a
+        // moment ago (its announcement not here yet); the store knows.
+        let room = self.state.hub.find(&req.room_id).await?;
         let rejoin = self.rooms.iter().any(|r| r.id == room.id);
         if let Some(login) = &self.login
             && !rejoin
@@ -433,7 +446,7 @@ impl Conn {
         if let Some(user) = &user_id
             && !rejoin
         {
-            self.state.hub.member_changed(&room.id, user, true, &self.origin());
+            self.state.hub.member_changed(&room.id, user, MemberChange::Joined, &self.origin());
         }
         self.rooms.push(room);
         Ok(())
@@ -464,7 +477,10 @@ impl Conn {
         let msg = Outgoing {
             sender: login.profile.lock().clone(),
             priority: req.priority,
-            random: req.random,
+            // Omitted: a server-made random, as `/v4 send_group_msg` does, so the
+            // message is de-duplicated against nothing rather than against the
+            // sender's first message (protocol.md, `send`).
+            random: req.random.unwrap_or_else(|| onair_shell::seed() as u32),
             body: req.body,
             cloud_custom_data: req.cloud_custom_data,
         };
@@ -578,18 +594,18 @@ impl Conn {
             }
             ModerationAction::Ban { user_ids, seconds, reason } => {
                 outranks(&user_ids)?;
-                hub.ban(&room.id, &user_ids, seconds, &reason).await?;
+                hub.ban(&room.id, &user_ids, seconds, &reason, &operator, &self.origin()).await?;
             }
             ModerationAction::Unban { user_ids } => hub.unban(&room.id, &user_ids).await?,
             ModerationAction::Kick { user_ids, reason } => {
                 outranks(&user_ids)?;
-                hub.kick(&room.id, &user_ids, &reason).await?;
+                hub.kick(&room.id, &user_ids, &reason, &operator, &self.origin()).await?;
             }
             ModerationAction::Recall { seq } => hub.recall(&room.id, seq, &operator).await?,
             ModerationAction::SlowMode { seconds } => hub.set_slow_mode(&room.id, seconds)?,
             ModerationAction::MuteAll { on } => {
                 let patch = ProfilePatch { mute_all: Some(on), ..Default::default() };
-                hub.modify_by(&room.id, patch, &operator).await?;
+                hub.modify_by(&room.id, patch, &operator, &self.origin()).await?;
             }
         }
         self.reply(onair_proto::ack_ok_with(id, extra));

@@ -42,6 +42,26 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Api
     }
 }
 
+/// The caller's address as a REST-originated webhook reports it (`ClientIP`): the
+/// TCP peer. Never fails: without connection info (in-process tests) it is empty.
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(ClientIp(peer.map(|c| c.0.ip().to_string()).unwrap_or_default()))
+    }
+}
+
+impl ClientIp {
+    /// The callbacks' origin of a server-API action from this caller.
+    pub fn origin(&self) -> onair_hub::callbacks::Origin {
+        onair_hub::callbacks::Origin::rest_from(self.0.clone())
+    }
+}
+
 /// An authenticated app admin (from `?sdkappid=&identifier=&usersig=`).
 pub struct Admin(pub String);
 

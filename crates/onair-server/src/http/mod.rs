@@ -32,6 +32,7 @@ pub fn router(state: Shared) -> Router {
         .merge(crate::faces::media::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), load_named_room))
         .layer(axum::middleware::from_fn(cors))
         .with_state(state)
 }
@@ -78,6 +79,45 @@ async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Resp
         h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("location, x-codecs, etag"));
     }
     r
+}
+
+/// In a cluster, a room created on another node a moment ago may not be loaded here
+/// yet: before a native room route (`/api/v1/rooms/{id}…`) runs, the room it names is
+/// looked up in the shared store, so no handler answers 404/10010 for a room that
+/// exists. One node: nothing to do (`Hub::find` only reads memory).
+async fn load_named_room(
+    State(state): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(rest) = req.uri().path().strip_prefix("/api/v1/rooms/") {
+        let raw = rest.split('/').next().unwrap_or_default();
+        if let Some(id) = percent_decode(raw)
+            && !id.is_empty()
+        {
+            let _ = state.hub.find(&id).await; // the handler answers "does not exist" itself
+        }
+    }
+    next.run(req).await
+}
+
+/// `%XX`-decodes a path segment as axum's `Path` does (`None` when malformed or not
+/// UTF-8: then no room is named and the handler answers as usual).
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = raw.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The OpenAPI document of the native API (kept in docs/, embedded at build time).
@@ -138,4 +178,15 @@ async fn method_not_allowed() -> Response {
 
 async fn not_found() -> ApiError {
     ApiError(Rejection::new(Code::UnknownCommand, "no such endpoint"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn room_ids_in_paths_are_decoded() {
+        assert_eq!(super::percent_decode("%40TGS%23ABC").as_deref(), Some("@TGS#ABC"));
+        assert_eq!(super::percent_decode("live").as_deref(), Some("live"));
+        assert_eq!(super::percent_decode("bad%4"), None);
+        assert_eq!(super::percent_decode("bad%zz"), None);
+    }
 }
