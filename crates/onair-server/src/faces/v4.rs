@@ -145,7 +145,7 @@ async fn read_body(req: Request) -> Result<Map<String, Value>, Fail> {
         return Err(too_long());
     }
     let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|_| too_long())?;
-    match serde_json::from_slice::<Value>(&bytes) {
+    match crate::http::extract::parse_json(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(Fail::new(90001, JSON_PARSE_INFO)),
     }

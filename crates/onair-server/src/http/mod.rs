@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod serve;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -32,7 +33,22 @@ pub fn router(state: Shared) -> Router {
         .merge(crate::faces::media::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(no_store))
         .with_state(state)
+}
+
+/// API answers carry credentials (push URLs, guest logins, wallets, UserSigs in the
+/// admin console's calls): no cache, shared or private, may keep them. Answers that
+/// chose their own caching (the public gift catalog, media files) keep it.
+async fn no_store(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let api = req.uri().path().starts_with("/api/") || req.uri().path().starts_with("/v4/");
+    let mut response = next.run(req).await;
+    if api && !response.headers().contains_key(axum::http::header::CACHE_CONTROL) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 /// The OpenAPI document of the native API (kept in docs/, embedded at build time).
