@@ -14,8 +14,8 @@
 //! Frames are bounded in bytes too (a few big frames weigh as much as thousands of
 //! small ones): a queue over its byte cap counts as full. Every outbox of the process
 //! also draws on one [`OutboxBudget`]; when the queued bytes of all connections pass
-//! it, the connections with the most queued bytes (the slowest readers) are closed
-//! with 4008 until the total is back under 90 % of the budget. Rooms never wait and
+//! it, the slowest readers (the queues not taken for the longest, then the biggest)
+//! are closed with 4008 until the total is back under 90 % of the budget. Rooms never wait and
 //! are never cut: only the clients that cannot keep up.
 //!
 //! Accounting counts each queued copy at its full length, although the bytes of a
@@ -73,6 +73,9 @@ struct Inner {
     queue: VecDeque<Entry>,
     /// Bytes of the frames in `queue`.
     bytes: usize,
+    /// When the oldest frame in `queue` was queued: how long this reader has not
+    /// taken anything (a connection stuck writing to a stalled socket stops taking).
+    waiting_since: Option<Instant>,
     full_since: Option<Instant>,
     close: Option<CloseReason>,
     dropped: u64,
@@ -98,17 +101,40 @@ pub struct OutboxBudget {
     members: Mutex<std::collections::HashMap<u64, Weak<Outbox>>>,
     /// Only one push at a time looks for victims; the others go on.
     reaping: AtomicBool,
+    /// When victims were last looked for (ms since `epoch`): at most every
+    /// [`REAP_EVERY`], since a look visits every connection.
+    last_reap: AtomicU64,
+    epoch: Instant,
+    /// See [`MIN_LAG`].
+    min_lag: Duration,
 }
+
+/// A reader that took its queue within this long is keeping up: the budget never
+/// cuts it. The budget counts every queued copy of a room frame, but a frame pushed
+/// to every member at once is one allocation, so a big room's fresh round alone can
+/// pass the budget; only readers that are behind hold memory no one else does.
+pub const MIN_LAG: Duration = Duration::from_millis(1000);
+
+/// How often (at most) the budget looks for victims while it is exceeded.
+const REAP_EVERY: Duration = Duration::from_millis(100);
 
 impl OutboxBudget {
     /// A budget of `limit` bytes (0 = unlimited: nothing is ever cut for it).
     pub fn new(limit: usize) -> Arc<OutboxBudget> {
+        OutboxBudget::with_min_lag(limit, MIN_LAG)
+    }
+
+    /// A budget that only cuts readers behind by `min_lag` or more.
+    pub fn with_min_lag(limit: usize, min_lag: Duration) -> Arc<OutboxBudget> {
         Arc::new(OutboxBudget {
+            min_lag,
             limit,
             used: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             members: Mutex::new(Default::default()),
             reaping: AtomicBool::new(false),
+            last_reap: AtomicU64::new(0),
+            epoch: Instant::now(),
         })
     }
 
@@ -131,30 +157,64 @@ impl OutboxBudget {
         self.limit > 0 && self.used() > self.limit
     }
 
-    /// Closes the outboxes with the most queued bytes until the total is under
-    /// 90 % of the budget. Called with no outbox lock held (lock order: members,
+    /// Closes the slowest outboxes (not taken for the longest, then the most queued
+    /// bytes) until the total is under 90 % of the budget; never one that took its
+    /// queue within [`MIN_LAG`]. Called with no outbox lock held (lock order: members,
     /// then one outbox at a time).
     fn reap(&self) {
+        let now_ms = self.epoch.elapsed().as_millis() as u64 + REAP_EVERY.as_millis() as u64;
+        let last = self.last_reap.load(Ordering::Relaxed);
+        if now_ms < last + REAP_EVERY.as_millis() as u64 {
+            return;
+        }
         if self.reaping.swap(true, Ordering::Acquire) {
             return;
         }
+        self.last_reap.store(now_ms, Ordering::Relaxed);
         let target = self.limit / 10 * 9;
-        let mut by_size: Vec<(usize, Arc<Outbox>)> = {
+        // Slowest first: the readers that have not taken their queue for the longest
+        // (one that keeps up takes it every round; one stuck writing to a stalled
+        // socket stops taking), then the biggest queues. Ages are compared in 100 ms
+        // steps so that readers equally far behind go by size.
+        let now = Instant::now();
+        let mut by_slowness: Vec<(Duration, usize, Arc<Outbox>)> = {
             let members = self.members.lock();
-            members.values().filter_map(Weak::upgrade).map(|o| (o.queued_bytes(), o)).collect()
+            members
+                .values()
+                .filter_map(Weak::upgrade)
+                .map(|o| {
+                    let (waiting, bytes) = {
+                        let inner = o.inner.lock();
+                        (inner.waiting_since.map_or(Duration::ZERO, |t| now.duration_since(t)), inner.bytes)
+                    };
+                    (waiting, bytes, o)
+                })
+                .collect()
         };
-        by_size.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
-        for (bytes, outbox) in by_size {
-            if self.used() <= target || bytes == 0 {
+        by_slowness.sort_by_key(|(waiting, bytes, _)| std::cmp::Reverse((waiting.as_millis() / 100, *bytes)));
+        for (waiting, bytes, outbox) in by_slowness {
+            if self.used() <= target {
                 break;
             }
-            metrics::counter!("onair_ws_budget_disconnects_total").increment(1);
-            let mut inner = outbox.inner.lock();
-            if inner.close.is_none() {
-                outbox.close_locked(&mut inner, "slow consumer: server outbox memory budget exceeded");
+            if waiting < self.min_lag {
+                break; // sorted: the rest keep up too
             }
+            let mut inner = outbox.inner.lock();
+            // Already closing (its bytes are gone) or empty: cutting it frees nothing.
+            if inner.close.is_some() || inner.bytes == 0 {
+                continue;
+            }
+            outbox.close_locked(&mut inner, "slow consumer: server outbox memory budget exceeded");
             drop(inner);
             outbox.notify.notify_one();
+            metrics::counter!("onair_ws_budget_disconnects_total").increment(1);
+            tracing::info!(
+                queued = bytes,
+                waiting_ms = waiting.as_millis() as u64,
+                total = self.used(),
+                budget = self.limit,
+                "outbox budget exceeded: closed the slowest reader (4008)"
+            );
         }
         self.reaping.store(false, Ordering::Release);
     }
@@ -191,7 +251,14 @@ impl Outbox {
     fn build(limits: OutboxLimits, budget: Option<(Arc<OutboxBudget>, u64)>) -> Self {
         let (capacity, grace) = (limits.frames, limits.grace);
         Outbox {
-            inner: Mutex::new(Inner { queue: VecDeque::new(), bytes: 0, full_since: None, close: None, dropped: 0 }),
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                bytes: 0,
+                waiting_since: None,
+                full_since: None,
+                close: None,
+                dropped: 0,
+            }),
             notify: Notify::new(),
             capacity,
             max_bytes: limits.bytes,
@@ -227,6 +294,10 @@ impl Outbox {
     fn enqueue(&self, inner: &mut Inner, entry: Entry) {
         let n = entry.frame.len();
         inner.bytes += n;
+        // Set by the first frame after a take; dropping frames for newer ones keeps it.
+        if inner.waiting_since.is_none() {
+            inner.waiting_since = Some(Instant::now());
+        }
         if let Some((budget, _)) = &self.budget {
             budget.add(n);
         }
@@ -248,6 +319,7 @@ impl Outbox {
 
     fn clear_locked(&self, inner: &mut Inner) {
         inner.queue.clear();
+        inner.waiting_since = None;
         let n = std::mem::take(&mut inner.bytes);
         if let Some((budget, _)) = &self.budget {
             budget.sub(n);
@@ -359,6 +431,7 @@ impl Outbox {
         }
         self.forget(&mut inner, n);
         inner.full_since = None;
+        inner.waiting_since = None;
         inner.close.clone()
     }
 
@@ -442,24 +515,26 @@ mod tests {
 
     #[test]
     fn past_the_budget_the_slowest_outboxes_are_cut_first() {
-        let budget = OutboxBudget::new(10_000);
+        let budget = OutboxBudget::with_min_lag(10_000, Duration::from_millis(50));
         let limits = OutboxLimits { frames: 1000, bytes: 0, grace: Duration::from_secs(60) };
         let fast = Outbox::with_budget(limits, Some(budget.clone()));
         let slow = Outbox::with_budget(limits, Some(budget.clone()));
         let slower = Outbox::with_budget(limits, Some(budget.clone()));
         let kb = "x".repeat(1000);
-        for _ in 0..2 {
-            fast.push(FrameClass::Chat(Priority::Normal), f(&kb));
-        }
         for _ in 0..3 {
             slow.push(FrameClass::Chat(Priority::Normal), f(&kb));
         }
         for _ in 0..5 {
             slower.push(FrameClass::Chat(Priority::Normal), f(&kb));
         }
+        // `fast` takes its queue all the time: it is never behind.
+        std::thread::sleep(Duration::from_millis(60));
+        for _ in 0..2 {
+            fast.push(FrameClass::Chat(Priority::Normal), f(&kb));
+        }
         assert_eq!(budget.used(), 10_000);
         assert!(!slower.is_closing());
-        // One more byte over: the slowest (most queued) goes, and that is enough.
+        // One more byte over: the slowest (behind, most queued) goes, and that is enough.
         fast.push(FrameClass::Chat(Priority::Normal), f("y"));
         assert!(slower.is_closing(), "the slowest reader is cut");
         assert!(!slow.is_closing() && !fast.is_closing(), "the others stay");
@@ -470,5 +545,20 @@ mod tests {
         assert_eq!(budget.used(), 3_000);
         drop(slow);
         assert_eq!(budget.used(), 0, "a dropped outbox gives its bytes back");
+    }
+
+    #[test]
+    fn readers_that_keep_up_are_never_cut_by_the_budget() {
+        // A fresh round pushed to every member passes the budget (each copy is
+        // counted) without anyone being behind: nobody is cut.
+        let budget = OutboxBudget::with_min_lag(1_000, Duration::from_secs(60));
+        let limits = OutboxLimits { frames: 1000, bytes: 0, grace: Duration::from_secs(60) };
+        let members: Vec<_> = (0..5).map(|_| Outbox::with_budget(limits, Some(budget.clone()))).collect();
+        let frame = f(&"x".repeat(400));
+        for m in &members {
+            m.push(FrameClass::Chat(Priority::Normal), frame.clone());
+        }
+        assert_eq!(budget.used(), 2_000);
+        assert!(members.iter().all(|m| !m.is_closing()));
     }
 }

@@ -276,7 +276,7 @@ pub struct ChatSettings {
     /// a few big frames weigh as much as many small ones.
     pub outbox_bytes: usize,
     /// Bytes queued in all connections' outboxes together (0 = unlimited). Past it,
-    /// the connections with the most queued bytes (the slowest readers) are closed
+    /// the slowest readers (not read for the longest, then the biggest queues) are closed
     /// with 4008 until the total is under 90 %; rooms are never cut.
     pub outbox_budget_bytes: usize,
     /// A connection that stays behind this long is disconnected.

@@ -259,6 +259,7 @@ fn init_tls(cfg: &Config) -> anyhow::Result<()> {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     init_tls(&cfg)?;
+    onair_media_server::quiet_library_panics();
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let metrics_handle = recorder.handle();
     metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;

@@ -77,6 +77,8 @@ pub struct Server {
     /// The RTMP listener's port (the harness puts it on a free port).
     pub rtmp_port: u16,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Everything the server printed on stdout (the banner).
+    stdout: Arc<Mutex<Vec<String>>>,
     env: Vec<(String, String)>,
     /// The PostgreSQL database this server uses, when `ONAIR_TEST_STORE=postgres`.
     pg: Option<onair_store::test_util::ScratchPostgres>,
@@ -143,6 +145,7 @@ impl Server {
             port: 0,
             rtmp_port: 0,
             stderr: Arc::new(Mutex::new(Vec::new())),
+            stdout: Arc::new(Mutex::new(Vec::new())),
             env,
             pg,
         };
@@ -176,8 +179,10 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut rtmp_port = 0;
+        let out = self.stdout.clone();
         let port = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("read stdout") {
+                out.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.strip_prefix("rtmp listening on rtmp://127.0.0.1:") {
                     rtmp_port = rest.trim().parse::<u16>().expect("rtmp port");
                 }
@@ -192,7 +197,12 @@ impl Server {
         .await
         .expect("onair did not print its listening line within 30 s");
         // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let out = self.stdout.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                out.lock().unwrap().push(line);
+            }
+        });
         self.port = port;
         self.rtmp_port = rtmp_port;
         self.child = Some(child);
@@ -231,6 +241,11 @@ impl Server {
 
     pub fn config_path(&self) -> &std::path::Path {
         &self.config
+    }
+
+    /// Stdout so far (every start's banner).
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
     }
 
     pub fn stderr(&self) -> Vec<String> {
