@@ -356,16 +356,19 @@ async fn demo_mode_gates_the_anchor_rates_guests_and_keeps_demo_coins_in_demo_ro
     // From this machine it stays easy.
     assert_eq!(raw_request(server.port, "POST", "/api/v1/demo/guest", "", anchor).await.0, 200);
 
-    // Guests: five a minute from one address.
+    // Guests: five a minute from one address (not from this machine itself; through a
+    // proxy header the peer counts as a remote client).
+    let proxied = "X-Forwarded-For: 203.0.113.9\r\n";
     let mut guests = Vec::new();
     for _ in 0..5 {
-        let (status, _, body) = raw_request(server.port, "POST", "/api/v1/demo/guest", "", "{}").await;
+        let (status, _, body) = raw_request(server.port, "POST", "/api/v1/demo/guest", proxied, "{}").await;
         assert_eq!(status, 200, "{body}");
         guests.push(serde_json::from_str::<serde_json::Value>(&body).unwrap());
     }
-    let (status, _, body) = raw_request(server.port, "POST", "/api/v1/demo/guest", "", "{}").await;
+    let (status, _, body) = raw_request(server.port, "POST", "/api/v1/demo/guest", proxied, "{}").await;
     assert_eq!(status, 400, "the sixth guest in a minute is refused: {body}");
     assert!(body.contains("10023"), "{body}");
+    assert_eq!(raw_request(server.port, "POST", "/api/v1/demo/guest", "", "{}").await.0, 200, "local: not limited");
 
     // Demo coins buy gifts in the demo room, not in a real room.
     let (status, v) = server

@@ -202,13 +202,23 @@ async fn postgres_sslmode_require_and_verify_use_tls() {
     let server = Server::start(&format!("[store]\nurl = {url:?}\n")).await;
     assert_eq!(server.http("GET", "/healthz", None).await.0, 200);
     server.create_room("pg-tls").await;
-    drop(server);
-    let ssl_in_use = std::process::Command::new("psql")
+    // The server's own view: onair's connections to this scratch database are
+    // encrypted.
+    let db_name = db.url.rsplit('/').next().unwrap_or_default().to_owned();
+    let query = format!(
+        "select count(*) filter (where s.ssl), count(*) from pg_stat_activity a \
+         join pg_stat_ssl s using (pid) where a.application_name = 'onair' and a.datname = '{db_name}'"
+    );
+    let ssl = std::process::Command::new("psql")
         .arg("postgres://postgres@127.0.0.1:5432/postgres")
-        .args(["-Atc", "select count(*) from pg_stat_ssl where ssl"])
+        .args(["-Atc", &query])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    eprintln!("pg_stat_ssl connections with ssl (psql's own included): {ssl_in_use:?}");
+    if let Ok(counts) = &ssl {
+        let (tls, all) = counts.split_once('|').unwrap_or(("0", "0"));
+        assert!(tls.parse::<u32>().unwrap_or(0) >= 1 && tls == all, "onair's connections over TLS: {counts}");
+    }
+    drop(server);
 
     // `verify-full` against a CA that did not sign the server's certificate: the
     // handshake is attempted and the certificate refused — the start fails.

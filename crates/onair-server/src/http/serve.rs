@@ -68,7 +68,9 @@ impl Limits {
         if let Some(nofile) = open_file_limit() {
             let usable = nofile.saturating_sub(256).max(64);
             if max_open > usable {
-                tracing::warn!(
+                // Info, not a warning: the default is above most machines' limit, and
+                // the clamp is the intended behaviour there.
+                tracing::info!(
                     configured = max_open,
                     nofile,
                     used = usable,
