@@ -252,7 +252,7 @@ async fn past_the_outbox_byte_budget_the_slowest_readers_are_cut_and_the_room_go
 /// `dir`, returns the banner and stops it.
 async fn banner_of(dir: &std::path::Path, env: &[(&str, &str)]) -> String {
     use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+    let mut child = tokio::process::Command::new(onair_bin())
         .arg("serve")
         .env("ONAIR_DATA_DIR", dir)
         .env("ONAIR_HTTP__LISTEN", "127.0.0.1:0")

@@ -154,7 +154,7 @@ async fn https_webhooks_trust_the_configured_ca_file() {
 /// Runs `onair serve` with `config` and returns its stderr if it exits within 20 s
 /// (None if it kept running: it started).
 async fn start_fails(config: &Path) -> Option<String> {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+    let mut child = tokio::process::Command::new(onair_bin())
         .arg("serve")
         .arg("--config")
         .arg(config)

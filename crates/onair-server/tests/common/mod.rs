@@ -48,6 +48,12 @@ pub fn reserved_port() -> u16 {
     }
 }
 
+/// The binary under test: this build's, or `ONAIR_TEST_BIN` (e.g. an older build, to
+/// show that a new test fails without the change it covers).
+pub fn onair_bin() -> String {
+    std::env::var("ONAIR_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_onair").to_owned())
+}
+
 /// Unix seconds now.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
@@ -154,7 +160,7 @@ impl Server {
     }
 
     async fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
+        let mut child = Command::new(onair_bin())
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
