@@ -159,9 +159,10 @@ fn system_roots() -> rustls::RootCertStore {
     roots
 }
 
-/// A URL without its query string (which may hold tokens) for logs and errors.
+/// A URL without its query string (which may hold tokens) and without its userinfo
+/// (`user:password@`), for logs and errors.
 pub fn without_query(url: &str) -> String {
-    url.split('?').next().unwrap_or_default().to_owned()
+    crate::redact_url(url.split('?').next().unwrap_or_default())
 }
 
 /// An error with its sources, one line ("connection refused" is usually a source).

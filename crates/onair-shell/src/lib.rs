@@ -102,5 +102,6 @@ mod redact_tests {
         );
         assert_eq!(redact_url("http://plain.example/x"), "http://plain.example/x");
         assert_eq!(redact_url(""), "");
+        assert_eq!(crate::http::without_query("https://u:p@h.example/x?token=1"), "https://***@h.example/x");
     }
 }
