@@ -22,25 +22,37 @@ export function levelBadge(level) {
 }
 
 /**
- * One chat line (null for lines not shown).
+ * One chat line (null for lines not shown). A gift message (Desc `gift`) is never
+ * drawn from the message: the gift line comes from the server's `gift` event
+ * (`giftLine`), which only the server makes, so a message that merely looks like a gift
+ * cannot show "X sent Rocket ×9999".
  * @param {any} msg @param {{actions?: (msg: any) => Node[]}} [opts]
  */
 export function messageLine(msg, opts = {}) {
-  const gift = giftOf(msg);
-  // A combo's closing message repeats the total with count 0: the combo card shows it.
-  if (gift && gift.end) return null;
+  if (giftOf(msg)) return null;
   const name = msg.nick || msg.from || '?';
-  let text;
-  if (gift) {
-    const count = gift.count ?? 1;
-    const combo = gift.combo > count ? ` (combo ×${gift.combo})` : '';
-    text = `sent ${gift.name || gift.giftId || 'a gift'} ×${count}${combo}`;
-  } else text = bodyText(msg.body);
-  const line = h('div', { class: `msg${gift ? ' gift' : ''}`, dataset: { seq: String(msg.seq), from: msg.from ?? '' } },
+  const text = bodyText(msg.body);
+  const line = h('div', { class: 'msg', dataset: { seq: String(msg.seq), from: msg.from ?? '' } },
     avatar(msg.avatar, name),
     h('div', { class: 'body' }, levelBadge(msg.level), h('span', { class: 'nick', text: name, title: msg.from }), h('span', { class: 'text', text })),
     opts.actions ? h('span', { class: 'acts' }, ...opts.actions(msg)) : null);
   return line;
+}
+
+/**
+ * The chat line of a server `gift` event (null for a combo's closing event: the combo
+ * card shows the total).
+ * @param {any} e
+ */
+export function giftLine(e) {
+  if (e.end) return null;
+  const name = e.nick || e.from || '?';
+  const count = e.count ?? 1;
+  const combo = e.combo > count ? ` (combo ×${e.combo})` : '';
+  const text = `sent ${e.name || e.giftId || 'a gift'} ×${count}${combo}`;
+  return h('div', { class: 'msg gift', dataset: { from: e.from ?? '' } },
+    avatar(e.avatar, name),
+    h('div', { class: 'body' }, levelBadge(e.level), h('span', { class: 'nick', text: name, title: e.from }), h('span', { class: 'text', text })));
 }
 
 /** @param {string} text */

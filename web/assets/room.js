@@ -3,7 +3,7 @@ import { h, $, toast, webConfig, client, loadCreds, saveCreds, roomIdFromPath, f
 import { randomKey, FACES, bodyText } from '/sdk/onair.js';
 import { Player } from '/assets/player.js';
 import { Danmaku } from '/assets/danmaku.js';
-import { messageLine, systemLine, appendLine, markRecalled, eventText, giftOf } from '/assets/chat.js';
+import { messageLine, systemLine, appendLine, markRecalled, eventText, giftOf, giftLine } from '/assets/chat.js';
 import { giftImg, isBig, bigGift } from '/assets/gifts.js';
 
 const PERMANENT = 4294967295;
@@ -224,7 +224,11 @@ onair.on('like', (e) => {
   $('likes').textContent = fmtCount(likes);
   if (!mine) for (let i = 0; i < Math.min(e.delta ?? 1, 6); i++) setTimeout(heart, i * 120);
 });
-onair.on('gift', (e) => comboFx(e));
+// Gifts are drawn from the server's events only (a message can look like a gift).
+onair.on('gift', (e) => {
+  comboFx(e);
+  appendLine($('chat'), giftLine(e));
+});
 onair.on('state', (e) => {
   // The recording's URL is in the room JSON (set while paused or ended); fetch it when
   // the event does not carry it.

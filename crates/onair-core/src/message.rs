@@ -468,3 +468,36 @@ mod tests {
         assert_eq!(Priority::parse("high"), None);
     }
 }
+
+/// `Desc` values of a `TIMCustomElem` that only the server authors: the pages draw
+/// them as server announcements (`gift`: "X sent Rocket ×9"), so a user who could send
+/// one could fake a gift. Compared without case or surrounding space.
+pub const SERVER_DESCS: [&str; 1] = ["gift"];
+
+/// The first server-reserved `Desc` (see [`SERVER_DESCS`]) in `body`, if any.
+pub fn server_reserved_desc(body: &[MsgElem]) -> Option<&'static str> {
+    body.iter().find_map(|elem| match elem {
+        MsgElem::Custom(c) => {
+            let desc = c.desc.as_deref()?.trim();
+            SERVER_DESCS.iter().copied().find(|r| desc.eq_ignore_ascii_case(r))
+        }
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod reserved_tests {
+    use super::*;
+
+    fn custom(desc: &str) -> MsgElem {
+        MsgElem::Custom(CustomElem { data: "{}".into(), desc: Some(desc.into()), ext: None, sound: None })
+    }
+
+    #[test]
+    fn gift_descs_are_reserved_in_any_case() {
+        assert_eq!(server_reserved_desc(&[custom("gift")]), Some("gift"));
+        assert_eq!(server_reserved_desc(&[custom(" GIFT ")]), Some("gift"));
+        assert_eq!(server_reserved_desc(&[custom("gifted")]), None);
+        assert_eq!(server_reserved_desc(&[custom("")]), None);
+    }
+}

@@ -259,8 +259,11 @@ const COUNT_TTL: Duration = Duration::from_secs(10);
 /// Cluster settings the transport needs.
 #[derive(Debug, Clone)]
 pub struct BusConfig {
-    /// `redis://…`
+    /// `redis://…`, or `rediss://…` for TLS.
     pub url: String,
+    /// PEM of the CA a `rediss://` server's certificate must chain to (`[tls]
+    /// ca_file`); `None` = the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
     /// This node.
     pub node: String,
     /// Key and channel prefix.
@@ -295,7 +298,15 @@ impl Bus {
         shutdown: CancellationToken,
         tasks: &tokio_util::task::TaskTracker,
     ) -> anyhow::Result<(Arc<Bus>, mpsc::UnboundedReceiver<Inbound>)> {
-        let client = redis::Client::open(cfg.url.as_str())?;
+        // `rediss://` is TLS (rustls): the system's roots, or only the CA of
+        // `[tls] ca_file` when one is set.
+        let client = match &cfg.ca_pem {
+            Some(pem) if cfg.url.starts_with("rediss://") => redis::Client::build_with_tls(
+                cfg.url.as_str(),
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+            )?,
+            _ => redis::Client::open(cfg.url.as_str())?,
+        };
         let manager_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             // A saturated node may wait seconds for a big pipeline's replies; a
@@ -308,7 +319,7 @@ impl Bus {
             ConnectionManager::new_with_config(client.clone(), manager_cfg),
         )
         .await
-        .map_err(|_| anyhow::anyhow!("connecting to Redis at {} timed out", cfg.url))??;
+        .map_err(|_| anyhow::anyhow!("connecting to Redis at {} timed out", onair_shell::redact_url(&cfg.url)))??;
         let (out_tx, out_rx) = mpsc::channel(OUTBOX);
         let (in_tx, in_rx) = mpsc::unbounded_channel();
         let bus = Arc::new(Bus {

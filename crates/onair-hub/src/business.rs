@@ -897,10 +897,13 @@ impl Hub {
     }
 }
 
+/// What every co-host stream name holds; no room may take such a name as its own.
+pub(crate) const COHOST_MARK: &str = "-cohost-";
+
 /// A co-host's stream name: the room's stream plus the guest.
 fn cohost_stream(room_stream: &str, user: &str) -> String {
     let clean: String =
         user.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
-    let name = format!("{room_stream}-cohost-{clean}");
+    let name = format!("{room_stream}{COHOST_MARK}{clean}");
     name.chars().take(64).collect()
 }

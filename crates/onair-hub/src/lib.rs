@@ -982,6 +982,17 @@ impl Hub {
         msg: &mut Outgoing,
         ctx: &SendCtx,
     ) -> Result<(), Rejection> {
+        // Gift (and other server-drawn) custom messages are the server's own: the
+        // pages show them as real gifts. Users may not author them; the backend
+        // (`/v4`, the admin API: Platform::RestApi) and the server itself may.
+        if ctx.origin.platform != admission::Platform::RestApi
+            && let Some(desc) = onair_core::message::server_reserved_desc(&msg.body)
+        {
+            return Err(Rejection::new(
+                Code::NoPermission,
+                format!("TIMCustomElem Desc '{desc}' is reserved for messages the server makes"),
+            ));
+        }
         // The computed level is stamped on every message; an app-assigned level
         // (profile) acts as a floor.
         msg.sender.level = msg.sender.level.max(self.level_of(&msg.sender.user_id));

@@ -151,6 +151,15 @@ impl Hub {
         if self.room_for_stream(stream).is_some_and(|other| other != room_id) {
             return Err(Rejection::new(Code::Conflict, format!("stream '{stream}' belongs to another room")));
         }
+        // Co-host streams (`{room stream}-cohost-{user}`) are named and signed by the
+        // server for one guest of one room; a room renamed onto one would take that
+        // guest's stream (and its push URL).
+        if stream.contains(crate::business::COHOST_MARK) {
+            return Err(Rejection::new(
+                Code::Conflict,
+                format!("stream names containing '{}' are reserved for co-hosts", crate::business::COHOST_MARK),
+            ));
+        }
         let room = self.get(room_id)?;
         let _w = room.profile_write.lock().await;
         let mut next = room.profile();

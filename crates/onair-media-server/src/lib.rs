@@ -178,8 +178,54 @@ pub fn push_key(cfg: &MediaConfig, data_dir: &Path, create: bool) -> anyhow::Res
     );
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let key = onair_shell::random_hex(16);
-    std::fs::write(&path, format!("{key}\n")).with_context(|| format!("writing {}", path.display()))?;
+    write_owner_only(&path, &format!("{key}\n")).with_context(|| format!("writing {}", path.display()))?;
     Ok(key)
+}
+
+/// Makes a panic inside the RTMP libraries (`rml_rtmp`, `rml_amf0`) one log line
+/// instead of the default report with its backtrace: those calls run under
+/// `catch_unwind` (the connection is dropped, the server goes on), so the report says
+/// nothing an operator can act on, and malformed packets from the internet would
+/// otherwise fill the log (12 KB each). Every other panic keeps the default hook.
+pub fn quiet_library_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let location = info.location();
+        let in_library = location.is_some_and(|l| l.file().contains("rml_rtmp") || l.file().contains("rml_amf0"));
+        if !in_library {
+            return default(info);
+        }
+        metrics::counter!("onair_rtmp_library_panics_total").increment(1);
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = location.map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        tracing::warn!(at, what = %what.chars().take(200).collect::<String>(), "RTMP library panicked on malformed input; connection dropped");
+    }));
+}
+
+/// Whether `push_key` would create the key file now (no key configured or stored):
+/// the start that creates it is the one that may print it.
+pub fn push_key_missing(cfg: &MediaConfig, data_dir: &Path) -> bool {
+    cfg.push_key.is_empty()
+        && std::fs::read_to_string(data_dir.join("push.key")).map_or(true, |text| text.trim().is_empty())
+}
+
+/// Writes a secret file readable by its owner only (0600 on Unix).
+fn write_owner_only(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    // `mode` applies only to a new file: tighten one left by an older version.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
 }
 
 /// A signed push URL for `stream`, valid `valid_secs` from now.

@@ -141,7 +141,14 @@ impl AmfGuard {
         }
         // AMF3 commands/data carry one leading format byte before AMF0 values.
         let values = if matches!(type_id, 15 | 17) && !body.is_empty() { &body[1..] } else { &body[..] };
-        check_amf0_depth(values, MAX_AMF_DEPTH)
+        let top_level = walk_amf0(values, MAX_AMF_DEPTH)?;
+        // `rml_rtmp` takes a command's name, transaction id and command object with
+        // `drain(..3)`, which panics on fewer values: refuse those here, so a
+        // malformed packet is one log line and not a panic per connection.
+        if matches!(type_id, 17 | 20) && top_level < 3 {
+            return Err(format!("AMF command with {top_level} values (at least 3: name, transaction id, object)"));
+        }
+        Ok(())
     }
 
     /// Follows `data` (the bytes after the handshake, in order). An error means the
@@ -191,6 +198,12 @@ enum Level {
 /// Walks AMF0 values without recursion; refuses nesting deeper than `max`.
 /// Malformed or truncated input is *not* an error here (the real decoder reports it).
 pub fn check_amf0_depth(b: &[u8], max: usize) -> Result<(), String> {
+    walk_amf0(b, max).map(|_| ())
+}
+
+/// [`check_amf0_depth`], answering how many top-level values begin in `b`.
+fn walk_amf0(b: &[u8], max: usize) -> Result<usize, String> {
+    let mut top_level = 0usize;
     let mut stack: Vec<Level> = Vec::new();
     let mut pos = 0usize;
     let u16_at = |p: usize| -> Option<usize> { Some(usize::from(u16::from_be_bytes([*b.get(p)?, *b.get(p + 1)?]))) };
@@ -200,7 +213,7 @@ pub fn check_amf0_depth(b: &[u8], max: usize) -> Result<(), String> {
     loop {
         match stack.last_mut() {
             Some(Level::Object) => {
-                let Some(klen) = u16_at(pos) else { return Ok(()) };
+                let Some(klen) = u16_at(pos) else { return Ok(top_level) };
                 if klen == 0 && b.get(pos + 2) == Some(&0x09) {
                     stack.pop();
                     pos += 3;
@@ -215,9 +228,9 @@ pub fn check_amf0_depth(b: &[u8], max: usize) -> Result<(), String> {
                 }
                 *n -= 1;
             }
-            None => {}
+            None => top_level += 1,
         }
-        let Some(&marker) = b.get(pos) else { return Ok(()) };
+        let Some(&marker) = b.get(pos) else { return Ok(top_level) };
         pos += 1;
         match marker {
             0x00 => pos += 8,
@@ -229,7 +242,7 @@ pub fn check_amf0_depth(b: &[u8], max: usize) -> Result<(), String> {
                 stack.push(Level::Object);
             }
             0x0A => {
-                let Some(n) = u32_at(pos) else { return Ok(()) };
+                let Some(n) = u32_at(pos) else { return Ok(top_level) };
                 pos += 4;
                 stack.push(Level::Array(n));
             }
@@ -242,13 +255,13 @@ pub fn check_amf0_depth(b: &[u8], max: usize) -> Result<(), String> {
                 stack.push(Level::Object);
             }
             // AMF3 switch and unknown markers: the real decoder deals with them.
-            _ => return Ok(()),
+            _ => return Ok(top_level),
         }
         if stack.len() > max {
             return Err(format!("AMF0 nesting deeper than {max}"));
         }
         if pos >= b.len() && stack.is_empty() {
-            return Ok(());
+            return Ok(top_level);
         }
     }
 }
@@ -307,5 +320,17 @@ mod tests {
         }
         assert_eq!(g.chunk_size, 4096);
         assert!(g.payload.is_none() && g.hdr_len == 0, "ends on a message boundary");
+    }
+
+    #[test]
+    fn a_command_with_fewer_than_three_values_is_refused() {
+        // "connect" and a transaction id, no command object: `rml_rtmp` would panic.
+        let mut body = vec![2u8, 0, 7];
+        body.extend_from_slice(b"connect");
+        body.extend_from_slice(&[0, 0x3F, 0xF0, 0, 0, 0, 0, 0, 0]);
+        let r = AmfGuard::new().feed(&message(3, 20, &body, 128));
+        assert!(matches!(&r, Err(m) if m.contains("2 values")), "{r:?}");
+        body.push(5); // null command object
+        assert_eq!(AmfGuard::new().feed(&message(3, 20, &body, 128)), Ok(()));
     }
 }

@@ -55,6 +55,20 @@ pub struct Config {
     pub store: StoreSettings,
     /// `[cluster]`: several nodes sharing rooms through Redis.
     pub cluster: ClusterSettings,
+    /// `[tls]`: trust for the backends OnAir calls (webhooks, PostgreSQL, Redis).
+    pub tls: TlsSettings,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsSettings {
+    /// A PEM file of extra CA certificates (a private CA of your backends). The HTTP
+    /// client (webhooks, stream callbacks, edge pulls) trusts them besides the
+    /// system's roots; PostgreSQL with `sslmode=verify-ca`/`verify-full` uses it unless
+    /// the URL names `sslrootcert`; `rediss://` trusts only it when set. Empty = the
+    /// system's roots only.
+    pub ca_file: String,
 }
 
 /// `[store]`.
@@ -86,13 +100,21 @@ impl Default for ClusterSettings {
 }
 
 /// `[demo]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DemoSettings {
     /// Guest logins minted by the server (`POST /api/v1/demo/guest`) and a demo room
     /// when there is none. Unset = on when no `[app]` is configured (a zero-config
     /// start), off otherwise; `onair serve --demo` turns it on; `false` turns it off.
     pub enabled: Option<bool>,
+    /// Guest logins one client address may mint per minute.
+    pub guests_per_minute: u32,
+}
+
+impl Default for DemoSettings {
+    fn default() -> Self {
+        DemoSettings { enabled: None, guests_per_minute: 10 }
+    }
 }
 
 /// `[live]`.
@@ -190,6 +212,20 @@ pub struct HttpConfig {
     /// kernel (`TCP_USER_TIMEOUT`, Linux): frees an HTTP-FLV viewer that never reads
     /// (its body is never polled again, so no timer of ours would see it). 0 = off.
     pub stall_timeout_secs: u64,
+    /// A request head (request line and headers) must arrive whole within this.
+    pub header_read_timeout_secs: u64,
+    /// An HTTP connection that moves no byte either way for this long is closed
+    /// (idle keep-alive; WebSockets have `[chat] idle_timeout_secs`).
+    pub keepalive_timeout_secs: u64,
+    /// Open sockets from one client address (0 = no cap). Behind a reverse proxy
+    /// every client has the proxy's address: raise it or set 0 there.
+    pub max_connections_per_ip: usize,
+    /// Open sockets in all (HTTP and WebSocket); beyond, new ones are closed at once.
+    /// Clamped under the open-file limit (`ulimit -n`) less 256.
+    pub max_open_connections: usize,
+    /// Of `max_open_connections`, the last ones are kept for `/healthz`, `/metrics`
+    /// and the admin API (`/api/v1/admin/…`): other requests on them get 503.
+    pub reserved_connections: usize,
 }
 
 /// `[app]`.
@@ -236,6 +272,13 @@ pub struct ChatSettings {
     pub web_single_room: bool,
     /// Frames queued per connection before the slow-consumer policy starts dropping.
     pub outbox_frames: usize,
+    /// Bytes queued per connection before the same policy starts (0 = frames only):
+    /// a few big frames weigh as much as many small ones.
+    pub outbox_bytes: usize,
+    /// Bytes queued in all connections' outboxes together (0 = unlimited). Past it,
+    /// the slowest readers (not read for the longest, then the biggest queues) are closed
+    /// with 4008 until the total is under 90 %; rooms are never cut.
+    pub outbox_budget_bytes: usize,
     /// A connection that stays behind this long is disconnected.
     pub slow_consumer_grace_ms: u64,
     /// Server WebSocket ping interval.
@@ -286,6 +329,7 @@ impl Default for Config {
             demo: DemoSettings::default(),
             store: StoreSettings::default(),
             cluster: ClusterSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -297,6 +341,11 @@ impl Default for HttpConfig {
             max_connections: 100_000,
             socket_send_buffer: 256 * 1024,
             stall_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            keepalive_timeout_secs: 60,
+            max_connections_per_ip: 1000,
+            max_open_connections: 110_000,
+            reserved_connections: 32,
         }
     }
 }
@@ -327,6 +376,8 @@ impl Default for ChatSettings {
             small_room_threshold: 500,
             web_single_room: true,
             outbox_frames: 64,
+            outbox_bytes: 512 * 1024,
+            outbox_budget_bytes: 256 * 1024 * 1024,
             slow_consumer_grace_ms: 5_000,
             ping_interval_secs: 30,
             idle_timeout_secs: 120,
@@ -368,6 +419,10 @@ impl Config {
         anyhow::ensure!(self.chat.member_list_size <= 1000, "chat.member_list_size must be ≤ 1000");
         anyhow::ensure!(self.chat.rate_per_sec >= 1, "chat.rate_per_sec must be ≥ 1");
         anyhow::ensure!(self.chat.outbox_frames >= 4, "chat.outbox_frames must be ≥ 4");
+        anyhow::ensure!(
+            self.chat.outbox_bytes == 0 || self.chat.outbox_bytes >= 16 * 1024,
+            "chat.outbox_bytes must be 0 (off) or ≥ 16384 (one big message must fit)"
+        );
         anyhow::ensure!(!self.app.admins.is_empty(), "app.admins must name at least one account");
         anyhow::ensure!(
             (self.app.sdkappid == 0) == self.app.secret_key.is_empty(),

@@ -16,7 +16,6 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use onair_store::{AppRecord, HistoryWriter, Store};
 use tokio_util::sync::CancellationToken;
@@ -142,7 +141,10 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
             .with_context(|| format!("opening the database in {}", cfg.data_dir.display()))?
     } else {
         // The error names the server without the password; the URL may hold one.
-        Store::connect(&cfg.store.url, &cfg.data_dir).await.context("opening the [store] url database")?
+        let ca = Some(cfg.tls.ca_file.trim()).filter(|p| !p.is_empty()).map(std::path::Path::new);
+        Store::connect_with_ca(&cfg.store.url, &cfg.data_dir, ca)
+            .await
+            .with_context(|| format!("opening the [store] url database {}", onair_shell::redact_url(&cfg.store.url)))?
     };
     match store.backend() {
         "sqlite" => tracing::info!(backend = "sqlite", dir = %cfg.data_dir.display(), "store opened"),
@@ -153,6 +155,7 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 
 async fn usersig(cfg: Config, user: &str, expire: u64) -> anyhow::Result<()> {
     anyhow::ensure!(!user.is_empty() && user.len() <= 32, "--user must be 1-32 bytes");
+    init_tls(&cfg)?;
     let app = if cfg.app.sdkappid != 0 {
         AppCreds { sdkappid: cfg.app.sdkappid, secret_key: cfg.app.secret_key.clone(), admins: HashSet::new() }
     } else {
@@ -224,19 +227,39 @@ async fn join_cluster(
     } else {
         cfg.cluster.node_id.clone()
     };
+    let ca_pem = match cfg.tls.ca_file.trim() {
+        "" => None,
+        path => Some(std::fs::read(path).with_context(|| format!("reading [tls] ca_file {path}"))?),
+    };
     let bus_cfg = onair_hub::bus::BusConfig {
         url: cfg.cluster.redis.clone(),
+        ca_pem,
         node: node.clone(),
         prefix: cfg.cluster.prefix.clone(),
     };
     let (bus, inbound) = onair_hub::bus::Bus::connect(bus_cfg, shutdown.clone(), tasks)
         .await
-        .with_context(|| format!("joining the cluster through {}", cfg.cluster.redis))?;
-    tracing::info!(node = %node, redis = %cfg.cluster.redis, prefix = %cfg.cluster.prefix, "joined the cluster");
+        .with_context(|| format!("joining the cluster through {}", onair_shell::redact_url(&cfg.cluster.redis)))?;
+    tracing::info!(node = %node, redis = %onair_shell::redact_url(&cfg.cluster.redis), prefix = %cfg.cluster.prefix, "joined the cluster");
     Ok(Some((onair_hub::Link::new(bus, store.clone(), cfg.chat_config().resume_buffer), inbound)))
 }
 
+/// Process-wide TLS setup, before any client exists: ring as rustls' provider (the
+/// only one built in; the database, Redis and HTTP clients all use it) and the extra
+/// CA of `[tls] ca_file`.
+fn init_tls(cfg: &Config) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let path = cfg.tls.ca_file.trim();
+    if !path.is_empty() {
+        let n = onair_shell::http::trust_extra_ca(std::path::Path::new(path)).context("[tls] ca_file")?;
+        tracing::info!(ca_file = path, certificates = n, "trusting an extra CA for backends");
+    }
+    Ok(())
+}
+
 async fn serve(cfg: Config) -> anyhow::Result<()> {
+    init_tls(&cfg)?;
+    onair_media_server::quiet_library_panics();
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let metrics_handle = recorder.handle();
     metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
@@ -254,6 +277,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         user_limits: cfg.user_limits(),
         business: cfg.business(),
     };
+    let push_created = onair_media_server::push_key_missing(&cfg.media, &cfg.data_dir);
     let push_key = onair_media_server::push_key(&cfg.media, &cfg.data_dir, true)?;
     let rtmp_bound = Arc::new(std::sync::OnceLock::new());
     let push_url = push_signer(&cfg, push_key.clone(), rtmp_bound.clone());
@@ -315,6 +339,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let state = Arc::new(AppState {
         conn_limit: Arc::new(tokio::sync::Semaphore::new(cfg.http.max_connections)),
+        outbox_budget: onair_hub::outbox::OutboxBudget::new(cfg.chat.outbox_budget_bytes),
+        demo: faces::web::DemoGate::new(cfg.demo.guests_per_minute),
         cfg,
         app: app.clone(),
         store: store.clone(),
@@ -330,34 +356,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // right after the "listening" line is a graceful one.
     let signals = Signals::new()?;
     faces::web::demo_setup(&state).await?;
-    print_banner(&state, addr, created);
+    print_banner(&state, addr, created, push_created);
 
     let router = http::router(state.clone());
-    let server_shutdown = shutdown.clone();
-    let send_buffer = state.cfg.http.socket_send_buffer;
-    let stall = state.cfg.http.stall_timeout_secs;
-    let listener = listener.tap_io(move |tcp| {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        if stall > 0 {
-            let _ = socket2::SockRef::from(&*tcp).set_tcp_user_timeout(Some(Duration::from_secs(stall)));
-        }
-        // Writes are already batched per flush, so Nagle would only add delay.
-        let _ = tcp.set_nodelay(true);
-        // A bounded kernel send buffer keeps a stalled viewer's backlog in our
-        // outbox, where the slow-consumer policy can see and bound it.
-        if send_buffer > 0 {
-            let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
-        }
-    });
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async move { server_shutdown.cancelled().await });
+    let limits = http::serve::Limits::from_config(&state.cfg.http);
+    let server = http::serve::run(listener, router, limits, shutdown.clone());
     let signal_token = shutdown.clone();
     tokio::spawn(async move {
         signals.wait().await;
         tracing::info!("shutting down");
         signal_token.cancel();
     });
-    server.await?;
+    server.await;
     // WebSocket tasks see the token and close with 1001; rooms run a last round.
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
@@ -394,19 +404,29 @@ impl Signals {
     }
 }
 
-fn print_banner(state: &state::Shared, addr: std::net::SocketAddr, created: bool) {
+/// The start banner. Secrets (the secret key, an admin UserSig, the push key and a
+/// signed push URL) are printed only by the start that created them: later starts
+/// (and logs collected from them) never carry them; `onair usersig` and `onair
+/// push-url` print them on request.
+fn print_banner(state: &state::Shared, addr: std::net::SocketAddr, created: bool, push_created: bool) {
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
     let base = format!("http://{host}:{}", addr.port());
     let admin = state.cfg.app.admins.first().cloned().unwrap_or_else(|| "administrator".into());
-    let sig = state.app.mint(&admin, onair_auth::DEFAULT_USERSIG_EXPIRE_SECS);
-    let created = if created { " (new app created and stored)" } else { "" };
+    let sig = created.then(|| state.app.mint(&admin, onair_auth::DEFAULT_USERSIG_EXPIRE_SECS));
+    let secrets = match &sig {
+        Some(sig) => format!(
+            " (new app created and stored)\
+             \n  secret key      {key}  (printed once: this start created it)\
+             \n  admin           {admin}\
+             \n  admin UserSig   {sig}",
+            key = state.app.secret_key,
+        ),
+        None => format!("\n  admin           {admin}  (a login: `onair usersig --user {admin}`)"),
+    };
     println!(
         "OnAir is running.\n\
-         \n  SDKAppID        {sdkappid}{created}\
-         \n  secret key      {key}\
+         \n  SDKAppID        {sdkappid}{secrets}\
          \n  data            {data}\
-         \n  admin           {admin}\
-         \n  admin UserSig   {sig}\
          \n\
          \n  open            {base}/\
          \n  WebSocket       ws://{host}:{port}/ws\
@@ -417,35 +437,39 @@ fn print_banner(state: &state::Shared, addr: std::net::SocketAddr, created: bool
          {web}\
          \n\
          \nlistening on {base}",
-        web = faces::web::banner(state, &base, &admin, &sig),
+        web = faces::web::banner(state, &base, &admin, sig.as_deref()),
         sdkappid = state.app.sdkappid,
-        key = state.app.secret_key,
         data = state.cfg.data_dir.display(),
         port = addr.port(),
-        rtmp = rtmp_banner(state, &host, addr.port()),
+        rtmp = rtmp_banner(state, &host, addr.port(), push_created),
     );
 }
 
-fn rtmp_banner(state: &AppState, host: &str, http_port: u16) -> String {
+fn rtmp_banner(state: &AppState, host: &str, http_port: u16, push_created: bool) -> String {
     let media = &state.media;
     let Some(addr) = media.rtmp_addr else { return "\n  RTMP            off ([rtmp] listen is empty)".into() };
     let rtmp = format!("rtmp://{host}:{}/{}/", addr.port(), media.rtmp.app);
-    let push = if media.rtmp.auth {
+    let push = if !media.rtmp.auth {
+        format!("{rtmp}test  (push auth off)")
+    } else if push_created {
         onair_media_server::signed_url(&rtmp, media.push_key(), "test", "", 86_400)
     } else {
-        format!("{rtmp}test  (push auth off)")
+        "`onair push-url --stream NAME` prints a signed URL".to_owned()
+    };
+    let key = if push_created {
+        format!("\n  push key        {}  (printed once: this start created it)", media.push_key())
+    } else {
+        String::new()
     };
     let edge = match media.origin() {
         Some(origin) => format!("\n  edge of         {origin}  (streams relayed on demand)"),
         None => String::new(),
     };
     format!(
-        "\n  RTMP push       {push}\
-         \n  push key        {key}  (`onair push-url --stream NAME` signs a URL)\
+        "\n  RTMP push       {push}{key}\
          \n  watch           http://{host}:{http_port}/live/test.flv  or  {rtmp}test{edge}\
          \n\
          \nrtmp listening on rtmp://{host}:{port}",
-        key = media.push_key(),
         port = addr.port(),
     )
 }

@@ -76,6 +76,10 @@ pub struct AppState {
     pub next_conn_id: AtomicU64,
     /// Bounds concurrent WebSocket connections.
     pub conn_limit: Arc<Semaphore>,
+    /// The byte budget every WebSocket outbox draws on (`[chat] outbox_budget_bytes`).
+    pub outbox_budget: Arc<onair_hub::outbox::OutboxBudget>,
+    /// Demo mode's anchor code and guest rate.
+    pub demo: crate::faces::web::DemoGate,
     /// Live video (RTMP, HTTP-FLV, stream registry).
     pub media: Arc<onair_media_server::MediaService>,
     /// LL-HLS, live fMP4, recordings, snapshots.

@@ -1,6 +1,7 @@
 //! The one outbound HTTP client of the shells (chat webhooks, stream callbacks, a
 //! media edge's pulls from its origin): hyper's pooled client over a connector that
-//! speaks `http://` and `https://` (rustls with the system's root certificates).
+//! speaks `http://` and `https://` (rustls with the system's root certificates and
+//! the operator's extra CA, `[tls] ca_file`).
 
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 /// Why a request failed, in words a log line can carry.
 #[derive(Debug, thiserror::Error)]
@@ -96,9 +99,57 @@ impl HttpClient {
     }
 }
 
-/// The system's root certificates (unreadable ones are skipped with a log line).
+/// Extra trusted CAs (`[tls] ca_file`), set once at start before any client is made:
+/// a process-wide setting, like the system store it extends, so every client (chat
+/// webhooks, stream callbacks, edge pulls) trusts the same backends.
+static EXTRA_ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+
+/// Why a CA file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    /// Unreadable or not PEM.
+    #[error("{path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// PEM without a single certificate.
+    #[error("{0}: no CERTIFICATE in the file")]
+    Empty(String),
+}
+
+/// The PEM certificates in `path`.
+pub fn load_pem_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, CaFileError> {
+    let unreadable = |reason: String| CaFileError::Unreadable { path: path.display().to_string(), reason };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| unreadable(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| unreadable(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(CaFileError::Empty(path.display().to_string()));
+    }
+    Ok(certs)
+}
+
+/// Trusts the CA certificates in `path` (PEM) besides the system's, in every client
+/// made from now on. Returns how many were added. Call once, at start.
+pub fn trust_extra_ca(path: &std::path::Path) -> Result<usize, CaFileError> {
+    let certs = load_pem_certs(path)?;
+    let n = certs.len();
+    let _ = EXTRA_ROOTS.set(certs);
+    Ok(n)
+}
+
+/// The system's root certificates (unreadable ones are skipped with a log line) and
+/// the extra CA, if one was set.
 fn system_roots() -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
+    if let Some(extra) = EXTRA_ROOTS.get() {
+        let (added, ignored) = roots.add_parsable_certificates(extra.iter().cloned());
+        tracing::debug!(added, ignored, "extra CA certificates trusted");
+    }
     let found = rustls_native_certs::load_native_certs();
     for e in &found.errors {
         tracing::warn!(error = %e, "a system root certificate could not be read");
@@ -108,9 +159,10 @@ fn system_roots() -> rustls::RootCertStore {
     roots
 }
 
-/// A URL without its query string (which may hold tokens) for logs and errors.
+/// A URL without its query string (which may hold tokens) and without its userinfo
+/// (`user:password@`), for logs and errors.
 pub fn without_query(url: &str) -> String {
-    url.split('?').next().unwrap_or_default().to_owned()
+    crate::redact_url(url.split('?').next().unwrap_or_default())
 }
 
 /// An error with its sources, one line ("connection refused" is usually a source).

@@ -44,3 +44,64 @@ pub fn monotonic_ms() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
 }
+
+/// Query keys whose values are credentials (matched as substrings, any case).
+const SECRET_QUERY_KEYS: [&str; 7] = ["token", "auth", "key", "secret", "sig", "password", "pass"];
+
+/// `url` fit for logs, errors and the admin console: the userinfo (`user:password@`)
+/// and the values of secret-looking query keys (`token`, `auth`, `key`, `secret`,
+/// `sig`, `password`) become `***`. Anything that is not a URL is returned as is.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match before_query.find('/') {
+        Some(i) => before_query.split_at(i),
+        None => (before_query, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => authority.to_owned(),
+    };
+    let mut out = format!("{scheme}://{authority}{path}");
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, v))
+                    if !v.is_empty() && SECRET_QUERY_KEYS.iter().any(|s| k.to_ascii_lowercase().contains(s)) =>
+                {
+                    format!("{k}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn userinfo_and_secret_query_values_are_hidden() {
+        assert_eq!(redact_url("redis://:hunter2@db:6379/0"), "redis://***@db:6379/0");
+        assert_eq!(redact_url("rediss://user:pw@r.example"), "rediss://***@r.example");
+        assert_eq!(
+            redact_url("https://u:p@hook.example/cb?auth=abc&room=1&api_key=k&Token=t"),
+            "https://***@hook.example/cb?auth=***&room=1&api_key=***&Token=***"
+        );
+        assert_eq!(
+            redact_url("postgres://onair:pw@pg/onair?sslmode=require&password=x"),
+            "postgres://***@pg/onair?sslmode=require&password=***"
+        );
+        assert_eq!(redact_url("http://plain.example/x"), "http://plain.example/x");
+        assert_eq!(redact_url(""), "");
+        assert_eq!(crate::http::without_query("https://u:p@h.example/x?token=1"), "https://***@h.example/x");
+    }
+}

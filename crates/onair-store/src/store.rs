@@ -163,16 +163,52 @@ fn describe_pg(options: &PgConnectOptions) -> String {
     )
 }
 
+/// Makes the SQLite file readable by its owner only (0600), creating it empty if
+/// missing so it is never world-readable, even for a moment; SQLite gives its `-wal`
+/// and `-shm` files the database file's mode, and existing ones are tightened too.
+/// The database holds the app's secret key and every wallet.
+fn owner_only(db: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(db);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            let path = std::path::PathBuf::from(name);
+            if path.exists() {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = db;
+    Ok(())
+}
+
 impl Store {
     /// Opens the database `[store] url` names: empty = the SQLite file in
     /// `data_dir` (see [`Store::open`]); `postgres://…` or `postgresql://…` = that
     /// PostgreSQL database (see [`Store::open_postgres`]). Anything else is refused.
     pub async fn connect(url: &str, data_dir: &Path) -> Result<Store, StoreError> {
+        Store::connect_with_ca(url, data_dir, None).await
+    }
+
+    /// Like [`Store::connect`]; a PostgreSQL connection that uses TLS (`sslmode=require`,
+    /// `verify-ca`, `verify-full` in the URL) also trusts the PEM certificates in
+    /// `ca_file` (`[tls] ca_file`) unless the URL names its own `sslrootcert`.
+    pub async fn connect_with_ca(url: &str, data_dir: &Path, ca_file: Option<&Path>) -> Result<Store, StoreError> {
         let url = url.trim();
         if url.is_empty() {
             Store::open(data_dir).await
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Store::open_postgres(url).await
+            let mut options = PgConnectOptions::from_str(url)?;
+            if let Some(ca) = ca_file
+                && !url.contains("sslrootcert=")
+            {
+                options = options.ssl_root_cert(ca);
+            }
+            Store::open_postgres_with(options).await
         } else {
             let scheme = url.split("://").next().unwrap_or(url);
             Err(StoreError::Config(format!(
@@ -186,6 +222,7 @@ impl Store {
     /// foreign keys on, and applies any pending migrations.
     pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
         tokio::fs::create_dir_all(data_dir).await?;
+        owner_only(&data_dir.join(DB_FILE))?;
         let options = SqliteConnectOptions::new()
             .filename(data_dir.join(DB_FILE))
             .create_if_missing(true)
@@ -204,7 +241,11 @@ impl Store {
     /// race). Fails at once (or, if the server does not answer, within 10 s) with
     /// [`StoreError::Unreachable`] naming the server, if it cannot be reached.
     pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
-        let options = PgConnectOptions::from_str(url)?.application_name("onair");
+        Store::open_postgres_with(PgConnectOptions::from_str(url)?).await
+    }
+
+    async fn open_postgres_with(options: PgConnectOptions) -> Result<Store, StoreError> {
+        let options = options.application_name("onair");
         let name = describe_pg(&options);
         // First one plain connection: it fails at once, by name, on a refused
         // connection, a wrong password or a missing database (the pool would retry

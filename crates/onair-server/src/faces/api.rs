@@ -165,8 +165,8 @@ async fn delete_attrs(
     let keys: KeysBody = if body.is_empty() {
         KeysBody::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| Rejection::new(Code::JsonParse, format!("body is not valid JSON: {e}")))?
+        serde_json::from_value(crate::http::extract::parse_json(&body)?)
+            .map_err(|e| Rejection::new(Code::InvalidParam, format!("invalid request body: {e}")))?
     };
     let attrs = match keys.keys {
         Some(keys) => {

@@ -90,6 +90,13 @@ async fn set_stream(
     Body(b): Body<StreamBody>,
 ) -> ApiResult {
     caller.must_manage(&*state.hub.get(&id)?)?;
+    // Renditions (`{source}_{name}`) are made by the server from another stream.
+    if onair_media_server::renditions::is_rendition(&b.stream, &state.cfg.media.renditions) {
+        return Err(ApiError(Rejection::new(
+            Code::Conflict,
+            format!("stream '{}' is reserved: its name is a rendition's (`{{source}}_{{rendition}}`)", b.stream),
+        )));
+    }
     ok(state.hub.set_stream(&id, &b.stream).await?)
 }
 
@@ -147,6 +154,11 @@ async fn send_gift(
     let key = b.idempotency_key.or(header_key).unwrap_or_default();
     let count =
         u64::try_from(b.count).map_err(|_| ApiError(Rejection::new(Code::InvalidParam, "count must be 1..=9999")))?;
+    // Demo guests' coins are free: they buy nothing outside the demo rooms (owned
+    // by the demo anchor), so a stranger cannot credit a real anchor with them.
+    if crate::faces::web::is_demo_guest(&caller.user) && !state.hub.get(&id)?.is_owner(crate::faces::web::DEMO_ANCHOR) {
+        return Err(ApiError(Rejection::new(Code::NoPermission, "demo coins can only be gifted in demo rooms")));
+    }
     let sender = state.store.sender_profile(&caller.user).await.map_err(onair_hub::internal)?;
     let reply = state.hub.send_gift(&id, sender, &b.gift_id, count, &key).await?;
     ok(json!({

@@ -167,7 +167,7 @@ async fn read_body(req: Request) -> Result<Option<Map<String, Value>>, Fail> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    match serde_json::from_slice::<Value>(&bytes) {
+    match crate::http::extract::parse_json(&bytes) {
         Ok(Value::Object(map)) => Ok(Some(map)),
         _ => Err(Fail::new(90001, JSON_PARSE_INFO)),
     }

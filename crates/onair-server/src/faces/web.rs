@@ -98,7 +98,34 @@ fn file(path: &str, headers: &HeaderMap) -> Response {
         return (StatusCode::NOT_MODIFIED, common).into_response();
     }
     let ctype = HeaderValue::from_str(&mime).unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    (common, [(header::CONTENT_TYPE, ctype)], f.data.into_owned()).into_response()
+    let mut response = (common, [(header::CONTENT_TYPE, ctype)], f.data.into_owned()).into_response();
+    if path.ends_with(".html") {
+        page_headers(response.headers_mut(), matches!(path, "admin.html" | "studio.html"));
+    }
+    response
+}
+
+/// The pages' Content-Security-Policy: scripts only from this server (every page
+/// script is an ES module under `/assets` or `/sdk`; nothing inline), styles also
+/// inline (`style=` attributes), images and media from anywhere (gift icons and
+/// replay URLs may live on a CDN), connections to any HTTP/WebSocket origin (edges).
+const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data: blob: http: https:; media-src 'self' blob: http: https:; \
+     connect-src 'self' ws: wss: http: https:; worker-src 'self' blob:; object-src 'none'; \
+     base-uri 'none'; form-action 'self'";
+
+/// Security headers of an HTML page. The admin console and the studio act with an
+/// admin's or an anchor's login, so no other site may frame them (clickjacking); the
+/// watch page and the room list may be embedded.
+fn page_headers(h: &mut HeaderMap, privileged: bool) {
+    let csp = if privileged { format!("{PAGE_CSP}; frame-ancestors 'none'") } else { PAGE_CSP.to_owned() };
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    if privileged {
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
 }
 
 fn not_found() -> Response {
@@ -132,11 +159,85 @@ struct GuestReq {
     /// `viewer` (default: a fresh `guest-…` account) or `anchor` (the demo room's owner).
     role: Option<String>,
     nick: Option<String>,
+    /// The one-time anchor code from the start banner (needed unless the request
+    /// comes from this machine).
+    code: Option<String>,
+}
+
+/// Demo mode on a public address: who may be the demo anchor, and how fast one
+/// address may mint guests.
+pub struct DemoGate {
+    /// The one-time code the banner prints for an anchor login from another machine;
+    /// `None` once used.
+    anchor_code: parking_lot::Mutex<Option<String>>,
+    /// Guests minted per address in the current minute.
+    guests: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, (u64, u32)>>,
+    /// Guests one address may mint per minute.
+    per_minute: u32,
+}
+
+impl DemoGate {
+    /// A gate with a fresh anchor code.
+    pub fn new(per_minute: u32) -> DemoGate {
+        DemoGate {
+            anchor_code: parking_lot::Mutex::new(Some(onair_shell::random_hex(6))),
+            guests: Default::default(),
+            per_minute,
+        }
+    }
+
+    /// The anchor code while it is unused (for the banner).
+    pub fn anchor_code(&self) -> Option<String> {
+        self.anchor_code.lock().clone()
+    }
+
+    /// Takes the code if `given` is it (constant time); it works once.
+    fn take_code(&self, given: &str) -> bool {
+        let mut code = self.anchor_code.lock();
+        let ok = code.as_deref().is_some_and(|c| onair_auth::constant_time_eq(c.as_bytes(), given.as_bytes()));
+        if ok {
+            *code = None;
+        }
+        ok
+    }
+
+    /// Counts a guest for `ip`; false past the per-minute allowance.
+    fn allow_guest(&self, ip: std::net::IpAddr) -> bool {
+        let minute = onair_shell::now_secs() / 60;
+        let mut map = self.guests.lock();
+        if map.len() > 100_000 {
+            // Old windows only: an address spraying guests stays counted.
+            map.retain(|_, (m, _)| *m == minute);
+        }
+        let entry = map.entry(ip).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= self.per_minute
+    }
+}
+
+/// Whether a request comes from this machine itself: a loopback peer with no
+/// forwarding header (a reverse proxy on this machine makes every client look local;
+/// it adds one of these headers).
+fn local_request(peer: std::net::SocketAddr, headers: &HeaderMap) -> bool {
+    peer.ip().is_loopback() && !["forwarded", "x-forwarded-for", "x-real-ip"].iter().any(|h| headers.contains_key(*h))
+}
+
+/// Whether `user` is an account demo mode minted (`guest-` and 8 hex digits).
+pub fn is_demo_guest(user: &str) -> bool {
+    user.strip_prefix("guest-").is_some_and(|rest| rest.len() == 8 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Demo mode only: a login minted by the server, so a new user can try the product in
 /// two tabs at once without a backend. Never an app admin.
-async fn demo_guest(State(state): State<Shared>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn demo_guest(
+    State(state): State<Shared>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     if !demo_enabled(&state) {
         return Err(
             Rejection::new(Code::NoPermission, "demo logins are off on this server (config `[demo] enabled`)").into()
@@ -145,7 +246,8 @@ async fn demo_guest(State(state): State<Shared>, body: axum::body::Bytes) -> Res
     let req: GuestReq = if body.is_empty() {
         GuestReq::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| Rejection::new(Code::InvalidParam, format!("invalid body: {e}")))?
+        let value = crate::http::extract::parse_json(&body)?;
+        serde_json::from_value(value).map_err(|e| Rejection::new(Code::InvalidParam, format!("invalid body: {e}")))?
     };
     let (user_id, nick) = match req.role.as_deref().unwrap_or("viewer") {
         "viewer" => {
@@ -153,10 +255,32 @@ async fn demo_guest(State(state): State<Shared>, body: axum::body::Bytes) -> Res
             let nick = req.nick.filter(|n| !n.is_empty()).unwrap_or_else(|| format!("Guest {}", &id[6..]));
             (id, nick)
         }
-        "anchor" => (DEMO_ANCHOR.to_owned(), "Demo anchor".to_owned()),
+        "anchor" => {
+            // The demo room's owner can push, moderate and rename its stream: only
+            // from this machine, or with the banner's one-time code.
+            let code_ok = req.code.as_deref().is_some_and(|c| state.demo.take_code(c));
+            if !local_request(peer, &headers) && !code_ok {
+                return Err(Rejection::new(
+                    Code::NoPermission,
+                    "the demo anchor login is for this machine only, or give the one-time code the server printed \
+                     at start ({\"role\":\"anchor\",\"code\":\"…\"})",
+                )
+                .into());
+            }
+            (DEMO_ANCHOR.to_owned(), "Demo anchor".to_owned())
+        }
         other => return Err(Rejection::new(Code::InvalidParam, format!("unknown role '{other}'")).into()),
     };
     onair_core::message::check_profile_field("nick", &nick, 64)?;
+    // The machine itself (the first run's browser, the web tests) is not limited.
+    if user_id != DEMO_ANCHOR && !local_request(peer, &headers) && !state.demo.allow_guest(peer.ip()) {
+        metrics::counter!("onair_demo_guests_refused_total").increment(1);
+        return Err(Rejection::new(
+            Code::SenderLimit,
+            format!("too many guest logins from your address (at most {} a minute)", state.demo.per_minute),
+        )
+        .into());
+    }
     if state.app.admins.contains(&user_id) {
         return Err(Rejection::new(Code::NoPermission, "that account is an app admin").into());
     }
@@ -190,19 +314,16 @@ fn stream_of(state: &Shared, room_id: &str) -> Result<String, ApiError> {
 /// streaming service's `txSecret`/`txTime` signature), owner/admin only. Signed like
 /// co-host URLs: the media push key on this server's RTMP address,
 /// `push_valid_secs`.
-async fn push_url(
-    State(state): State<Shared>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+async fn push_url(State(state): State<Shared>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     caller.must_manage(&*state.hub.get(&id)?)?;
     let stream = stream_of(&state, &id)?;
     let (key, base) = push_signing(&state);
     let expire_at = onair_shell::now_secs() + state.cfg.live.push_valid_secs;
     let tx_time = format!("{expire_at:X}");
     let secret = onair_auth::tx_secret(&key, &stream, &tx_time);
-    let server = format!("{}/", public_base(&base, &headers).trim_end_matches('/'));
+    // The configured public host (`[media] public_host`), never the request's Host
+    // header: a URL that carries a signature must not point wherever a client says.
+    let server = format!("{}/", base.trim_end_matches('/'));
     let key = format!("{stream}?txSecret={secret}&txTime={tx_time}");
     Ok(Json(json!({
         "stream": stream,
@@ -227,25 +348,6 @@ fn push_signing(state: &Shared) -> (String, String) {
     (media.push_key().to_owned(), format!("rtmp://{}:{port}/{}", state.cfg.media.public_host, media.rtmp.app))
 }
 
-/// `base` with a loopback host replaced by the host the browser used: the server may
-/// listen on all interfaces while the config names 127.0.0.1, and OBS runs where the
-/// browser does, not on the server.
-fn public_base(base: &str, headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
-        .filter(|h| !h.is_empty());
-    for loopback in ["127.0.0.1", "localhost", "0.0.0.0"] {
-        if let (Some(host), Some((scheme, rest))) = (host, base.split_once("://"))
-            && (rest.starts_with(&format!("{loopback}:")) || rest.starts_with(&format!("{loopback}/")))
-        {
-            return format!("{scheme}://{host}{}", &rest[loopback.len()..]);
-        }
-    }
-    base.to_owned()
-}
-
 /// The config as the admin console shows it, without secrets.
 async fn admin_config(State(state): State<Shared>, _a: Admin) -> Response {
     let mut cfg = serde_json::to_value(&state.cfg).unwrap_or_default();
@@ -254,8 +356,9 @@ async fn admin_config(State(state): State<Shared>, _a: Admin) -> Response {
 }
 
 /// Replaces every non-empty string under a key that names a secret (`…key`, `…token`,
-/// `…secret…`, `…password…`) with `(set)`, at any depth: sections added later (media
-/// keys, callback tokens) are covered without a list to keep up to date.
+/// `…secret…`, `…password…`) with `(set)`, and hides the credentials inside every URL
+/// (see [`onair_shell::redact_url`]), at any depth: sections added later (media keys,
+/// callback tokens) are covered without a list to keep up to date.
 fn redact(v: &mut Value) {
     match v {
         Value::Object(map) => {
@@ -269,6 +372,9 @@ fn redact(v: &mut Value) {
                             *s = "(set)".into();
                         }
                     }
+                    // URLs (`cluster.redis`, `callback.url`, `media.callback_url`,
+                    // `store.url`, …) may carry `user:password@` or `?auth=` tokens.
+                    Value::String(s) if s.contains("://") => *s = onair_shell::redact_url(s),
                     _ => redact(item),
                 }
             }
@@ -311,15 +417,21 @@ pub async fn demo_setup(state: &Shared) -> anyhow::Result<()> {
 }
 
 /// The lines the start banner prints for the web app.
-pub fn banner(state: &Shared, base: &str, admin: &str, admin_sig: &str) -> String {
+pub fn banner(state: &Shared, base: &str, admin: &str, admin_sig: Option<&str>) -> String {
     let room = state.hub.list().first().map(|r| r.profile().id.clone());
     let mut out = String::new();
     if let Some(room) = room {
         out.push_str(&format!("\n  watch page      {base}/room/{room}\n  studio          {base}/studio/{room}"));
     }
-    out.push_str(&format!("\n  admin console   {base}/admin#identifier={admin}&usersig={admin_sig}"));
+    match admin_sig {
+        Some(sig) => out.push_str(&format!("\n  admin console   {base}/admin#identifier={admin}&usersig={sig}")),
+        None => out.push_str(&format!("\n  admin console   {base}/admin")),
+    }
     if demo_enabled(state) {
         out.push_str("\n  demo mode       on: guest logins for anyone (off: `[demo] enabled = false` or ONAIR_DEMO__ENABLED=false)");
+        if let Some(code) = state.demo.anchor_code() {
+            out.push_str(&format!("\n  demo anchor     from this machine, or elsewhere once with code {code}"));
+        }
     }
     out
 }

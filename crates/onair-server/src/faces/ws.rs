@@ -129,10 +129,12 @@ struct Conn {
 impl Conn {
     fn new(state: Shared, client_ip: String) -> Conn {
         let id = state.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let outbox = Arc::new(Outbox::new(
-            state.cfg.chat.outbox_frames,
-            Duration::from_millis(state.cfg.chat.slow_consumer_grace_ms),
-        ));
+        let limits = onair_hub::outbox::OutboxLimits {
+            frames: state.cfg.chat.outbox_frames,
+            bytes: state.cfg.chat.outbox_bytes,
+            grace: Duration::from_millis(state.cfg.chat.slow_consumer_grace_ms),
+        };
+        let outbox = Outbox::with_budget(limits, Some(state.outbox_budget.clone()));
         Conn { state, id, client_ip, outbox, login: None, rooms: Vec::new() }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod serve;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -34,6 +35,7 @@ pub fn router(state: Shared) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), load_named_room))
         .layer(axum::middleware::from_fn(cors))
+        .layer(axum::middleware::from_fn(no_store))
         .with_state(state)
 }
 
@@ -118,6 +120,20 @@ fn percent_decode(raw: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// API answers carry credentials (push URLs, guest logins, wallets, UserSigs in the
+/// admin console's calls): no cache, shared or private, may keep them. Answers that
+/// chose their own caching (the public gift catalog, media files) keep it.
+async fn no_store(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let api = req.uri().path().starts_with("/api/") || req.uri().path().starts_with("/v4/");
+    let mut response = next.run(req).await;
+    if api && !response.headers().contains_key(axum::http::header::CACHE_CONTROL) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 /// The OpenAPI document of the native API (kept in docs/, embedded at build time).

@@ -48,6 +48,12 @@ pub fn reserved_port() -> u16 {
     }
 }
 
+/// The binary under test: this build's, or `ONAIR_TEST_BIN` (e.g. an older build, to
+/// show that a new test fails without the change it covers).
+pub fn onair_bin() -> String {
+    std::env::var("ONAIR_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_onair").to_owned())
+}
+
 /// Unix seconds now.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
@@ -77,6 +83,8 @@ pub struct Server {
     /// The RTMP listener's port (the harness puts it on a free port).
     pub rtmp_port: u16,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Everything the server printed on stdout (the banner).
+    stdout: Arc<Mutex<Vec<String>>>,
     env: Vec<(String, String)>,
     /// The PostgreSQL database this server uses, when `ONAIR_TEST_STORE=postgres`.
     pg: Option<onair_store::test_util::ScratchPostgres>,
@@ -143,6 +151,7 @@ impl Server {
             port: 0,
             rtmp_port: 0,
             stderr: Arc::new(Mutex::new(Vec::new())),
+            stdout: Arc::new(Mutex::new(Vec::new())),
             env,
             pg,
         };
@@ -151,7 +160,7 @@ impl Server {
     }
 
     async fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
+        let mut child = Command::new(onair_bin())
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
@@ -176,8 +185,10 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut rtmp_port = 0;
+        let out = self.stdout.clone();
         let port = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("read stdout") {
+                out.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.strip_prefix("rtmp listening on rtmp://127.0.0.1:") {
                     rtmp_port = rest.trim().parse::<u16>().expect("rtmp port");
                 }
@@ -192,7 +203,12 @@ impl Server {
         .await
         .expect("onair did not print its listening line within 30 s");
         // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let out = self.stdout.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                out.lock().unwrap().push(line);
+            }
+        });
         self.port = port;
         self.rtmp_port = rtmp_port;
         self.child = Some(child);
@@ -231,6 +247,11 @@ impl Server {
 
     pub fn config_path(&self) -> &std::path::Path {
         &self.config
+    }
+
+    /// Stdout so far (every start's banner).
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
     }
 
     pub fn stderr(&self) -> Vec<String> {
