@@ -86,6 +86,8 @@ for i in $(seq "$nodes"); do
 data_dir = "$data"
 [http]
 listen = "127.0.0.1:$port"
+# Every load client connects from 127.0.0.1: no per-address cap.
+max_connections_per_ip = 0
 [app]
 sdkappid = $SDKAPPID
 secret_key = "$SECRET"

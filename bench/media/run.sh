@@ -26,6 +26,8 @@ onair-*)
 data_dir = "$dir"
 [http]
 listen = "127.0.0.1:$HTTP_PORT"
+# Every load client connects from 127.0.0.1: no per-address cap.
+max_connections_per_ip = 0
 [rtmp]
 listen = "127.0.0.1:$RTMP_PORT"
 auth = false
