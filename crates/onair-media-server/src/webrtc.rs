@@ -483,9 +483,8 @@ impl WebRtc {
             return None;
         }
         let s = self.svc.registry.get(stream)?;
-        if s.stats(0).audio_codec.is_none() {
-            return None;
-        }
+        // Only streams with AAC have anything to bridge.
+        s.stats(onair_shell::now_ms()).audio_codec?;
         let mut bridged = self.bridged.lock();
         if let Some(tx) = bridged.get(stream) {
             return Some(tx.subscribe());

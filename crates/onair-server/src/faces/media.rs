@@ -59,15 +59,15 @@ fn refuse(status: u16, message: &str) -> Response {
 }
 
 /// The offer of a WHIP/WHEP `POST`: `application/sdp` (415 otherwise), UTF-8 (400).
-fn sdp_offer(headers: &HeaderMap, body: &Bytes) -> Result<String, Response> {
+fn sdp_offer(headers: &HeaderMap, body: &Bytes) -> Result<String, (u16, String)> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/sdp") {
-        return Err(refuse(415, &format!("Content-Type must be application/sdp, not {ct:?}")));
+        return Err((415, format!("Content-Type must be application/sdp, not {ct:?}")));
     }
     match std::str::from_utf8(body) {
         Ok(s) => Ok(s.to_string()),
-        Err(_) => Err(refuse(400, "malformed SDP offer: not UTF-8")),
+        Err(_) => Err((400, "malformed SDP offer: not UTF-8".into())),
     }
 }
 
@@ -100,7 +100,7 @@ async fn whip(
     let Some(w) = &state.webrtc else { return no_webrtc() };
     let offer = match sdp_offer(&headers, &body) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err((status, why)) => return refuse(status, &why),
     };
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -124,7 +124,7 @@ async fn whep(
     let Some(w) = &state.webrtc else { return no_webrtc() };
     let offer = match sdp_offer(&headers, &body) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err((status, why)) => return refuse(status, &why),
     };
     match w.whep(&stream, query.as_deref().unwrap_or(""), &offer, peer.ip()).await {
         Ok(a) => created(w, a),
