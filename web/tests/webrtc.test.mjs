@@ -2,7 +2,9 @@
 // over WHIP to the real `onair` binary; another context plays the stream over WHEP and
 // decodes frames (`getStats` framesDecoded rising); ffprobe reads the same stream over
 // HTTP-FLV with H.264 and AAC (the Opus → AAC bridge). Then an ffmpeg RTMP push plays
-// over WHEP in the browser (AAC → Opus for its audio).
+// over WHEP in the browser (AAC → Opus for its audio). Last, the UI: the studio's "Go
+// live from this browser" publishes the demo room over WHIP and the watch page plays it
+// with `?player=whep`.
 //
 // ONAIR_BIN overrides the binary (default: $CARGO_TARGET_DIR or target, /debug/onair).
 
@@ -37,7 +39,7 @@ before(async () => {
   const cfg = join(dir, 'onair.toml');
   const [http, rtmp] = [await freePort(), await freePort()];
   // Every interface: Chromium gathers no loopback candidates of its own.
-  writeFileSync(cfg, `data_dir = ${JSON.stringify(join(dir, 'data'))}\n[http]\nlisten = "127.0.0.1:${http}"\n` +
+  writeFileSync(cfg, `data_dir = ${JSON.stringify(join(dir, 'data'))}\n[demo]\nenabled = true\n[http]\nlisten = "127.0.0.1:${http}"\n` +
     `[rtmp]\nlisten = "127.0.0.1:${rtmp}"\n[webrtc]\nlisten = "0.0.0.0:0"\n`);
   server = spawn(bin, ['serve', '--config', cfg], { env: { ...process.env, ONAIR_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = createInterface({ input: server.stdout });
@@ -185,4 +187,54 @@ test('an ffmpeg RTMP push plays over WHEP in chromium', { skip: !haveFfmpeg && '
   } finally {
     ff.kill('SIGKILL');
   }
+});
+
+test('the studio goes live from the browser over WHIP; the watch page plays it over WHEP', async () => {
+  const ctx = await browser.newContext();
+  const st = await ctx.newPage();
+  const errors = [];
+  st.on('pageerror', (e) => errors.push(e.message));
+  await st.goto(`${base}/studio/demo`);
+  await st.click('#demoLogin');
+  await st.locator('#console').waitFor({ state: 'visible', timeout: 20000 });
+  await st.selectOption('#webSize', '360');
+  await st.click('#webLive');
+  await st.locator('#webStats', { hasText: 'connected' }).waitFor({ timeout: 20000 });
+  await st.locator('#webStop').waitFor({ state: 'visible' });
+  await waitLive('demo');
+
+  const vctx = await browser.newContext();
+  const v = await vctx.newPage();
+  v.on('pageerror', (e) => errors.push(e.message));
+  await v.goto(`${base}/room/demo?player=whep`);
+  await v.waitForFunction(() => window.player?.mode === 'whep' && window.player.pc, null, { timeout: 20000 });
+  const frames = () => v.evaluate(async () => {
+    let n = 0;
+    (await window.player.pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') n = s.framesDecoded ?? 0;
+    });
+    return n;
+  });
+  const deadline = Date.now() + 15000;
+  while ((await frames()) === 0) {
+    assert.ok(Date.now() < deadline, `the watch page decodes no frame; log ${JSON.stringify(await v.evaluate(() => window.player.log))}`);
+    await v.waitForTimeout(200);
+  }
+  const a = await frames();
+  await v.waitForTimeout(1500);
+  const b = await frames();
+  console.log(`studio WHIP → watch page WHEP: framesDecoded ${a} → ${b}`);
+  assert.ok(b > a + 10, `framesDecoded rises: ${a} → ${b}`);
+  const stats = await st.locator('#webStats').textContent();
+  assert.match(stats, /kbit\/s/, stats);
+
+  await st.click('#webStop');
+  const end = Date.now() + 10000;
+  while ((await fetch(`${base}/api/v1/streams/demo`)).status !== 404) {
+    assert.ok(Date.now() < end, 'Stop ends the stream');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.deepEqual(errors, [], 'no uncaught errors');
+  await ctx.close();
+  await vctx.close();
 });

@@ -209,6 +209,8 @@ async fn push_url(
         "server": server,
         "streamKey": key,
         "url": format!("{server}{key}"),
+        // The same signature works for WHIP (publishing from a browser) on this server.
+        "whip": format!("/whip/{key}"),
         "expireAt": expire_at,
     }))
     .into_response())
