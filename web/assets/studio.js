@@ -152,6 +152,9 @@ async function webLive() {
       if (track.kind === 'video') {
         const params = t.sender.getParameters();
         params.encodings = [{ maxBitrate: Number($('webKbps').value) * 1000 }];
+        // A new resolution is a new SPS, which LL-HLS/fMP4 (one init segment per
+        // publish) cannot follow: let the browser drop frames rather than pixels.
+        params.degradationPreference = 'maintain-resolution';
         await t.sender.setParameters(params).catch(() => {});
       }
     }
