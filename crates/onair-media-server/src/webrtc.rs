@@ -167,6 +167,10 @@ pub struct WebRtc {
 
 /// Opus packets kept for a slow WHEP player before it skips (~2.5 s).
 const OPUS_RING: usize = 128;
+/// How long a WHIP publisher's video waits for its audio's AAC configuration.
+const AUDIO_CONFIG_WAIT: Duration = Duration::from_secs(3);
+/// Video frames held meanwhile at most (3 s of 60 fps with room to spare).
+const HOLD_MAX_FRAMES: usize = 256;
 /// Least time between two GOP-cache restarts of one WHEP player.
 const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
 
@@ -306,7 +310,8 @@ impl WebRtc {
         let key = StreamKey { name: stream.to_string(), query };
         // Credentials first: an unauthorised client learns nothing about the offer.
         self.svc.check_push(&key).map_err(|e| Refused::new(401, format!("bad signature: {e}")))?;
-        sdp::validate_offer(offer, Role::Publish).map_err(|e| Refused::new(e.http_status(), e.to_string()))?;
+        let summary =
+            sdp::validate_offer(offer, Role::Publish).map_err(|e| Refused::new(e.http_status(), e.to_string()))?;
         let live = self.svc.begin_publish(&key, client_ip.to_string()).map_err(|e| match e {
             PublishRefused::BadName => Refused::new(404, e.to_string()),
             PublishRefused::BadSignature(_) => Refused::new(401, e.to_string()),
@@ -322,7 +327,7 @@ impl WebRtc {
         let id = published.id;
         let res = resource.clone();
         self.tasks.spawn(async move {
-            me.run_publisher(live, published.frames, opus_tx.clone(), id).await;
+            me.run_publisher(live, published.frames, opus_tx.clone(), id, summary.has_audio()).await;
             let mut m = me.whip_opus.lock();
             if m.get(&name).is_some_and(|t| t.same_channel(&opus_tx)) {
                 m.remove(&name);
@@ -339,6 +344,7 @@ impl WebRtc {
         mut frames: onair_webrtc::IngestStream,
         opus_tx: OpusTx,
         id: SessionId,
+        has_audio: bool,
     ) {
         let mut bridge = if self.ffmpeg {
             match AudioBridge::spawn(BridgeKind::OpusToAac, &self.settings.ffmpeg, self.settings.audio_kbps) {
@@ -352,11 +358,22 @@ impl WebRtc {
             None
         };
         let mut reason = (EndReason::Closed, "WebRTC session closed".to_string());
+        // Video waits (bounded) for the bridge's AAC configuration: LL-HLS and the
+        // recorder fix their tracks from the configurations known when the first frames
+        // arrive, and the AAC one comes out of ffmpeg a few hundred ms after the video.
+        let mut hold_until = (has_audio && bridge.is_some()).then(|| Instant::now() + AUDIO_CONFIG_WAIT);
+        let mut held: Vec<(u32, Bytes)> = Vec::new();
         loop {
             tokio::select! {
                 f = frames.recv() => match f {
                     Some(IngestFrame::Video { timestamp, body }) => {
-                        if let Err(e) = live.ingest(TrackKind::Video, timestamp, body) {
+                        if hold_until.is_some_and(|t| Instant::now() < t) && held.len() < HOLD_MAX_FRAMES {
+                            held.push((timestamp, body));
+                            continue;
+                        }
+                        hold_until = None;
+                        held.push((timestamp, body));
+                        if let Err(e) = ingest_video(&mut live, &mut held) {
                             reason = (EndReason::ProtocolError, format!("unsupported video: {e}"));
                             self.engine.close(id).await;
                             break;
@@ -378,10 +395,17 @@ impl WebRtc {
                             tracing::warn!(stream = %live.stream().name, error = %e, "bridged audio refused; audio off");
                             bridge = None;
                         }
+                        hold_until = None;
+                        if let Err(e) = ingest_video(&mut live, &mut held) {
+                            reason = (EndReason::ProtocolError, format!("unsupported video: {e}"));
+                            self.engine.close(id).await;
+                            break;
+                        }
                     }
                     None => {
                         tracing::warn!(stream = %live.stream().name, "audio bridge ended; audio off");
                         bridge = None;
+                        hold_until = None;
                     }
                 },
                 _ = self.shutdown.cancelled() => break,
@@ -549,6 +573,17 @@ impl WebRtc {
             metrics::gauge!("onair_webrtc_plis", "direction" => "sent").set(plis_tx as f64);
         }
     }
+}
+
+/// Ingests the held video frames in order (emptying `held`).
+fn ingest_video(
+    live: &mut crate::publish::LivePublish,
+    held: &mut Vec<(u32, Bytes)>,
+) -> Result<(), onair_media::flv::FlvError> {
+    for (timestamp, body) in held.drain(..) {
+        live.ingest(TrackKind::Video, timestamp, body)?;
+    }
+    Ok(())
 }
 
 fn role_label(r: Role) -> &'static str {

@@ -1,6 +1,7 @@
 //! WebRTC against the real `onair` binary, with real peers on both ends:
 //! - GStreamer's webrtcbin (not our stack) publishes over WHIP; ffprobe reads the same
-//!   stream over HTTP-FLV with H.264 video and AAC audio (the Opus → AAC bridge), and the
+//!   stream over HTTP-FLV and LL-HLS with H.264 video and AAC audio (the Opus → AAC
+//!   bridge), and the
 //!   stream API shows it live with its WebRTC session.
 //! - An ffmpeg RTMP push plays over WHEP in a str0m player: H.264 from a keyframe on,
 //!   and Opus from the shared AAC → Opus bridge.
@@ -137,7 +138,7 @@ fn gst_python() -> Option<&'static str> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gstreamer_whip_publish_plays_over_flv_with_aac() {
+async fn gstreamer_whip_publish_plays_over_flv_and_hls_with_aac() {
     if !have_ffmpeg() {
         return;
     }
@@ -185,6 +186,20 @@ async fn gstreamer_whip_publish_plays_over_flv_with_aac() {
     let video = p.streams.iter().find(|x| x["codec_name"] == "h264").unwrap();
     assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(320), Some(240)));
     assert!(s.metrics().await.contains("onair_webrtc_sessions"), "webrtc gauges in /metrics");
+    // And over LL-HLS (fMP4): the same two tracks.
+    let hls = format!("http://127.0.0.1:{}/live/{name}.m3u8", s.port);
+    let out = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", &hls])
+        .output()
+        .await
+        .unwrap();
+    // ffprobe lists the HLS program's streams and the streams: one of each kind.
+    let mut hls_codecs: Vec<String> =
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
+    hls_codecs.sort();
+    hls_codecs.dedup();
+    eprintln!("LL-HLS of the WHIP stream: {hls_codecs:?}");
+    assert_eq!(hls_codecs, ["aac", "h264"], "{}", String::from_utf8_lossy(&out.stderr));
 
     let status =
         tokio::time::timeout(Duration::from_secs(30), publisher.wait()).await.expect("publisher ends").unwrap();
