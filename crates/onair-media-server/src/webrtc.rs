@@ -8,7 +8,9 @@
 //!   to the engine. One task per publisher moves its frames: video tags straight into
 //!   `LivePublish::ingest`, Opus into an `OpusToAac` bridge whose AAC tags are ingested
 //!   as audio (FLV/RTMP/HLS players and the recorder have no Opus), and into a small
-//!   per-stream broadcast so WHEP players of a WHIP stream get Opus untouched.
+//!   per-stream broadcast so WHEP players of a WHIP stream get Opus untouched. Video
+//!   waits (bounded) for the first AAC configuration, so LL-HLS and the recorder, which
+//!   fix their tracks at the first frames, get both.
 //! - **WHEP**: [`WebRtc::whep`] opens the stream with [`MediaService::open`]
 //!   (`Protocol::WebRtc`, counted) and turns the subscription into the engine's
 //!   `FrameSource`: video tags with their dts, `Recv::Skipped` → `PlayFrame::Gap`; audio
