@@ -93,6 +93,8 @@ sdkappid = $SDKAPPID
 secret_key = "$SECRET"
 [rtmp]
 listen = ""
+[webrtc]
+enabled = false
 [chat]
 # The senders repeat one text at 10 msgs/s each: per-user limits would refuse that.
 user_rate_per_sec = 0

@@ -19,6 +19,7 @@ for i in 1 2 3; do
   ONAIR_DATA_DIR="$work/node$i" \
   ONAIR_HTTP__LISTEN="127.0.0.1:808$i" \
   ONAIR_RTMP__LISTEN="127.0.0.1:193$((5 + i))" \
+  ONAIR_WEBRTC__LISTEN="0.0.0.0:$((8188 + i))" \
   ONAIR_STORE__URL="$PG/$DB" \
   ONAIR_CLUSTER__REDIS="$REDIS" \
   ONAIR_CLUSTER__PREFIX="onair-example" \

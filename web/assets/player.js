@@ -5,8 +5,11 @@
 //     when that stream is not there, MediaSource fed from the fMP4 HLS playlist.
 //  2. The browser's own HLS (`/live/{stream}.m3u8`) only where there is no MediaSource
 //     at all (iOS Safari before 17.1): whole segments, several seconds behind.
-// `?player=mse|hls` in the page URL forces one. A WebRTC (WHEP) mode slots in as one
-// more entry of MODES, tried first once the server has a WHEP endpoint.
+// `?player=mse|hls|whep` in the page URL forces one. WebRTC (WHEP, `POST /whep/{stream}`:
+// sub-second, the server's GOP cache or a PLI gives the first keyframe at once) is the
+// first entry of MODES but taken only when asked for (`?player=whep`) until it has
+// proven itself on more networks than loopback: a UDP port behind a firewall would
+// leave viewers with nothing, where the HTTP modes always work.
 // Replay: the recording's VOD HLS the same way (MediaSource first).
 
 const HLS_MIME = 'application/vnd.apple.mpegurl';
@@ -53,6 +56,7 @@ export function mediaSourceClass() {
  * `mse` when the server offers it (the room or `/live/{s}.json` will say so).
  */
 export const MODES = [
+  { name: 'whep', available: (p) => !!globalThis.RTCPeerConnection && p.wantsWhep === true, play: (p, stream, gen) => p.playWhep(stream, gen) },
   { name: 'mse', available: () => !!mediaSourceClass(), play: (p, stream, gen) => p.playMse(stream, gen) },
   { name: 'hls', available: (p) => !!p.video.canPlayType(HLS_MIME), play: (p, stream, gen) => p.playNativeHls(stream, gen) },
 ];
@@ -86,6 +90,11 @@ export class Player {
     this.checkStreams = true;
     /** Recent decisions and errors, for debugging (`player.log`). */
     this.log = [];
+    /** WebRTC only when the page URL asks for it (see MODES). */
+    this.wantsWhep = typeof location !== 'undefined' && new URLSearchParams(location.search).get('player') === 'whep';
+    /** The WHEP session: its peer connection and resource URL (DELETEd on reset). */
+    this.pc = null;
+    this.whepLocation = null;
   }
 
   note(msg) {
@@ -151,6 +160,42 @@ export class Player {
     this.autoplay();
   }
 
+  /** WebRTC (WHEP): one peer connection receiving H.264 + Opus. @param {string} stream @param {number} gen */
+  async playWhep(stream, gen) {
+    this.onStatus('connecting');
+    this.note(`live ${stream}: WebRTC (WHEP)`);
+    try {
+      const pc = new RTCPeerConnection();
+      this.pc = pc;
+      pc.addTransceiver('video', { direction: 'recvonly' });
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      const media = new MediaStream();
+      pc.addEventListener('track', (e) => media.addTrack(e.track));
+      await pc.setLocalDescription(await pc.createOffer());
+      const res = await fetch(`${this.base}/whep/${encodeURIComponent(stream)}`, {
+        method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp,
+      });
+      const answer = await res.text();
+      if (res.status !== 201) throw Object.assign(new Error(`WHEP ${res.status}: ${answer}`), { status: res.status });
+      if (gen !== this.gen) return;
+      this.whepLocation = new URL(res.headers.get('location'), this.base || location.href).href;
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+      pc.addEventListener('connectionstatechange', () => {
+        if (gen !== this.gen || !['failed', 'closed'].includes(pc.connectionState)) return;
+        this.note(`WHEP ${pc.connectionState}`);
+        this.onStatus('waiting for the stream…');
+        this.retry(gen, () => this.playLive(stream));
+      });
+      this.video.srcObject = media;
+      this.autoplay();
+    } catch (e) {
+      if (gen !== this.gen) return;
+      this.note(`WHEP failed: ${e.message || e}`);
+      this.onStatus('waiting for the stream…');
+      this.retry(gen, () => this.playLive(stream));
+    }
+  }
+
   /** Live fMP4 over MediaSource; the fMP4 HLS playlist over MediaSource if that fails with 404. */
   playMse(stream, gen) {
     const enc = encodeURIComponent(stream);
@@ -201,7 +246,14 @@ export class Player {
     clearInterval(this.edgeTimer);
     this.abort?.abort();
     this.abort = null;
+    if (this.pc) {
+      this.pc.close();
+      this.pc = null;
+      if (this.whepLocation) fetch(this.whepLocation, { method: 'DELETE', keepalive: true }).catch(() => {});
+      this.whepLocation = null;
+    }
     const v = this.video;
+    if (v.srcObject) v.srcObject = null;
     v.pause();
     v.removeAttribute('src');
     v.load();

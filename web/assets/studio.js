@@ -128,6 +128,99 @@ async function loadPush() {
   }
 }
 
+// ---- go live from this browser (WHIP) ----
+const web = { pc: null, media: null, location: null, timer: null, last: null };
+
+async function webLive() {
+  if (web.pc) return;
+  $('webLive').disabled = true;
+  try {
+    const p = await onair.api('GET', `/api/v1/rooms/${encodeURIComponent(roomId)}/push-url`);
+    if (!p.whip) throw new Error('this server has no WHIP endpoint');
+    const height = Number($('webSize').value);
+    const video = { height: { ideal: height }, width: { ideal: Math.round((height * 16) / 9) }, frameRate: { ideal: 30 } };
+    const media = $('webSource').value === 'screen'
+      ? new MediaStream([...(await navigator.mediaDevices.getDisplayMedia({ video })).getVideoTracks(), ...(await navigator.mediaDevices.getUserMedia({ audio: true })).getAudioTracks()])
+      : await navigator.mediaDevices.getUserMedia({ video, audio: true });
+    web.media = media;
+    $('webPreview').srcObject = media;
+    $('webPreview').classList.remove('hidden');
+    const pc = new RTCPeerConnection();
+    web.pc = pc;
+    for (const track of media.getTracks()) {
+      const t = pc.addTransceiver(track, { direction: 'sendonly' });
+      if (track.kind === 'video') {
+        const params = t.sender.getParameters();
+        params.encodings = [{ maxBitrate: Number($('webKbps').value) * 1000 }];
+        // A new resolution is a new SPS, which LL-HLS/fMP4 (one init segment per
+        // publish) cannot follow: let the browser drop frames rather than pixels.
+        params.degradationPreference = 'maintain-resolution';
+        await t.sender.setParameters(params).catch(() => {});
+      }
+    }
+    await pc.setLocalDescription(await pc.createOffer());
+    const res = await fetch(p.whip, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+    const text = await res.text();
+    if (res.status !== 201) throw new Error(`WHIP ${res.status}: ${text}`);
+    web.location = res.headers.get('location');
+    await pc.setRemoteDescription({ type: 'answer', sdp: text });
+    pc.addEventListener('connectionstatechange', () => {
+      if (pc.connectionState === 'failed') {
+        toast('The browser stream was cut', 'error');
+        webStop();
+      }
+    });
+    $('webLive').classList.add('hidden');
+    $('webStop').classList.remove('hidden');
+    web.timer = setInterval(webStats, 1000);
+    toast('Live from this browser');
+  } catch (e) {
+    toast(`Cannot go live from the browser: ${e.message}`, 'error');
+    webStop();
+  } finally {
+    $('webLive').disabled = false;
+  }
+}
+
+async function webStats() {
+  if (!web.pc) return;
+  let bytes = 0, rtt = null, fps = null, w = null, h2 = null;
+  (await web.pc.getStats()).forEach((s) => {
+    if (s.type === 'outbound-rtp' && s.kind === 'video') {
+      bytes = s.bytesSent ?? 0;
+      fps = s.framesPerSecond ?? null;
+      w = s.frameWidth ?? null;
+      h2 = s.frameHeight ?? null;
+    }
+    if (s.type === 'candidate-pair' && s.nominated && s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
+  });
+  const now = performance.now();
+  const kbps = web.last ? Math.round(((bytes - web.last.bytes) * 8) / (now - web.last.at)) : 0;
+  web.last = { bytes, at: now };
+  const parts = [`${web.pc.connectionState}`, `${kbps} kbit/s`];
+  if (w) parts.push(`${w}×${h2}`);
+  if (fps) parts.push(`${Math.round(fps)} fps`);
+  if (rtt !== null) parts.push(`RTT ${Math.round(rtt * 1000)} ms`);
+  $('webStats').textContent = parts.join(' · ');
+}
+
+async function webStop() {
+  clearInterval(web.timer);
+  if (web.location) fetch(web.location, { method: 'DELETE', keepalive: true }).catch(() => {});
+  web.pc?.close();
+  for (const t of web.media?.getTracks() ?? []) t.stop();
+  Object.assign(web, { pc: null, media: null, location: null, timer: null, last: null });
+  $('webPreview').srcObject = null;
+  $('webPreview').classList.add('hidden');
+  $('webStats').textContent = '';
+  $('webLive').classList.remove('hidden');
+  $('webStop').classList.add('hidden');
+}
+$('webLive').addEventListener('click', webLive);
+$('webStop').addEventListener('click', webStop);
+// Leaving the page ends the session at once (else the server notices within 30 s).
+window.addEventListener('pagehide', () => { if (web.location) webStop(); });
+
 // ---- chat with moderation ----
 function line(m) {
   return messageLine(m, {

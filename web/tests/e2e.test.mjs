@@ -43,7 +43,7 @@ async function startServer() {
   const [http, rtmp] = [await freePort(), await freePort()];
   writeFileSync(cfgPath, `data_dir = ${JSON.stringify(join(dir, 'data'))}\n[demo]\nenabled = true\n[http]\nlisten = "127.0.0.1:${http}"\n` +
     `[chat]\nflood_max_repeats = 0\n[live]\npause_grace_secs = 3\n` +
-    `[rtmp]\nlisten = "127.0.0.1:${rtmp}"\n[media]\nhls_part_ms = 500\n`);
+    `[rtmp]\nlisten = "127.0.0.1:${rtmp}"\n[webrtc]\nlisten = "127.0.0.1:0"\n[media]\nhls_part_ms = 500\n`);
   return spawnServer();
 }
 

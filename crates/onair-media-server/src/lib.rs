@@ -16,6 +16,8 @@
 //! * [`renditions`]: ffmpeg children publishing lower renditions back as streams.
 //! * [`hooks`]: stream callbacks to the business backend in the streaming service's
 //!   format, and the [`StreamObserver`] the room layer implements.
+//! * [`webrtc`]: WHIP publish and WHEP play (the `onair-webrtc` engine wired to the
+//!   registry, the audio bridges, per-stream session stats).
 //! * [`edge`]: with `[media] origin`, streams this node does not have are pulled from
 //!   the origin on the first viewer ([`MediaService::want`], the one path every
 //!   protocol opens a stream through).
@@ -28,6 +30,7 @@ pub mod registry;
 pub mod renditions;
 pub mod reply;
 pub mod rtmp;
+pub mod webrtc;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -100,14 +100,21 @@ pub enum Protocol {
     Hls,
     /// An edge node relaying the stream (its pull over HTTP-FLV, see `media::edge`).
     Relay,
+    /// A WebRTC (WHEP) player (see `webrtc`).
+    WebRtc,
     /// An internal consumer (a muxer, a recorder): not a viewer.
     Internal,
 }
 
 impl Protocol {
     /// All counted protocols with their label.
-    pub const COUNTED: [(Protocol, &'static str); 4] =
-        [(Protocol::Rtmp, "rtmp"), (Protocol::HttpFlv, "flv"), (Protocol::Hls, "hls"), (Protocol::Relay, "relay")];
+    pub const COUNTED: [(Protocol, &'static str); 5] = [
+        (Protocol::Rtmp, "rtmp"),
+        (Protocol::HttpFlv, "flv"),
+        (Protocol::Hls, "hls"),
+        (Protocol::Relay, "relay"),
+        (Protocol::WebRtc, "webrtc"),
+    ];
 
     /// The metrics label (`internal` for internal consumers).
     pub fn label(self) -> &'static str {
@@ -120,6 +127,7 @@ impl Protocol {
             Protocol::HttpFlv => Some(1),
             Protocol::Hls => Some(2),
             Protocol::Relay => Some(3),
+            Protocol::WebRtc => Some(4),
             Protocol::Internal => None,
         }
     }
@@ -163,7 +171,7 @@ pub struct Stream {
     /// Publish session facts.
     pub info: PublishInfo,
     state: Mutex<StreamState>,
-    viewers: [AtomicU64; 4],
+    viewers: [AtomicU64; 5],
     bytes_out: AtomicU64,
     gop_cache: bool,
 }

@@ -49,6 +49,8 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     /// Live video: keys, GOP cache, viewer queues, stream callbacks.
     pub media: MediaConfig,
+    /// `[webrtc]`: WHIP publish and WHEP play on one UDP port.
+    pub webrtc: onair_media_server::webrtc::WebRtcSettings,
     /// `[demo]`: guest logins and a demo room for trying the web app.
     pub demo: DemoSettings,
     /// `[store]`: which database (the embedded SQLite by default, or PostgreSQL).
@@ -326,6 +328,7 @@ impl Default for Config {
             popularity: PopularitySettings::default(),
             rtmp: RtmpConfig::default(),
             media: MediaConfig::default(),
+            webrtc: Default::default(),
             demo: DemoSettings::default(),
             store: StoreSettings::default(),
             cluster: ClusterSettings::default(),

@@ -66,6 +66,9 @@ enum Command {
         /// Validity in seconds.
         #[arg(long, default_value_t = 86_400)]
         valid_secs: u64,
+        /// Print a signed WHIP URL (WebRTC publish over HTTP) instead of the RTMP one.
+        #[arg(long)]
+        whip: bool,
         /// TOML config file.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -91,8 +94,8 @@ fn main() -> anyhow::Result<()> {
         Command::Usersig { user, expire, config } => {
             runtime.block_on(usersig(Config::load(config.as_deref())?, &user, expire))
         }
-        Command::PushUrl { stream, host, valid_secs, config } => {
-            push_url(Config::load(config.as_deref())?, &stream, host, valid_secs)
+        Command::PushUrl { stream, host, valid_secs, whip, config } => {
+            push_url(Config::load(config.as_deref())?, &stream, host, valid_secs, whip)
         }
     }
 }
@@ -187,13 +190,21 @@ fn push_signer(cfg: &Config, key: String, bound: Arc<std::sync::OnceLock<String>
     })
 }
 
-fn push_url(cfg: Config, stream: &str, host: Option<String>, valid_secs: u64) -> anyhow::Result<()> {
+fn push_url(cfg: Config, stream: &str, host: Option<String>, valid_secs: u64, whip: bool) -> anyhow::Result<()> {
     anyhow::ensure!(onair_media_server::valid_stream_name(stream), "--stream must be 1-128 of A-Z a-z 0-9 - _ .");
     let key = onair_media_server::push_key(&cfg.media, &cfg.data_dir, false)?;
     let rtmp = rtmp_base(&cfg, host.as_deref());
     let host = host.unwrap_or_else(|| cfg.media.public_host.clone());
     let http_port = cfg.http.listen.rsplit(':').next().unwrap_or("8080");
-    println!("{}", onair_media_server::signed_url(&rtmp, &key, stream, "", valid_secs));
+    let http = format!("http://{host}:{http_port}");
+    if whip {
+        // The same signature as RTMP; WHIP clients that only take a bearer token can
+        // send the query part as `Authorization: Bearer txSecret=…&txTime=…`.
+        println!("{}", onair_media_server::signed_url(&format!("{http}/whip/"), &key, stream, "", valid_secs));
+        eprintln!("play (WHEP)     {http}/whep/{stream}");
+    } else {
+        println!("{}", onair_media_server::signed_url(&rtmp, &key, stream, "", valid_secs));
+    }
     let play_key = if cfg.media.play_key.is_empty() { key.clone() } else { cfg.media.play_key.clone() };
     let flv = format!("http://{host}:{http_port}/live/");
     if cfg.media.play_auth {
@@ -327,6 +338,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let hls = onair_media_server::hls::HlsHub::new(cfg.media.hls.clone(), &cfg.data_dir, media.clone()).await;
     hls.spawn(shutdown.clone(), tasks.clone());
+    let webrtc =
+        onair_media_server::webrtc::WebRtc::start(cfg.webrtc.clone(), media.clone(), shutdown.clone(), tasks.clone())
+            .await
+            .with_context(|| {
+                format!("starting WebRTC on UDP {} ([webrtc] listen; enabled = false turns it off)", cfg.webrtc.listen)
+            })?;
     let _renditions =
         onair_media_server::renditions::Renditions::start(media.clone(), shutdown.clone(), tasks.clone()).await;
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
@@ -351,6 +368,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         next_conn_id: AtomicU64::new(1),
         media,
         hls,
+        webrtc,
     });
     // Listen for SIGTERM/SIGINT before announcing the server, so a stop that comes
     // right after the "listening" line is a graceful one.
@@ -434,6 +452,7 @@ fn print_banner(state: &state::Shared, addr: std::net::SocketAddr, created: bool
          \n  health          {base}/healthz\
          \n  metrics         {base}/metrics\
          {rtmp}\
+         {webrtc}\
          {web}\
          \n\
          \nlistening on {base}",
@@ -442,7 +461,32 @@ fn print_banner(state: &state::Shared, addr: std::net::SocketAddr, created: bool
         data = state.cfg.data_dir.display(),
         port = addr.port(),
         rtmp = rtmp_banner(state, &host, addr.port(), push_created),
+        webrtc = webrtc_banner(state, &base, push_created),
     );
+}
+
+fn webrtc_banner(state: &AppState, base: &str, push_created: bool) -> String {
+    let Some(w) = &state.webrtc else { return "\n  WebRTC          off ([webrtc] enabled = false)".into() };
+    let media = &state.media;
+    // A signed WHIP URL is a push credential: printed only by the start that created
+    // the push key, like the RTMP one.
+    let whip = if !media.rtmp.auth {
+        format!("{base}/whip/test  (push auth off)")
+    } else if push_created {
+        onair_media_server::signed_url(&format!("{base}/whip/"), media.push_key(), "test", "", 86_400)
+    } else {
+        "`onair push-url --stream NAME --whip` prints a signed URL".to_owned()
+    };
+    format!(
+        "\n  WHIP publish    {whip}\
+         \n  WHEP play       {base}/whep/test\
+         \n  WebRTC UDP      {port}, announcing {candidates}\
+         \n\
+         \nwebrtc listening on udp {local}",
+        port = w.local_addr().port(),
+        candidates = w.candidates_text(),
+        local = w.local_addr(),
+    )
 }
 
 fn rtmp_banner(state: &AppState, host: &str, http_port: u16, push_created: bool) -> String {

@@ -84,6 +84,8 @@ pub struct AppState {
     pub media: Arc<onair_media_server::MediaService>,
     /// LL-HLS, live fMP4, recordings, snapshots.
     pub hls: Arc<onair_media_server::hls::HlsHub>,
+    /// WHIP/WHEP (None when `[webrtc] enabled = false`).
+    pub webrtc: Option<Arc<onair_media_server::webrtc::WebRtc>>,
 }
 
 /// The handle handlers receive.

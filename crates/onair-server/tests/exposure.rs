@@ -257,6 +257,7 @@ async fn banner_of(dir: &std::path::Path, env: &[(&str, &str)]) -> String {
         .env("ONAIR_DATA_DIR", dir)
         .env("ONAIR_HTTP__LISTEN", "127.0.0.1:0")
         .env("ONAIR_RTMP__LISTEN", "127.0.0.1:0")
+        .env("ONAIR_WEBRTC__LISTEN", "127.0.0.1:0")
         .env("ONAIR_LOG", "warn")
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())

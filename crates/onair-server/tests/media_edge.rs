@@ -408,6 +408,7 @@ async fn an_origin_that_is_the_server_itself_is_refused_at_start() {
         &config,
         format!(
             "data_dir = {:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n\
+             [webrtc]\nlisten = \"127.0.0.1:0\"\n\
              [app]\nsdkappid = {}\nsecret_key = \"{}\"\nadmins = [\"{}\"]\n\
              [media]\norigin = \"http://localhost:{port}\"\n",
             dir.path().display().to_string(),

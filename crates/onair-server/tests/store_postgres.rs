@@ -197,6 +197,7 @@ async fn an_unreachable_database_fails_the_start_clearly() {
         .env("ONAIR_DATA_DIR", dir.path())
         .env("ONAIR_HTTP__LISTEN", "127.0.0.1:0")
         .env("ONAIR_RTMP__LISTEN", "127.0.0.1:0")
+        .env("ONAIR_WEBRTC__LISTEN", "127.0.0.1:0")
         // Nothing listens on port 1.
         .env("ONAIR_STORE__URL", "postgres://onair:hunter2@127.0.0.1:1/onair")
         .kill_on_drop(true)

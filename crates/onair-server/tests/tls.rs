@@ -160,6 +160,7 @@ async fn start_fails(config: &Path) -> Option<String> {
         .arg(config)
         .env("ONAIR_LOG", "warn")
         .env("ONAIR_RTMP__LISTEN", "127.0.0.1:0")
+        .env("ONAIR_WEBRTC__LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -92,6 +92,13 @@ pub fn ffmpeg_args(kind: BridgeKind, kbps: u32) -> Vec<String> {
         ],
         // No `+nobuffer` here: ffmpeg's FLV probe then finds no audio parameters.
         BridgeKind::AacToOpus => vec![
+            // Probe little: the FLV's AAC sequence header says everything, and the
+            // default analysis held the first Opus packet back ~5 s (WHEP viewers of an
+            // RTMP stream heard nothing for that long).
+            "-analyzeduration",
+            "100000",
+            "-probesize",
+            "4096",
             "-f",
             "flv",
             "-i",

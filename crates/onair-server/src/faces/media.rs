@@ -2,6 +2,11 @@
 //! snapshot / recording files the media service answers ([`MediaReply`] rendered
 //! here), and the stream stats API (`GET /api/v1/streams`, `GET /api/v1/streams/{name}`).
 //!
+//! WebRTC: `POST /whip/{stream}` and `POST /whep/{stream}` (SDP offer in, `201` with
+//! the answer and a `Location` to `DELETE`), wired by `onair_media_server::webrtc`.
+//! `PATCH` (trickle ICE) is answered 405: the server is ICE-lite and puts its host
+//! candidates in the answer, so clients send a complete (non-trickle) offer.
+//!
 //! The stats are public like room reads: they name streams and their numbers, never
 //! the publisher's address or push URL query (which holds the signature).
 
@@ -13,7 +18,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use bytes::Bytes;
 use onair_media::flv;
 use onair_media::rtmp::StreamKey;
@@ -36,6 +41,116 @@ pub fn routes() -> Router<Shared> {
         .route("/vod/{stream}/{id}/{file}", get(vod_file))
         .route("/api/v1/streams", get(list_streams))
         .route("/api/v1/streams/{name}", get(get_stream))
+        .route("/whip/{stream}", post(whip).patch(no_trickle))
+        .route("/whip/{stream}/{id}", axum::routing::delete(whip_delete).patch(no_trickle))
+        .route("/whep/{stream}", post(whep).patch(no_trickle))
+        .route("/whep/{stream}/{id}", axum::routing::delete(whep_delete).patch(no_trickle))
+}
+
+/// A WHIP/WHEP refusal: plain text, the reason a client library shows.
+fn refuse(status: u16, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")],
+        message.to_string(),
+    )
+        .into_response()
+}
+
+/// The offer of a WHIP/WHEP `POST`: `application/sdp` (415 otherwise), UTF-8 (400).
+fn sdp_offer(headers: &HeaderMap, body: &Bytes) -> Result<String, (u16, String)> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/sdp") {
+        return Err((415, format!("Content-Type must be application/sdp, not {ct:?}")));
+    }
+    match std::str::from_utf8(body) {
+        Ok(s) => Ok(s.to_string()),
+        Err(_) => Err((400, "malformed SDP offer: not UTF-8".into())),
+    }
+}
+
+fn created(w: &onair_media_server::webrtc::WebRtc, answer: onair_media_server::webrtc::Answer) -> Response {
+    let mut b = Response::builder()
+        .status(StatusCode::CREATED)
+        .header(header::CONTENT_TYPE, "application/sdp")
+        .header(header::LOCATION, &answer.location)
+        .header(header::CACHE_CONTROL, "no-store");
+    for link in w.link_headers() {
+        b = b.header(header::LINK, link);
+    }
+    b.body(Body::from(answer.sdp)).unwrap_or_else(|_| refuse(500, "response"))
+}
+
+fn no_webrtc() -> Response {
+    refuse(503, "WebRTC is off on this server ([webrtc] enabled = false)")
+}
+
+/// `POST /whip/{stream}`: credentials as for RTMP push, in the query
+/// (`?txSecret=…&txTime=…`) or `Authorization: Bearer txSecret=…&txTime=…`.
+async fn whip(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(stream): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(w) = &state.webrtc else { return no_webrtc() };
+    let offer = match sdp_offer(&headers, &body) {
+        Ok(o) => o,
+        Err((status, why)) => return refuse(status, &why),
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    match w.whip(&stream, query.as_deref().unwrap_or(""), bearer, &offer, peer.ip()).await {
+        Ok(a) => created(w, a),
+        Err(e) => refuse(e.status, &e.message),
+    }
+}
+
+/// `POST /whep/{stream}`: plays any live stream (play signature when `play_auth`).
+async fn whep(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(stream): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(w) = &state.webrtc else { return no_webrtc() };
+    let offer = match sdp_offer(&headers, &body) {
+        Ok(o) => o,
+        Err((status, why)) => return refuse(status, &why),
+    };
+    match w.whep(&stream, query.as_deref().unwrap_or(""), &offer, peer.ip()).await {
+        Ok(a) => created(w, a),
+        Err(e) => refuse(e.status, &e.message),
+    }
+}
+
+async fn whip_delete(State(state): State<Shared>, Path((stream, id)): Path<(String, String)>) -> Response {
+    end_session(&state, &stream, &id, true).await
+}
+
+async fn whep_delete(State(state): State<Shared>, Path((stream, id)): Path<(String, String)>) -> Response {
+    end_session(&state, &stream, &id, false).await
+}
+
+/// The resource id is the capability (random, see `webrtc`): knowing it is enough.
+async fn end_session(state: &Shared, stream: &str, id: &str, publish: bool) -> Response {
+    let Some(w) = &state.webrtc else { return no_webrtc() };
+    if w.delete(stream, id, publish).await { StatusCode::OK.into_response() } else { refuse(404, "no such session") }
+}
+
+/// Trickle ICE and ICE restarts are not offered (RFC 9725 §4.3.1: 405).
+async fn no_trickle() -> Response {
+    let mut r = refuse(405, "trickle ICE is not supported: send a complete offer");
+    r.headers_mut().insert(header::ALLOW, axum::http::HeaderValue::from_static("POST, DELETE, OPTIONS"));
+    r
 }
 
 /// Renders the media service's answer, readable from players on other origins
@@ -200,6 +315,9 @@ fn stream_view(state: &Shared, s: &onair_media_server::registry::Stream, now: u6
     // Only when there is one: pages must not ask for a snapshot that would 404.
     if state.hls.has_snapshot(&stats.name) {
         v["snapshot"] = json!(format!("/live/{}/snapshot.jpg", stats.name));
+    }
+    if let Some(w) = &state.webrtc {
+        v["webrtc"] = w.stream_sessions(&stats.name);
     }
     v
 }

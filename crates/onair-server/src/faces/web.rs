@@ -330,6 +330,8 @@ async fn push_url(State(state): State<Shared>, caller: Caller, Path(id): Path<St
         "server": server,
         "streamKey": key,
         "url": format!("{server}{key}"),
+        // The same signature works for WHIP (publishing from a browser) on this server.
+        "whip": format!("/whip/{key}"),
         "expireAt": expire_at,
     }))
     .into_response())

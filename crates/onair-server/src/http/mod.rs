@@ -70,7 +70,7 @@ async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Resp
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             asked.unwrap_or_else(|| HeaderValue::from_static("authorization, content-type")),
         );
-        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("location, x-codecs, etag"));
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("location, link, x-codecs, etag"));
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         return r;
     }
@@ -78,7 +78,7 @@ async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Resp
     let h = r.headers_mut();
     if !h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("location, x-codecs, etag"));
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("location, link, x-codecs, etag"));
     }
     r
 }

@@ -167,6 +167,8 @@ impl Server {
             .env("ONAIR_LOG", "warn")
             // Tests run in parallel: RTMP on a free port, never the default 1935.
             .env("ONAIR_RTMP__LISTEN", "127.0.0.1:0")
+            // WebRTC likewise: a free UDP port on loopback, never the default 8189.
+            .env("ONAIR_WEBRTC__LISTEN", "127.0.0.1:0")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

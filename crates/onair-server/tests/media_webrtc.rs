@@ -1,0 +1,346 @@
+//! WebRTC against the real `onair` binary, with real peers on both ends:
+//! - GStreamer's webrtcbin (not our stack) publishes over WHIP; ffprobe reads the same
+//!   stream over HTTP-FLV and LL-HLS with H.264 video and AAC audio (the Opus → AAC
+//!   bridge), and the
+//!   stream API shows it live with its WebRTC session.
+//! - An ffmpeg RTMP push plays over WHEP in a str0m player: H.264 from a keyframe on,
+//!   and Opus from the shared AAC → Opus bridge.
+//! - Refusals: 401 (no / bad signature), 409 (name taken over RTMP), 400 (garbage SDP),
+//!   415 (content type), 404 (WHEP of nothing), 405 (PATCH: no trickle).
+//!
+//! Needs ffmpeg (and, for the WHIP test, /usr/bin/python3 with python3-gi and GStreamer
+//! base/good/bad/ugly + gstreamer1.0-nice); each test skips with a message otherwise.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod media_util;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::Command as StdCommand;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use media_util::{PUSH_KEY, have_ffmpeg, media_toml, publish, wait_live};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+/// `?txSecret=…&txTime=…` for `name`, valid for an hour.
+fn push_query(name: &str) -> String {
+    let tx_time = format!("{:X}", common::now_secs() + 3600);
+    format!("txSecret={}&txTime={tx_time}", onair_auth::tx_secret(PUSH_KEY, name, &tx_time))
+}
+
+/// One HTTP/1.1 request with headers; (status, head, body).
+async fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), sock.read_to_end(&mut out)).await.expect("HTTP answer").unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    // Bodies may be chunked; the tests only look for words in them.
+    (status, head.to_string(), body.to_string())
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A str0m peer over a real UDP socket on loopback: the other end of WHEP (and a
+/// well-formed WHIP offer for the refusal tests).
+struct Peer {
+    rtc: Rtc,
+    socket: UdpSocket,
+    video: Mid,
+    pending: Option<SdpPendingOffer>,
+}
+
+impl Peer {
+    async fn new(dir: Direction) -> (Peer, String) {
+        let mut cfg = Rtc::builder().clear_codecs().enable_opus(true, false);
+        cfg.codec_config().add_h264(102.into(), Some(103.into()), true, 0x42e01f);
+        cfg.codec_config().add_h264(104.into(), Some(105.into()), true, 0x640c1f);
+        let mut rtc = cfg.build(Instant::now());
+        let socket = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).await.unwrap();
+        rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let video = api.add_media(MediaKind::Video, dir, None, None, None);
+        let _audio = api.add_media(MediaKind::Audio, dir, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let sdp = offer.to_sdp_string();
+        (Peer { rtc, socket, video, pending: Some(pending) }, sdp)
+    }
+
+    fn accept(&mut self, answer: &str) {
+        let answer = SdpAnswer::from_sdp_string(answer).unwrap();
+        let pending = self.pending.take().unwrap();
+        self.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    }
+
+    /// Runs until `deadline` or until `on_event` returns true.
+    async fn run(&mut self, deadline: Instant, on_event: &mut dyn FnMut(&mut Rtc, Event) -> bool) {
+        let mut buf = vec![0u8; 2048];
+        let local = self.socket.local_addr().unwrap();
+        loop {
+            let timeout = match self.rtc.poll_output().unwrap() {
+                Output::Transmit(t) => {
+                    let _ = self.socket.send_to(&t.contents, t.destination).await;
+                    continue;
+                }
+                Output::Event(e) => {
+                    if on_event(&mut self.rtc, e) {
+                        return;
+                    }
+                    continue;
+                }
+                Output::Timeout(t) => t,
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let wait = timeout.min(deadline).saturating_duration_since(now);
+            match tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await {
+                Ok(Ok((n, source))) => {
+                    let Ok(contents) = DatagramRecv::try_from(&buf[..n]) else { continue };
+                    let input = Input::Receive(
+                        Instant::now(),
+                        Receive { proto: Protocol::Udp, source, destination: local, contents },
+                    );
+                    self.rtc.handle_input(input).unwrap();
+                }
+                _ => self.rtc.handle_input(Input::Timeout(Instant::now())).unwrap(),
+            }
+        }
+    }
+}
+
+/// A Python with GStreamer's bindings and the elements whip_publish.py uses.
+fn gst_python() -> Option<&'static str> {
+    let check = "import gi; gi.require_version('Gst','1.0'); from gi.repository import Gst; Gst.init(None); \
+                 assert all(Gst.ElementFactory.find(e) for e in ['webrtcbin','x264enc','opusenc','nicesrc'])";
+    ["/usr/bin/python3", "python3"]
+        .into_iter()
+        .find(|p| StdCommand::new(p).args(["-c", check]).output().is_ok_and(|o| o.status.success()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gstreamer_whip_publish_plays_over_flv_and_hls_with_aac() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let Some(python) = gst_python() else {
+        eprintln!("SKIPPED: needs /usr/bin/python3 with python3-gi and GStreamer webrtcbin/x264enc/opusenc/nice");
+        return;
+    };
+    // webrtcbin gathers no loopback candidates: bind every interface, announce the
+    // default ones (loopback + this host's address).
+    let s = Server::start_with_env(&media_toml(""), &[("ONAIR_WEBRTC__LISTEN", "0.0.0.0:0")]).await;
+    let name = "gstwhip";
+    let url = format!("http://127.0.0.1:{}/whip/{name}?{}", s.port, push_query(name));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../onair-webrtc/tests/gst/whip_publish.py");
+    let started = Instant::now();
+    let mut publisher = tokio::process::Command::new(python)
+        .args([script, &url, "10"])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let live = wait_live(&s, name).await;
+    eprintln!("WHIP stream live after {:?}", started.elapsed());
+    // The AAC configuration comes out of the bridge a little after the first video.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let v = loop {
+        let (_, v) = s.http("GET", &format!("/api/v1/streams/{name}"), None).await;
+        if v["audioCodec"] == "aac" || Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(v["audioCodec"], "aac", "bridged audio: {v}");
+    assert_eq!(live["videoCodec"], "h264");
+    let sessions = v["webrtc"].as_array().expect("webrtc sessions in the stream view");
+    assert!(sessions.iter().any(|x| x["role"] == "publish" && x["state"] == "connected"), "{v}");
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let out = dir.path().join("whip.flv");
+    let flv = format!("http://127.0.0.1:{}/live/{name}.flv", s.port);
+    assert!(media_util::record(&flv, 3.0, &out).await, "recording HTTP-FLV failed");
+    let p = media_util::probe(&out).await;
+    let codecs: Vec<&str> = p.streams.iter().filter_map(|x| x["codec_name"].as_str()).collect();
+    eprintln!("HTTP-FLV of the WHIP stream: {codecs:?}, {:.1} s", p.duration);
+    assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "codecs {codecs:?}");
+    let video = p.streams.iter().find(|x| x["codec_name"] == "h264").unwrap();
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(320), Some(240)));
+    assert!(s.metrics().await.contains("onair_webrtc_sessions"), "webrtc gauges in /metrics");
+    // And over LL-HLS (fMP4): the same two tracks.
+    let hls = format!("http://127.0.0.1:{}/live/{name}.m3u8", s.port);
+    let out = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", &hls])
+        .output()
+        .await
+        .unwrap();
+    // ffprobe lists the HLS program's streams and the streams: one of each kind.
+    let mut hls_codecs: Vec<String> =
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
+    hls_codecs.sort();
+    hls_codecs.dedup();
+    eprintln!("LL-HLS of the WHIP stream: {hls_codecs:?}");
+    assert_eq!(hls_codecs, ["aac", "h264"], "{}", String::from_utf8_lossy(&out.stderr));
+
+    let status =
+        tokio::time::timeout(Duration::from_secs(30), publisher.wait()).await.expect("publisher ends").unwrap();
+    let mut err = String::new();
+    if let Some(mut e) = publisher.stderr.take() {
+        let _ = e.read_to_string(&mut err).await;
+    }
+    assert!(status.success(), "whip_publish.py failed: {err}");
+    // The DELETE at the end ended the publish: the name is free.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.http("GET", &format!("/api/v1/streams/{name}"), None).await.0 != 404 {
+        assert!(Instant::now() < deadline, "stream still live after DELETE");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_push_plays_over_whep_from_a_keyframe_with_opus() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let s = Server::start(&media_toml("")).await;
+    let name = "rtmpwhep";
+    let mut ffmpeg = publish(&media_util::push_url(&s, name), 30);
+    wait_live(&s, name).await;
+    // Mid-GOP on purpose: the viewer must still start at a keyframe.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let (mut peer, offer) = Peer::new(Direction::RecvOnly).await;
+    let asked = Instant::now();
+    let (status, head, answer) =
+        request(s.port, "POST", &format!("/whep/{name}"), &[("Content-Type", "application/sdp")], &offer).await;
+    assert_eq!(status, 201, "{head}\n{answer}");
+    let location = header(&head, "location").expect("Location").to_string();
+    assert!(location.starts_with(&format!("/whep/{name}/")), "{location}");
+    peer.accept(&answer);
+
+    let video_mid = peer.video;
+    let mut first_video: Option<(bool, Duration)> = None;
+    let mut video_frames = 0u32;
+    let mut opus_packets = 0u32;
+    let mut connected = None;
+    let deadline = Instant::now() + Duration::from_secs(12);
+    peer.run(deadline, &mut |_, e| {
+        match e {
+            Event::Connected => connected = Some(asked.elapsed()),
+            Event::MediaData(d) if d.mid == video_mid => {
+                if first_video.is_none() {
+                    let idr = onair_media::nal::split_annexb(&d.data)
+                        .into_iter()
+                        .any(|n| onair_media::nal::nal_type(n) == Some(5));
+                    first_video = Some((idr, asked.elapsed()));
+                }
+                video_frames += 1;
+            }
+            Event::MediaData(_) => opus_packets += 1,
+            _ => {}
+        }
+        video_frames >= 60 && opus_packets >= 50
+    })
+    .await;
+    eprintln!(
+        "WHEP of an RTMP stream: connected after {connected:?}, first video {first_video:?}, \
+         {video_frames} video frames, {opus_packets} Opus packets"
+    );
+    let (idr, _) = first_video.expect("video over WHEP");
+    assert!(idr, "the first frame a WHEP viewer gets is a keyframe");
+    assert!(video_frames >= 60, "{video_frames} video frames");
+    assert!(opus_packets >= 50, "{opus_packets} Opus packets (AAC → Opus bridge)");
+
+    let (_, v) = s.http("GET", &format!("/api/v1/streams/{name}"), None).await;
+    assert_eq!(v["viewers"]["webrtc"], 1, "{v}");
+    assert!(v["webrtc"].as_array().unwrap().iter().any(|x| x["role"] == "play"), "{v}");
+
+    let (status, _, _) = request(s.port, "DELETE", &location, &[], "").await;
+    assert_eq!(status, 200);
+    let (status, _, _) = request(s.port, "DELETE", &location, &[], "").await;
+    assert_eq!(status, 404, "a session ends once");
+    let _ = ffmpeg.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_and_whep_refusals() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let s = Server::start(&media_toml("")).await;
+    let (_peer, offer) = Peer::new(Direction::SendOnly).await;
+    let sdp = [("Content-Type", "application/sdp")];
+    let post = |path: String, headers: Vec<(&'static str, String)>, body: String| {
+        let port = s.port;
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            request(port, "POST", &path, &h, &body).await
+        }
+    };
+    let ct = || vec![("Content-Type", "application/sdp".to_string())];
+
+    // 401: nothing, a bad secret, an expired time, a bad bearer.
+    let (st, _, body) = post("/whip/a1".into(), ct(), offer.clone()).await;
+    assert_eq!(st, 401, "{body}");
+    let (st, _, body) = post("/whip/a1?txSecret=00&txTime=FFFFFFFF".into(), ct(), offer.clone()).await;
+    assert_eq!(st, 401, "{body}");
+    let mut h = ct();
+    h.push(("Authorization", "Bearer txSecret=00&txTime=FFFFFFFF".into()));
+    let (st, _, body) = post("/whip/a1".into(), h, offer.clone()).await;
+    assert_eq!(st, 401, "{body}");
+
+    // 415 before anything else is read.
+    let (st, _, body) =
+        post(format!("/whip/a1?{}", push_query("a1")), vec![("Content-Type", "text/plain".into())], offer.clone())
+            .await;
+    assert_eq!(st, 415, "{body}");
+    // 400 with the reason for garbage SDP (bearer credentials this time).
+    let mut h = ct();
+    h.push(("Authorization", format!("Bearer {}", push_query("a1"))));
+    let (st, _, body) = post("/whip/a1".into(), h, "v=0\r\nthis is not sdp\r\n".into()).await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("SDP"), "{body}");
+
+    // 409: the name is published over RTMP.
+    let mut ffmpeg = publish(&media_util::push_url(&s, "busy"), 20);
+    wait_live(&s, "busy").await;
+    let (st, _, body) = post(format!("/whip/busy?{}", push_query("busy")), ct(), offer.clone()).await;
+    assert_eq!(st, 409, "{body}");
+    // The RTMP publish is untouched.
+    assert_eq!(s.http("GET", "/api/v1/streams/busy", None).await.0, 200);
+    let _ = ffmpeg.kill().await;
+
+    // A good offer with good credentials is taken (then deleted).
+    let (st, head, body) = post(format!("/whip/fine?{}", push_query("fine")), ct(), offer.clone()).await;
+    assert_eq!(st, 201, "{body}");
+    let location = header(&head, "location").unwrap().to_string();
+    let (st, _, _) = request(s.port, "PATCH", &location, &sdp, "a=end-of-candidates\r\n").await;
+    assert_eq!(st, 405, "no trickle ICE");
+    assert_eq!(request(s.port, "DELETE", &location, &[], "").await.0, 200);
+
+    // WHEP: a stream that is not live, garbage, wrong type.
+    let (_viewer, play_offer) = Peer::new(Direction::RecvOnly).await;
+    let (st, _, _) = post("/whep/nothing".into(), ct(), play_offer.clone()).await;
+    assert_eq!(st, 404);
+    let (st, _, _) = post("/whep/nothing".into(), vec![("Content-Type", "application/json".into())], "{}".into()).await;
+    assert_eq!(st, 415);
+}
