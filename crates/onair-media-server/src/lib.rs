@@ -174,10 +174,14 @@ pub fn push_key(cfg: &MediaConfig, data_dir: &Path, create: bool) -> anyhow::Res
             return Ok(key.to_string());
         }
     }
+    // Say where exactly (a relative data dir depends on where the command runs) and how
+    // to point at the server's own data dir.
+    let looked = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
     anyhow::ensure!(
         create,
-        "no push key yet in {}: run `onair serve` once, or set [media] push_key",
-        data_dir.display()
+        "no push key yet at {}: run `onair serve` once there, point at the server's data with \
+         --config FILE or ONAIR_DATA_DIR=DIR, or set [media] push_key",
+        looked.display()
     );
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let key = onair_shell::random_hex(16);

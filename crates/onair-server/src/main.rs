@@ -441,7 +441,16 @@ fn print_banner(state: &state::Shared, addr: std::net::SocketAddr, created: bool
         ),
         None => format!("\n  admin           {admin}  (a login: `onair usersig --user {admin}`)"),
     };
-    println!(
+    // The address really bound: on 0.0.0.0 the URLs above use 127.0.0.1, but the last
+    // line must not pretend the server is reachable only there.
+    let listening = if addr.ip().is_unspecified() {
+        format!("http://{addr} (every address; from this machine {base})")
+    } else {
+        base.clone()
+    };
+    // Formatted first and written at once: `println!` with arguments writes piece by
+    // piece, and a log line from another task could land in the middle.
+    let text = format!(
         "OnAir is running.\n\
          \n  SDKAppID        {sdkappid}{secrets}\
          \n  data            {data}\
@@ -455,7 +464,7 @@ fn print_banner(state: &state::Shared, addr: std::net::SocketAddr, created: bool
          {webrtc}\
          {web}\
          \n\
-         \nlistening on {base}",
+         \nlistening on {listening}\n",
         web = faces::web::banner(state, &base, &admin, sig.as_deref()),
         sdkappid = state.app.sdkappid,
         data = state.cfg.data_dir.display(),
@@ -463,6 +472,10 @@ fn print_banner(state: &state::Shared, addr: std::net::SocketAddr, created: bool
         rtmp = rtmp_banner(state, &host, addr.port(), push_created),
         webrtc = webrtc_banner(state, &base, push_created),
     );
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }
 
 fn webrtc_banner(state: &AppState, base: &str, push_created: bool) -> String {
@@ -513,7 +526,6 @@ fn rtmp_banner(state: &AppState, host: &str, http_port: u16, push_created: bool)
         "\n  RTMP push       {push}{key}\
          \n  watch           http://{host}:{http_port}/live/test.flv  or  {rtmp}test{edge}\
          \n\
-         \nrtmp listening on rtmp://{host}:{port}",
-        port = addr.port(),
+         \nrtmp listening on rtmp://{addr}",
     )
 }

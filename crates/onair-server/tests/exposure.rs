@@ -473,3 +473,13 @@ async fn malformed_rtmp_before_login_logs_one_line_not_a_backtrace() {
     assert!(added < 20 * 400, "at most a line per connection: {added} bytes");
     assert_eq!(server.http("GET", "/healthz", None).await.0, 200);
 }
+
+#[tokio::test]
+async fn the_banner_says_which_address_is_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let banner = banner_of(dir.path(), &[("ONAIR_HTTP__LISTEN", "0.0.0.0:0")]).await;
+    let last = banner.lines().last().unwrap_or_default();
+    assert!(last.starts_with("listening on http://0.0.0.0:"), "{banner}");
+    assert!(last.contains("every address") && last.contains("http://127.0.0.1:"), "{last}");
+    assert!(banner.starts_with("OnAir is running."), "nothing lands inside the banner: {banner}");
+}

@@ -92,6 +92,33 @@ async fn push_auth_refuses_wrong_expired_and_missing_signatures() {
     let mut p = publish(&format!("rtmp://127.0.0.1:{}/live/{rest}", s.rtmp_port), 6);
     wait_live(&s, "a1").await;
     let _ = p.kill().await;
+
+    // Run where there is no data dir: the error says where it looked and how to point
+    // at the server's data; with ONAIR_DATA_DIR it finds the key like `serve` does.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["push-url", "--stream", "a1"])
+        .current_dir(elsewhere.path())
+        .env_remove("ONAIR_DATA_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let looked = elsewhere.path().join("onair-data").join("push.key");
+    assert!(err.contains(&looked.display().to_string()) && err.contains("ONAIR_DATA_DIR"), "{err}");
+    let data_dir = tempfile::tempdir().unwrap();
+    std::fs::write(data_dir.path().join("push.key"), "0123456789abcdef\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["push-url", "--stream", "a1"])
+        .current_dir(elsewhere.path())
+        .env("ONAIR_DATA_DIR", data_dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let tx_time = printed.trim().rsplit_once("txTime=").unwrap().1;
+    let expected = onair_auth::tx_secret("0123456789abcdef", "a1", tx_time);
+    assert!(printed.contains(&format!("txSecret={expected}")), "signed with the key found there: {printed}");
 }
 
 #[tokio::test]
