@@ -122,13 +122,16 @@ pub enum Screened {
     Drop,
 }
 
-/// Runs the checks in the product's order. `limits` checks (and records) the
-/// sender's rate, slow mode and repeats; `screen` runs the word lists (and may mask
-/// the message in place). Each is called only when its step is reached and applies.
-pub fn admit(
+/// Runs the checks in the product's order on `message`. `limits` checks (and records)
+/// the sender's rate, slow mode and repeats; `screen` runs the word lists (and may mask
+/// the message in place). Each is called only when its step is reached and applies, so
+/// a refused message costs neither (the message is passed through rather than
+/// captured so that one closure may read it and the other change it).
+pub fn admit<M>(
     facts: &Facts<'_>,
-    limits: impl FnOnce() -> Result<(), Rejection>,
-    screen: impl FnOnce() -> Result<Screened, Rejection>,
+    message: &mut M,
+    limits: impl FnOnce(&M) -> Result<(), Rejection>,
+    screen: impl FnOnce(&mut M) -> Result<Screened, Rejection>,
 ) -> Result<Verdict, Rejection> {
     if facts.room_closed {
         return Err(Rejection::new(Code::RoomNotFound, format!("room '{}' does not exist", facts.room_id)));
@@ -148,9 +151,9 @@ pub fn admit(
         return Err(Rejection::new(Code::Muted, info));
     }
     if !facts.manages {
-        limits()?;
+        limits(message)?;
     }
-    if *facts.platform != Platform::RestApi && screen()? == Screened::Drop {
+    if *facts.platform != Platform::RestApi && screen(message)? == Screened::Drop {
         return Ok(Verdict::DropSilently);
     }
     Ok(Verdict::Submit { ask_backend: facts.ask_backend })
@@ -174,11 +177,11 @@ mod tests {
         }
     }
 
-    fn pass() -> Result<(), Rejection> {
+    fn pass(_: &()) -> Result<(), Rejection> {
         Ok(())
     }
 
-    fn deliver() -> Result<Screened, Rejection> {
+    fn deliver(_: &mut ()) -> Result<Screened, Rejection> {
         Ok(Screened::Deliver)
     }
 
@@ -195,9 +198,10 @@ mod tests {
             let limits_called = std::cell::Cell::new(false);
             let r = admit(
                 &f,
-                || {
+                &mut (),
+                |m| {
                     limits_called.set(true);
-                    pass()
+                    pass(m)
                 },
                 deliver,
             );
@@ -209,40 +213,43 @@ mod tests {
     #[test]
     fn a_mute_says_how_long_is_left() {
         let web = Platform::default();
-        let r = admit(&Facts { muted_until: Some(3_500), ..facts(&web) }, pass, deliver);
+        let r = admit(&Facts { muted_until: Some(3_500), ..facts(&web) }, &mut (), pass, deliver);
         assert_eq!(r.map_err(|e| e.info), Err("you are muted in this room for 3 more seconds".into()));
-        let r = admit(&Facts { muted_until: Some(u64::MAX), ..facts(&web) }, pass, deliver);
+        let r = admit(&Facts { muted_until: Some(u64::MAX), ..facts(&web) }, &mut (), pass, deliver);
         assert_eq!(r.map_err(|e| e.info), Err("you are muted in this room permanently".into()));
     }
 
     #[test]
     fn managers_skip_mute_all_and_limits_but_not_bans() {
         let web = Platform::default();
-        let refuse = || Err(Rejection::new(Code::SenderLimit, "slow down"));
-        let r = admit(&Facts { mute_all: true, manages: true, ..facts(&web) }, refuse, deliver);
+        let refuse = |_: &()| Err(Rejection::new(Code::SenderLimit, "slow down"));
+        let r = admit(&Facts { mute_all: true, manages: true, ..facts(&web) }, &mut (), refuse, deliver);
         assert_eq!(r, Ok(Verdict::Submit { ask_backend: true }));
-        let r = admit(&Facts { banned: true, manages: true, ..facts(&web) }, pass, deliver);
+        let r = admit(&Facts { banned: true, manages: true, ..facts(&web) }, &mut (), pass, deliver);
         assert_eq!(r.map_err(|e| e.code), Err(Code::NoPermission));
-        let r = admit(&facts(&web), refuse, deliver);
+        let r = admit(&facts(&web), &mut (), refuse, deliver);
         assert_eq!(r.map_err(|e| e.code), Err(Code::SenderLimit));
     }
 
     #[test]
     fn only_the_server_api_skips_the_word_lists() {
-        let drop = || Ok(Screened::Drop);
+        let drop = |_: &mut ()| Ok(Screened::Drop);
         let rest = Platform::RestApi;
-        assert_eq!(admit(&facts(&rest), pass, drop), Ok(Verdict::Submit { ask_backend: true }));
+        assert_eq!(admit(&facts(&rest), &mut (), pass, drop), Ok(Verdict::Submit { ask_backend: true }));
         // A client that calls its platform "RESTAPI" is still a client.
         let named = Platform::Client("RESTAPI".into());
-        assert_eq!(admit(&facts(&named), pass, drop), Ok(Verdict::DropSilently));
-        let reject = || Err(Rejection::new(Code::SensitiveWord, "no"));
-        assert_eq!(admit(&facts(&Platform::default()), pass, reject).map_err(|e| e.code), Err(Code::SensitiveWord));
+        assert_eq!(admit(&facts(&named), &mut (), pass, drop), Ok(Verdict::DropSilently));
+        let reject = |_: &mut ()| Err(Rejection::new(Code::SensitiveWord, "no"));
+        assert_eq!(
+            admit(&facts(&Platform::default()), &mut (), pass, reject).map_err(|e| e.code),
+            Err(Code::SensitiveWord)
+        );
     }
 
     #[test]
     fn the_backend_is_asked_only_when_allowed() {
         let web = Platform::default();
-        let r = admit(&Facts { ask_backend: false, ..facts(&web) }, pass, deliver);
+        let r = admit(&Facts { ask_backend: false, ..facts(&web) }, &mut (), pass, deliver);
         assert_eq!(r, Ok(Verdict::Submit { ask_backend: false }));
     }
 

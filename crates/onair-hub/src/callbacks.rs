@@ -114,7 +114,8 @@ pub struct BeforeSend<'a> {
 /// The webhook client.
 pub struct Callbacks {
     cfg: CallbackConfig,
-    sdkappid: u64,
+    /// Builds each request's URL (shared with queued after-callbacks).
+    signer: Arc<Signer>,
     client: HttpClient,
     /// After-callbacks (None when no URL is configured).
     after: Option<Dispatcher>,
@@ -143,7 +144,8 @@ impl Callbacks {
             };
             Dispatcher::start(client.clone(), policy, cfg.queue, cfg.workers, "onair_callbacks_dropped_total")
         });
-        Arc::new(Callbacks { after, cfg, sdkappid, client })
+        let signer = Arc::new(Signer { url: cfg.url.clone(), token: cfg.token.clone(), sdkappid });
+        Arc::new(Callbacks { after, cfg, signer, client })
     }
 
     /// Whether a URL is configured.
@@ -204,7 +206,7 @@ impl Callbacks {
             map.entry("EventTime").or_insert(Value::from(now_ms()));
         }
         let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-        let signer = self.signer();
+        let signer = self.signer.clone();
         let url = Box::new(move || signer.url_for(command, &origin));
         after.send(Delivery { url, body, label: command });
     }
@@ -245,11 +247,7 @@ impl Callbacks {
     }
 
     fn url_for(&self, command: &str, origin: &Origin) -> String {
-        self.signer().url_for(command, origin)
-    }
-
-    fn signer(&self) -> Signer {
-        Signer { url: self.cfg.url.clone(), token: self.cfg.token.clone(), sdkappid: self.sdkappid }
+        self.signer.url_for(command, origin)
     }
 }
 

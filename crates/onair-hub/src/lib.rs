@@ -1013,17 +1013,17 @@ impl Hub {
             ask_backend: self.callbacks.enabled() && !ctx.forbid_before,
             now,
         };
-        let user_id = msg.sender.user_id.clone();
-        let fingerprint = limits::fingerprint(&body_text(&msg.body));
         let verdict = admission::admit(
             &facts,
-            || {
+            msg,
+            |m| {
+                let fingerprint = limits::fingerprint(&body_text(&m.body));
                 room.limits
                     .lock()
-                    .check(&user_id, fingerprint, now)
+                    .check(&m.sender.user_id, fingerprint, now)
                     .map_err(|v| Rejection::new(Code::SenderLimit, v.message()))
             },
-            || self.screen(room, msg),
+            |m| self.screen(room, m),
         )?;
         let ask_backend = match verdict {
             admission::Verdict::DropSilently => {
