@@ -4,6 +4,7 @@
 import { h, $, toast, client, loadCreds, saveCreds, credsFromHash, fmtCount, fmtDuration, STATE_LABEL } from '/assets/app.js';
 import { randomKey } from '/sdk/onair.js';
 import { giftImg } from '/assets/gifts.js';
+import { monitorPanel } from '/assets/charts.js';
 
 const onair = await client();
 const enc = encodeURIComponent;
@@ -40,7 +41,7 @@ $('logout').addEventListener('click', () => {
 });
 
 // ---- tabs ----
-const loaders = { admins: loadAdmins, words: loadWords, gifts: loadGifts, config: loadConfig, stats: loadStats };
+const loaders = { admins: loadAdmins, words: loadWords, gifts: loadGifts, config: loadConfig, stats: loadStats, streams: loadStreams };
 $('tabs').addEventListener('click', (ev) => {
   const tab = ev.target.closest('button')?.dataset.tab;
   if (!tab) return;
@@ -245,5 +246,48 @@ async function loadStats() {
   } catch { /* metrics off */ }
   $('statTotals').replaceChildren(...Object.entries(totals).map(([k, v]) => h('div', { class: 'card' }, h('div', { class: 'dim', text: k }), h('div', { class: 'stat', text: fmtCount(v) }))));
 }
+
+// ---- streams: health charts and the watermark ----
+async function loadStreams() {
+  try {
+    const { streams = [] } = await (await fetch('/api/v1/streams')).json();
+    const panels = await Promise.all(streams.map(async (st) => {
+      const r = await fetch(`/api/v1/streams/${enc(st.name)}/history`);
+      const body = r.ok ? monitorPanel(await r.json()) : h('p', { class: 'dim', text: 'no history yet' });
+      return h('div', { class: 'card', style: 'margin-bottom:8px' }, h('h3', { class: 'mono', text: st.name }), body);
+    }));
+    $('streamRows').replaceChildren(...(panels.length ? panels : [h('p', { class: 'dim', text: 'no live streams' })]));
+    const w = (await onair.api('GET', '/api/v1/admin/watermark')).watermark;
+    $('wmNow').textContent = w ? `In use: ${w.width}×${w.height}, ${w.position}, scale ${w.scale}, opacity ${w.opacity}` : 'No watermark.';
+  } catch (e) {
+    fail(e);
+  }
+}
+
+$('wmForm').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const file = $('wmFile').files[0];
+  if (!file) return;
+  const q = new URLSearchParams({ position: $('wmPos').value, scale: $('wmScale').value, opacity: $('wmOpacity').value });
+  const creds = onair.credentials;
+  const r = await fetch(`/api/v1/admin/watermark?${q}`, {
+    method: 'PUT',
+    headers: { 'Content-Type': 'image/png', 'X-OnAir-Identifier': creds.userId, 'X-OnAir-UserSig': creds.userSig },
+    body: file,
+  });
+  const v = await r.json().catch(() => ({}));
+  if (r.ok) toast('Watermark set');
+  else toast(v.message || `HTTP ${r.status}`, 'error');
+  loadStreams();
+});
+$('wmClear').addEventListener('click', async () => {
+  try {
+    await onair.api('DELETE', '/api/v1/admin/watermark');
+    toast('Watermark removed');
+    loadStreams();
+  } catch (e) {
+    fail(e);
+  }
+});
 
 start();

@@ -2,6 +2,7 @@
 // with inline moderation, notice, lottery, co-host requests, statistics.
 import { h, $, toast, webConfig, client, loadCreds, saveCreds, credsFromHash, roomIdFromPath, fmtCount, fmtDuration, copy, STATE_LABEL } from '/assets/app.js';
 import { messageLine, systemLine, appendLine, markRecalled, eventText, toMs } from '/assets/chat.js';
+import { monitorPanel } from '/assets/charts.js';
 
 const PERMANENT = 4294967295;
 const roomId = roomIdFromPath();
@@ -40,6 +41,7 @@ async function start() {
     $('notice').value = room.notification || '';
     $('introduction').value = room.introduction || '';
     loadPush();
+    loadChatOverlay();
     refresh();
     setInterval(refresh, 3000);
   } catch (e) {
@@ -407,7 +409,10 @@ async function refreshHealth() {
   const noPublisher = () => box.replaceChildren(h('span', { class: 'k', text: 'Stream' }), h('span', { class: 'dim', text: `“${stream}”: no publisher` }));
   // The room follows its stream (live on publish, paused when it stops): only a live
   // room has a stream to ask about.
-  if (room?.state !== 'live' || streamMissing) return noPublisher();
+  if (room?.state !== 'live' || streamMissing) {
+    $('monitor').replaceChildren();
+    return noPublisher();
+  }
   try {
     const r = await fetch(`/api/v1/streams/${encodeURIComponent(stream)}`);
     if (r.status === 404) {
@@ -435,10 +440,40 @@ async function refreshHealth() {
     add('Viewers', total !== undefined ? `${total}${split ? ` (${split})` : ''}` : viewers);
     add('Encoder', pick('encoder'));
     box.replaceChildren(...rows);
+    refreshMonitor(stream);
   } catch {
     box.replaceChildren(h('span', { class: 'k', text: 'Stream' }), h('span', { class: 'dim', text: 'health not available' }));
   }
 }
+
+/** The stream's health history as small charts, and its alerts. */
+async function refreshMonitor(stream) {
+  try {
+    const r = await fetch(`/api/v1/streams/${encodeURIComponent(stream)}/history`);
+    if (!r.ok) return $('monitor').replaceChildren();
+    $('monitor').replaceChildren(monitorPanel(await r.json()));
+  } catch { /* keep the last charts */ }
+}
+
+// ---- chat in the picture: the room's chat burned into `{stream}_chat` ----
+async function loadChatOverlay() {
+  try {
+    const v = await onair.api('GET', `/api/v1/rooms/${encodeURIComponent(roomId)}/chat-overlay`);
+    $('chatOverlay').checked = !!v.enabled;
+    $('chatOverlay').disabled = !v.available;
+    $('chatOut').textContent = v.available ? (v.output ? `→ ${v.output}` : '(set a stream first)') : '(needs ffmpeg on the server)';
+  } catch { /* not available */ }
+}
+
+$('chatOverlay').addEventListener('change', async (ev) => {
+  try {
+    const v = await onair.api('PUT', `/api/v1/rooms/${encodeURIComponent(roomId)}/chat-overlay`, { enabled: ev.target.checked });
+    toast(v.enabled ? `Chat is burned into ${v.output}` : 'Chat in the picture is off');
+  } catch (e) {
+    ev.target.checked = !ev.target.checked;
+    toast(e.message, 'error');
+  }
+});
 
 start();
 window.onair = onair;

@@ -815,6 +815,8 @@ impl Hub {
         if room.is_closed() {
             return;
         }
+        // Chat-output lines that were shown long enough go.
+        self.chat_overlay_feed(room, &[], now);
         let (emits, likes, lottery_due) = {
             let mut biz = room.biz.lock();
             let emits = if biz.combos.is_idle() { Vec::new() } else { biz.combos.poll(now) };

@@ -65,6 +65,7 @@ mod business;
 mod cluster;
 mod live;
 mod moderation;
+mod overlay;
 mod words;
 
 pub use business::BusinessConfig;
@@ -257,6 +258,8 @@ pub struct Room {
     owner: Mutex<Owner>,
     /// The room's cluster state; `None` on a single node.
     cl: Option<RoomCluster>,
+    /// The chat output's board when the room's chat-in-the-picture is on.
+    overlay: Mutex<Option<onair_media::overlay::ChatBoard>>,
 }
 
 impl Room {
@@ -579,6 +582,8 @@ pub struct Hub {
     push_url: Option<PushSigner>,
     /// The other nodes, when this node is part of a cluster.
     link: Option<Arc<Link>>,
+    /// The chat outputs' sink (set once when the media service runs).
+    chat_overlay: std::sync::OnceLock<overlay::ChatOverlay>,
 }
 
 /// What the hub talks to besides the store.
@@ -656,6 +661,7 @@ impl Hub {
             gifts: RwLock::new(store.gifts().await?.into_iter().map(|g| (g.gift_id.clone(), g)).collect()),
             push_url,
             link,
+            chat_overlay: std::sync::OnceLock::new(),
         });
         let mut running: HashMap<String, LotteryRecord> =
             store.running_lotteries().await?.into_iter().map(|l| (l.room_id.clone(), l)).collect();
@@ -696,6 +702,7 @@ impl Hub {
             popularity: self.business.popularity,
             owner: Mutex::new(if self.link.is_some() { Owner::Unknown } else { Owner::Local }),
             cl: self.link.as_ref().map(|l| RoomCluster::new(l.clone())),
+            overlay: Mutex::new(None),
         });
         {
             // Two paths may install the same stored room at once in a cluster (a
@@ -819,6 +826,7 @@ impl Hub {
             }
         }
         metrics::gauge!("onair_rooms").set(self.rooms.read().len() as f64);
+        self.chat_overlay_closed(room);
         let frame = Frame::from(onair_proto::encode_push::<Arc<onair_core::message::ChatMessage>>(
             &room.id,
             &[],
@@ -1242,6 +1250,9 @@ impl Hub {
             metrics::counter!("onair_push_frames_total").increment(1);
             metrics::counter!("onair_push_deliveries_total")
                 .increment(members.len() as u64 * out.delivered.len() as u64);
+        }
+        if !out.delivered.is_empty() {
+            self.chat_overlay_feed(room, &out.delivered, now);
         }
         let first_seq = out.delivered.first().map_or(0, |m| m.seq);
         let mut credited = Vec::new();

@@ -163,9 +163,10 @@ impl Hub {
         let room = self.get(room_id)?;
         let _w = room.profile_write.lock().await;
         let mut next = room.profile();
-        next.stream = stream.to_owned();
+        let old = std::mem::replace(&mut next.stream, stream.to_owned());
         self.store.update_room(&next).await.map_err(internal)?;
         *room.profile.lock() = next;
+        self.chat_overlay_moved(&room, &old, stream);
         self.changed(&room.id, crate::cluster::Part::Profile);
         Ok(serde_json::to_value(room.view()).unwrap_or_default())
     }

@@ -248,3 +248,62 @@ async fn frequency_control_cuts_the_lowest_priority_first() {
     assert_eq!(high_ok, 20, "every high-priority message is delivered");
     assert!(low_cut > 0, "low-priority messages beyond the rate are cut");
 }
+
+/// What the media service would receive from the room layer for chat outputs.
+#[derive(Default)]
+struct Sink {
+    enabled: std::sync::Mutex<Vec<(String, bool)>>,
+    texts: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl onair_media::overlay::ChatOverlaySink for Sink {
+    fn set_enabled(&self, stream: &str, on: bool) {
+        self.enabled.lock().unwrap().push((stream.into(), on));
+    }
+    fn set_text(&self, stream: &str, text: &str) {
+        self.texts.lock().unwrap().push((stream.into(), text.into()));
+    }
+}
+
+#[tokio::test]
+async fn chat_in_the_picture_draws_only_delivered_messages_within_its_bounds() {
+    let f = hub().await;
+    let r = room(&f.hub, "pic", "anchor").await;
+    let err = f.hub.set_chat_overlay_enabled("pic", true).await.unwrap_err();
+    assert_eq!(err.code, Code::Conflict, "no media service yet: {}", err.info);
+    let sink = Arc::new(Sink::default());
+    let cfg = onair_media::overlay::ChatBoardConfig { max_lines: 2, max_chars: 30, per_sec: 1.0, hold_ms: 60_000 };
+    f.hub.set_chat_overlay(sink.clone(), cfg);
+    f.hub.set_stream("pic", "cam").await.unwrap();
+    let v = f.hub.set_chat_overlay_enabled("pic", true).await.unwrap();
+    assert_eq!((v["enabled"].as_bool(), v["output"].as_str()), (Some(true), Some("cam_chat")));
+    assert_eq!(sink.enabled.lock().unwrap().as_slice(), &[("cam".to_string(), true)]);
+
+    let list = onair_core::filter::WordList::new(["forbidden"], onair_core::filter::FilterAction::Reject).unwrap();
+    f.hub.seed_app_filter(list);
+    assert!(send(&f.hub, &r, text("eve", 1, "a forbidden word"), client_ctx("eve", false)).await.is_err());
+    send(&f.hub, &r, text("ann", 2, "hello\nworld"), client_ctx("ann", false)).await.unwrap();
+    let last = || sink.texts.lock().unwrap().last().cloned().unwrap_or_default();
+    assert_eq!(last(), ("cam".to_string(), "ann: hello world".to_string()), "cleaned, one line");
+    // The burst (2) is spent: more messages are delivered but not drawn.
+    for i in 0..3 {
+        send(&f.hub, &r, text("bob", 10 + i, &format!("m{i}")), client_ctx("bob", false)).await.unwrap();
+    }
+    let v = f.hub.chat_overlay_view("pic").unwrap();
+    assert_eq!(v["lines"], serde_json::json!(["ann: hello world", "bob: m0"]));
+    assert_eq!(v["skipped"], 2);
+    assert!(!sink.texts.lock().unwrap().iter().any(|(_, t)| t.contains("forbidden")), "refused: never drawn");
+
+    // The stream is renamed: the output follows; switched off: it goes.
+    f.hub.set_stream("pic", "cam2").await.unwrap();
+    f.hub.set_chat_overlay_enabled("pic", false).await.unwrap();
+    assert_eq!(
+        sink.enabled.lock().unwrap().as_slice(),
+        &[
+            ("cam".to_string(), true),
+            ("cam".to_string(), false),
+            ("cam2".to_string(), true),
+            ("cam2".to_string(), false)
+        ]
+    );
+}

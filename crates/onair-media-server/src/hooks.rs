@@ -2,6 +2,8 @@
 //! business backend as stream callbacks in the streaming service's format
 //! (docs/cloud-compat.md, "Stream callbacks"): `POST` JSON with `event_type` 1 (publish), 0 (unpublish),
 //! 100 (recording), 200 (snapshot), `t` (signature expiry) and `sign = MD5(key + t)`.
+//! OnAir adds `event_type` 400 (a monitoring alert raised or cleared: `alert`,
+//! `state`, `detail`; see `onair_media::monitor`) in the same envelope.
 //!
 //! Callbacks go through the shells' one webhook dispatcher (a bounded queue, one
 //! worker, a timeout and a couple of retries): they never block media, and when the
@@ -20,6 +22,7 @@ use crate::registry::Stream;
 use onair_shell::{now_ms, now_secs};
 
 pub use onair_media::lifecycle::{StreamLifecycle, StreamObserver};
+use onair_media::monitor::AlertChange;
 
 /// A finished recording (callback 100).
 #[derive(Debug, Clone, Default)]
@@ -89,6 +92,7 @@ impl Hooks {
             1 => "stream_publish",
             0 => "stream_unpublish",
             100 => "stream_recording",
+            400 => "stream_alert",
             _ => "stream_snapshot",
         };
         let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
@@ -133,11 +137,36 @@ impl Hooks {
     /// data, 6 = protocol error, as in the streaming service's list).
     pub fn unpublished(&self, stream: &Stream, errcode: u32, errmsg: &str) {
         self.observer.on_stream(&stream.name, StreamLifecycle::Unpublished);
+        let changes = stream.monitor().lock().end(now_ms(), errmsg);
+        self.alerts(&stream.name, &changes);
         let mut body = Self::base(stream);
         body["push_duration"] = json!(now_ms().saturating_sub(stream.info.started_at_ms).to_string());
         body["errcode"] = json!(errcode);
         body["errmsg"] = json!(errmsg);
         self.send(0, body);
+    }
+
+    /// Monitoring alerts raised or cleared for `stream`: the metrics, a log line and
+    /// callback 400 each.
+    pub fn alerts(&self, stream: &str, changes: &[AlertChange]) {
+        for c in changes {
+            let alert = c.kind.name();
+            metrics::gauge!("onair_stream_alert_active", "stream" => stream.to_string(), "alert" => alert)
+                .set(if c.raised { 1.0 } else { 0.0 });
+            if c.raised {
+                metrics::counter!("onair_stream_alerts_total", "alert" => alert).increment(1);
+                tracing::warn!(stream, alert, detail = %c.detail, "stream alert");
+            } else {
+                tracing::info!(stream, alert, detail = %c.detail, "stream alert cleared");
+            }
+            self.send(
+                400,
+                json!({
+                    "stream_id": stream, "channel_id": stream, "event_time": c.at_ms / 1000,
+                    "alert": alert, "state": if c.raised { "raised" } else { "cleared" }, "detail": c.detail,
+                }),
+            );
+        }
     }
 
     /// See [`crate::MediaService::recording_ready`].

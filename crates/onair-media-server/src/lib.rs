@@ -13,7 +13,11 @@
 //! * [`rtmp`]: the RTMP listener: publish (with `txSecret` auth) and play.
 //! * [`publish`]: a live publish of any protocol: checks, registry ingest, lifecycle.
 //! * [`hls`]: LL-HLS, live fMP4, recordings and snapshots; [`reply`]: its HTTP answers.
-//! * [`renditions`]: ffmpeg children publishing lower renditions back as streams.
+//! * [`renditions`]: ffmpeg children publishing lower renditions (and chat outputs)
+//!   back as streams, with the text overlay, the watermark and burned-in chat.
+//! * [`director`]: the watermark and the chat outputs' state and text files.
+//! * stream monitoring: [`MediaService::history`] (the pure part is
+//!   `onair_media::monitor`), alerts through [`hooks`].
 //! * [`hooks`]: stream callbacks to the business backend in the streaming service's
 //!   format, and the [`StreamObserver`] the room layer implements.
 //! * [`webrtc`]: WHIP publish and WHEP play (the `onair-webrtc` engine wired to the
@@ -22,6 +26,7 @@
 //!   the origin on the first viewer ([`MediaService::want`], the one path every
 //!   protocol opens a stream through).
 
+pub mod director;
 pub mod edge;
 pub mod hls;
 pub mod hooks;
@@ -32,6 +37,7 @@ pub mod reply;
 pub mod rtmp;
 pub mod webrtc;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -39,6 +45,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use onair_media::gop::GopLimits;
+use onair_media::monitor::{AlertKind, MonitorConfig, StreamMonitor};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -132,10 +140,61 @@ pub struct MediaConfig {
     /// How long an edge keeps pulling a stream after its last viewer left, seconds
     /// (a viewer coming back meanwhile starts at once). At least 1.
     pub origin_idle_secs: u64,
+    /// `[media.monitor]`: stream health history and alerts.
+    pub monitor: MonitorSettings,
+    /// `[media.director]`: the chat output's bounds and look.
+    pub director: director::DirectorSettings,
     /// LL-HLS, recording and snapshot keys (`record`, `snapshot_secs`, `hls_part_ms`, …).
     #[serde(flatten)]
     pub hls: hls::HlsSettings,
 }
+
+/// `[media.monitor]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MonitorSettings {
+    /// A sample of every stream's health every this many seconds (also the metrics
+    /// refresh).
+    pub sample_secs: u64,
+    /// Samples kept per stream (300 × 2 s = the last 10 minutes).
+    pub history: usize,
+    /// Alert `low_bitrate` when a sample's ingest bitrate is below this (0 = off).
+    pub low_bitrate_kbps: u64,
+    /// Alert `no_keyframe` after this many seconds without a video keyframe (0 = off).
+    pub keyframe_timeout_secs: u64,
+    /// A frame arriving this much later than its timestamp promises is late.
+    pub late_ms: u64,
+    /// An ended stream's history stays readable this long, seconds.
+    pub keep_ended_secs: u64,
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        MonitorSettings {
+            sample_secs: 2,
+            history: 300,
+            low_bitrate_kbps: 0,
+            keyframe_timeout_secs: 10,
+            late_ms: 1000,
+            keep_ended_secs: 600,
+        }
+    }
+}
+
+impl MonitorSettings {
+    fn config(&self) -> MonitorConfig {
+        MonitorConfig {
+            history_len: self.history.clamp(1, 10_000),
+            low_bitrate_bps: self.low_bitrate_kbps.saturating_mul(1000),
+            keyframe_timeout_ms: self.keyframe_timeout_secs.saturating_mul(1000),
+            late_ms: self.late_ms,
+            recent_alerts: 50,
+        }
+    }
+}
+
+/// Most ended streams whose history is kept (the oldest go first).
+const MAX_ENDED_HISTORIES: usize = 1000;
 
 impl Default for MediaConfig {
     fn default() -> Self {
@@ -157,6 +216,8 @@ impl Default for MediaConfig {
             max_transcodes: 4,
             origin: String::new(),
             origin_idle_secs: 5,
+            monitor: MonitorSettings::default(),
+            director: director::DirectorSettings::default(),
             hls: hls::HlsSettings::default(),
         }
     }
@@ -260,13 +321,21 @@ pub struct MediaService {
     node: String,
     /// The edge side (with `[media] origin`).
     edge: Option<Arc<edge::Edge>>,
+    /// The watermark and chat outputs.
+    pub director: Arc<director::Director>,
+    /// Every stream's monitor by name: live sessions and, for a while, ended ones.
+    monitors: Mutex<HashMap<String, Arc<Mutex<StreamMonitor>>>>,
+    /// HLS playlist readers of a stream (the HLS part counts them).
+    hls_readers: std::sync::OnceLock<Box<dyn Fn(&str) -> u64 + Send + Sync>>,
 }
 
 impl MediaService {
     /// Binds the RTMP listener (if configured) and starts the stats task.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         rtmp_cfg: RtmpConfig,
         cfg: MediaConfig,
+        data_dir: &Path,
         push_key: String,
         sdkappid: u64,
         observer: Arc<dyn StreamObserver>,
@@ -277,7 +346,11 @@ impl MediaService {
             gop_cache: cfg.gop_cache,
             gop_limits: GopLimits { max_frames: cfg.gop_max_frames.max(1), ..GopLimits::default() },
             queue_packets: cfg.viewer_queue_packets,
+            monitor: cfg.monitor.config(),
         }));
+        cfg.director.validate().map_err(anyhow::Error::msg)?;
+        let director =
+            director::Director::start(cfg.director.clone(), data_dir, &cfg.hls.ffmpeg, shutdown.clone(), &tasks);
         let listener = if rtmp_cfg.listen.is_empty() {
             None
         } else {
@@ -316,6 +389,9 @@ impl MediaService {
             shutdown: shutdown.clone(),
             node,
             edge,
+            director,
+            monitors: Mutex::new(HashMap::new()),
+            hls_readers: std::sync::OnceLock::new(),
         });
         if let Some(listener) = listener {
             let s = svc.clone();
@@ -410,8 +486,38 @@ impl MediaService {
         self.hooks.snapshot_taken(stream, snap);
     }
 
+    /// A stream's health history (live, or ended within `keep_ended_secs`): the
+    /// samples oldest first, the alerts in force and the last alert changes.
+    pub fn history(&self, name: &str) -> Option<serde_json::Value> {
+        // A stream younger than the first sample is not in the map yet.
+        let m =
+            self.monitors.lock().get(name).cloned().or_else(|| self.registry.get(name).map(|s| s.monitor().clone()))?;
+        let m = m.lock();
+        let samples: Vec<serde_json::Value> = m.history().map(|s| s.to_json()).collect();
+        Some(serde_json::json!({
+            "stream": name,
+            "live": m.ended_at().is_none(),
+            "startedAt": m.started_at(),
+            "endedAt": m.ended_at(),
+            "sampleSecs": self.cfg.monitor.sample_secs.max(1),
+            "samples": samples,
+            "alerts": {
+                "active": m.active().iter().map(|k| k.name()).collect::<Vec<_>>(),
+                "recent": m.recent_alerts().map(|c| c.to_json()).collect::<Vec<_>>(),
+            },
+            "thresholds": {
+                "lowBitrateKbps": self.cfg.monitor.low_bitrate_kbps,
+                "keyframeTimeoutSecs": self.cfg.monitor.keyframe_timeout_secs,
+            },
+        }))
+    }
+
+    /// Every few seconds: one monitor sample per live stream (alerts out through the
+    /// hooks), the per-stream gauges, and the end of histories kept too long.
     async fn export_metrics(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let period = Duration::from_secs(self.cfg.monitor.sample_secs.max(1));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seen: std::collections::HashSet<String> = Default::default();
         loop {
             tokio::select! {
@@ -431,6 +537,7 @@ impl MediaService {
                 for (p, n) in &st.viewers {
                     metrics::gauge!("onair_stream_viewers", "stream" => name.clone(), "protocol" => *p).set(*n as f64);
                 }
+                self.sample(s, now);
                 live.insert(name);
             }
             // Streams that ended read zero rather than their last value.
@@ -441,9 +548,86 @@ impl MediaService {
                 for (_, p) in Protocol::COUNTED {
                     metrics::gauge!("onair_stream_viewers", "stream" => gone.clone(), "protocol" => p).set(0.0);
                 }
+                metrics::gauge!("onair_stream_keyframe_interval_ms", "stream" => gone.clone()).set(0.0);
+                metrics::gauge!("onair_stream_av_drift_ms", "stream" => gone.clone()).set(0.0);
             }
             seen = live;
+            self.prune_histories(now);
         }
+    }
+
+    /// One sample of `s`'s monitor, registered under its name (a new session replaces
+    /// the previous one's history).
+    fn sample(&self, s: &Arc<registry::Stream>, now: u64) {
+        let monitor = s.monitor().clone();
+        {
+            let mut all = self.monitors.lock();
+            let known = all.get(&s.name).is_some_and(|m| Arc::ptr_eq(m, &monitor));
+            if !known {
+                all.insert(s.name.clone(), monitor.clone());
+            }
+        }
+        // Relayed streams (an edge) are watched at their origin.
+        if s.is_relayed() {
+            return;
+        }
+        let mut viewers: Vec<(&'static str, u64)> =
+            Protocol::COUNTED.iter().map(|(p, l)| (*l, s.viewers(*p))).collect();
+        if let Some(hls) = viewers.iter_mut().find(|(l, _)| *l == "hls") {
+            hls.1 += self.hls_readers.get().map_or(0, |f| f(&s.name));
+        }
+        let (changes, sample, dropped_total, late_total) = {
+            let mut m = monitor.lock();
+            if m.ended_at().is_some() {
+                return;
+            }
+            let changes = m.sample(now, viewers);
+            (changes, m.last().cloned(), m.dropped_total, m.late_total)
+        };
+        let name = s.name.clone();
+        if let Some(sample) = sample {
+            let interval = sample.keyframe_interval_ms.unwrap_or(0) as f64;
+            metrics::gauge!("onair_stream_keyframe_interval_ms", "stream" => name.clone()).set(interval);
+            metrics::gauge!("onair_stream_av_drift_ms", "stream" => name.clone())
+                .set(sample.av_drift_ms.unwrap_or(0) as f64);
+            metrics::counter!("onair_stream_dropped_frames_total", "stream" => name.clone()).absolute(dropped_total);
+            metrics::counter!("onair_stream_late_frames_total", "stream" => name.clone()).absolute(late_total);
+        }
+        self.hooks.alerts(&name, &changes);
+    }
+
+    fn prune_histories(&self, now: u64) {
+        let keep_ms = self.cfg.monitor.keep_ended_secs.saturating_mul(1000);
+        let mut all = self.monitors.lock();
+        let mut ended: Vec<(u64, String)> = Vec::new();
+        all.retain(|name, m| {
+            let m = m.lock();
+            match m.ended_at() {
+                Some(at) if now.saturating_sub(at) > keep_ms => false,
+                Some(at) => {
+                    ended.push((at, name.clone()));
+                    true
+                }
+                None => true,
+            }
+        });
+        if ended.len() > MAX_ENDED_HISTORIES {
+            ended.sort();
+            for (_, name) in ended.iter().take(ended.len() - MAX_ENDED_HISTORIES) {
+                all.remove(name);
+            }
+        }
+    }
+
+    /// Counts HLS playlist readers into the monitor's `hls` figure (set once by the
+    /// server, which owns the HLS part).
+    pub fn set_hls_readers(&self, f: Box<dyn Fn(&str) -> u64 + Send + Sync>) {
+        let _ = self.hls_readers.set(f);
+    }
+
+    /// Whether an alert kind is active for `stream` now.
+    pub fn alert_active(&self, stream: &str, kind: AlertKind) -> bool {
+        self.monitors.lock().get(stream).is_some_and(|m| m.lock().active().contains(&kind))
     }
 }
 

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use onair_media::flv::{self, FlvError, Parsed};
 use onair_media::frame::{CodecConfig, MediaFrame, TrackKind};
 use onair_media::gop::{GopCache, GopLimits};
+use onair_media::monitor::{MonitorConfig, StreamMonitor};
 use onair_media::rtmp::{self as rtmpmux, Metadata};
 use onair_media::stats::{RateMeter, Rates};
 use onair_media::timestamp::TimestampExtender;
@@ -174,6 +175,9 @@ pub struct Stream {
     viewers: [AtomicU64; 5],
     bytes_out: AtomicU64,
     gop_cache: bool,
+    /// The session's health history (outlives the stream: the media service keeps it
+    /// readable for a while after the end).
+    monitor: Arc<Mutex<StreamMonitor>>,
 }
 
 /// A snapshot of a stream's numbers.
@@ -261,6 +265,11 @@ impl Stream {
         self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// The session's monitor (see [`onair_media::monitor`]).
+    pub fn monitor(&self) -> &Arc<Mutex<StreamMonitor>> {
+        &self.monitor
+    }
+
     /// The publisher's metadata so far.
     pub fn metadata(&self) -> Metadata {
         self.state.lock().meta.clone()
@@ -293,6 +302,8 @@ pub struct RegistryConfig {
     pub gop_limits: GopLimits,
     /// Broadcast ring length in packets (each viewer's queue bound).
     pub queue_packets: usize,
+    /// Stream monitoring (history length, alert thresholds).
+    pub monitor: MonitorConfig,
 }
 
 /// All published streams.
@@ -384,6 +395,7 @@ impl StreamRegistry {
             viewers: Default::default(),
             bytes_out: AtomicU64::new(0),
             gop_cache: self.cfg.gop_cache,
+            monitor: Arc::new(Mutex::new(StreamMonitor::new(self.cfg.monitor, now))),
         });
         streams.insert(name.to_string(), stream.clone());
         drop(streams);
@@ -492,9 +504,17 @@ impl Publisher {
             }
             Media::Metadata(_) => {}
         }
+        let frame = match &packet.media {
+            Media::Frame(f) => Some((f.kind == TrackKind::Video, f.keyframe)),
+            _ => None,
+        };
         if let Some(tx) = &st.tx {
             // No receivers is fine: nobody is watching.
             let _ = tx.send(packet);
+        }
+        drop(st);
+        if let Some((video, keyframe)) = frame {
+            self.stream.monitor.lock().frame(now, video, keyframe, dts, len);
         }
         Ok(())
     }
@@ -667,6 +687,7 @@ mod tests {
             gop_cache: true,
             gop_limits: GopLimits::default(),
             queue_packets: queue,
+            monitor: MonitorConfig::default(),
         }))
     }
 

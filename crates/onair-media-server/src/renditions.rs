@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::MediaService;
+use crate::director::{CHAT_SUFFIX, Watermark, chat_stream};
 use crate::registry::RegistryEvent;
 
 /// Restarts of a rendition child that died while its source is still live.
@@ -75,46 +76,73 @@ pub fn is_rendition(stream: &str, list: &[Rendition]) -> bool {
     list.iter().any(|r| stream.len() > r.name.len() + 1 && stream.ends_with(&format!("_{}", r.name)))
 }
 
-/// Escapes `text` for a `drawtext=text=…` value inside a `-vf` filter graph: first the
-/// option level (`\ ' :`), then the filter-graph level (`\ ' [ ] , ;`), as the ffmpeg
-/// filter docs describe. No shell is involved (the graph is one argv entry).
-pub fn escape_drawtext(text: &str) -> String {
-    let mut level1 = String::with_capacity(text.len() * 2);
-    for c in text.chars().filter(|c| !c.is_control()) {
-        if matches!(c, '\\' | '\'' | ':') {
-            level1.push('\\');
-        }
-        level1.push(c);
-    }
-    let mut level2 = String::with_capacity(level1.len() * 2);
-    for c in level1.chars() {
-        if matches!(c, '\\' | '\'' | '[' | ']' | ',' | ';') {
-            level2.push('\\');
-        }
-        level2.push(c);
-    }
-    level2
+pub use onair_media::overlay::escape_drawtext;
+
+/// What an overlay child burns into its output besides scaling.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overlays<'a> {
+    /// Text at the top right (`[media] overlay_text`); empty = none.
+    pub text: &'a str,
+    /// The image watermark.
+    pub watermark: Option<&'a Watermark>,
+    /// The chat: the file `drawtext` re-reads every frame.
+    pub chat: Option<ChatDraw<'a>>,
 }
 
-/// The ffmpeg arguments that read `src`, scale to `r.height`, burn in `overlay` (empty =
-/// none), encode H.264 (veryfast, zerolatency, 1 s-ish GOP) + AAC and publish to `dst`.
-pub fn rendition_args(src: &str, dst: &str, r: &Rendition, overlay: &str) -> Vec<String> {
-    let mut vf = format!("scale=-2:{}", r.height);
-    if !overlay.trim().is_empty() {
-        // expansion=none: a `%` in the text is literal, not a drawtext function.
-        let size = (r.height / 12).max(10);
-        vf.push_str(&format!(
-            ",drawtext=text={}:expansion=none:fontcolor=white:fontsize={size}:box=1:boxcolor=black@0.5:x=w-tw-{pad}:y={pad}",
-            escape_drawtext(overlay.trim()),
-            pad = size / 2,
-        ));
-    }
-    let kbps = r.video_kbps;
+/// How the chat is drawn.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatDraw<'a> {
+    /// The text file (rewritten atomically by [`crate::director`]).
+    pub file: &'a std::path::Path,
+    /// Solid-colour test mode (`[media.director] chat_test_color`); empty = normal.
+    pub test_color: &'a str,
+}
+
+/// The ffmpeg arguments that read `src`, scale to `r.height`, lay the watermark, the
+/// text overlay and the chat over it, encode H.264 (veryfast, zerolatency, 1 s-ish
+/// GOP) + AAC and publish to `dst`. Only configured values and paths enter the filter
+/// graph (escaped); chat text stays in its file.
+pub fn rendition_args(src: &str, dst: &str, r: &Rendition, overlays: &Overlays) -> Vec<String> {
     let mut a: Vec<String> = ["-hide_banner", "-loglevel", "error", "-nostdin", "-rw_timeout", "10000000", "-i", src]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    a.extend(["-vf".to_string(), vf]);
+    let mut graph = format!("[0:v]scale=-2:{}", r.height);
+    if let Some(w) = overlays.watermark {
+        a.extend(["-i".to_string(), w.path.to_string_lossy().into_owned()]);
+        graph.push_str(&format!(
+            "[base];[1:v]format=rgba,scale=iw*{s}:ih*{s},colorchannelmixer=aa={o}[wm];[base][wm]overlay={xy}",
+            s = w.scale,
+            o = w.opacity,
+            xy = w.position.overlay_xy(w.margin),
+        ));
+    }
+    let size = (r.height / 12).max(10);
+    if !overlays.text.trim().is_empty() {
+        // expansion=none: a `%` in the text is literal, not a drawtext function.
+        graph.push_str(&format!(
+            ",drawtext=text={}:expansion=none:fontcolor=white:fontsize={size}:box=1:boxcolor=black@0.5:x=w-tw-{pad}:y={pad}",
+            escape_drawtext(overlays.text.trim()),
+            pad = size / 2,
+        ));
+    }
+    if let Some(chat) = overlays.chat {
+        let size = (r.height / 24).max(10);
+        let (font, boxc) = if chat.test_color.is_empty() {
+            ("white".to_string(), "black@0.45".to_string())
+        } else {
+            (escape_drawtext(chat.test_color), escape_drawtext(chat.test_color))
+        };
+        graph.push_str(&format!(
+            ",drawtext=textfile={}:reload=1:expansion=none:fontcolor={font}:fontsize={size}:line_spacing={ls}:box=1:boxcolor={boxc}:boxborderw={pad}:x={pad}:y=h-th-{pad}*2",
+            escape_drawtext(&chat.file.to_string_lossy()),
+            ls = size / 4,
+            pad = size / 2,
+        ));
+    }
+    graph.push_str("[vout]");
+    a.extend(["-filter_complex".to_string(), graph]);
+    a.extend(["-map", "[vout]", "-map", "0:a?"].iter().map(|s| s.to_string()));
     for s in [
         "-c:v",
         "libx264",
@@ -135,6 +163,7 @@ pub fn rendition_args(src: &str, dst: &str, r: &Rendition, overlay: &str) -> Vec
     ] {
         a.push(s.to_string());
     }
+    let kbps = r.video_kbps;
     a.extend([
         "-b:v".into(),
         format!("{kbps}k"),
@@ -155,6 +184,8 @@ pub struct Renditions {
     ffmpeg: String,
     /// Source stream → (stop token, number of children).
     running: Mutex<HashMap<String, (CancellationToken, usize)>>,
+    /// Source stream → its chat output's stop token.
+    chat: Mutex<HashMap<String, CancellationToken>>,
 }
 
 impl Renditions {
@@ -162,39 +193,62 @@ impl Renditions {
     /// listener is on; otherwise logs why it is off and returns None.
     pub async fn start(media: Arc<MediaService>, shutdown: CancellationToken, tasks: TaskTracker) -> Option<Arc<Self>> {
         let cfg = &media.cfg;
-        if cfg.renditions.is_empty() {
-            return None;
-        }
+        // Renditions are configured; chat outputs may be switched on at any time.
+        let configured = !cfg.renditions.is_empty();
         if let Err(e) = validate(&cfg.renditions) {
             tracing::error!("renditions off: {e}");
             return None;
         }
         if media.rtmp_addr.is_none() {
-            tracing::warn!("renditions off: they need the RTMP listener ([rtmp] listen)");
+            if configured {
+                tracing::warn!("renditions off: they need the RTMP listener ([rtmp] listen)");
+            }
             return None;
         }
         let ffmpeg = cfg.hls.ffmpeg.clone();
         if !crate::hls::ffmpeg_available(&ffmpeg).await {
-            tracing::warn!(ffmpeg = %ffmpeg, "renditions off: ffmpeg not found (install ffmpeg or set [media] ffmpeg)");
+            if configured {
+                tracing::warn!(ffmpeg = %ffmpeg, "renditions off: ffmpeg not found (install ffmpeg or set [media] ffmpeg)");
+            } else {
+                tracing::info!(ffmpeg = %ffmpeg, "chat outputs off: ffmpeg not found");
+            }
             return None;
         }
-        let names: Vec<&str> = cfg.renditions.iter().map(|r| r.name.as_str()).collect();
-        tracing::info!(?names, overlay = %cfg.overlay_text, max = cfg.max_transcodes, "renditions on");
-        let me = Arc::new(Renditions { media: media.clone(), ffmpeg, running: Mutex::new(HashMap::new()) });
+        if configured {
+            let names: Vec<&str> = cfg.renditions.iter().map(|r| r.name.as_str()).collect();
+            tracing::info!(?names, overlay = %cfg.overlay_text, max = cfg.max_transcodes, "renditions on");
+        }
+        let me = Arc::new(Renditions {
+            media: media.clone(),
+            ffmpeg,
+            running: Mutex::new(HashMap::new()),
+            chat: Mutex::new(HashMap::new()),
+        });
         let r = me.clone();
         let mut events = media.registry.watch();
         tasks.clone().spawn(async move {
             for s in r.media.registry.list() {
                 r.source_up(&s.name, &shutdown, &tasks);
             }
+            r.reconcile_chat(&shutdown, &tasks);
             loop {
                 let ev = tokio::select! {
                     _ = shutdown.cancelled() => break,
+                    _ = r.media.director.changed.notified() => {
+                        r.reconcile_chat(&shutdown, &tasks);
+                        continue;
+                    }
                     ev = events.recv() => ev,
                 };
                 match ev {
-                    Ok(RegistryEvent::Published(name)) => r.source_up(&name, &shutdown, &tasks),
-                    Ok(RegistryEvent::Unpublished(name)) => r.source_down(&name),
+                    Ok(RegistryEvent::Published(name)) => {
+                        r.source_up(&name, &shutdown, &tasks);
+                        r.reconcile_chat(&shutdown, &tasks);
+                    }
+                    Ok(RegistryEvent::Unpublished(name)) => {
+                        r.source_down(&name);
+                        r.reconcile_chat(&shutdown, &tasks);
+                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let live: Vec<String> = r.media.registry.list().iter().map(|s| s.name.clone()).collect();
                         let gone: Vec<String> =
@@ -205,6 +259,7 @@ impl Renditions {
                         for name in live {
                             r.source_up(&name, &shutdown, &tasks);
                         }
+                        r.reconcile_chat(&shutdown, &tasks);
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
@@ -212,13 +267,68 @@ impl Renditions {
             for (_, (tok, _)) in r.running.lock().drain() {
                 tok.cancel();
             }
+            for (_, tok) in r.chat.lock().drain() {
+                tok.cancel();
+            }
         });
         Some(me)
     }
 
+    /// Children running now (renditions and chat outputs): what `max_transcodes` bounds.
+    fn used(&self) -> usize {
+        let renditions: usize = self.running.lock().values().map(|(_, n)| n).sum();
+        renditions + self.chat.lock().len()
+    }
+
+    /// Starts the chat output of every switched-on live source that has none, and
+    /// stops those of sources switched off or gone.
+    fn reconcile_chat(self: &Arc<Self>, shutdown: &CancellationToken, tasks: &TaskTracker) {
+        let director = &self.media.director;
+        let wanted: Vec<String> = director
+            .chat_streams()
+            .into_iter()
+            .filter(|s| self.media.registry.get(s).is_some_and(|st| !st.is_relayed()))
+            .collect();
+        let stale: Vec<String> = self.chat.lock().keys().filter(|k| !wanted.contains(k)).cloned().collect();
+        for s in stale {
+            if let Some(tok) = self.chat.lock().remove(&s) {
+                tok.cancel();
+            }
+        }
+        for source in wanted {
+            if self.chat.lock().contains_key(&source) {
+                continue;
+            }
+            if self.used() >= self.media.cfg.max_transcodes {
+                tracing::warn!(stream = %source, max = self.media.cfg.max_transcodes, "no chat output for this stream: [media] max_transcodes reached");
+                continue;
+            }
+            let token = shutdown.child_token();
+            self.chat.lock().insert(source.clone(), token.clone());
+            let s = &director.settings;
+            let r = Rendition {
+                name: CHAT_SUFFIX.trim_start_matches('_').to_string(),
+                height: s.chat_height,
+                video_kbps: s.chat_kbps,
+            };
+            let me = self.clone();
+            tasks.spawn(async move {
+                me.run(&source, &r, true, token.clone()).await;
+                // Ended by itself (not switched off, which removed the entry and may
+                // already have put a new one): forget it so a republish restarts it.
+                if !token.is_cancelled() {
+                    me.chat.lock().remove(&source);
+                }
+                if !me.media.director.chat_enabled(&source) {
+                    let _ = tokio::fs::remove_file(me.media.director.chat_file(&source)).await;
+                }
+            });
+        }
+    }
+
     fn source_up(self: &Arc<Self>, source: &str, shutdown: &CancellationToken, tasks: &TaskTracker) {
         let list = &self.media.cfg.renditions;
-        if is_rendition(source, list) {
+        if list.is_empty() || is_rendition(source, list) || source.ends_with(CHAT_SUFFIX) {
             return;
         }
         // A relayed stream (this node is an edge) is transcoded at its origin, whose
@@ -236,7 +346,7 @@ impl Renditions {
             if running.contains_key(source) {
                 return;
             }
-            let used: usize = running.values().map(|(_, n)| n).sum();
+            let used: usize = running.values().map(|(_, n)| n).sum::<usize>() + self.chat.lock().len();
             let free = self.media.cfg.max_transcodes.saturating_sub(used);
             if free < list.len() {
                 tracing::warn!(
@@ -252,7 +362,7 @@ impl Renditions {
         for r in list.clone() {
             let me = self.clone();
             let (source, token) = (source.to_string(), token.clone());
-            tasks.spawn(async move { me.run(&source, &r, token).await });
+            tasks.spawn(async move { me.run(&source, &r, false, token).await });
         }
     }
 
@@ -262,10 +372,11 @@ impl Renditions {
         }
     }
 
-    /// One rendition child for the life of the source, restarted a few times with
-    /// backoff if it dies while the source is still live.
-    async fn run(&self, source: &str, r: &Rendition, stop: CancellationToken) {
-        let out = rendition_stream(source, r);
+    /// One rendition (or, with `chat`, the chat output) child for the life of the
+    /// source, restarted a few times with backoff if it dies while the source is still
+    /// live. The watermark is read at every start.
+    async fn run(&self, source: &str, r: &Rendition, chat: bool, stop: CancellationToken) {
+        let out = if chat { chat_stream(source) } else { rendition_stream(source, r) };
         let Some(addr) = self.media.rtmp_addr else { return };
         let app = &self.media.rtmp.app;
         let base = format!("rtmp://127.0.0.1:{}/{app}/", addr.port());
@@ -278,7 +389,26 @@ impl Renditions {
                 format!("{base}{source}")
             };
             let dst = crate::signed_url(&base, &self.media.push_key, &out, "", 3600);
-            let args = rendition_args(&src, &dst, r, &self.media.cfg.overlay_text);
+            let watermark = self.media.director.watermark();
+            let chat_file = if chat {
+                match self.media.director.prepare_chat_file(source).await {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        tracing::error!(stream = %out, error = %e, "chat output: cannot write its text file");
+                        break;
+                    }
+                }
+            } else {
+                None
+            };
+            let overlays = Overlays {
+                text: &self.media.cfg.overlay_text,
+                watermark: watermark.as_ref(),
+                chat: chat_file
+                    .as_deref()
+                    .map(|file| ChatDraw { file, test_color: &self.media.director.settings.chat_test_color }),
+            };
+            let args = rendition_args(&src, &dst, r, &overlays);
             let started = tokio::time::Instant::now();
             let child = tokio::process::Command::new(&self.ffmpeg)
                 .args(&args)
@@ -381,12 +511,14 @@ mod tests {
             "rtmp://127.0.0.1:1935/live/cam",
             "rtmp://127.0.0.1:1935/live/cam_240p?x=1",
             &r("240p", 240),
-            "OnAir",
+            &Overlays { text: "OnAir", ..Default::default() },
         );
         let at = |flag: &str| a.iter().position(|s| s == flag).map(|i| a[i + 1].as_str());
         assert_eq!(at("-i"), Some("rtmp://127.0.0.1:1935/live/cam"));
-        let vf = at("-vf").unwrap_or_default();
-        assert!(vf.starts_with("scale=-2:240,drawtext=text=OnAir:"), "{vf}");
+        let vf = at("-filter_complex").unwrap_or_default();
+        assert!(vf.starts_with("[0:v]scale=-2:240,drawtext=text=OnAir:"), "{vf}");
+        assert!(vf.ends_with("[vout]"), "{vf}");
+        assert_eq!(at("-map"), Some("[vout]"));
         assert_eq!(at("-c:v"), Some("libx264"));
         assert_eq!(at("-preset"), Some("veryfast"));
         assert_eq!(at("-tune"), Some("zerolatency"));
@@ -394,17 +526,41 @@ mod tests {
         assert_eq!(at("-c:a"), Some("aac"));
         assert_eq!(at("-f"), Some("flv"));
         assert_eq!(a.last().map(String::as_str), Some("rtmp://127.0.0.1:1935/live/cam_240p?x=1"));
-        let plain = rendition_args("s", "d", &r("360p", 360), "  ");
-        assert_eq!(plain.iter().position(|s| s == "-vf").map(|i| plain[i + 1].as_str()), Some("scale=-2:360"));
+        let plain = rendition_args("s", "d", &r("360p", 360), &Overlays { text: "  ", ..Default::default() });
+        assert_eq!(
+            plain.iter().position(|s| s == "-filter_complex").map(|i| plain[i + 1].as_str()),
+            Some("[0:v]scale=-2:360[vout]")
+        );
     }
 
     #[test]
-    fn drawtext_escaping() {
-        // The ffmpeg filter docs' own example.
-        assert_eq!(
-            escape_drawtext("this is a 'string': may contain one, or more, special characters"),
-            r"this is a \\\'string\\\'\\: may contain one\, or more\, special characters"
+    fn args_watermark_and_chat() {
+        let w = Watermark {
+            path: "/data/director/watermark.png".into(),
+            position: crate::director::Position::TopLeft,
+            scale: 0.5,
+            opacity: 0.8,
+            margin: 10,
+            width: 64,
+            height: 32,
+        };
+        let file = std::path::Path::new("/data dir/it's:chat/cam.txt");
+        let a = rendition_args(
+            "src",
+            "dst",
+            &r("chat", 360),
+            &Overlays { text: "", watermark: Some(&w), chat: Some(ChatDraw { file, test_color: "red" }) },
         );
-        assert_eq!(escape_drawtext("a[b];c\n"), r"a\[b\]\;c");
+        let inputs: Vec<&str> =
+            a.iter().enumerate().filter(|(_, s)| *s == "-i").map(|(i, _)| a[i + 1].as_str()).collect();
+        assert_eq!(inputs, vec!["src", "/data/director/watermark.png"]);
+        let graph = a.iter().position(|s| s == "-filter_complex").map(|i| a[i + 1].as_str()).unwrap_or_default();
+        assert!(
+            graph.starts_with("[0:v]scale=-2:360[base];[1:v]format=rgba,scale=iw*0.5:ih*0.5,colorchannelmixer=aa=0.8[wm];[base][wm]overlay=x=10:y=10,drawtext=textfile="),
+            "{graph}"
+        );
+        // The path is escaped at both levels; the chat text itself never is in the graph.
+        assert!(graph.contains(r"textfile=/data dir/it\\\'s\\:chat/cam.txt:reload=1:"), "{graph}");
+        assert!(graph.contains("fontcolor=red") && graph.contains("boxcolor=red"), "{graph}");
     }
 }

@@ -325,6 +325,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let media = onair_media_server::MediaService::start(
         cfg.rtmp.clone(),
         cfg.media.clone(),
+        &cfg.data_dir,
         push_key,
         app.sdkappid,
         observer,
@@ -338,6 +339,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let hls = onair_media_server::hls::HlsHub::new(cfg.media.hls.clone(), &cfg.data_dir, media.clone()).await;
     hls.spawn(shutdown.clone(), tasks.clone());
+    // The monitor's `hls` viewer figure counts playlist readers too (a weak handle:
+    // the HLS part holds the media service).
+    let readers = Arc::downgrade(&hls);
+    media.set_hls_readers(Box::new(move |name| readers.upgrade().map_or(0, |h| h.hls_viewers(name))));
+    // The room layer feeds the chat outputs' text (filtered, bounded) to the media service.
+    hub.set_chat_overlay(media.director.clone(), media.director.settings.board());
     let webrtc =
         onair_media_server::webrtc::WebRtc::start(cfg.webrtc.clone(), media.clone(), shutdown.clone(), tasks.clone())
             .await

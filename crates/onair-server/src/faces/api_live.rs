@@ -97,6 +97,15 @@ async fn set_stream(
             format!("stream '{}' is reserved: its name is a rendition's (`{{source}}_{{rendition}}`)", b.stream),
         )));
     }
+    // So are chat outputs (`{source}_chat`, see `onair_media_server::director`).
+    if b.stream.len() > onair_media_server::director::CHAT_SUFFIX.len()
+        && b.stream.ends_with(onair_media_server::director::CHAT_SUFFIX)
+    {
+        return Err(ApiError(Rejection::new(
+            Code::Conflict,
+            format!("stream '{}' is reserved: its name is a chat output's (`{{source}}_chat`)", b.stream),
+        )));
+    }
     ok(state.hub.set_stream(&id, &b.stream).await?)
 }
 
