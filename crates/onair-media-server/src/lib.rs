@@ -193,6 +193,9 @@ impl MonitorSettings {
     }
 }
 
+/// Counts a stream's HLS playlist readers (the HLS part knows them).
+pub type ReaderCount = Box<dyn Fn(&str) -> u64 + Send + Sync>;
+
 /// Most ended streams whose history is kept (the oldest go first).
 const MAX_ENDED_HISTORIES: usize = 1000;
 
@@ -326,7 +329,7 @@ pub struct MediaService {
     /// Every stream's monitor by name: live sessions and, for a while, ended ones.
     monitors: Mutex<HashMap<String, Arc<Mutex<StreamMonitor>>>>,
     /// HLS playlist readers of a stream (the HLS part counts them).
-    hls_readers: std::sync::OnceLock<Box<dyn Fn(&str) -> u64 + Send + Sync>>,
+    hls_readers: std::sync::OnceLock<ReaderCount>,
 }
 
 impl MediaService {
@@ -621,7 +624,7 @@ impl MediaService {
 
     /// Counts HLS playlist readers into the monitor's `hls` figure (set once by the
     /// server, which owns the HLS part).
-    pub fn set_hls_readers(&self, f: Box<dyn Fn(&str) -> u64 + Send + Sync>) {
+    pub fn set_hls_readers(&self, f: ReaderCount) {
         let _ = self.hls_readers.set(f);
     }
 

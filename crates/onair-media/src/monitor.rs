@@ -374,11 +374,11 @@ mod tests {
     fn feed(m: &mut StreamMonitor, t0: u64, from_ms: u64, secs: u64, gop: u64) {
         for ms in from_ms..from_ms + secs * 1000 {
             let dts = ms - t0;
-            if dts % 33 == 0 {
+            if dts.is_multiple_of(33) {
                 let n = dts / 33;
-                m.frame(ms, true, n % gop == 0, dts, 2000);
+                m.frame(ms, true, n.is_multiple_of(gop), dts, 2000);
             }
-            if dts % 23 == 0 {
+            if dts.is_multiple_of(23) {
                 m.frame(ms, false, true, dts, 200);
             }
         }
