@@ -863,6 +863,19 @@ test('ffmpeg pushes a test stream and the watch page plays it', async (t) => {
     assert.match(await thumb.getAttribute('src'), /^\/live\/onstage\/snapshot\.jpg/);
     await shot(idx, 'index-live');
     await idx.context().close();
+    // The studio and the admin console draw the stream's health history as charts.
+    const st = await newPage(1280, 1000);
+    await st.goto(`${base}/studio/onstage#identifier=administrator&usersig=${encodeURIComponent(adminSig)}`);
+    await st.locator('#monitor svg.spark path.spark-line').first().waitFor({ timeout: T });
+    assert.ok((await st.locator('#monitor svg.spark').count()) >= 6, 'six studio charts');
+    await shot(st, 'studio-monitor');
+    await st.context().close();
+    const ad = await newPage(1280, 1000);
+    await ad.goto(`${base}/admin#identifier=administrator&usersig=${encodeURIComponent(adminSig)}`);
+    await ad.click('#tabs [data-tab="streams"]');
+    await ad.locator('#streamRows svg.spark path.spark-line').first().waitFor({ timeout: T });
+    await shot(ad, 'admin-streams');
+    await ad.context().close();
   } finally {
     ff.kill('SIGINT');
   }
