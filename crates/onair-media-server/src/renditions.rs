@@ -36,7 +36,7 @@ pub struct Rendition {
     /// Output video height in pixels (width follows the aspect ratio, rounded to even).
     pub height: u32,
     /// Output video bitrate, kbit/s.
-    #[serde(default = "default_kbps")]
+    #[serde(default = "default_kbps", alias = "videoKbps")]
     pub video_kbps: u32,
 }
 
@@ -155,32 +155,59 @@ pub struct Renditions {
     ffmpeg: String,
     /// Source stream → (stop token, number of children).
     running: Mutex<HashMap<String, (CancellationToken, usize)>>,
+    /// `{data_dir}/ladders.json`.
+    path: std::path::PathBuf,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl Renditions {
-    /// Starts the feature when renditions are configured, ffmpeg is present and the RTMP
-    /// listener is on; otherwise logs why it is off and returns None.
-    pub async fn start(media: Arc<MediaService>, shutdown: CancellationToken, tasks: TaskTracker) -> Option<Arc<Self>> {
+    /// Starts the feature when ffmpeg is present and the RTMP listener is on
+    /// (otherwise logs why it is off and returns None); loads the per-stream ladders
+    /// kept in `{data_dir}/ladders.json`.
+    pub async fn start(
+        media: Arc<MediaService>,
+        data_dir: &std::path::Path,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Option<Arc<Self>> {
         let cfg = &media.cfg;
-        if cfg.renditions.is_empty() {
-            return None;
-        }
+        let path = data_dir.join("ladders.json");
+        let ladders: HashMap<String, Vec<Rendition>> =
+            std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+        let ladders: HashMap<String, Vec<Rendition>> =
+            ladders.into_iter().filter(|(s, l)| crate::valid_stream_name(s) && validate(l).is_ok()).collect();
+        let wanted = !cfg.renditions.is_empty() || !ladders.is_empty();
         if let Err(e) = validate(&cfg.renditions) {
             tracing::error!("renditions off: {e}");
             return None;
         }
         if media.rtmp_addr.is_none() {
-            tracing::warn!("renditions off: they need the RTMP listener ([rtmp] listen)");
+            if wanted {
+                tracing::warn!("renditions off: they need the RTMP listener ([rtmp] listen)");
+            }
             return None;
         }
         let ffmpeg = cfg.hls.ffmpeg.clone();
         if !crate::hls::ffmpeg_available(&ffmpeg).await {
-            tracing::warn!(ffmpeg = %ffmpeg, "renditions off: ffmpeg not found (install ffmpeg or set [media] ffmpeg)");
+            if wanted {
+                tracing::warn!(ffmpeg = %ffmpeg, "renditions off: ffmpeg not found (install ffmpeg or set [media] ffmpeg)");
+            }
             return None;
         }
-        let names: Vec<&str> = cfg.renditions.iter().map(|r| r.name.as_str()).collect();
-        tracing::info!(?names, overlay = %cfg.overlay_text, max = cfg.max_transcodes, "renditions on");
-        let me = Arc::new(Renditions { media: media.clone(), ffmpeg, running: Mutex::new(HashMap::new()) });
+        if wanted {
+            let names: Vec<&str> = cfg.renditions.iter().map(|r| r.name.as_str()).collect();
+            tracing::info!(?names, ladders = ladders.len(), overlay = %cfg.overlay_text, max = cfg.max_transcodes, "renditions on");
+        }
+        *media.ladders.write() = ladders;
+        let me = Arc::new(Renditions {
+            media: media.clone(),
+            ffmpeg,
+            running: Mutex::new(HashMap::new()),
+            path,
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+        });
         let r = me.clone();
         let mut events = media.registry.watch();
         tasks.clone().spawn(async move {
@@ -216,9 +243,51 @@ impl Renditions {
         Some(me)
     }
 
+    /// Sets (Some) or removes (None: back to `[media] renditions`) the ladder of
+    /// `source`, stored on disk; a live source's children are restarted with it.
+    pub fn set_ladder(self: &Arc<Self>, source: &str, ladder: Option<Vec<Rendition>>) -> Result<(), String> {
+        if !crate::valid_stream_name(source) {
+            return Err("invalid stream name".into());
+        }
+        if self.media.is_rendition(source) {
+            return Err(format!("'{source}' is itself a rendition"));
+        }
+        if let Some(l) = &ladder {
+            validate(l)?;
+            if l.len() > self.media.cfg.max_transcodes {
+                return Err(format!(
+                    "a ladder of {} renditions exceeds [media] max_transcodes ({})",
+                    l.len(),
+                    self.media.cfg.max_transcodes
+                ));
+            }
+            if let Some(bad) = l.iter().map(|r| rendition_stream(source, r)).find(|n| !crate::valid_stream_name(n)) {
+                return Err(format!("rendition stream name {bad:?} is not a valid stream name (too long?)"));
+            }
+        }
+        let text = {
+            let mut ladders = self.media.ladders.write();
+            match ladder {
+                Some(l) => ladders.insert(source.to_string(), l),
+                None => ladders.remove(source),
+            };
+            serde_json::to_string_pretty(&*ladders).unwrap_or_default()
+        };
+        std::fs::write(&self.path, text).map_err(|e| format!("ladder not stored: {}: {e}", self.path.display()))?;
+        if self.media.registry.get(source).is_some() {
+            self.source_down(source);
+            self.source_up(source, &self.shutdown, &self.tasks);
+        }
+        Ok(())
+    }
+
     fn source_up(self: &Arc<Self>, source: &str, shutdown: &CancellationToken, tasks: &TaskTracker) {
-        let list = &self.media.cfg.renditions;
-        if is_rendition(source, list) {
+        let list = &self.media.ladder(source);
+        if list.is_empty() || self.media.is_rendition(source) {
+            return;
+        }
+        // A house slate is not worth a ladder (a still picture, played to few).
+        if self.media.registry.get(source).is_some_and(|s| s.info.house == Some(crate::registry::HouseKind::Slate)) {
             return;
         }
         // A relayed stream (this node is an edge) is transcoded at its origin, whose

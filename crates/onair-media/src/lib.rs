@@ -16,6 +16,7 @@ pub mod hls;
 pub mod lifecycle;
 pub mod nal;
 pub mod pacing;
+pub mod relay;
 pub mod rtmp;
 pub mod stats;
 pub mod timestamp;
