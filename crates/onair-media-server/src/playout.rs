@@ -658,6 +658,19 @@ impl Playout {
                 End::Stopped => return,
                 End::Yielded => {
                     tracing::info!(stream, "playout yielded to a publish; resumes when it ends");
+                    self.set_state(stream, id, ShowState::Yielded, None);
+                    // The publish that asked takes the name right after it is free: do
+                    // not race it for the name (wait until it holds it, or 10 s if it
+                    // never does), then wait for its end like any holder's.
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                    while tokio::time::Instant::now() < deadline
+                        && !self.media.registry.get(stream).is_some_and(|s| s.info.house.is_none_or(|k| k > kind))
+                    {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                            _ = stop.cancelled() => return,
+                        }
+                    }
                     continue;
                 }
                 End::Exited(status) => {

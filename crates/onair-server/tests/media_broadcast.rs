@@ -235,7 +235,7 @@ async fn a_file_plays_as_live_the_anchor_takes_over_and_hands_back_and_the_room_
     }
     let s = Server::start_with_env(
         &media_toml("record = false\nsnapshot_secs = 0\n"),
-        &[("ONAIR_LOG", "warn,onair_media_server::playout=info")],
+        &[("ONAIR_LOG", "warn,onair_media_server::playout=info,onair_media_server::publish=info")],
     )
     .await;
     s.create_room("vod").await;
