@@ -557,6 +557,12 @@ impl Playout {
         }
     }
 
+    /// Whether `stream` is published by someone a `kind` house publisher yields to (a
+    /// real publisher, or a house one of a higher rank).
+    fn held_by_other(&self, stream: &str, kind: HouseKind) -> bool {
+        self.media.registry.get(stream).is_some_and(|s| s.info.house.is_none_or(|k| k > kind))
+    }
+
     /// One show: wait for its start, play, yield to the anchor and resume, end.
     async fn run(self: Arc<Self>, stream: &str, stop: CancellationToken, id: u64) {
         let Some(addr) = self.media.rtmp_addr else { return };
@@ -573,7 +579,7 @@ impl Playout {
         loop {
             // Someone else holds the name (the anchor, or a file over a slate): wait
             // for it to end, then play (the hand-back).
-            while self.media.registry.get(stream).is_some_and(|s| s.info.house.is_none_or(|k| k > kind)) {
+            while self.held_by_other(stream, kind) {
                 self.set_state(stream, id, ShowState::Yielded, None);
                 let ev = tokio::select! {
                     ev = events.recv() => ev,
@@ -663,9 +669,7 @@ impl Playout {
                     // not race it for the name (wait until it holds it, or 10 s if it
                     // never does), then wait for its end like any holder's.
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                    while tokio::time::Instant::now() < deadline
-                        && !self.media.registry.get(stream).is_some_and(|s| s.info.house.is_none_or(|k| k > kind))
-                    {
+                    while tokio::time::Instant::now() < deadline && !self.held_by_other(stream, kind) {
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                             _ = stop.cancelled() => return,
@@ -690,7 +694,7 @@ impl Playout {
                     }
                     // A real publish may have taken the name first (the child was then
                     // refused): yield rather than count it as a failure.
-                    if self.media.registry.get(stream).is_some_and(|s| s.info.house.is_none_or(|k| k > kind)) {
+                    if self.held_by_other(stream, kind) {
                         continue;
                     }
                     if played > 30.0 {

@@ -571,7 +571,7 @@ pub struct Variant {
 /// and hls.js/Safari pick by BANDWIDTH from there).
 pub fn multivariant_playlist(variants: &[Variant]) -> String {
     let mut sorted: Vec<&Variant> = variants.iter().collect();
-    sorted.sort_by(|a, b| b.bandwidth.cmp(&a.bandwidth));
+    sorted.sort_by_key(|v| std::cmp::Reverse(v.bandwidth));
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     for v in sorted {
         let _ = write!(out, "#EXT-X-STREAM-INF:BANDWIDTH={}", v.bandwidth.max(1));
