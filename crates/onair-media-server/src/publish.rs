@@ -66,7 +66,13 @@ impl MediaService {
         }
         self.check_push(key).map_err(PublishRefused::BadSignature)?;
         let house = self.house_kind(key);
-        let publisher = self.registry.publish_house(&key.name, client_ip, key.query.clone(), house)?;
+        // The house token never leaves the process (callbacks carry `stream_param`).
+        let param = if house.is_some() {
+            key.query.split('&').filter(|p| !p.starts_with("onair_house=")).collect::<Vec<_>>().join("&")
+        } else {
+            key.query.clone()
+        };
+        let publisher = self.registry.publish_house(&key.name, client_ip, param, house)?;
         let silent = house == Some(HouseKind::Slate);
         Ok(LivePublish { svc: self.clone(), publisher, announced: false, silent })
     }
