@@ -144,6 +144,8 @@ function renderRoom() {
 /** Offers the stream's live renditions (`/live/{stream}.json`) besides "auto". */
 async function loadQualities(stream) {
   try {
+    // Only a stream that is on this server (a room set live by hand has none): no 404s.
+    if (!(await player.onAir(stream))) return $('qualityBox').classList.add('hidden');
     const r = await fetch(`/live/${encodeURIComponent(stream)}.json`, { cache: 'no-store' });
     const names = r.ok ? ((await r.json()).renditions ?? []).map((x) => x.stream.slice(stream.length + 1)) : [];
     const sel = $('quality');
