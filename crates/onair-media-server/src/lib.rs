@@ -523,3 +523,21 @@ pub fn valid_stream_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && !name.starts_with('.')
 }
+
+/// The last 2 KiB of an ffmpeg child's stderr (what its failure is logged with).
+pub(crate) async fn stderr_tail(mut stderr: Option<tokio::process::ChildStderr>) -> String {
+    let mut keep = Vec::new();
+    let mut buf = [0u8; 4096];
+    if let Some(e) = stderr.as_mut() {
+        while let Ok(n) = tokio::io::AsyncReadExt::read(e, &mut buf).await {
+            if n == 0 {
+                break;
+            }
+            keep.extend_from_slice(&buf[..n]);
+            if keep.len() > 2048 {
+                keep.drain(..keep.len() - 2048);
+            }
+        }
+    }
+    String::from_utf8_lossy(&keep).trim().to_string()
+}

@@ -636,7 +636,7 @@ impl Playout {
             };
             self.set_state(stream, id, ShowState::Playing, None);
             tracing::info!(stream, kind = ?kind, offset = position, "playout playing");
-            let tail = tokio::spawn(stderr_tail(child.stderr.take()));
+            let tail = tokio::spawn(crate::stderr_tail(child.stderr.take()));
             enum End {
                 Exited(Option<std::process::ExitStatus>),
                 Yielded,
@@ -851,11 +851,6 @@ fn upload_name_ok(name: &str) -> bool {
         && !name.starts_with('.')
         && name.contains('.')
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// The last 2 KiB of a child's stderr.
-async fn stderr_tail(stderr: Option<tokio::process::ChildStderr>) -> String {
-    crate::relays::stderr_tail(stderr).await
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use onair_media::relay::{AfterExit, BadDestination, Destination, RelayState, Ret
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -329,7 +329,7 @@ impl Relays {
             };
             tracing::info!(stream, relay = id, to = %masked, "relay connecting");
             let stderr = child.stderr.take();
-            let tail = tokio::spawn(stderr_tail(stderr));
+            let tail = tokio::spawn(crate::stderr_tail(stderr));
             let stdout = child.stdout.take();
             let status = {
                 let progress = async {
@@ -416,24 +416,6 @@ fn view(e: &Entry, now: u64) -> Value {
 
 fn jitter() -> f64 {
     (onair_shell::seed() % 1000) as f64 / 1000.0
-}
-
-/// The last 2 KiB of a child's stderr.
-pub(crate) async fn stderr_tail(mut stderr: Option<tokio::process::ChildStderr>) -> String {
-    let mut keep = Vec::new();
-    let mut buf = [0u8; 4096];
-    if let Some(e) = stderr.as_mut() {
-        while let Ok(n) = e.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            keep.extend_from_slice(&buf[..n]);
-            if keep.len() > 2048 {
-                keep.drain(..keep.len() - 2048);
-            }
-        }
-    }
-    String::from_utf8_lossy(&keep).trim().to_string()
 }
 
 /// The ffmpeg arguments that copy `src` to `dst` unchanged, reporting progress

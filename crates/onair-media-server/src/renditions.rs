@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -365,23 +364,7 @@ impl Renditions {
             };
             tracing::info!(source = %source, stream = %out, height = r.height, "rendition started");
             // Keep only the tail of ffmpeg's stderr (it is `-loglevel error`, but bounded anyway).
-            let mut stderr = child.stderr.take();
-            let tail = tokio::spawn(async move {
-                let mut keep = Vec::new();
-                let mut buf = [0u8; 4096];
-                if let Some(e) = stderr.as_mut() {
-                    while let Ok(n) = e.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        keep.extend_from_slice(&buf[..n]);
-                        if keep.len() > 2048 {
-                            keep.drain(..keep.len() - 2048);
-                        }
-                    }
-                }
-                String::from_utf8_lossy(&keep).trim().to_string()
-            });
+            let tail = tokio::spawn(crate::stderr_tail(child.stderr.take()));
             let status = tokio::select! {
                 s = child.wait() => s.ok(),
                 _ = stop.cancelled() => {

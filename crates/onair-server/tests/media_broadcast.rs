@@ -409,3 +409,73 @@ async fn a_room_ladder_makes_a_multivariant_playlist_of_every_rendition() {
     }
     assert_eq!(heights.len(), 3, "{heights:?}");
 }
+
+/// `PUT path` with a binary body; the status and the answer as JSON.
+async fn put_bytes(s: &Server, path: &str, body: &[u8]) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    // Chunked or not, the JSON object is the part between the outer braces.
+    let json = body.find('{').and_then(|a| body.rfind('}').map(|b| &body[a..=b])).unwrap_or("null");
+    (status, serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_file_and_a_path_play_as_a_scheduled_looped_playlist_until_stopped() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let s = Server::start(&media_toml("record = false\nsnapshot_secs = 0\nmax_upload_mb = 5\n")).await;
+    s.create_room("pl").await;
+    let dir = tempfile::tempdir().unwrap();
+    make_clip(&dir.path().join("a.mp4"), 2).await;
+    make_clip(&s.data_dir().join("media/b.mp4"), 2).await;
+    let (status, v) =
+        put_bytes(&s, &s.admin("/api/v1/uploads/a.mp4"), &std::fs::read(dir.path().join("a.mp4")).unwrap()).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["probe"]["video"], "h264", "{v}");
+    let (status, v) = put_bytes(&s, &s.admin("/api/v1/uploads/big.mp4"), &vec![0u8; 6 * 1024 * 1024]).await;
+    assert_eq!(status, 413, "{v}");
+    let (status, v) = put_bytes(&s, &s.admin("/api/v1/uploads/..%2Fx.mp4"), b"x").await;
+    assert!(status == 400 || status == 404, "{status} {v}");
+
+    // Two items, looped, starting in 2 s.
+    let start_at = now_secs() + 2;
+    let (status, v) = s
+        .http(
+            "POST",
+            &s.admin("/api/v1/rooms/pl/playout"),
+            Some(&json!({"items": [{"upload": "a.mp4"}, {"path": "media/b.mp4"}], "loop": true, "startAt": start_at})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["state"], "scheduled", "{v}");
+    assert_eq!(s.http("GET", "/api/v1/streams/pl", None).await.0, 404, "not before its start");
+    wait_live(&s, "pl").await;
+    assert!(now_secs() + 1 >= start_at, "started on time");
+    // Past the playlist's 4 s it is still on air (looped), the position going on.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (_, v) = s.http("GET", &s.admin("/api/v1/rooms/pl/playout"), None).await;
+    assert_eq!(v["playout"]["state"], "playing", "{v}");
+    assert_eq!(s.http("GET", "/api/v1/streams/pl", None).await.0, 200);
+    assert_plays(&format!("http://127.0.0.1:{}/live/pl.flv", s.port), "the looped playlist").await;
+    // Stopped: the stream ends.
+    let (status, _) = s.http("DELETE", &s.admin("/api/v1/rooms/pl/playout"), None).await;
+    assert_eq!(status, 204);
+    eventually("the stream ends when stopped", LONG, || async {
+        s.http("GET", "/api/v1/streams/pl", None).await.0 == 404
+    })
+    .await;
+    let (status, _) = s.http("DELETE", &s.admin("/api/v1/rooms/pl/playout"), None).await;
+    assert_eq!(status, 404);
+}
