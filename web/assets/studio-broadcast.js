@@ -57,7 +57,7 @@ export function broadcastCard(onair, roomId) {
   async function refreshPlayout() {
     try {
       const p = (await call('GET', '/playout')).playout;
-      $('playoutState').textContent = p ? `${p.kind} · ${p.state} · ${Math.round(p.positionSecs)} s${p.error && p.kind === 'vod' ? ` · ${p.error}` : ''}` : 'nothing playing';
+      $('playoutState').textContent = p ? `${p.kind} · ${p.state} · ${Math.round(p.positionSecs)} s${p.error ? ` · ${p.error}` : ''}` : 'nothing playing';
     } catch {
       $('playoutState').textContent = '';
     }

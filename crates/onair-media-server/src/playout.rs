@@ -160,6 +160,8 @@ struct Show {
     /// Seconds of the playlist played so far (where a hand-back resumes).
     position: f64,
     error: String,
+    /// A slate's text (empty for files).
+    text: String,
     stop: CancellationToken,
     /// Tells this show from one that replaced it under the same stream.
     id: u64,
@@ -388,6 +390,7 @@ impl Playout {
             state: ShowState::Scheduled,
             position: 0.0,
             error: String::new(),
+            text: String::new(),
             stop: self.shutdown.child_token(),
             id: onair_shell::seed(),
         };
@@ -432,6 +435,7 @@ impl Playout {
             "startAtMs": s.start_at_ms,
             "positionSecs": (s.position * 10.0).round() / 10.0,
             "error": s.error,
+            "text": s.text,
         }))
     }
 
@@ -540,7 +544,8 @@ impl Playout {
             start_at_ms: now_ms(),
             state: ShowState::Scheduled,
             position: 0.0,
-            error: text,
+            error: String::new(),
+            text,
             stop: self.shutdown.child_token(),
             id: onair_shell::seed(),
         };
@@ -591,7 +596,7 @@ impl Playout {
                 }
             }
             let Some((items, looped, position, text)) =
-                self.shows.lock().get(stream).map(|s| (s.items.clone(), s.looped, s.position, s.error.clone()))
+                self.shows.lock().get(stream).map(|s| (s.items.clone(), s.looped, s.position, s.text.clone()))
             else {
                 return;
             };
