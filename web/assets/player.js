@@ -95,6 +95,12 @@ export class Player {
     /** The WHEP session: its peer connection and resource URL (DELETEd on reset). */
     this.pc = null;
     this.whepLocation = null;
+    /**
+     * Manual quality: a rendition name (`360p`) whose stream (`{stream}_360p`) is played
+     * instead of the source; null = auto (the source over MediaSource; native HLS gets the
+     * multivariant playlist `/live/{stream}/master.m3u8` and switches by itself).
+     */
+    this.quality = null;
   }
 
   note(msg) {
@@ -117,6 +123,7 @@ export class Player {
   async playLive(stream) {
     const gen = this.reset();
     this.live = stream;
+    if (this.quality && !stream.endsWith(`_${this.quality}`)) stream = `${stream}_${this.quality}`;
     const mode = pickMode(MODES, this, this.forcedMode());
     if (!mode) {
       this.onStatus('This browser cannot play live video (no MediaSource, no HLS).');
@@ -153,7 +160,8 @@ export class Player {
   /** The browser's own HLS player (only where there is no MediaSource). */
   playNativeHls(stream, gen) {
     this.note(`live ${stream}: native HLS`);
-    this.video.src = `${this.base}/live/${encodeURIComponent(stream)}.m3u8`;
+    const enc = encodeURIComponent(stream);
+    this.video.src = this.quality ? `${this.base}/live/${enc}.m3u8` : `${this.base}/live/${enc}/master.m3u8`;
     this.video.addEventListener('error', () => this.retry(gen, () => this.playLive(stream)), { once: true });
     // The browser's own HLS player keeps its own distance to the live edge (seeking
     // towards it is ignored, a faster playbackRate breaks it), so no edge keeping here.

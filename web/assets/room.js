@@ -140,6 +140,27 @@ function renderRoom() {
   renderState();
 }
 
+// ---- quality (the room's ABR ladder) ----
+/** Offers the stream's live renditions (`/live/{stream}.json`) besides "auto". */
+async function loadQualities(stream) {
+  try {
+    // Only a stream that is on this server (a room set live by hand has none): no 404s.
+    if (!(await player.onAir(stream))) return $('qualityBox').classList.add('hidden');
+    const r = await fetch(`/live/${encodeURIComponent(stream)}.json`, { cache: 'no-store' });
+    const names = r.ok ? ((await r.json()).renditions ?? []).map((x) => x.stream.slice(stream.length + 1)) : [];
+    const sel = $('quality');
+    sel.replaceChildren(h('option', { value: '', text: 'auto' }), ...names.map((n) => h('option', { value: n, text: n })));
+    sel.value = names.includes(player.quality) ? player.quality : '';
+    $('qualityBox').classList.toggle('hidden', names.length === 0);
+  } catch {
+    $('qualityBox').classList.add('hidden');
+  }
+}
+$('quality').addEventListener('change', (e) => {
+  player.quality = e.target.value || null;
+  if (room?.state === 'live') player.playLive(room.stream || roomId);
+});
+
 // ---- live state ----
 function renderState() {
   const state = room?.state || '';
@@ -151,8 +172,12 @@ function renderState() {
   if (want !== lastStarted && !removed) {
     lastStarted = want;
     playing = false;
-    if (state === 'live') player.playLive(stream);
-    else if (want) player.playReplay(safeUrl(room.replayUrl));
+    if (state === 'live') {
+      player.playLive(stream);
+      loadQualities(stream);
+      // Renditions start a few seconds after their source.
+      setTimeout(() => loadQualities(stream), 8000);
+    } else if (want) player.playReplay(safeUrl(room.replayUrl));
     else player.stop();
   }
   renderBanner();

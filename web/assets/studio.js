@@ -1,6 +1,7 @@
 // The anchor console /studio/{id}: push address, live state and stream health, chat
 // with inline moderation, notice, lottery, co-host requests, statistics.
 import { h, $, toast, webConfig, client, loadCreds, saveCreds, credsFromHash, roomIdFromPath, fmtCount, fmtDuration, copy, STATE_LABEL } from '/assets/app.js';
+import { broadcastCard } from '/assets/studio-broadcast.js';
 import { messageLine, systemLine, appendLine, markRecalled, eventText, toMs } from '/assets/chat.js';
 import { monitorPanel } from '/assets/charts.js';
 
@@ -42,6 +43,7 @@ async function start() {
     $('introduction').value = room.introduction || '';
     loadPush();
     loadChatOverlay();
+    broadcastCard(onair, roomId);
     refresh();
     setInterval(refresh, 3000);
   } catch (e) {

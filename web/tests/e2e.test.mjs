@@ -365,6 +365,26 @@ test('the studio mutes a viewer: the viewer input is disabled with the remaining
   await v.context().close();
 });
 
+test('the studio adds a relay destination, shows it with its key masked and removes it', async () => {
+  const studio = await newPage(1280, 1000);
+  await studio.goto(`${base}/studio/demo`);
+  await studio.click('#demoLogin');
+  await studio.locator('#console').waitFor({ state: 'visible', timeout: T });
+  await studio.fill('#relayUrl', 'rtmp://127.0.0.1:9/live');
+  await studio.fill('#relayKey', 'abcdefghijklmnop1234');
+  await studio.click('#relayForm button');
+  const row = studio.locator('#relays tr', { hasText: '****1234' });
+  await row.waitFor({ timeout: T });
+  assert.equal(await studio.locator('#relayKey').inputValue(), '', 'the key is not kept in the form');
+  assert.doesNotMatch(await studio.locator('#relays').textContent(), /abcdefghijklmnop/);
+  // The demo room is not live: the destination waits for the stream.
+  assert.match(await row.textContent(), /idle/);
+  await row.locator('button').click();
+  await studio.locator('#relays tr').first().waitFor({ state: 'detached', timeout: T });
+  assert.deepEqual(studio.errors, []);
+  await studio.context().close();
+});
+
 test('the studio runs a lottery from chat and answers a co-host request', async (t) => {
   if (!(await hasBusiness())) return t.skip('lotteries are not in this build');
   const v = await viewer();

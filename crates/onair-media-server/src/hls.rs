@@ -310,7 +310,10 @@ impl HlsHub {
     ) {
         // An edge does not record what it relays: the origin does (and only the
         // origin may report a recording to the room layer and the backend).
-        let mut recorder = if self.settings.record && !sub.stream().is_relayed() {
+        // Nor a slate: it is not the show (and its recording must not become the
+        // room's replay).
+        let slate = sub.stream().info.house == Some(crate::registry::HouseKind::Slate);
+        let mut recorder = if self.settings.record && !sub.stream().is_relayed() && !slate {
             Some(Recorder::new(self.data_dir.join("recordings").join(name).join(&live.sid)))
         } else {
             None
@@ -420,6 +423,37 @@ impl HlsHub {
                 );
             }
         }
+    }
+
+    /// The live variants of `name`'s ABR ladder, the source first: every stream of
+    /// the group `name` belongs to (as source or rendition) that is live now.
+    fn ladder_group(&self, name: &str) -> Vec<String> {
+        let source = self.media.rendition_source(name).unwrap_or_else(|| name.to_string());
+        let ladder = self.media.ladder(&source);
+        if ladder.is_empty() {
+            return Vec::new();
+        }
+        let mut group = vec![source.clone()];
+        group.extend(ladder.iter().map(|r| crate::renditions::rendition_stream(&source, r)));
+        group.retain(|s| self.registry.get(s).is_some());
+        group
+    }
+
+    /// `EXT-X-RENDITION-REPORT` lines for the other live variants of `name`'s ladder
+    /// (empty when it has none).
+    fn rendition_reports(&self, name: &str) -> String {
+        let mut out = String::new();
+        for other in self.ladder_group(name) {
+            if other == name {
+                continue;
+            }
+            let Some(live) = self.get(&other) else { continue };
+            let last = live.inner.lock().seg.as_ref().and_then(|s| s.last_part());
+            if let Some(last) = last {
+                out.push_str(&onair_media::hls::rendition_report(&format!("{other}.m3u8"), last));
+            }
+        }
+        out
     }
 
     fn get(&self, name: &str) -> Option<Arc<LiveHls>> {
@@ -720,6 +754,9 @@ async fn playlist(hub: &Arc<HlsHub>, name: &str, q: &PlaylistQuery) -> MediaRepl
         let Some(live) = current(hub, name, deadline).await else {
             return status(StatusCode::NOT_FOUND, "stream not live\n");
         };
+        // Taken before this stream's own lock: two variants' playlists asked at once
+        // must never hold one lock each while waiting for the other.
+        let reports = hub.rendition_reports(name);
         let mut rx = live.version.subscribe();
         {
             let inner = live.inner.lock();
@@ -735,7 +772,8 @@ async fn playlist(hub: &Arc<HlsHub>, name: &str, q: &PlaylistQuery) -> MediaRepl
                 let timed_out = tokio::time::Instant::now() >= deadline;
                 let has_media = seg.segments().next().is_some() || seg.next_part().is_some_and(|(_, p)| p > 0);
                 if ready || (timed_out && has_media) {
-                    let body = seg.playlist(&format!("{name}/{}/", live.sid), skip);
+                    let mut body = seg.playlist(&format!("{name}/{}/", live.sid), skip);
+                    body.push_str(&reports);
                     let cache = if inner.ended {
                         // Final, but the same URL serves the next publish of this name.
                         "public, max-age=2"
@@ -904,6 +942,75 @@ async fn live_mp4(hub: &Arc<HlsHub>, name: &str) -> MediaReply {
     resp
 }
 
+/// `/live/{stream}/master.m3u8`: the multivariant playlist of the stream's ABR ladder
+/// (the source and every live rendition), with each variant's measured or configured
+/// bandwidth, its resolution and codecs from its own init segment. A stream without
+/// renditions gets a one-variant playlist, so players can always start here. With
+/// `[media] play_auth` the request's own signature is checked and each variant URI
+/// carries a fresh one (signatures are per stream name).
+pub async fn master(hub: &Arc<HlsHub>, name: &str, query: &str) -> MediaReply {
+    if !safe_name(name) {
+        return cors(status(StatusCode::NOT_FOUND, "no such stream\n"));
+    }
+    let key = onair_media::rtmp::StreamKey { name: name.to_string(), query: query.to_string() };
+    if let Err(why) = hub.media.check_play(&key) {
+        tracing::debug!(stream = %name, why = %why, "HLS play refused");
+        return cors(status(StatusCode::FORBIDDEN, "play refused: bad or expired signature\n"));
+    }
+    hub.media.want(name, query, "").await;
+    if current(hub, name, tokio::time::Instant::now() + hold(hub)).await.is_none() {
+        return cors(status(StatusCode::NOT_FOUND, "stream not live\n"));
+    }
+    let mut group = hub.ladder_group(name);
+    if group.is_empty() {
+        group.push(name.to_string());
+    }
+    let source = group[0].clone();
+    let ladder = hub.media.ladder(&source);
+    let now = onair_shell::now_ms();
+    let mut variants = Vec::new();
+    for stream in &group {
+        let Some(live) = hub.get(stream) else { continue };
+        let (codecs, resolution) = {
+            let inner = live.inner.lock();
+            let Some(seg) = inner.seg.as_ref() else { continue };
+            (seg.codecs().to_string(), inner.config.video.as_ref().map(|v| (v.width, v.height)))
+        };
+        let stats = hub.registry.get(stream).map(|s| s.stats(now));
+        let measured = stats.as_ref().map_or(0, |s| s.bitrate_bps);
+        let configured = ladder
+            .iter()
+            .find(|r| crate::renditions::rendition_stream(&source, r) == *stream)
+            .map_or(0, |r| u64::from(r.video_kbps) * 1000 + 96_000);
+        // Peak, not average: a measured rate gets a fifth on top for its peaks.
+        let bandwidth = (measured + measured / 5).max(configured).max(64_000);
+        let uri = if hub.media.cfg.play_auth {
+            crate::signed_url("../", &hub.media.play_key, stream, ".m3u8", 3600)
+        } else {
+            format!("../{stream}.m3u8")
+        };
+        variants.push(onair_media::hls::Variant {
+            uri,
+            bandwidth,
+            resolution,
+            codecs,
+            frame_rate: stats.map(|s| s.video_fps).filter(|f| *f > 0.0),
+        });
+    }
+    if variants.is_empty() {
+        return cors(status(StatusCode::SERVICE_UNAVAILABLE, "stream has no media yet\n"));
+    }
+    cors(reply(
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(PLAYLIST_TYPE)),
+            // Variants come and go with the renditions' children: short-lived.
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=1")),
+        ],
+        onair_media::hls::multivariant_playlist(&variants),
+    ))
+}
+
 async fn info(hub: &Arc<HlsHub>, name: &str) -> MediaReply {
     let Some(live) = current(hub, name, tokio::time::Instant::now() + hold(hub)).await else {
         return status(StatusCode::NOT_FOUND, "stream not live\n");
@@ -911,8 +1018,7 @@ async fn info(hub: &Arc<HlsHub>, name: &str) -> MediaReply {
     // Renditions of this stream that are live right now (see `renditions`).
     let renditions: Vec<serde_json::Value> = hub
         .media
-        .cfg
-        .renditions
+        .ladder(name)
         .iter()
         .map(|r| crate::renditions::rendition_stream(name, r))
         .filter(|s| hub.registry.get(s).is_some())
@@ -933,6 +1039,7 @@ async fn info(hub: &Arc<HlsHub>, name: &str) -> MediaReply {
         "flv": format!("/live/{name}.flv"),
         "snapshot": format!("/live/{name}/snapshot.jpg"),
         "renditions": renditions,
+        "master": format!("/live/{name}/master.m3u8"),
     });
     reply(
         StatusCode::OK,

@@ -18,6 +18,10 @@
 //! * [`director`]: the watermark and the chat outputs' state and text files.
 //! * stream monitoring: [`MediaService::history`] (the pure part is
 //!   `onair_media::monitor`), alerts through [`hooks`].
+//! * [`renditions`]: ffmpeg children publishing lower renditions back as streams.
+//! * [`relays`]: forwarding live streams to external RTMP(S) destinations.
+//! * [`playout`]: files played as a live stream (VOD as live, slates) by a "house"
+//!   publisher that yields to a real, authorised publish.
 //! * [`hooks`]: stream callbacks to the business backend in the streaming service's
 //!   format, and the [`StreamObserver`] the room layer implements.
 //! * [`webrtc`]: WHIP publish and WHEP play (the `onair-webrtc` engine wired to the
@@ -30,8 +34,10 @@ pub mod director;
 pub mod edge;
 pub mod hls;
 pub mod hooks;
+pub mod playout;
 pub mod publish;
 pub mod registry;
+pub mod relays;
 pub mod renditions;
 pub mod reply;
 pub mod rtmp;
@@ -144,6 +150,17 @@ pub struct MediaConfig {
     pub monitor: MonitorSettings,
     /// `[media.director]`: the chat output's bounds and look.
     pub director: director::DirectorSettings,
+    /// Largest file `PUT /api/v1/uploads/{name}` takes, MiB (files played as live).
+    pub max_upload_mb: u64,
+    /// Most relay children (one per live destination, see `relays`) at once.
+    pub max_relays: usize,
+    /// Failed relay attempts in a row after which a destination is `failed` (until its
+    /// stream is published again).
+    pub relay_max_attempts: u32,
+    /// First relay retry delay, ms (doubled per failure).
+    pub relay_backoff_ms: u64,
+    /// Longest relay retry delay, ms.
+    pub relay_backoff_max_ms: u64,
     /// LL-HLS, recording and snapshot keys (`record`, `snapshot_secs`, `hls_part_ms`, …).
     #[serde(flatten)]
     pub hls: hls::HlsSettings,
@@ -221,6 +238,11 @@ impl Default for MediaConfig {
             origin_idle_secs: 5,
             monitor: MonitorSettings::default(),
             director: director::DirectorSettings::default(),
+            max_upload_mb: 2048,
+            max_relays: 16,
+            relay_max_attempts: 20,
+            relay_backoff_ms: 1_000,
+            relay_backoff_max_ms: 30_000,
             hls: hls::HlsSettings::default(),
         }
     }
@@ -330,6 +352,15 @@ pub struct MediaService {
     monitors: Mutex<HashMap<String, Arc<Mutex<StreamMonitor>>>>,
     /// HLS playlist readers of a stream (the HLS part counts them).
     hls_readers: std::sync::OnceLock<ReaderCount>,
+    /// Marks this server's own (house) publishes in their push URL (`onair_house=`):
+    /// random per process, so no outside publisher can claim to be one.
+    house_token: String,
+    /// The running house publishers: stream → (kind, yield token, show id). A publish that
+    /// outranks the holder cancels the token and waits for the name (see `playout`).
+    house: parking_lot::Mutex<std::collections::HashMap<String, (registry::HouseKind, CancellationToken, u64)>>,
+    /// Per-stream ABR ladders set through the API (`renditions` keeps them on disk);
+    /// a stream without one uses `[media] renditions`.
+    ladders: parking_lot::RwLock<std::collections::HashMap<String, Vec<renditions::Rendition>>>,
 }
 
 impl MediaService {
@@ -395,6 +426,9 @@ impl MediaService {
             director,
             monitors: Mutex::new(HashMap::new()),
             hls_readers: std::sync::OnceLock::new(),
+            house_token: onair_shell::random_hex(16),
+            house: Default::default(),
+            ladders: Default::default(),
         });
         if let Some(listener) = listener {
             let s = svc.clone();
@@ -404,6 +438,36 @@ impl MediaService {
         let s = svc.clone();
         tasks.spawn(async move { s.export_metrics().await });
         Ok(svc)
+    }
+
+    /// The renditions made of `source`: its own ladder, else `[media] renditions`.
+    pub fn ladder(&self, source: &str) -> Vec<renditions::Rendition> {
+        self.ladders.read().get(source).cloned().unwrap_or_else(|| self.cfg.renditions.clone())
+    }
+
+    /// Whether `stream` is a rendition of another stream (of the global list, or of a
+    /// stream's own ladder): renditions are never transcoded, relayed or given a
+    /// ladder themselves.
+    pub fn is_rendition(&self, stream: &str) -> bool {
+        self.rendition_source(stream).is_some()
+    }
+
+    /// The source stream `stream` is a rendition of.
+    pub fn rendition_source(&self, stream: &str) -> Option<String> {
+        let of = |list: &[renditions::Rendition]| {
+            list.iter().find_map(|r| {
+                let suffix = format!("_{}", r.name);
+                stream.strip_suffix(&suffix).filter(|s| !s.is_empty()).map(str::to_string)
+            })
+        };
+        for (source, list) in self.ladders.read().iter() {
+            if list.iter().any(|r| renditions::rendition_stream(source, r) == stream) {
+                return Some(source.clone());
+            }
+        }
+        // A global rendition, unless its would-be source has a ladder of its own that
+        // does not make it.
+        of(&self.cfg.renditions).filter(|src| !self.ladders.read().contains_key(src))
     }
 
     /// Cancelled on shutdown.
@@ -646,4 +710,22 @@ pub fn valid_stream_name(name: &str) -> bool {
         && name.len() <= 128
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && !name.starts_with('.')
+}
+
+/// The last 2 KiB of an ffmpeg child's stderr (what its failure is logged with).
+pub(crate) async fn stderr_tail(mut stderr: Option<tokio::process::ChildStderr>) -> String {
+    let mut keep = Vec::new();
+    let mut buf = [0u8; 4096];
+    if let Some(e) = stderr.as_mut() {
+        while let Ok(n) = tokio::io::AsyncReadExt::read(e, &mut buf).await {
+            if n == 0 {
+                break;
+            }
+            keep.extend_from_slice(&buf[..n]);
+            if keep.len() > 2048 {
+                keep.drain(..keep.len() - 2048);
+            }
+        }
+    }
+    String::from_utf8_lossy(&keep).trim().to_string()
 }

@@ -11,7 +11,7 @@ use onair_media::flv::FlvError;
 use onair_media::frame::TrackKind;
 use onair_media::rtmp::{Metadata, StreamKey};
 
-use crate::registry::{PublishError, Publisher, Stream};
+use crate::registry::{HouseKind, PublishError, Publisher, Stream};
 use crate::{MediaService, valid_stream_name};
 
 /// Why a publish was refused.
@@ -54,6 +54,8 @@ pub struct LivePublish {
     svc: Arc<MediaService>,
     publisher: Publisher,
     announced: bool,
+    /// A house slate: not reported to the room layer or the backend.
+    silent: bool,
 }
 
 impl MediaService {
@@ -63,8 +65,52 @@ impl MediaService {
             return Err(PublishRefused::BadName);
         }
         self.check_push(key).map_err(PublishRefused::BadSignature)?;
-        let publisher = self.registry.publish(&key.name, client_ip, key.query.clone())?;
-        Ok(LivePublish { svc: self.clone(), publisher, announced: false })
+        let house = self.house_kind(key);
+        // The house token never leaves the process (callbacks carry `stream_param`).
+        let param = if house.is_some() {
+            key.query.split('&').filter(|p| !p.starts_with("onair_house=")).collect::<Vec<_>>().join("&")
+        } else {
+            key.query.clone()
+        };
+        let publisher = self.registry.publish_house(&key.name, client_ip, param, house)?;
+        let silent = house == Some(HouseKind::Slate);
+        Ok(LivePublish { svc: self.clone(), publisher, announced: false, silent })
+    }
+
+    /// The house kind a push URL claims, if it carries this process's house token.
+    fn house_kind(&self, key: &StreamKey) -> Option<HouseKind> {
+        if key.param("onair_house") != Some(self.house_token.as_str()) {
+            return None;
+        }
+        Some(if key.param("onair_kind") == Some("slate") { HouseKind::Slate } else { HouseKind::Vod })
+    }
+
+    /// Before a publish takes `key`'s name: when a house publisher of a lower rank
+    /// holds it (a slate, or a file for a real push) and this publish is authorised,
+    /// the house publisher is told to yield and the name awaited (at most 5 s). A
+    /// publish that is not authorised changes nothing: it is refused as usual after.
+    pub async fn preempt_house(&self, key: &StreamKey) {
+        if !valid_stream_name(&key.name) || self.check_push(key).is_err() {
+            return;
+        }
+        // A real publish outranks every house kind.
+        let rank = self.house_kind(key).map_or(2, |k| k as u8);
+        let token = {
+            let house = self.house.lock();
+            match house.get(&key.name) {
+                Some((kind, token, _)) if (*kind as u8) < rank => token.clone(),
+                _ => return,
+            }
+        };
+        tracing::info!(stream = %key.name, "a publish takes over from the house publisher");
+        token.cancel();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            if self.registry.get(&key.name).is_none_or(|s| s.info.house.is_none()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -81,7 +127,9 @@ impl LivePublish {
         self.publisher.ingest(kind, timestamp, body)?;
         if !self.announced {
             self.announced = true;
-            self.svc.hooks.published(self.publisher.stream());
+            if !self.silent {
+                self.svc.hooks.published(self.publisher.stream());
+            }
         }
         Ok(())
     }
@@ -97,7 +145,7 @@ impl LivePublish {
         let stream = self.publisher.stream().clone();
         tracing::info!(stream = %stream.name, reason = msg, "stream ended");
         drop(self.publisher);
-        if self.announced {
+        if self.announced && !self.silent {
             self.svc.hooks.unpublished(&stream, reason.code(), msg);
         }
     }

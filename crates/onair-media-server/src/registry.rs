@@ -152,6 +152,21 @@ pub struct PublishInfo {
     /// For a stream relayed from an origin server (this node is an edge): the origin's
     /// base URL. `None` for a stream published here.
     pub origin: Option<String>,
+    /// Set when the server itself publishes the stream (a file played as live, a
+    /// slate: see `playout`); such a publisher yields to a real, authorised one.
+    pub house: Option<HouseKind>,
+}
+
+/// What a house publisher plays (see `playout`), in the order a publish may take a
+/// name over: a slate yields to a file, a file yields to the anchor's real push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HouseKind {
+    /// A "starting soon" / "thanks for watching" slate: not reported to the room layer,
+    /// callbacks or recordings (the room is not on air because of it).
+    Slate,
+    /// A file played as the room's live stream: reported like any publish.
+    Vod,
 }
 
 struct StreamState {
@@ -340,14 +355,25 @@ impl StreamRegistry {
         client_ip: String,
         stream_param: String,
     ) -> Result<Publisher, PublishError> {
-        self.start(name, client_ip, stream_param, None)
+        self.start(name, client_ip, stream_param, None, None)
+    }
+
+    /// [`Self::publish`] for a house publisher (see `playout`).
+    pub fn publish_house(
+        self: &Arc<Self>,
+        name: &str,
+        client_ip: String,
+        stream_param: String,
+        house: Option<HouseKind>,
+    ) -> Result<Publisher, PublishError> {
+        self.start(name, client_ip, stream_param, None, house)
     }
 
     /// Takes the stream name for a relay of `origin`'s stream (an edge's pull; see
     /// `media::edge`). `node` marks the session id so two edges never name different
     /// segments alike behind one CDN host.
     pub fn relay(self: &Arc<Self>, name: &str, origin: &str, node: &str) -> Result<Publisher, PublishError> {
-        self.start(name, origin.to_string(), String::new(), Some((origin.to_string(), node)))
+        self.start(name, origin.to_string(), String::new(), Some((origin.to_string(), node)), None)
     }
 
     fn start(
@@ -356,6 +382,7 @@ impl StreamRegistry {
         client_ip: String,
         stream_param: String,
         relay: Option<(String, &str)>,
+        house: Option<HouseKind>,
     ) -> Result<Publisher, PublishError> {
         let mut streams = self.streams.write();
         if streams.contains_key(name) {
@@ -381,6 +408,7 @@ impl StreamRegistry {
                 sequence: self.next_sequence.fetch_add(1, Ordering::Relaxed),
                 session,
                 origin,
+                house,
             },
             state: Mutex::new(StreamState {
                 tx: Some(broadcast::channel(self.cfg.queue_packets.max(16)).0),
@@ -449,11 +477,16 @@ impl StreamRegistry {
 
     fn remove(&self, stream: &Arc<Stream>) {
         let mut streams = self.streams.write();
-        if streams.get(&stream.name).is_some_and(|s| Arc::ptr_eq(s, stream)) {
+        let mine = streams.get(&stream.name).is_some_and(|s| Arc::ptr_eq(s, stream));
+        if mine {
             streams.remove(&stream.name);
         }
         drop(streams);
-        let _ = self.events.send(RegistryEvent::Unpublished(stream.name.clone()));
+        // Only for the publisher that held the name: a stale one must not announce the
+        // end of the stream that replaced it.
+        if mine {
+            let _ = self.events.send(RegistryEvent::Unpublished(stream.name.clone()));
+        }
     }
 }
 

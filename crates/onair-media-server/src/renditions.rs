@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,7 +36,7 @@ pub struct Rendition {
     /// Output video height in pixels (width follows the aspect ratio, rounded to even).
     pub height: u32,
     /// Output video bitrate, kbit/s.
-    #[serde(default = "default_kbps")]
+    #[serde(default = "default_kbps", alias = "videoKbps")]
     pub video_kbps: u32,
 }
 
@@ -186,43 +185,63 @@ pub struct Renditions {
     running: Mutex<HashMap<String, (CancellationToken, usize)>>,
     /// Source stream → its chat output's stop token.
     chat: Mutex<HashMap<String, CancellationToken>>,
+    /// `{data_dir}/ladders.json`.
+    path: std::path::PathBuf,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl Renditions {
-    /// Starts the feature when renditions are configured, ffmpeg is present and the RTMP
-    /// listener is on; otherwise logs why it is off and returns None.
-    pub async fn start(media: Arc<MediaService>, shutdown: CancellationToken, tasks: TaskTracker) -> Option<Arc<Self>> {
+    /// Starts the feature when ffmpeg is present and the RTMP listener is on
+    /// (otherwise logs why it is off and returns None); loads the per-stream ladders
+    /// kept in `{data_dir}/ladders.json`.
+    pub async fn start(
+        media: Arc<MediaService>,
+        data_dir: &std::path::Path,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Option<Arc<Self>> {
         let cfg = &media.cfg;
-        // Renditions are configured; chat outputs may be switched on at any time.
-        let configured = !cfg.renditions.is_empty();
+        let path = data_dir.join("ladders.json");
+        let ladders: HashMap<String, Vec<Rendition>> =
+            std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+        let ladders: HashMap<String, Vec<Rendition>> =
+            ladders.into_iter().filter(|(s, l)| crate::valid_stream_name(s) && validate(l).is_ok()).collect();
+        // Renditions are wanted (configured or laddered); chat outputs may be switched
+        // on at any time, so the feature starts either way.
+        let wanted = !cfg.renditions.is_empty() || !ladders.is_empty();
         if let Err(e) = validate(&cfg.renditions) {
             tracing::error!("renditions off: {e}");
             return None;
         }
         if media.rtmp_addr.is_none() {
-            if configured {
+            if wanted {
                 tracing::warn!("renditions off: they need the RTMP listener ([rtmp] listen)");
             }
             return None;
         }
         let ffmpeg = cfg.hls.ffmpeg.clone();
         if !crate::hls::ffmpeg_available(&ffmpeg).await {
-            if configured {
+            if wanted {
                 tracing::warn!(ffmpeg = %ffmpeg, "renditions off: ffmpeg not found (install ffmpeg or set [media] ffmpeg)");
             } else {
                 tracing::info!(ffmpeg = %ffmpeg, "chat outputs off: ffmpeg not found");
             }
             return None;
         }
-        if configured {
+        if wanted {
             let names: Vec<&str> = cfg.renditions.iter().map(|r| r.name.as_str()).collect();
-            tracing::info!(?names, overlay = %cfg.overlay_text, max = cfg.max_transcodes, "renditions on");
+            tracing::info!(?names, ladders = ladders.len(), overlay = %cfg.overlay_text, max = cfg.max_transcodes, "renditions on");
         }
+        *media.ladders.write() = ladders;
         let me = Arc::new(Renditions {
             media: media.clone(),
             ffmpeg,
             running: Mutex::new(HashMap::new()),
             chat: Mutex::new(HashMap::new()),
+            path,
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
         });
         let r = me.clone();
         let mut events = media.registry.watch();
@@ -326,9 +345,51 @@ impl Renditions {
         }
     }
 
+    /// Sets (Some) or removes (None: back to `[media] renditions`) the ladder of
+    /// `source`, stored on disk; a live source's children are restarted with it.
+    pub fn set_ladder(self: &Arc<Self>, source: &str, ladder: Option<Vec<Rendition>>) -> Result<(), String> {
+        if !crate::valid_stream_name(source) {
+            return Err("invalid stream name".into());
+        }
+        if self.media.is_rendition(source) {
+            return Err(format!("'{source}' is itself a rendition"));
+        }
+        if let Some(l) = &ladder {
+            validate(l)?;
+            if l.len() > self.media.cfg.max_transcodes {
+                return Err(format!(
+                    "a ladder of {} renditions exceeds [media] max_transcodes ({})",
+                    l.len(),
+                    self.media.cfg.max_transcodes
+                ));
+            }
+            if let Some(bad) = l.iter().map(|r| rendition_stream(source, r)).find(|n| !crate::valid_stream_name(n)) {
+                return Err(format!("rendition stream name {bad:?} is not a valid stream name (too long?)"));
+            }
+        }
+        let text = {
+            let mut ladders = self.media.ladders.write();
+            match ladder {
+                Some(l) => ladders.insert(source.to_string(), l),
+                None => ladders.remove(source),
+            };
+            serde_json::to_string_pretty(&*ladders).unwrap_or_default()
+        };
+        std::fs::write(&self.path, text).map_err(|e| format!("ladder not stored: {}: {e}", self.path.display()))?;
+        if self.media.registry.get(source).is_some() {
+            self.source_down(source);
+            self.source_up(source, &self.shutdown, &self.tasks);
+        }
+        Ok(())
+    }
+
     fn source_up(self: &Arc<Self>, source: &str, shutdown: &CancellationToken, tasks: &TaskTracker) {
-        let list = &self.media.cfg.renditions;
-        if list.is_empty() || is_rendition(source, list) || source.ends_with(CHAT_SUFFIX) {
+        let list = &self.media.ladder(source);
+        if list.is_empty() || self.media.is_rendition(source) || source.ends_with(CHAT_SUFFIX) {
+            return;
+        }
+        // A house slate is not worth a ladder (a still picture, played to few).
+        if self.media.registry.get(source).is_some_and(|s| s.info.house == Some(crate::registry::HouseKind::Slate)) {
             return;
         }
         // A relayed stream (this node is an edge) is transcoded at its origin, whose
@@ -426,23 +487,7 @@ impl Renditions {
             };
             tracing::info!(source = %source, stream = %out, height = r.height, "rendition started");
             // Keep only the tail of ffmpeg's stderr (it is `-loglevel error`, but bounded anyway).
-            let mut stderr = child.stderr.take();
-            let tail = tokio::spawn(async move {
-                let mut keep = Vec::new();
-                let mut buf = [0u8; 4096];
-                if let Some(e) = stderr.as_mut() {
-                    while let Ok(n) = e.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        keep.extend_from_slice(&buf[..n]);
-                        if keep.len() > 2048 {
-                            keep.drain(..keep.len() - 2048);
-                        }
-                    }
-                }
-                String::from_utf8_lossy(&keep).trim().to_string()
-            });
+            let tail = tokio::spawn(crate::stderr_tail(child.stderr.take()));
             let status = tokio::select! {
                 s = child.wait() => s.ok(),
                 _ = stop.cancelled() => {

@@ -101,6 +101,7 @@ async fn handle(mut socket: TcpStream, addr: SocketAddr, svc: &Arc<MediaService>
                     }
                     RtmpEvent::PublishRequested { request_id, key, .. } => {
                         let key = StreamKey::parse(&key, &app_query);
+                        svc.preempt_house(&key).await;
                         match svc.begin_publish(&key, addr.ip().to_string()) {
                             Ok(p) => {
                                 conn.accept(request_id, &mut out)?;

@@ -314,6 +314,7 @@ impl WebRtc {
         self.svc.check_push(&key).map_err(|e| Refused::new(401, format!("bad signature: {e}")))?;
         let summary =
             sdp::validate_offer(offer, Role::Publish).map_err(|e| Refused::new(e.http_status(), e.to_string()))?;
+        self.svc.preempt_house(&key).await;
         let live = self.svc.begin_publish(&key, client_ip.to_string()).map_err(|e| match e {
             PublishRefused::BadName => Refused::new(404, e.to_string()),
             PublishRefused::BadSignature(_) => Refused::new(401, e.to_string()),

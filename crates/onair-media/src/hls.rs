@@ -369,6 +369,18 @@ impl Segmenter {
         self.segment(msn)?.parts.get(part)
     }
 
+    /// The last part written (segment, part index): what an `EXT-X-RENDITION-REPORT`
+    /// of this variant names in a sibling's playlist.
+    pub fn last_part(&self) -> Option<(u64, usize)> {
+        if let Some(o) = &self.open
+            && !o.parts.is_empty()
+        {
+            return Some((o.msn, o.parts.len() - 1));
+        }
+        let s = self.segments.back()?;
+        Some((s.msn, s.parts.len().saturating_sub(1)))
+    }
+
     /// The media sequence number and part index the preload hint points at, if live.
     pub fn next_part(&self) -> Option<(u64, usize)> {
         self.open.as_ref().map(|o| (o.msn, o.parts.len()))
@@ -539,6 +551,48 @@ fn write_part(out: &mut String, prefix: &str, msn: u64, index: usize, p: &Part) 
     out.push('\n');
 }
 
+/// One variant of a multivariant playlist (a rendition of a stream).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// The variant's media playlist, relative to the multivariant one.
+    pub uri: String,
+    /// Peak bits per second (video + audio + container overhead).
+    pub bandwidth: u64,
+    /// Picture size, when known.
+    pub resolution: Option<(u32, u32)>,
+    /// RFC 6381 codecs (`avc1.64001f,mp4a.40.2`).
+    pub codecs: String,
+    /// Frames per second, when known.
+    pub frame_rate: Option<f64>,
+}
+
+/// The multivariant playlist of an ABR ladder: one `EXT-X-STREAM-INF` per variant,
+/// highest bandwidth first (players start from the first listed unless told otherwise,
+/// and hls.js/Safari pick by BANDWIDTH from there).
+pub fn multivariant_playlist(variants: &[Variant]) -> String {
+    let mut sorted: Vec<&Variant> = variants.iter().collect();
+    sorted.sort_by_key(|v| std::cmp::Reverse(v.bandwidth));
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    for v in sorted {
+        let _ = write!(out, "#EXT-X-STREAM-INF:BANDWIDTH={}", v.bandwidth.max(1));
+        if let Some((w, h)) = v.resolution {
+            let _ = write!(out, ",RESOLUTION={w}x{h}");
+        }
+        if let Some(f) = v.frame_rate.filter(|f| *f > 0.0) {
+            let _ = write!(out, ",FRAME-RATE={f:.3}");
+        }
+        let _ = writeln!(out, ",CODECS=\"{}\"", v.codecs);
+        let _ = writeln!(out, "{}", v.uri);
+    }
+    out
+}
+
+/// The `EXT-X-RENDITION-REPORT` line for a sibling variant whose last part is
+/// `(msn, part)`: lets a player switching to it ask for the right part at once.
+pub fn rendition_report(uri: &str, last: (u64, usize)) -> String {
+    format!("#EXT-X-RENDITION-REPORT:URI=\"{uri}\",LAST-MSN={},LAST-PART={}\n", last.0, last.1)
+}
+
 /// One segment of a recording, for [`vod_playlist`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VodSegment {
@@ -585,6 +639,32 @@ pub fn iso8601(unix_ms: u64) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn multivariant_lists_every_variant_highest_first_and_reports() {
+        let v = |uri: &str, bw: u64, h: u32| Variant {
+            uri: uri.into(),
+            bandwidth: bw,
+            resolution: Some((h * 16 / 9, h)),
+            codecs: "avc1.64001f,mp4a.40.2".into(),
+            frame_rate: Some(25.0),
+        };
+        let text = multivariant_playlist(&[v("cam_360p.m3u8", 900_000, 360), v("cam.m3u8", 3_000_000, 720)]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "#EXTM3U");
+        assert!(lines.contains(&"#EXT-X-INDEPENDENT-SEGMENTS"));
+        assert_eq!(
+            lines[3],
+            "#EXT-X-STREAM-INF:BANDWIDTH=3000000,RESOLUTION=1280x720,FRAME-RATE=25.000,CODECS=\"avc1.64001f,mp4a.40.2\""
+        );
+        assert_eq!(lines[4], "cam.m3u8");
+        assert!(lines[5].contains("BANDWIDTH=900000,RESOLUTION=640x360"));
+        assert_eq!(lines[6], "cam_360p.m3u8");
+        assert_eq!(
+            rendition_report("cam_360p.m3u8", (12, 3)),
+            "#EXT-X-RENDITION-REPORT:URI=\"cam_360p.m3u8\",LAST-MSN=12,LAST-PART=3\n"
+        );
+    }
+
     use super::*;
 
     fn v(dts: u64, key: bool) -> MediaFrame {

@@ -18,6 +18,7 @@ pub mod monitor;
 pub mod nal;
 pub mod overlay;
 pub mod pacing;
+pub mod relay;
 pub mod rtmp;
 pub mod stats;
 pub mod timestamp;

@@ -351,8 +351,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             .with_context(|| {
                 format!("starting WebRTC on UDP {} ([webrtc] listen; enabled = false turns it off)", cfg.webrtc.listen)
             })?;
-    let _renditions =
-        onair_media_server::renditions::Renditions::start(media.clone(), shutdown.clone(), tasks.clone()).await;
+    let renditions = onair_media_server::renditions::Renditions::start(
+        media.clone(),
+        &cfg.data_dir,
+        shutdown.clone(),
+        tasks.clone(),
+    )
+    .await;
+    let relays =
+        onair_media_server::relays::Relays::start(media.clone(), &cfg.data_dir, shutdown.clone(), tasks.clone()).await;
+    let playout =
+        onair_media_server::playout::Playout::start(media.clone(), &cfg.data_dir, shutdown.clone(), tasks.clone())
+            .await;
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
         .with_context(|| format!("binding {}", cfg.http.listen))?;
@@ -376,7 +386,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         media,
         hls,
         webrtc,
+        relays,
+        playout,
+        renditions,
     });
+    faces::broadcast::end_rooms_with_shows(&state);
+    faces::broadcast::spawn_slate_follower(state.clone(), &tasks);
     // Listen for SIGTERM/SIGINT before announcing the server, so a stop that comes
     // right after the "listening" line is a graceful one.
     let signals = Signals::new()?;

@@ -86,6 +86,12 @@ pub struct AppState {
     pub hls: Arc<onair_media_server::hls::HlsHub>,
     /// WHIP/WHEP (None when `[webrtc] enabled = false`).
     pub webrtc: Option<Arc<onair_media_server::webrtc::WebRtc>>,
+    /// Relays of live streams to external RTMP(S) destinations.
+    pub relays: Arc<onair_media_server::relays::Relays>,
+    /// Files and slates played as live streams.
+    pub playout: Arc<onair_media_server::playout::Playout>,
+    /// Renditions and per-stream ABR ladders (None without ffmpeg or RTMP).
+    pub renditions: Option<Arc<onair_media_server::renditions::Renditions>>,
 }
 
 /// The handle handlers receive.

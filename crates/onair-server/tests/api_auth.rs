@@ -114,6 +114,7 @@ fn every_native_route_is_in_the_openapi_document() {
         include_str!("../src/faces/media.rs"),
         include_str!("../src/faces/web.rs"),
         include_str!("../src/faces/director.rs"),
+        include_str!("../src/faces/broadcast.rs"),
     ]
     .concat();
     let routes: Vec<&str> = source

@@ -91,7 +91,7 @@ async fn set_stream(
 ) -> ApiResult {
     caller.must_manage(&*state.hub.get(&id)?)?;
     // Renditions (`{source}_{name}`) are made by the server from another stream.
-    if onair_media_server::renditions::is_rendition(&b.stream, &state.cfg.media.renditions) {
+    if state.media.is_rendition(&b.stream) {
         return Err(ApiError(Rejection::new(
             Code::Conflict,
             format!("stream '{}' is reserved: its name is a rendition's (`{{source}}_{{rendition}}`)", b.stream),

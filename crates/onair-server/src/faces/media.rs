@@ -37,6 +37,7 @@ pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/live/{file}", get(live_file))
         .route("/live/{stream}/snapshot.jpg", get(snapshot))
+        .route("/live/{stream}/master.m3u8", get(master))
         .route("/live/{stream}/{sid}/{file}", get(media_file))
         .route("/vod/{stream}/{id}/{file}", get(vod_file))
         .route("/api/v1/streams", get(list_streams))
@@ -168,6 +169,10 @@ fn render(reply: MediaReply) -> Response {
 
 async fn snapshot(State(state): State<Shared>, Path(name): Path<String>) -> Response {
     render(hls::snapshot(&state.hls, &name).await)
+}
+
+async fn master(State(state): State<Shared>, Path(name): Path<String>, RawQuery(query): RawQuery) -> Response {
+    render(hls::master(&state.hls, &name, query.as_deref().unwrap_or("")).await)
 }
 
 async fn media_file(State(state): State<Shared>, Path((name, sid, file)): Path<(String, String, String)>) -> Response {

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod api_live;
+pub mod broadcast;
 pub mod director;
 pub mod media;
 pub mod v4;

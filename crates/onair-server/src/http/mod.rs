@@ -32,6 +32,7 @@ pub fn router(state: Shared) -> Router {
         .merge(crate::faces::api_live::routes())
         .merge(crate::faces::media::routes())
         .merge(crate::faces::director::routes())
+        .merge(crate::faces::broadcast::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), load_named_room))
