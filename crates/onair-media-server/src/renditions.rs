@@ -209,8 +209,9 @@ impl Renditions {
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
             }
-            for (_, (tok, _)) in r.running.lock().drain() {
+            for (_, (tok, n)) in r.running.lock().drain() {
                 tok.cancel();
+                r.media.give_back_transcodes(n);
             }
         });
         Some(me)
@@ -218,7 +219,7 @@ impl Renditions {
 
     fn source_up(self: &Arc<Self>, source: &str, shutdown: &CancellationToken, tasks: &TaskTracker) {
         let list = &self.media.cfg.renditions;
-        if is_rendition(source, list) {
+        if is_rendition(source, list) || onair_media::mix::is_internal(source) {
             return;
         }
         // A relayed stream (this node is an edge) is transcoded at its origin, whose
@@ -236,11 +237,9 @@ impl Renditions {
             if running.contains_key(source) {
                 return;
             }
-            let used: usize = running.values().map(|(_, n)| n).sum();
-            let free = self.media.cfg.max_transcodes.saturating_sub(used);
-            if free < list.len() {
+            if !self.media.take_transcodes(list.len()) {
                 tracing::warn!(
-                    stream = %source, used, max = self.media.cfg.max_transcodes,
+                    stream = %source, used = self.media.transcodes(), max = self.media.cfg.max_transcodes,
                     "no renditions for this stream: [media] max_transcodes reached"
                 );
                 return;
@@ -257,8 +256,9 @@ impl Renditions {
     }
 
     fn source_down(&self, source: &str) {
-        if let Some((tok, _)) = self.running.lock().remove(source) {
+        if let Some((tok, n)) = self.running.lock().remove(source) {
             tok.cancel();
+            self.media.give_back_transcodes(n);
         }
     }
 
@@ -266,63 +266,28 @@ impl Renditions {
     /// backoff if it dies while the source is still live.
     async fn run(&self, source: &str, r: &Rendition, stop: CancellationToken) {
         let out = rendition_stream(source, r);
-        let Some(addr) = self.media.rtmp_addr else { return };
-        let app = &self.media.rtmp.app;
-        let base = format!("rtmp://127.0.0.1:{}/{app}/", addr.port());
+        if self.media.rtmp_addr.is_none() {
+            return;
+        }
         let mut restarts = 0;
         loop {
             // Fresh signatures every attempt (they are checked only at connect).
-            let src = if self.media.cfg.play_auth {
-                crate::signed_url(&base, &self.media.play_key, source, "", 3600)
-            } else {
-                format!("{base}{source}")
-            };
-            let dst = crate::signed_url(&base, &self.media.push_key, &out, "", 3600);
+            let src = self.media.loopback_play(source);
+            let dst = self.media.loopback_push(&out);
             let args = rendition_args(&src, &dst, r, &self.media.cfg.overlay_text);
             let started = tokio::time::Instant::now();
-            let child = tokio::process::Command::new(&self.ffmpeg)
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn();
-            let mut child = match child {
-                Ok(c) => c,
+            tracing::info!(source = %source, stream = %out, height = r.height, "rendition started");
+            let (status, err) = match run_ffmpeg(&self.ffmpeg, &args, &stop).await {
+                Ok(Some(done)) => done,
+                Ok(None) => {
+                    tracing::info!(stream = %out, "rendition stopped");
+                    return;
+                }
                 Err(e) => {
                     tracing::error!(stream = %out, error = %e, "rendition: cannot start ffmpeg");
                     break;
                 }
             };
-            tracing::info!(source = %source, stream = %out, height = r.height, "rendition started");
-            // Keep only the tail of ffmpeg's stderr (it is `-loglevel error`, but bounded anyway).
-            let mut stderr = child.stderr.take();
-            let tail = tokio::spawn(async move {
-                let mut keep = Vec::new();
-                let mut buf = [0u8; 4096];
-                if let Some(e) = stderr.as_mut() {
-                    while let Ok(n) = e.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        keep.extend_from_slice(&buf[..n]);
-                        if keep.len() > 2048 {
-                            keep.drain(..keep.len() - 2048);
-                        }
-                    }
-                }
-                String::from_utf8_lossy(&keep).trim().to_string()
-            });
-            let status = tokio::select! {
-                s = child.wait() => s.ok(),
-                _ = stop.cancelled() => {
-                    let _ = child.kill().await;
-                    tail.abort();
-                    tracing::info!(stream = %out, "rendition stopped");
-                    return;
-                }
-            };
-            let err = tail.await.unwrap_or_default();
             if stop.is_cancelled() || self.media.registry.get(source).is_none() {
                 tracing::info!(stream = %out, "rendition ended with its source");
                 return;
@@ -343,6 +308,49 @@ impl Renditions {
             }
         }
     }
+}
+
+/// Runs one ffmpeg child until it exits (its status and the tail of its stderr) or
+/// `stop` is cancelled (`Ok(None)`: the child is killed).
+pub(crate) async fn run_ffmpeg(
+    ffmpeg: &str,
+    args: &[String],
+    stop: &CancellationToken,
+) -> std::io::Result<Option<(Option<std::process::ExitStatus>, String)>> {
+    let mut child = tokio::process::Command::new(ffmpeg)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    // Keep only the tail of ffmpeg's stderr (it is `-loglevel error`, but bounded anyway).
+    let mut stderr = child.stderr.take();
+    let tail = tokio::spawn(async move {
+        let mut keep = Vec::new();
+        let mut buf = [0u8; 4096];
+        if let Some(e) = stderr.as_mut() {
+            while let Ok(n) = e.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                keep.extend_from_slice(&buf[..n]);
+                if keep.len() > 2048 {
+                    keep.drain(..keep.len() - 2048);
+                }
+            }
+        }
+        String::from_utf8_lossy(&keep).trim().to_string()
+    });
+    let status = tokio::select! {
+        s = child.wait() => s.ok(),
+        _ = stop.cancelled() => {
+            let _ = child.kill().await;
+            tail.abort();
+            return Ok(None);
+        }
+    };
+    Ok(Some((status, tail.await.unwrap_or_default())))
 }
 
 #[cfg(test)]
