@@ -122,12 +122,24 @@ pub struct Mixer {
     running: Mutex<HashMap<String, Running>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// Asks a WebRTC publisher for a keyframe (a browser sends one only when asked).
+    keyframe: Option<KeyframeRequest>,
+    /// Itself, for the tasks [`MixControl::set_mix`] starts.
+    me: std::sync::Weak<Mixer>,
 }
+
+/// Asks the publisher of a stream for a keyframe (WebRTC publishers; a no-op for others).
+pub type KeyframeRequest = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl Mixer {
     /// Starts the mixer when ffmpeg is present and the RTMP listener is on (children
     /// read and publish over loopback RTMP); otherwise logs why it is off.
-    pub async fn start(media: Arc<MediaService>, shutdown: CancellationToken, tasks: TaskTracker) -> Option<Arc<Self>> {
+    pub async fn start(
+        media: Arc<MediaService>,
+        keyframe: Option<KeyframeRequest>,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Option<Arc<Self>> {
         if media.rtmp_addr.is_none() {
             tracing::warn!("co-host mixing off: it needs the RTMP listener ([rtmp] listen)");
             return None;
@@ -137,13 +149,15 @@ impl Mixer {
             tracing::warn!(ffmpeg = %ffmpeg, "co-host mixing off: ffmpeg not found (install ffmpeg or set [media] ffmpeg)");
             return None;
         }
-        let me = Arc::new(Mixer {
+        let me = Arc::new_cyclic(|me| Mixer {
             media: media.clone(),
             ffmpeg,
             plans: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
+            keyframe,
+            me: me.clone(),
         });
         let m = me.clone();
         let mut events = media.registry.watch();
@@ -190,6 +204,8 @@ impl Mixer {
         let stop = {
             let mut running = self.running.lock();
             if running.get(program).is_some_and(|r| r.plan == plan) {
+                // The same mix (e.g. wanted again while being handed back).
+                stream.want_program(Source::Mix);
                 return;
             }
             match running.remove(program) {
@@ -283,8 +299,25 @@ impl Mixer {
             let started = tokio::time::Instant::now();
             tracing::info!(stream = %program, ?guests, layout = plan.layout.as_str(), ?size, "co-host mix starting");
             let forward = tokio::spawn(forward(self.media.clone(), program.to_string(), out.clone(), stop.clone()));
+            // The child starts reading within a second or two; a browser publisher sends
+            // a keyframe only when asked, so ask (twice: the first may come too early).
+            let ask = self.keyframe.clone().map(|ask| {
+                let mut who = vec![program.to_string()];
+                who.extend(guests.iter().cloned());
+                tokio::spawn(async move {
+                    for wait in [1500, 2500] {
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        for s in &who {
+                            ask(s);
+                        }
+                    }
+                })
+            });
             let done = run_ffmpeg(&self.ffmpeg, &args, &stop).await;
             forward.abort();
+            if let Some(t) = ask {
+                t.abort();
+            }
             let (status, err) = match done {
                 Ok(Some(done)) => done,
                 Ok(None) => return,
@@ -350,16 +383,17 @@ async fn forward(media: Arc<MediaService>, program: String, out: String, stop: C
     }
 }
 
-impl MixControl for Arc<Mixer> {
+impl MixControl for Mixer {
     fn set_mix(&self, program: &str, plan: Option<MixPlan>) {
+        let Some(me) = self.me.upgrade() else { return };
         match plan.filter(|p| !p.guests.is_empty()) {
             Some(plan) => {
-                self.plans.lock().insert(program.to_string(), plan);
-                self.apply(program);
+                me.plans.lock().insert(program.to_string(), plan);
+                me.apply(program);
             }
             None => {
-                if self.plans.lock().remove(program).is_some() {
-                    self.hand_back(program);
+                if me.plans.lock().remove(program).is_some() {
+                    me.hand_back(program);
                 }
             }
         }

@@ -541,15 +541,20 @@ impl StreamRegistry {
         let (v, a) = st.source_configs[0].clone();
         let gop = if st.switch.on() == Source::Anchor { st.gop.snapshot() } else { Vec::new() };
         tap.set_metadata(st.meta.clone());
-        for p in [v, a].into_iter().flatten().chain(gop) {
+        let configs = [v, a].into_iter().flatten().map(|p| (p.dts, p));
+        // The cached GOP is on the program's clock: back on the publisher's, which the
+        // tap's live packets use.
+        let gop = gop.into_iter().map(|p| (st.switch.to_source(p.dts), p));
+        for (dts, p) in configs.chain(gop) {
             let kind = match &p.media {
                 Media::Config(CodecConfig::Avc { .. }) => TrackKind::Video,
                 Media::Config(CodecConfig::Aac { .. }) => TrackKind::Audio,
                 Media::Frame(f) => f.kind,
                 Media::Metadata(_) => continue,
             };
-            // Priming replays packets that were accepted once; they parse again.
-            let _ = tap.ingest(kind, p.dts as u32, p.body.clone());
+            // Priming replays packets that were accepted once; they parse again. The
+            // RTMP clock is 32 bits: the tap's extender unwraps it like the ingest's.
+            let _ = tap.ingest(kind, dts as u32, p.body.clone());
         }
         st.tap = Some(tap);
         Ok(true)

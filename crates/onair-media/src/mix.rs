@@ -233,6 +233,11 @@ impl ProgramSwitch {
         }
     }
 
+    /// A program timestamp of the current source back on that source's own clock.
+    pub fn to_source(&self, program_dts: u64) -> u64 {
+        (program_dts as i64).saturating_sub(self.offset).max(0) as u64
+    }
+
     /// The source wanted.
     pub fn wanted(&self) -> Source {
         self.want
@@ -371,6 +376,7 @@ mod tests {
         assert_eq!(s.offer(frame(Source::Mix, 160, false)), Decision::Pass(1146));
         assert_eq!(s.offer(frame(Source::Anchor, 5033, true)), Decision::Switch(1179));
         assert_eq!(s.offer(frame(Source::Anchor, 5066, false)), Decision::Pass(1212));
+        assert_eq!(s.to_source(1212), 5066, "back on the anchor's clock");
         assert_eq!(s.offer(frame(Source::Mix, 200, true)), Decision::Drop);
     }
 

@@ -355,8 +355,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _renditions =
         onair_media_server::renditions::Renditions::start(media.clone(), shutdown.clone(), tasks.clone()).await;
     // Co-host mixes: the hub says which streams to compose, the media service runs them.
-    if let Some(mixer) = onair_media_server::mixer::Mixer::start(media.clone(), shutdown.clone(), tasks.clone()).await {
-        hub.set_mixer(Arc::new(mixer));
+    let keyframe = webrtc.clone().map(|w| -> onair_media_server::mixer::KeyframeRequest {
+        Arc::new(move |stream: &str| w.engine().request_keyframe(stream))
+    });
+    if let Some(mixer) =
+        onair_media_server::mixer::Mixer::start(media.clone(), keyframe, shutdown.clone(), tasks.clone()).await
+    {
+        hub.set_mixer(mixer);
     }
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
