@@ -355,30 +355,38 @@ impl Mixer {
     }
 }
 
-/// Reads the mixer's output `out` (as an internal consumer, once it is published) and
-/// offers every packet to `program`'s switch, until either stream ends.
+/// Reads the mixer's output `out` (as an internal consumer, whenever it is published)
+/// and offers every packet to `program`'s switch, until stopped (the caller aborts it
+/// with its child) or the program ends. A previous child's `out` may still be ending
+/// when this one starts: an ended subscription is simply taken again.
 async fn forward(media: Arc<MediaService>, program: String, out: String, stop: CancellationToken) {
-    let mut sub = loop {
-        if let Some(sub) = media.registry.subscribe(&out, Protocol::Internal) {
-            break sub;
+    loop {
+        let mut sub = loop {
+            if let Some(sub) = media.registry.subscribe(&out, Protocol::Internal) {
+                break sub;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = stop.cancelled() => return,
+            }
+        };
+        loop {
+            let r = tokio::select! {
+                r = sub.recv() => r,
+                _ = stop.cancelled() => return,
+            };
+            match r {
+                Recv::Packet(p) => match media.registry.get(&program) {
+                    Some(s) => s.feed_mix(&p),
+                    None => return,
+                },
+                Recv::Skipped(n) => tracing::warn!(stream = %program, packets = n, "mix forwarder fell behind"),
+                Recv::Ended => break,
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             _ = stop.cancelled() => return,
-        }
-    };
-    loop {
-        let r = tokio::select! {
-            r = sub.recv() => r,
-            _ = stop.cancelled() => return,
-        };
-        match r {
-            Recv::Packet(p) => match media.registry.get(&program) {
-                Some(s) => s.feed_mix(&p),
-                None => return,
-            },
-            Recv::Skipped(n) => tracing::warn!(stream = %program, packets = n, "mix forwarder fell behind"),
-            Recv::Ended => return,
         }
     }
 }

@@ -163,7 +163,10 @@ async fn an_accepted_guest_is_mixed_into_the_rooms_stream_and_leaves_it_when_the
     assert!(ans["pushUrl"].as_str().unwrap().starts_with("rtmp://"), "{ans}");
     assert_eq!((ans["anchorStream"].as_str(), ans["layout"].as_str()), (Some("duo.raw"), Some("side-by-side")));
     let started = viewer.wait_event_where("duo", "cohost", |e| e["phase"] == "started").await;
-    assert_eq!((started["layout"].as_str(), started["picture"].as_array().map(Vec::len)), (Some("side-by-side"), Some(0)));
+    assert_eq!(
+        (started["layout"].as_str(), started["picture"].as_array().map(Vec::len)),
+        (Some("side-by-side"), Some(0))
+    );
     assert!(started.get("whipUrl").is_none(), "only the guest gets the signed URL: {started}");
 
     // The guest goes on air (blue, another tone): the room's stream becomes the mix.
