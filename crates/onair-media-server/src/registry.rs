@@ -175,10 +175,13 @@ struct StreamState {
     /// Which feed the stream's viewers get (the publisher's or a co-host mix).
     switch: ProgramSwitch,
     /// The latest (video, audio) configuration of each source: [anchor, mix].
-    source_configs: [(Option<Arc<Packet>>, Option<Arc<Packet>>); 2],
+    source_configs: [SourceConfigs; 2],
     /// While a mix is wanted: the publisher's own feed copied to `{name}.raw`.
     tap: Option<Publisher>,
 }
+
+/// A source's latest (video, audio) sequence headers.
+type SourceConfigs = (Option<Arc<Packet>>, Option<Arc<Packet>>);
 
 fn slot(s: Source) -> usize {
     match s {
