@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::MediaService;
 use crate::registry::{Protocol, Recv, RegistryEvent};
-use crate::renditions::run_ffmpeg;
+use crate::renditions::{live_encode_args, run_ffmpeg};
 
 /// Restarts of a mixer child that died while its plan still stands.
 const MAX_RESTARTS: u32 = 3;
@@ -71,37 +71,7 @@ pub fn mixer_args(
     if audio.iter().any(|x| *x) {
         a.extend(["-map".into(), "[aout]".into()]);
     }
-    for s in [
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-tune",
-        "zerolatency",
-        "-pix_fmt",
-        "yuv420p",
-        "-force_key_frames",
-        "expr:gte(t,n_forced*1)",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "128k",
-        "-ar",
-        "44100",
-    ] {
-        a.push(s.to_string());
-    }
-    a.extend([
-        "-b:v".into(),
-        format!("{MIX_KBPS}k"),
-        "-maxrate".into(),
-        format!("{MIX_KBPS}k"),
-        "-bufsize".into(),
-        format!("{}k", MIX_KBPS * 2),
-        "-f".into(),
-        "flv".into(),
-        dst.into(),
-    ]);
+    a.extend(live_encode_args(MIX_KBPS, 128, dst));
     a
 }
 

@@ -115,7 +115,15 @@ pub fn rendition_args(src: &str, dst: &str, r: &Rendition, overlay: &str) -> Vec
         .map(|s| s.to_string())
         .collect();
     a.extend(["-vf".to_string(), vf]);
-    for s in [
+    a.extend(live_encode_args(kbps, 96, dst));
+    a
+}
+
+/// The encoder half of a transcoding child's arguments (renditions and co-host mixes):
+/// H.264 (x264 veryfast, zerolatency, a keyframe every second, `kbps` capped) and AAC
+/// 44.1 kHz at `audio_kbps`, published as FLV to `dst`.
+pub(crate) fn live_encode_args(kbps: u32, audio_kbps: u32, dst: &str) -> Vec<String> {
+    let mut a: Vec<String> = [
         "-c:v",
         "libx264",
         "-preset",
@@ -128,14 +136,15 @@ pub fn rendition_args(src: &str, dst: &str, r: &Rendition, overlay: &str) -> Vec
         "expr:gte(t,n_forced*1)",
         "-c:a",
         "aac",
-        "-b:a",
-        "96k",
-        "-ar",
-        "44100",
-    ] {
-        a.push(s.to_string());
-    }
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     a.extend([
+        "-b:a".into(),
+        format!("{audio_kbps}k"),
+        "-ar".into(),
+        "44100".into(),
         "-b:v".into(),
         format!("{kbps}k"),
         "-maxrate".into(),

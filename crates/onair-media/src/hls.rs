@@ -183,18 +183,7 @@ impl Segmenter {
         let init = init_segment(stream)?;
         let mut events = Vec::new();
         if self.generation_used {
-            if let Some(open) = self.open.as_ref() {
-                let end =
-                    self.last_driver_dts.unwrap_or(open.part_start_dts).saturating_add(self.last_interval_ms.max(1));
-                if !open.pending.is_empty() {
-                    self.split_overflow(end, &mut events);
-                    self.close_part(end, &mut events);
-                }
-                if self.open.as_ref().is_some_and(|o| !o.parts.is_empty()) {
-                    self.close_segment(end, &mut events);
-                }
-            }
-            self.open = None;
+            self.close_open(&mut events);
             self.old_inits.push_back((self.generation, self.init.clone()));
             self.generation += 1;
             self.generation_used = false;
@@ -313,19 +302,25 @@ impl Segmenter {
         if self.ended {
             return events;
         }
+        self.close_open(&mut events);
+        self.ended = true;
+        events
+    }
+
+    /// What is pending becomes the last part, and the open segment is closed (one frame
+    /// interval after the last driving frame).
+    fn close_open(&mut self, events: &mut Vec<HlsEvent>) {
         if let Some(open) = self.open.as_ref() {
             let end = self.last_driver_dts.unwrap_or(open.part_start_dts).saturating_add(self.last_interval_ms.max(1));
             if !open.pending.is_empty() {
-                self.split_overflow(end, &mut events);
-                self.close_part(end, &mut events);
+                self.split_overflow(end, events);
+                self.close_part(end, events);
             }
             if self.open.as_ref().is_some_and(|o| !o.parts.is_empty()) {
-                self.close_segment(end, &mut events);
+                self.close_segment(end, events);
             }
         }
         self.open = None;
-        self.ended = true;
-        events
     }
 
     fn open_segment(&mut self, dts: u64) {
