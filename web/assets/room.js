@@ -251,6 +251,8 @@ onair.on('cohost', (e) => {
   if (e.userId !== onair.userId) return;
   if (e.phase === 'accepted' && e.whipUrl) goOnAir(e);
   else if (e.phase === 'accepted' && e.pushUrl) overlay('You are co-hosting', `Push your stream to: ${e.pushUrl}`);
+  // On air: the anchor's own feed exists now (the server copies it while mixing).
+  if (e.phase === 'live' && onAir.box && !onAir.anchor) onAir.anchor = watch(onAir.anchorStream, $('cohostAnchor'));
   if (e.phase === 'ended') leaveAir(e.reason === 'dropped' ? 'Your camera stream was lost: you left the co-host' : 'The co-host ended');
 });
 onair.on('destroyed', () => overlay('This room was closed', 'The room no longer exists.', true));
@@ -436,7 +438,7 @@ $('cohost').addEventListener('click', async () => {
 });
 
 /** The guest's side of a co-host: camera out over WHIP, the anchor in over WHEP. */
-const onAir = { cam: null, anchor: null, box: null };
+const onAir = { cam: null, anchor: null, box: null, anchorStream: '' };
 async function goOnAir(e) {
   if (onAir.box) return;
   const self = h('video', { muted: true, autoplay: true, playsinline: true, id: 'cohostSelf' });
@@ -449,7 +451,7 @@ async function goOnAir(e) {
     onair.api('POST', `/api/v1/rooms/${encodeURIComponent(roomId)}/cohost/${encodeURIComponent(onair.userId)}/end`).catch(() => {});
     leaveAir('You left the co-host');
   });
-  onAir.anchor = watch(e.anchorStream, anchor);
+  onAir.anchorStream = e.anchorStream;
   try {
     onAir.cam = await publishCamera(e.whipUrl, () => leaveAir('Your camera stream was cut'));
     self.srcObject = onAir.cam.media;
