@@ -4,7 +4,8 @@
 //! server's mix: decoded frames show red on the left and blue on the right (side by
 //! side), a blue window bottom right (picture in picture) after the anchor switches
 //! layout, audio is there, and once the guest's stream stops the guest is dropped from
-//! the session and the picture is all red again. Skips when ffmpeg is missing.
+//! the session and the picture is all red again; the recording marks both switches
+//! with a discontinuity and a new init, and plays. Skips when ffmpeg is missing.
 
 #![allow(clippy::unwrap_used)]
 
@@ -137,7 +138,7 @@ async fn an_accepted_guest_is_mixed_into_the_rooms_stream_and_leaves_it_when_the
         return;
     }
     let s = Server::start_with_env(
-        &media_toml("record = false\nsnapshot_secs = 0\n"),
+        &media_toml("record = true\nsnapshot_secs = 0\n"),
         &[("ONAIR_LOG", "warn,onair_media_server::mixer=info,onair_media_server::hls=info")],
     )
     .await;
@@ -148,7 +149,7 @@ async fn an_accepted_guest_is_mixed_into_the_rooms_stream_and_leaves_it_when_the
     let mut viewer = s.ws().await;
     viewer.join_ok("duo").await;
 
-    let _anchor = publish_color(&push_url(&s, "duo"), "red", 440, 90);
+    let mut anchor = publish_color(&push_url(&s, "duo"), "red", 440, 90);
     wait_live(&s, "duo").await;
     let flv = format!("http://127.0.0.1:{}/live/duo.flv", s.port);
     until_shows(&flv, &[], Shows::AllRed, T, &s).await;
@@ -223,4 +224,18 @@ async fn an_accepted_guest_is_mixed_into_the_rooms_stream_and_leaves_it_when_the
     .await;
     let (_, list) = s.http("GET", &s.as_user("/api/v1/rooms/duo/cohost", "anchor"), None).await;
     assert_eq!(list["active"], json!([]), "{list}");
+
+    // The recording holds the co-host part: a new init after a discontinuity each way.
+    anchor.start_kill().unwrap();
+    let rec = viewer.wait_event_where("duo", "stream", |e| e["phase"] == "recording").await;
+    let url = rec["url"].as_str().unwrap();
+    let (status, vod) = s.http_raw("GET", url, None).await;
+    assert_eq!(status, 200, "{vod}");
+    assert!(vod.matches("#EXT-X-DISCONTINUITY\n").count() >= 2 && vod.contains("init-1.mp4"), "{vod}");
+    let full = format!("http://127.0.0.1:{}{url}", s.port);
+    let out = dir.path().join("vod.flv");
+    assert!(record(&full, 2.0, &out).await, "the recording plays: {full}");
+    let p = probe(&out).await;
+    let codecs: Vec<&str> = p.streams.iter().filter_map(|s| s["codec_name"].as_str()).collect();
+    assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{codecs:?}");
 }
