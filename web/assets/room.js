@@ -5,6 +5,7 @@ import { Player } from '/assets/player.js';
 import { Danmaku } from '/assets/danmaku.js';
 import { messageLine, systemLine, appendLine, markRecalled, eventText, giftOf, giftLine } from '/assets/chat.js';
 import { giftImg, isBig, bigGift } from '/assets/gifts.js';
+import { publishCamera, watch } from '/assets/cohost.js';
 
 const PERMANENT = 4294967295;
 const roomId = roomIdFromPath();
@@ -272,7 +273,12 @@ onair.on('stream', (e) => {
 });
 onair.on('cohost', (e) => {
   if (e.userId === onair.userId && e.phase === 'refused') toast('The anchor declined your co-host request');
-  if (e.userId === onair.userId && e.pushUrl) overlay('You are co-hosting', `Push your stream to: ${e.pushUrl}`);
+  if (e.userId !== onair.userId) return;
+  if (e.phase === 'accepted' && e.whipUrl) goOnAir(e);
+  else if (e.phase === 'accepted' && e.pushUrl) overlay('You are co-hosting', `Push your stream to: ${e.pushUrl}`);
+  // On air: the anchor's own feed exists now (the server copies it while mixing).
+  if (e.phase === 'live' && onAir.box && !onAir.anchor) onAir.anchor = watch(onAir.anchorStream, $('cohostAnchor'));
+  if (e.phase === 'ended') leaveAir(e.reason === 'dropped' ? 'Your camera stream was lost: you left the co-host' : 'The co-host ended');
 });
 onair.on('destroyed', () => overlay('This room was closed', 'The room no longer exists.', true));
 
@@ -456,6 +462,40 @@ $('cohost').addEventListener('click', async () => {
   }
 });
 
+/** The guest's side of a co-host: camera out over WHIP, the anchor in over WHEP. */
+const onAir = { cam: null, anchor: null, box: null, anchorStream: '' };
+async function goOnAir(e) {
+  if (onAir.box) return;
+  const self = h('video', { muted: true, autoplay: true, playsinline: true, id: 'cohostSelf' });
+  const anchor = h('video', { autoplay: true, playsinline: true, id: 'cohostAnchor' });
+  const status = h('span', { class: 'dim', text: 'starting your camera…' });
+  const leave = h('button', { class: 'small', text: 'Leave' });
+  onAir.box = h('div', { class: 'cohost-stage', id: 'cohostStage' }, anchor, self, h('div', { class: 'row' }, status, leave));
+  document.body.append(onAir.box);
+  leave.addEventListener('click', () => {
+    onair.api('POST', `/api/v1/rooms/${encodeURIComponent(roomId)}/cohost/${encodeURIComponent(onair.userId)}/end`).catch(() => {});
+    leaveAir('You left the co-host');
+  });
+  onAir.anchorStream = e.anchorStream;
+  try {
+    onAir.cam = await publishCamera(e.whipUrl, () => leaveAir('Your camera stream was cut'));
+    self.srcObject = onAir.cam.media;
+    status.textContent = 'on air';
+  } catch (err) {
+    toast(`Cannot start your camera: ${err.message}`, 'error');
+    status.textContent = 'camera off';
+  }
+}
+function leaveAir(text) {
+  if (!onAir.box) return;
+  onAir.cam?.stop();
+  onAir.anchor?.stop();
+  onAir.box.remove();
+  Object.assign(onAir, { cam: null, anchor: null, box: null });
+  toast(text);
+}
+window.addEventListener('pagehide', () => { onAir.cam?.stop(); onAir.anchor?.stop(); });
+
 // ---- overlays ----
 function overlay(title, text, home = false) {
   document.querySelector('.overlay')?.remove();
@@ -473,3 +513,4 @@ setInterval(refreshBalance, 15000);
 window.onair = onair;
 window.player = player;
 window.danmaku = danmaku;
+window.cohostOnAir = onAir;

@@ -4,6 +4,7 @@ import { h, $, toast, webConfig, client, loadCreds, saveCreds, credsFromHash, ro
 import { broadcastCard } from '/assets/studio-broadcast.js';
 import { messageLine, systemLine, appendLine, markRecalled, eventText, toMs } from '/assets/chat.js';
 import { monitorPanel } from '/assets/charts.js';
+import { watch, LAYOUTS } from '/assets/cohost.js';
 
 const PERMANENT = 4294967295;
 const roomId = roomIdFromPath();
@@ -365,6 +366,39 @@ async function refreshBlocked() {
 const cohostNames = new Map();
 onair.on('cohost', (e) => e.phase === 'requested' && e.nick && cohostNames.set(e.userId, e.nick));
 
+/** Guests on air: a tile each, playing their stream over WHEP (sub-second). */
+const guestTiles = new Map();
+function syncGuestTiles(picture) {
+  const want = new Map((picture ?? []).map((g) => [g.stream, g.userId]));
+  for (const [stream, t] of guestTiles) {
+    if (!want.has(stream)) {
+      t.session.stop();
+      t.el.remove();
+      guestTiles.delete(stream);
+    }
+  }
+  for (const [stream, user] of want) {
+    if (guestTiles.has(stream)) continue;
+    const video = h('video', { autoplay: true, playsinline: true, 'data-stream': stream });
+    const el = h('figure', { class: 'guest-tile' }, video, h('figcaption', { text: cohostNames.get(user) ?? user }));
+    $('guestTiles').append(el);
+    guestTiles.set(stream, { el, session: watch(stream, video) });
+  }
+}
+onair.on('cohost', (e) => {
+  if (e.picture) syncGuestTiles(e.picture);
+  if (e.layout) $('cohostLayout').value = e.layout;
+});
+$('cohostLayout').replaceChildren(...LAYOUTS.map(([v, label]) => h('option', { value: v, text: label })));
+$('cohostLayout').addEventListener('change', async () => {
+  try {
+    await onair.api('POST', `/api/v1/rooms/${encodeURIComponent(roomId)}/cohost/layout`, { layout: $('cohostLayout').value });
+  } catch (e) {
+    toast(`Layout not changed: ${e.message}`, 'error');
+  }
+});
+window.guestTiles = guestTiles;
+
 async function refreshCohost() {
   try {
     const r = await onair.api('GET', `/api/v1/rooms/${encodeURIComponent(roomId)}/cohost`);
@@ -375,6 +409,8 @@ async function refreshCohost() {
       ...(r.active ?? []).map((a) => h('tr', {}, h('td', { text: `${a.userId} (on air)` }), h('td', {}, act('End', call(a.userId, 'end'))))),
     ];
     $('cohost').replaceChildren(...(rows.length ? rows : [h('tr', {}, h('td', { class: 'dim', text: 'no requests' }))]));
+    if (r.layout) $('cohostLayout').value = r.layout;
+    syncGuestTiles(r.picture);
   } catch (e) {
     $('cohost').replaceChildren(h('tr', {}, h('td', { class: 'dim', text: e.status === 404 ? 'co-hosting is not available on this server yet' : e.message })));
   }

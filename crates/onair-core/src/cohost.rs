@@ -1,8 +1,10 @@
 //! Co-hosting signalling: a viewer asks, the anchor accepts or refuses, either side
 //! ends it. Pure bookkeeping with clear errors; the server signs the guest's push
-//! address and pushes the `cohost` events.
+//! address and pushes the `cohost` events. An accepted guest is "on air" while their
+//! stream is published; the guests on air (longest accepted first, at most
+//! [`MIX_SLOTS`]) are the ones composed into the room's picture.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{Code, Millis, Rejection};
 
@@ -10,12 +12,17 @@ use crate::{Code, Millis, Rejection};
 pub const MAX_PENDING: usize = 50;
 /// Most guests on air at once.
 pub const MAX_ACTIVE: usize = 8;
+/// Guests composed with the anchor into the room's picture (the rest are heard and
+/// seen by the anchor only, until a place frees up).
+pub const MIX_SLOTS: usize = 3;
 
 /// One room's co-host requests and guests.
 #[derive(Debug, Default)]
 pub struct Cohosts {
     pending: BTreeMap<String, Millis>,
     active: BTreeMap<String, Millis>,
+    /// Accepted guests whose stream is published.
+    on_air: BTreeSet<String>,
 }
 
 impl Cohosts {
@@ -59,6 +66,7 @@ impl Cohosts {
     /// Returns true when the guest was on air.
     pub fn end(&mut self, user: &str) -> Result<bool, Rejection> {
         if self.active.remove(user).is_some() {
+            self.on_air.remove(user);
             return Ok(true);
         }
         if self.pending.remove(user).is_some() {
@@ -79,9 +87,27 @@ impl Cohosts {
         self.active.iter().map(|(u, t)| (u.clone(), *t)).collect()
     }
 
-    /// Whether `user` is on air.
+    /// Whether `user` is an accepted guest.
     pub fn is_active(&self, user: &str) -> bool {
         self.active.contains_key(user)
+    }
+
+    /// An accepted guest's stream started (`true`) or stopped. Returns whether the
+    /// guests on air changed (a stream of someone not accepted changes nothing).
+    pub fn set_on_air(&mut self, user: &str, on: bool) -> bool {
+        if !self.active.contains_key(user) {
+            return false;
+        }
+        if on { self.on_air.insert(user.to_owned()) } else { self.on_air.remove(user) }
+    }
+
+    /// The guests in the room's picture: on air, longest accepted first, at most
+    /// [`MIX_SLOTS`].
+    pub fn in_picture(&self) -> Vec<String> {
+        let mut list: Vec<(Millis, &String)> =
+            self.active.iter().filter(|(u, _)| self.on_air.contains(*u)).map(|(u, t)| (*t, u)).collect();
+        list.sort();
+        list.into_iter().take(MIX_SLOTS).map(|(_, u)| u.clone()).collect()
     }
 }
 
@@ -111,6 +137,29 @@ mod tests {
         assert!(c.refuse("x").is_err());
         assert!(c.request("y", 0).is_ok());
         assert_eq!(c.end("y").ok(), Some(false));
+    }
+
+    #[test]
+    fn on_air_guests_fill_the_picture_in_accept_order() {
+        let mut c = Cohosts::default();
+        for (i, u) in ["d", "c", "b", "a", "x"].iter().enumerate() {
+            assert!(c.request(u, 0).is_ok());
+            if *u != "x" {
+                assert!(c.accept(u, 10 + i as u64).is_ok());
+            }
+        }
+        assert!(!c.set_on_air("x", true), "not accepted: no place");
+        assert!(c.in_picture().is_empty(), "accepted but not publishing yet");
+        for u in ["a", "b", "c", "d"] {
+            assert!(c.set_on_air(u, true));
+        }
+        assert!(!c.set_on_air("a", true), "no change");
+        assert_eq!(c.in_picture(), ["d", "c", "b"], "three places, longest accepted first");
+        assert!(c.set_on_air("c", false));
+        assert_eq!(c.in_picture(), ["d", "b", "a"]);
+        assert_eq!(c.end("d").ok(), Some(true));
+        assert_eq!(c.in_picture(), ["b", "a"]);
+        assert!(!c.set_on_air("d", true), "ended guests stay off");
     }
 
     #[test]

@@ -21,6 +21,8 @@ use onair_core::message::{ChatMessage, CustomElem, MsgElem, Outgoing, Priority, 
 use onair_core::popularity::{PopularityWeights, RoomStats};
 use onair_core::random::RandomSource;
 use onair_core::{Code, Millis, Rejection};
+use onair_media::lifecycle::MixPlan;
+use onair_media::mix::Layout;
 use onair_store::{GiftOrder, LotteryRecord, MoneyError};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -105,6 +107,8 @@ pub(crate) struct RoomBiz {
     pub(crate) stats_dirty: bool,
     lottery: Option<RunningLottery>,
     cohosts: Cohosts,
+    /// How the anchor and the guests share the room's picture.
+    layout: Layout,
     /// Online time of members who left (or were credited) since the last flush.
     pending_online: HashMap<String, u64>,
 }
@@ -145,6 +149,7 @@ impl RoomBiz {
             stats_dirty: false,
             lottery,
             cohosts: Cohosts::default(),
+            layout: Layout::default(),
             pending_online: HashMap::new(),
         }
     }
@@ -735,8 +740,9 @@ impl Hub {
         Ok(())
     }
 
-    /// The anchor answers a request; on accept the guest alone gets a signed push
-    /// URL and the room learns the co-host's stream.
+    /// The anchor answers a request; on accept the guest alone gets a signed WHIP URL
+    /// for their camera (and, as an alternative, a signed RTMP push URL) and the name
+    /// of the anchor's own feed to watch; the room learns the co-host's stream.
     pub fn cohost_answer(&self, room_id: &str, user: &str, accept: bool) -> Result<Value, Rejection> {
         let room = self.get(room_id)?;
         if !accept {
@@ -745,29 +751,102 @@ impl Hub {
             return Ok(json!({"userId": user, "status": "refused"}));
         }
         room.biz.lock().cohosts.accept(user, now_ms())?;
-        let stream = cohost_stream(&room.profile().stream, user);
+        let room_stream = room.profile().stream;
+        let stream = cohost_stream(&room_stream, user);
         let push_url = self.push_url.as_ref().map(|sign| sign(&stream)).unwrap_or_default();
-        room.push_to_user(
-            user,
-            RoomEvent::Cohost(json!({"phase": "accepted", "userId": user, "stream": stream, "pushUrl": push_url})),
-        );
-        room.push_event(RoomEvent::Cohost(json!({"phase": "started", "userId": user, "stream": stream})));
-        Ok(json!({"userId": user, "status": "accepted", "stream": stream, "pushUrl": push_url}))
+        let whip_url = self.whip_url.as_ref().map(|sign| sign(&stream)).unwrap_or_default();
+        let (layout, picture) = picture(&room);
+        let answer = json!({
+            "userId": user, "status": "accepted", "stream": stream, "whipUrl": whip_url, "pushUrl": push_url,
+            "anchorStream": onair_media::mix::raw_stream(&room_stream), "layout": layout,
+        });
+        let mut accepted = answer.clone();
+        if let Value::Object(m) = &mut accepted {
+            m.remove("status");
+            m.insert("phase".into(), "accepted".into());
+        }
+        room.push_to_user(user, RoomEvent::Cohost(accepted));
+        room.push_event(RoomEvent::Cohost(
+            json!({"phase": "started", "userId": user, "stream": stream, "layout": layout, "picture": picture}),
+        ));
+        Ok(answer)
     }
 
     /// Ends a co-host session (or withdraws a pending request).
     pub fn cohost_end(&self, room_id: &str, user: &str) -> Result<(), Rejection> {
         let room = self.get(room_id)?;
+        self.end_cohost(&room, user, "ended")
+    }
+
+    fn end_cohost(&self, room: &Arc<Room>, user: &str, reason: &str) -> Result<(), Rejection> {
         let was_live = room.biz.lock().cohosts.end(user)?;
-        let phase = if was_live { "ended" } else { "withdrawn" };
-        room.push_event(RoomEvent::Cohost(json!({"phase": phase, "userId": user})));
+        if !was_live {
+            room.push_event(RoomEvent::Cohost(json!({"phase": "withdrawn", "userId": user})));
+            return Ok(());
+        }
+        self.remix(room);
+        let (layout, picture) = picture(room);
+        room.push_event(RoomEvent::Cohost(
+            json!({"phase": "ended", "userId": user, "reason": reason, "layout": layout, "picture": picture}),
+        ));
         Ok(())
+    }
+
+    /// The anchor picks how the guests share the picture.
+    pub fn cohost_layout(&self, room_id: &str, layout: &str) -> Result<Value, Rejection> {
+        let room = self.get(room_id)?;
+        let layout = Layout::parse(layout).map_err(|e| Rejection::new(Code::InvalidParam, e))?;
+        room.biz.lock().layout = layout;
+        self.remix(&room);
+        let (layout, picture) = picture(&room);
+        room.push_event(RoomEvent::Cohost(json!({"phase": "layout", "layout": layout, "picture": picture})));
+        Ok(json!({"layout": layout, "picture": picture}))
+    }
+
+    /// A co-host stream (`{room stream}-cohost-{user}`) started or stopped: the guest
+    /// enters the room's picture, or leaves the session (a dropped guest: the WHIP
+    /// session or the RTMP push is gone). Returns false for a stream of no guest.
+    pub(crate) fn cohost_stream_event(&self, stream: &str, live: bool) -> bool {
+        let Some((room_stream, _)) = stream.split_once(COHOST_MARK) else { return false };
+        let Some(room) = self.room_for_stream(room_stream).and_then(|id| self.get(&id).ok()) else {
+            return false;
+        };
+        let user = {
+            let biz = room.biz.lock();
+            biz.cohosts.active().into_iter().map(|(u, _)| u).find(|u| cohost_stream(room_stream, u) == stream)
+        };
+        let Some(user) = user else { return false };
+        if live {
+            if room.biz.lock().cohosts.set_on_air(&user, true) {
+                self.remix(&room);
+                let (layout, picture) = picture(&room);
+                room.push_event(RoomEvent::Cohost(
+                    json!({"phase": "live", "userId": user, "stream": stream, "layout": layout, "picture": picture}),
+                ));
+            }
+        } else if let Err(r) = self.end_cohost(&room, &user, "dropped") {
+            tracing::debug!(room = %room.id, user, error = %r, "co-host stream ended after the session");
+        }
+        true
+    }
+
+    /// Tells the media service which guests to compose into the room's stream.
+    fn remix(&self, room: &Room) {
+        let Some(mixer) = self.mixer.get() else { return };
+        let room_stream = room.profile().stream;
+        let plan = {
+            let biz = room.biz.lock();
+            let guests: Vec<String> = biz.cohosts.in_picture().iter().map(|u| cohost_stream(&room_stream, u)).collect();
+            (!guests.is_empty()).then_some(MixPlan { guests, layout: biz.layout })
+        };
+        mixer.set_mix(&room_stream, plan);
     }
 
     /// Pending requests and guests on air.
     pub fn cohosts(&self, room_id: &str) -> Result<Value, Rejection> {
         let room = self.get(room_id)?;
         let stream = room.profile().stream;
+        let (layout, picture) = picture(&room);
         let biz = room.biz.lock();
         let requests: Vec<Value> =
             biz.cohosts.pending().into_iter().map(|(u, at)| json!({"userId": u, "at": at})).collect();
@@ -777,7 +856,7 @@ impl Hub {
             .into_iter()
             .map(|(u, at)| json!({"userId": u, "since": at, "stream": cohost_stream(&stream, &u)}))
             .collect();
-        Ok(json!({"requests": requests, "active": active}))
+        Ok(json!({"requests": requests, "active": active, "layout": layout, "picture": picture}))
     }
 
     // ---- the ticker --------------------------------------------------------
@@ -901,6 +980,20 @@ impl Hub {
 
 /// What every co-host stream name holds; no room may take such a name as its own.
 pub(crate) const COHOST_MARK: &str = "-cohost-";
+
+/// The layout's name and the guests in the room's picture (`[{userId, stream}]`),
+/// as every `cohost` event carries them.
+fn picture(room: &Room) -> (&'static str, Value) {
+    let stream = room.profile().stream;
+    let biz = room.biz.lock();
+    let list: Vec<Value> = biz
+        .cohosts
+        .in_picture()
+        .into_iter()
+        .map(|u| json!({"userId": u, "stream": cohost_stream(&stream, &u)}))
+        .collect();
+    (biz.layout.as_str(), Value::Array(list))
+}
 
 /// A co-host's stream name: the room's stream plus the guest.
 fn cohost_stream(room_stream: &str, user: &str) -> String {

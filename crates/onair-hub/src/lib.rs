@@ -16,7 +16,7 @@
 //! | `moderation` | `mute`, `muted`, `ban`, `unban`, `bans`, `kick`, `recall`, `set_slow_mode`, `room_admins`, `set_room_admins`, `set_marks`, `marked` |
 //! | `words` | `set_app_filter`, `seed_app_filter`, `app_filter`, `set_room_filter`, `room_filter` (screening runs inside `send`) |
 //! | `live` | `change_state` (the one path of live-state changes), `set_state`, `schedule`, `set_stream`, `room_for_stream`, `on_stream`; [`HubObserver`] |
-//! | `business` | gifts (`gift_catalog`, `put_gift`, `delete_gift`, `send_gift`, `gift_leaderboard`), `like`, levels (`level_of`, `level`, `set_member`), `room_stats`, lotteries (`start_lottery`, `draw_lottery*`, `lottery_*`, `lotteries`), co-hosts (`cohost_request`, `cohost_answer`, `cohost_end`, `cohosts`) |
+//! | `business` | gifts (`gift_catalog`, `put_gift`, `delete_gift`, `send_gift`, `gift_leaderboard`), `like`, levels (`level_of`, `level`, `set_member`), `room_stats`, lotteries (`start_lottery`, `draw_lottery*`, `lottery_*`, `lotteries`), co-hosts (`cohost_request`, `cohost_answer`, `cohost_end`, `cohost_layout`, `cohosts`; guests' stream events drive the mix through `set_mixer`) |
 //! | `cluster` | [`Link`], `start_cluster`, `cluster_health`: what a node does with the [`bus`] |
 //! | [`callbacks`], [`outbox`], [`sessions`], [`bus`] | webhooks, a connection's queue, logins, the Redis transport |
 
@@ -580,6 +580,10 @@ pub struct Hub {
     gifts: RwLock<HashMap<String, Gift>>,
     /// Signs a push URL for a stream name (co-hosting), when the media service runs.
     push_url: Option<PushSigner>,
+    /// Signs a WHIP URL for a stream name (co-hosting from the browser).
+    whip_url: Option<PushSigner>,
+    /// The media service's co-host mixer, once it runs.
+    mixer: std::sync::OnceLock<Arc<dyn onair_media::lifecycle::MixControl>>,
     /// The other nodes, when this node is part of a cluster.
     link: Option<Arc<Link>>,
     /// The chat outputs' sink (set once when the media service runs).
@@ -592,8 +596,18 @@ pub struct Services {
     pub callbacks: Arc<Callbacks>,
     /// Signs co-host push URLs, when the media service runs.
     pub push_url: Option<PushSigner>,
+    /// Signs co-host WHIP URLs (a path such as `/whip/{stream}?txSecret=…`).
+    pub whip_url: Option<PushSigner>,
     /// The other nodes, when this node is part of a cluster.
     pub link: Option<Arc<Link>>,
+}
+
+impl Hub {
+    /// Connects the media service's co-host mixer (once; the media service starts
+    /// after the hub).
+    pub fn set_mixer(&self, mixer: Arc<dyn onair_media::lifecycle::MixControl>) {
+        let _ = self.mixer.set(mixer);
+    }
 }
 
 /// Makes a signed RTMP push URL for a stream name.
@@ -640,7 +654,7 @@ impl Hub {
         shutdown: CancellationToken,
         services: Services,
     ) -> anyhow::Result<Arc<Hub>> {
-        let Services { callbacks, push_url, link } = services;
+        let Services { callbacks, push_url, whip_url, link } = services;
         let RoomRules { chat: chat_cfg, limits, tick, user_limits, business } = rules;
         let hub = Arc::new(Hub {
             rooms: RwLock::new(HashMap::new()),
@@ -660,6 +674,8 @@ impl Hub {
             activity: Mutex::new(HashMap::new()),
             gifts: RwLock::new(store.gifts().await?.into_iter().map(|g| (g.gift_id.clone(), g)).collect()),
             push_url,
+            whip_url,
+            mixer: std::sync::OnceLock::new(),
             link,
             chat_overlay: std::sync::OnceLock::new(),
         });

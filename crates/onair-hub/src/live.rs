@@ -178,6 +178,16 @@ impl Hub {
 
     /// A stream event from the media service: moves the live state and tells the room.
     pub async fn on_stream(&self, stream: &str, event: StreamLifecycle) {
+        let guest_live = match &event {
+            StreamLifecycle::Published { .. } => Some(true),
+            StreamLifecycle::Unpublished => Some(false),
+            StreamLifecycle::RecordingReady { .. } => None,
+        };
+        if let Some(live) = guest_live
+            && self.cohost_stream_event(stream, live)
+        {
+            return;
+        }
         let Some(room) = self.room_for_stream(stream).and_then(|id| self.get(&id).ok()) else {
             tracing::debug!(stream, "stream event for a stream no room uses");
             return;

@@ -48,8 +48,12 @@ async fn hub() -> Fixture {
         tick: TickPolicy { min_ms: 10, max_ms: 50, writes_per_sec: 1_000_000 },
         business: BusinessConfig::default(),
     };
-    let services =
-        Services { callbacks: Callbacks::start(CallbackConfig::default(), 1_400_000_000), push_url: None, link: None };
+    let services = Services {
+        callbacks: Callbacks::start(CallbackConfig::default(), 1_400_000_000),
+        push_url: None,
+        whip_url: None,
+        link: None,
+    };
     let hub = Hub::load(store.clone(), writer, rules, TaskTracker::new(), shutdown.clone(), services).await.unwrap();
     Fixture { hub, store, _dir: dir, shutdown }
 }

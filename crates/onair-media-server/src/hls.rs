@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use onair_media::codec::StreamConfig;
 use onair_media::frame::TrackKind;
-use onair_media::hls::{HlsConfig, HlsEvent, Reload, Segmenter, VodSegment, vod_playlist};
+use onair_media::hls::{HlsConfig, HlsEvent, Reload, Segmenter, VodSegment, init_name, vod_playlist};
 use onair_media::pacing::{Behind, ViewerPacing};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -102,6 +102,8 @@ pub struct RecordingDone {
 struct LivePart {
     data: Bytes,
     independent: bool,
+    /// Its init segment's generation: a viewer started on another one cannot go on.
+    generation: u64,
 }
 
 struct Inner {
@@ -311,13 +313,15 @@ impl HlsHub {
         // An edge does not record what it relays: the origin does (and only the
         // origin may report a recording to the room layer and the backend).
         // Nor a slate: it is not the show (and its recording must not become the
-        // room's replay).
+        // room's replay); nor a co-host mix's internal streams (the room's own stream
+        // records the program).
         let slate = sub.stream().info.house == Some(crate::registry::HouseKind::Slate);
-        let mut recorder = if self.settings.record && !sub.stream().is_relayed() && !slate {
-            Some(Recorder::new(self.data_dir.join("recordings").join(name).join(&live.sid)))
-        } else {
-            None
-        };
+        let mut recorder =
+            if self.settings.record && !sub.stream().is_relayed() && !slate && !onair_media::mix::is_internal(name) {
+                Some(Recorder::new(self.data_dir.join("recordings").join(name).join(&live.sid)))
+            } else {
+                None
+            };
         loop {
             let recv = tokio::select! {
                 r = sub.recv() => r,
@@ -335,15 +339,33 @@ impl HlsHub {
                 let mut inner = live.inner.lock();
                 match &packet.media {
                     Media::Config(c) => {
-                        if inner.seg.is_some() {
-                            let mut next = inner.config.clone();
-                            if next.apply(c).is_ok() && next != inner.config {
-                                tracing::warn!(stream = %name, "codec configuration changed mid-stream; HLS keeps the first one");
+                        if inner.seg.is_none() {
+                            if let Err(e) = inner.config.apply(c) {
+                                tracing::warn!(stream = %name, error = %e, "unusable codec configuration");
                             }
-                        } else if let Err(e) = inner.config.apply(c) {
-                            tracing::warn!(stream = %name, error = %e, "unusable codec configuration");
+                            continue;
                         }
-                        continue;
+                        let mut next = inner.config.clone();
+                        if next.apply(c).is_err() || next == inner.config {
+                            continue;
+                        }
+                        // A new configuration mid-stream (a co-host mix switched in, an
+                        // encoder restarted): a new init segment and a discontinuity.
+                        let Some(seg) = inner.seg.as_mut() else { continue };
+                        match seg.reconfigure(&next) {
+                            Ok(events) => {
+                                tracing::info!(stream = %name, generation = seg.generation(), codecs = seg.codecs(), "codec configuration changed: HLS discontinuity");
+                                publish_parts(seg, &events, &live.live);
+                                let init = Some((seg.generation(), seg.init().clone()));
+                                let done = (collect_segments(seg, &events), init, !events.is_empty());
+                                inner.config = next;
+                                done
+                            }
+                            Err(e) => {
+                                tracing::warn!(stream = %name, error = %e, "unusable codec configuration; HLS keeps the previous one");
+                                continue;
+                            }
+                        }
                     }
                     Media::Metadata(_) => continue,
                     Media::Frame(f) => {
@@ -359,7 +381,7 @@ impl HlsHub {
                             match Segmenter::new(self.settings.hls_config(), &inner.config) {
                                 Ok(s) => {
                                     tracing::info!(stream = %name, codecs = s.codecs(), "LL-HLS muxing");
-                                    init = Some(s.init().clone());
+                                    init = Some((s.generation(), s.init().clone()));
                                     inner.seg = Some(s);
                                 }
                                 Err(e) => {
@@ -382,11 +404,13 @@ impl HlsHub {
                 live.bump();
             }
             if let Some(rec) = recorder.as_mut() {
-                if let Some(init) = init {
-                    rec.init(&init).await;
-                }
+                // Segments cut by a reconfiguration belong to the previous init: they
+                // are written before the new init takes over.
                 for (msn, data, duration_ms) in events {
                     rec.segment(msn, &data, duration_ms).await;
+                }
+                if let Some((generation, init)) = init {
+                    rec.init(generation, &init).await;
                 }
             }
         }
@@ -519,7 +543,8 @@ fn publish_parts(seg: &Segmenter, events: &[HlsEvent], tx: &broadcast::Sender<Li
         if let HlsEvent::Part { msn, part } = *e
             && let Some(p) = seg.part(msn, part)
         {
-            let _ = tx.send(LivePart { data: p.data.clone(), independent: p.independent });
+            let _ =
+                tx.send(LivePart { data: p.data.clone(), independent: p.independent, generation: seg.generation() });
         }
     }
 }
@@ -561,13 +586,15 @@ async fn snapshot_jpeg(ffmpeg: &str, input: Vec<u8>) -> anyhow::Result<Bytes> {
 struct Recorder {
     dir: PathBuf,
     segments: Vec<VodSegment>,
+    /// The current init segment's file name.
+    init: String,
     bytes: u64,
     failed: bool,
 }
 
 impl Recorder {
     fn new(dir: PathBuf) -> Recorder {
-        Recorder { dir, segments: Vec::new(), bytes: 0, failed: false }
+        Recorder { dir, segments: Vec::new(), init: init_name(0), bytes: 0, failed: false }
     }
 
     async fn write(&mut self, file: &str, data: &[u8]) {
@@ -593,15 +620,17 @@ impl Recorder {
         }
     }
 
-    async fn init(&mut self, init: &[u8]) {
-        self.write("init.mp4", init).await;
+    async fn init(&mut self, generation: u64, init: &[u8]) {
+        self.init = init_name(generation);
+        let file = self.init.clone();
+        self.write(&file, init).await;
     }
 
     async fn segment(&mut self, msn: u64, data: &[u8], duration_ms: u64) {
         let file = format!("{msn}.m4s");
         self.write(&file, data).await;
         if !self.failed {
-            self.segments.push(VodSegment { uri: file, duration_ms });
+            self.segments.push(VodSegment { uri: file, duration_ms, init: self.init.clone() });
         }
     }
 
@@ -610,7 +639,7 @@ impl Recorder {
         if self.failed || self.segments.is_empty() {
             return None;
         }
-        self.write("index.m3u8", vod_playlist("init.mp4", &self.segments).as_bytes()).await;
+        self.write("index.m3u8", vod_playlist(&self.segments).as_bytes()).await;
         let done = RecordingDone {
             stream: stream.to_string(),
             id: sid.to_string(),
@@ -806,6 +835,14 @@ async fn playlist(hub: &Arc<HlsHub>, name: &str, q: &PlaylistQuery) -> MediaRepl
     }
 }
 
+/// `init.mp4` → 0, `init-{n}.mp4` → n (see [`init_name`]).
+fn parse_init_name(file: &str) -> Option<u64> {
+    if file == "init.mp4" {
+        return Some(0);
+    }
+    file.strip_prefix("init-")?.strip_suffix(".mp4")?.parse().ok().filter(|g| *g > 0)
+}
+
 fn parse_media_name(file: &str) -> Option<(u64, Option<usize>)> {
     let stem = file.strip_suffix(".m4s")?;
     match stem.split_once('.') {
@@ -823,8 +860,8 @@ pub async fn media_file(hub: &Arc<HlsHub>, name: &str, sid: &str, file: &str) ->
     // HLS players are stateless requests, not counted viewers: on an edge their
     // requests keep the stream's pull alive.
     hub.media.touch(name);
-    if file == "init.mp4" {
-        let init = live.inner.lock().seg.as_ref().map(|s| s.init().clone());
+    if let Some(generation) = parse_init_name(file) {
+        let init = live.inner.lock().seg.as_ref().and_then(|s| s.init_of(generation).cloned());
         return match init {
             Some(b) => reply(StatusCode::OK, mp4_immutable(), b),
             None => status(StatusCode::NOT_FOUND, "no media yet\n"),
@@ -870,7 +907,7 @@ async fn live_mp4(hub: &Arc<HlsHub>, name: &str) -> MediaReply {
     while live.inner.lock().seg.is_none() && tokio::time::Instant::now() < deadline {
         let _ = tokio::time::timeout_at(deadline, version.changed()).await;
     }
-    let (init, start, codecs, rx) = {
+    let (init, start, codecs, rx, generation) = {
         let inner = live.inner.lock();
         let Some(seg) = inner.seg.as_ref() else {
             return status(StatusCode::SERVICE_UNAVAILABLE, "stream has no media yet\n");
@@ -879,12 +916,13 @@ async fn live_mp4(hub: &Arc<HlsHub>, name: &str) -> MediaReply {
             return status(StatusCode::NOT_FOUND, "stream ended\n");
         }
         // Subscribing under the same lock the muxer publishes under: no gap, no repeat.
-        (seg.init().clone(), seg.live_start(), seg.codecs().to_string(), live.live.subscribe())
+        (seg.init().clone(), seg.live_start(), seg.codecs().to_string(), live.live.subscribe(), seg.generation())
     };
     struct St {
         queued: std::collections::VecDeque<Bytes>,
         rx: broadcast::Receiver<LivePart>,
         resync: bool,
+        generation: u64,
         pacing: ViewerPacing,
         // Held (never read) so the stream's stats count this viewer under "hls".
         _viewer: Option<crate::registry::Subscription>,
@@ -896,6 +934,7 @@ async fn live_mp4(hub: &Arc<HlsHub>, name: &str) -> MediaReply {
         queued,
         rx,
         resync,
+        generation,
         // Parts are already batched by the segmenter: no merge window here.
         pacing: ViewerPacing::new(hub.media.cfg.slow_viewer_grace_ms, 0),
         _viewer: hub.registry.subscribe(name, Protocol::Hls),
@@ -907,6 +946,11 @@ async fn live_mp4(hub: &Arc<HlsHub>, name: &str) -> MediaReply {
         loop {
             match st.rx.recv().await {
                 Ok(p) => {
+                    if p.generation != st.generation {
+                        // A new init segment (codec change): this response's decoder
+                        // cannot follow; the player reconnects and starts on the new one.
+                        return None;
+                    }
                     if st.resync && !p.independent {
                         continue;
                     }
@@ -1108,6 +1152,10 @@ mod tests {
     fn media_names_and_safe_names() {
         assert_eq!(parse_media_name("12.m4s"), Some((12, None)));
         assert_eq!(parse_media_name("12.3.m4s"), Some((12, Some(3))));
+        assert_eq!((parse_init_name("init.mp4"), parse_init_name("init-2.mp4")), (Some(0), Some(2)));
+        for bad in ["init-0.mp4", "init-.mp4", "init-x.mp4", "init2.mp4", "init-1.m4s"] {
+            assert_eq!(parse_init_name(bad), None, "{bad}");
+        }
         for bad in ["x.m4s", "1.x.m4s", "1.2.3.m4s", "12.mp4", ".m4s", "-1.m4s"] {
             assert_eq!(parse_media_name(bad), None, "{bad}");
         }

@@ -22,6 +22,8 @@
 //! * [`relays`]: forwarding live streams to external RTMP(S) destinations.
 //! * [`playout`]: files played as a live stream (VOD as live, slates) by a "house"
 //!   publisher that yields to a real, authorised publish.
+//! * [`mixer`]: co-host mixes: one ffmpeg child per mixed stream composing its
+//!   publisher and guests, switched into the stream's program.
 //! * [`hooks`]: stream callbacks to the business backend in the streaming service's
 //!   format, and the [`StreamObserver`] the room layer implements.
 //! * [`webrtc`]: WHIP publish and WHEP play (the `onair-webrtc` engine wired to the
@@ -34,6 +36,7 @@ pub mod director;
 pub mod edge;
 pub mod hls;
 pub mod hooks;
+pub mod mixer;
 pub mod playout;
 pub mod publish;
 pub mod registry;
@@ -136,7 +139,8 @@ pub struct MediaConfig {
     pub renditions: Vec<renditions::Rendition>,
     /// Text burned into every rendition (top right); empty = none.
     pub overlay_text: String,
-    /// Most rendition ffmpeg children at once (a stream gets all its renditions or none).
+    /// Most transcoding ffmpeg children at once: renditions (a stream gets all its
+    /// renditions or none) and co-host mixers (one per mixed stream) together.
     pub max_transcodes: usize,
     /// Media edge: the origin server's base URL (`http://HOST:PORT`, its HTTP port).
     /// A viewer asking for a stream this node does not have makes it pull the stream
@@ -361,6 +365,8 @@ pub struct MediaService {
     /// Per-stream ABR ladders set through the API (`renditions` keeps them on disk);
     /// a stream without one uses `[media] renditions`.
     ladders: parking_lot::RwLock<std::collections::HashMap<String, Vec<renditions::Rendition>>>,
+    /// Transcoding children running (renditions and mixers), against `max_transcodes`.
+    transcodes: std::sync::atomic::AtomicUsize,
 }
 
 impl MediaService {
@@ -429,6 +435,7 @@ impl MediaService {
             house_token: onair_shell::random_hex(16),
             house: Default::default(),
             ladders: Default::default(),
+            transcodes: Default::default(),
         });
         if let Some(listener) = listener {
             let s = svc.clone();
@@ -468,6 +475,42 @@ impl MediaService {
         // A global rendition, unless its would-be source has a ladder of its own that
         // does not make it.
         of(&self.cfg.renditions).filter(|src| !self.ladders.read().contains_key(src))
+    }
+
+    /// A loopback RTMP play URL of `stream` for a child process (signed when play
+    /// needs it). Empty without the RTMP listener.
+    pub(crate) fn loopback_play(&self, stream: &str) -> String {
+        let Some(base) = self.loopback_base() else { return String::new() };
+        if self.cfg.play_auth { signed_url(&base, &self.play_key, stream, "", 3600) } else { format!("{base}{stream}") }
+    }
+
+    /// A signed loopback RTMP push URL of `stream` for a child process.
+    pub(crate) fn loopback_push(&self, stream: &str) -> String {
+        self.loopback_base().map(|base| signed_url(&base, &self.push_key, stream, "", 3600)).unwrap_or_default()
+    }
+
+    fn loopback_base(&self) -> Option<String> {
+        self.rtmp_addr.map(|a| format!("rtmp://127.0.0.1:{}/{}/", a.port(), self.rtmp.app))
+    }
+
+    /// Takes `n` of the `[media] max_transcodes` slots, all or none.
+    pub(crate) fn take_transcodes(&self, n: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let max = self.cfg.max_transcodes;
+        self.transcodes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| (used + n <= max).then_some(used + n))
+            .is_ok()
+    }
+
+    /// Gives back slots taken by [`Self::take_transcodes`].
+    pub(crate) fn give_back_transcodes(&self, n: usize) {
+        use std::sync::atomic::Ordering;
+        let _ = self.transcodes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| Some(used.saturating_sub(n)));
+    }
+
+    /// Transcoding children running now.
+    pub fn transcodes(&self) -> usize {
+        self.transcodes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Cancelled on shutdown.

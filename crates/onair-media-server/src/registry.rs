@@ -17,6 +17,7 @@ use bytes::Bytes;
 use onair_media::flv::{self, FlvError, Parsed};
 use onair_media::frame::{CodecConfig, MediaFrame, TrackKind};
 use onair_media::gop::{GopCache, GopLimits};
+use onair_media::mix::{Decision, Offer, ProgramSwitch, Source};
 use onair_media::monitor::{MonitorConfig, StreamMonitor};
 use onair_media::rtmp::{self as rtmpmux, Metadata};
 use onair_media::stats::{RateMeter, Rates};
@@ -76,7 +77,16 @@ impl Packet {
         // Metadata stays at 0: FFmpeg reads a script tag with another timestamp as
         // an extra data stream.
         let dts = if matches!(self.media, Media::Metadata(_)) { 0 } else { dts };
-        Packet::new(self.media.clone(), dts, self.body.clone())
+        let media = match &self.media {
+            Media::Frame(f) => Media::Frame(MediaFrame { dts, ..f.clone() }),
+            other => other.clone(),
+        };
+        Packet::new(media, dts, self.body.clone())
+    }
+
+    /// This packet at program time `dts` (the same packet when nothing moves).
+    fn at(self: &Arc<Self>, dts: u64) -> Arc<Packet> {
+        if dts == self.dts { self.clone() } else { Arc::new(self.restamped(dts)) }
     }
 
     /// A video keyframe: where a viewer may start.
@@ -178,6 +188,78 @@ struct StreamState {
     gop: GopCache<Arc<Packet>>,
     has_video: bool,
     meter: RateMeter,
+    /// Which feed the stream's viewers get (the publisher's or a co-host mix).
+    switch: ProgramSwitch,
+    /// The latest (video, audio) configuration of each source: [anchor, mix].
+    source_configs: [SourceConfigs; 2],
+    /// While a mix is wanted: the publisher's own feed copied to `{name}.raw`.
+    tap: Option<Publisher>,
+}
+
+/// A source's latest (video, audio) sequence headers.
+type SourceConfigs = (Option<Arc<Packet>>, Option<Arc<Packet>>);
+
+fn slot(s: Source) -> usize {
+    match s {
+        Source::Anchor => 0,
+        Source::Mix => 1,
+    }
+}
+
+impl StreamState {
+    /// Offers one packet of `from` to the program: the switch decides whether (and at
+    /// which time) viewers get it.
+    fn offer(&mut self, from: Source, packet: Arc<Packet>, len: usize) {
+        let configs = &mut self.source_configs[slot(from)];
+        match &packet.media {
+            Media::Config(CodecConfig::Avc { .. }) => configs.0 = Some(packet.clone()),
+            Media::Config(CodecConfig::Aac { .. }) => configs.1 = Some(packet.clone()),
+            _ => {}
+        }
+        let offer = Offer {
+            from,
+            frame: packet.is_frame(),
+            keyframe: packet.is_video_keyframe(),
+            source_has_video: configs.0.is_some(),
+            dts: packet.dts,
+        };
+        match self.switch.offer(offer) {
+            Decision::Drop => {}
+            Decision::Pass(t) => self.emit(packet.at(t), len),
+            Decision::Switch(t) => {
+                // Fresh sequence headers at the switch, then the keyframe: every
+                // player re-initialises its decoder there.
+                let (v, a) = self.source_configs[slot(from)].clone();
+                for c in [v, a].into_iter().flatten() {
+                    self.emit(c.at(t), 0);
+                }
+                self.emit(packet.at(t), len);
+            }
+        }
+    }
+
+    /// Caches and broadcasts one program packet.
+    fn emit(&mut self, packet: Arc<Packet>, len: usize) {
+        match &packet.media {
+            Media::Config(CodecConfig::Avc { .. }) => {
+                self.has_video = true;
+                self.video_config = Some(packet.clone());
+            }
+            Media::Config(CodecConfig::Aac { .. }) => self.audio_config = Some(packet.clone()),
+            Media::Frame(f) => {
+                if f.kind == TrackKind::Video {
+                    self.has_video = true;
+                }
+                let start = packet.is_video_keyframe() || !self.has_video;
+                self.gop.push(packet.clone(), len, start);
+            }
+            Media::Metadata(_) => {}
+        }
+        if let Some(tx) = &self.tx {
+            // No receivers is fine: nobody is watching.
+            let _ = tx.send(packet);
+        }
+    }
 }
 
 /// A published stream.
@@ -288,6 +370,47 @@ impl Stream {
     /// The publisher's metadata so far.
     pub fn metadata(&self) -> Metadata {
         self.state.lock().meta.clone()
+    }
+
+    /// Asks for `source` as this stream's program (effective at its next keyframe).
+    pub fn want_program(&self, source: Source) {
+        self.state.lock().switch.want(source);
+    }
+
+    /// The mix started over (a new mixer child): viewers keep the picture until its
+    /// first keyframe.
+    pub fn restart_mix(&self) {
+        self.state.lock().switch.restart(Source::Mix);
+    }
+
+    /// The feed viewers get now.
+    pub fn program(&self) -> Source {
+        self.state.lock().switch.on()
+    }
+
+    /// A packet of the mix for this stream's program (see [`onair_media::mix`]):
+    /// viewers get it once the mix is wanted and has reached a keyframe.
+    pub fn feed_mix(&self, packet: &Arc<Packet>) {
+        if matches!(packet.media, Media::Metadata(_)) {
+            return;
+        }
+        self.state.lock().offer(Source::Mix, packet.clone(), packet.body.len());
+    }
+
+    /// Whether the publisher's own feed is being copied to `{name}.raw`.
+    pub fn has_tap(&self) -> bool {
+        self.state.lock().tap.is_some()
+    }
+
+    /// Stops copying the publisher's feed to `{name}.raw` (that stream ends).
+    pub fn stop_tap(&self) {
+        let tap = self.state.lock().tap.take();
+        drop(tap); // outside the lock: dropping a publisher takes the registry's
+    }
+
+    /// Whether this stream carries audio (an AAC configuration arrived).
+    pub fn has_audio(&self) -> bool {
+        self.state.lock().audio_config.is_some()
     }
 }
 
@@ -419,6 +542,9 @@ impl StreamRegistry {
                 gop: GopCache::new(self.cfg.gop_limits),
                 has_video: false,
                 meter: RateMeter::new(now),
+                switch: ProgramSwitch::default(),
+                source_configs: Default::default(),
+                tap: None,
             }),
             viewers: Default::default(),
             bytes_out: AtomicU64::new(0),
@@ -439,6 +565,42 @@ impl StreamRegistry {
     /// A published stream.
     pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
         self.streams.read().get(name).cloned()
+    }
+
+    /// Starts copying `name`'s own feed to `{name}.raw` (an ordinary stream the mixer
+    /// and the guests read), primed with its codec configuration and GOP so a reader
+    /// starts at once. `Ok(false)` when `name` is not published.
+    pub fn start_tap(self: &Arc<Self>, name: &str) -> Result<bool, PublishError> {
+        let Some(stream) = self.get(name) else { return Ok(false) };
+        if stream.has_tap() {
+            return Ok(true);
+        }
+        let raw = onair_media::mix::raw_stream(name);
+        let mut tap = self.start(&raw, stream.info.client_ip.clone(), String::new(), None)?;
+        let mut st = stream.state.lock();
+        if st.tap.is_some() {
+            return Ok(true); // raced with another start: that one's tap stays
+        }
+        let (v, a) = st.source_configs[0].clone();
+        let gop = if st.switch.on() == Source::Anchor { st.gop.snapshot() } else { Vec::new() };
+        tap.set_metadata(st.meta.clone());
+        let configs = [v, a].into_iter().flatten().map(|p| (p.dts, p));
+        // The cached GOP is on the program's clock: back on the publisher's, which the
+        // tap's live packets use.
+        let gop = gop.into_iter().map(|p| (st.switch.to_source(p.dts), p));
+        for (dts, p) in configs.chain(gop) {
+            let kind = match &p.media {
+                Media::Config(CodecConfig::Avc { .. }) => TrackKind::Video,
+                Media::Config(CodecConfig::Aac { .. }) => TrackKind::Audio,
+                Media::Frame(f) => f.kind,
+                Media::Metadata(_) => continue,
+            };
+            // Priming replays packets that were accepted once; they parse again. The
+            // RTMP clock is 32 bits: the tap's extender unwraps it like the ingest's.
+            let _ = tap.ingest(kind, dts as u32, p.body.clone());
+        }
+        st.tap = Some(tap);
+        Ok(true)
     }
 
     /// All published streams.
@@ -518,33 +680,22 @@ impl Publisher {
             Parsed::Frame(f) => Media::Frame(f),
             Parsed::Nothing => return Ok(()),
         };
-        let packet = Arc::new(Packet::new(media, dts, body));
         let now = now_ms();
         let mut st = self.stream.state.lock();
-        st.meter.record(now, len, kind == TrackKind::Video);
-        match &packet.media {
-            Media::Config(CodecConfig::Avc { .. }) => {
-                st.has_video = true;
-                st.video_config = Some(packet.clone());
-            }
-            Media::Config(CodecConfig::Aac { .. }) => st.audio_config = Some(packet.clone()),
-            Media::Frame(f) => {
-                if f.kind == TrackKind::Video {
-                    st.has_video = true;
-                }
-                let start = packet.is_video_keyframe() || !st.has_video;
-                st.gop.push(packet.clone(), len, start);
-            }
-            Media::Metadata(_) => {}
+        if let Some(tap) = st.tap.as_mut() {
+            // The same message, for the mixer and the guests; a refusal there was
+            // already a refusal here (same parser).
+            let _ = tap.ingest(kind, timestamp, body.clone());
         }
+        let packet = Arc::new(Packet::new(media, dts, body));
+        st.meter.record(now, len, kind == TrackKind::Video);
+        // The monitor watches what the publisher sends (not the program a mix may
+        // replace it with).
         let frame = match &packet.media {
             Media::Frame(f) => Some((f.kind == TrackKind::Video, f.keyframe)),
             _ => None,
         };
-        if let Some(tx) = &st.tx {
-            // No receivers is fine: nobody is watching.
-            let _ = tx.send(packet);
-        }
+        st.offer(Source::Anchor, packet, len);
         drop(st);
         if let Some((video, keyframe)) = frame {
             self.stream.monitor.lock().frame(now, video, keyframe, dts, len);
@@ -556,6 +707,9 @@ impl Publisher {
     pub fn set_metadata(&mut self, meta: Metadata) {
         let packet = Arc::new(Packet::new(Media::Metadata(meta.clone()), 0, rtmpmux::metadata_body(&meta)));
         let mut st = self.stream.state.lock();
+        if let Some(tap) = st.tap.as_mut() {
+            tap.set_metadata(meta.clone());
+        }
         st.meta = meta;
         st.metadata = Some(packet.clone());
         if let Some(tx) = &st.tx {
@@ -567,7 +721,12 @@ impl Publisher {
 impl Drop for Publisher {
     fn drop(&mut self) {
         // Dropping the sender lets every viewer drain its queue and then end.
-        self.stream.state.lock().tx = None;
+        let tap = {
+            let mut st = self.stream.state.lock();
+            st.tx = None;
+            st.tap.take()
+        };
+        drop(tap);
         self.registry.remove(&self.stream);
     }
 }

@@ -142,7 +142,15 @@ pub fn rendition_args(src: &str, dst: &str, r: &Rendition, overlays: &Overlays) 
     graph.push_str("[vout]");
     a.extend(["-filter_complex".to_string(), graph]);
     a.extend(["-map", "[vout]", "-map", "0:a?"].iter().map(|s| s.to_string()));
-    for s in [
+    a.extend(live_encode_args(r.video_kbps, 96, dst));
+    a
+}
+
+/// The encoder half of a transcoding child's arguments (renditions, chat outputs and
+/// co-host mixes): H.264 (x264 veryfast, zerolatency, a keyframe every second, `kbps`
+/// capped) and AAC 44.1 kHz at `audio_kbps`, published as FLV to `dst`.
+pub(crate) fn live_encode_args(kbps: u32, audio_kbps: u32, dst: &str) -> Vec<String> {
+    let mut a: Vec<String> = [
         "-c:v",
         "libx264",
         "-preset",
@@ -155,15 +163,15 @@ pub fn rendition_args(src: &str, dst: &str, r: &Rendition, overlays: &Overlays) 
         "expr:gte(t,n_forced*1)",
         "-c:a",
         "aac",
-        "-b:a",
-        "96k",
-        "-ar",
-        "44100",
-    ] {
-        a.push(s.to_string());
-    }
-    let kbps = r.video_kbps;
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     a.extend([
+        "-b:a".into(),
+        format!("{audio_kbps}k"),
+        "-ar".into(),
+        "44100".into(),
         "-b:v".into(),
         format!("{kbps}k"),
         "-maxrate".into(),
@@ -283,20 +291,15 @@ impl Renditions {
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
             }
-            for (_, (tok, _)) in r.running.lock().drain() {
+            for (_, (tok, n)) in r.running.lock().drain() {
                 tok.cancel();
+                r.media.give_back_transcodes(n);
             }
             for (_, tok) in r.chat.lock().drain() {
                 tok.cancel();
             }
         });
         Some(me)
-    }
-
-    /// Children running now (renditions and chat outputs): what `max_transcodes` bounds.
-    fn used(&self) -> usize {
-        let renditions: usize = self.running.lock().values().map(|(_, n)| n).sum();
-        renditions + self.chat.lock().len()
     }
 
     /// Starts the chat output of every switched-on live source that has none, and
@@ -318,7 +321,8 @@ impl Renditions {
             if self.chat.lock().contains_key(&source) {
                 continue;
             }
-            if self.used() >= self.media.cfg.max_transcodes {
+            // One of the `max_transcodes` slots, given back when the child's task ends.
+            if !self.media.take_transcodes(1) {
                 tracing::warn!(stream = %source, max = self.media.cfg.max_transcodes, "no chat output for this stream: [media] max_transcodes reached");
                 continue;
             }
@@ -333,6 +337,7 @@ impl Renditions {
             let me = self.clone();
             tasks.spawn(async move {
                 me.run(&source, &r, true, token.clone()).await;
+                me.media.give_back_transcodes(1);
                 // Ended by itself (not switched off, which removed the entry and may
                 // already have put a new one): forget it so a republish restarts it.
                 if !token.is_cancelled() {
@@ -385,7 +390,11 @@ impl Renditions {
 
     fn source_up(self: &Arc<Self>, source: &str, shutdown: &CancellationToken, tasks: &TaskTracker) {
         let list = &self.media.ladder(source);
-        if list.is_empty() || self.media.is_rendition(source) || source.ends_with(CHAT_SUFFIX) {
+        if list.is_empty()
+            || self.media.is_rendition(source)
+            || source.ends_with(CHAT_SUFFIX)
+            || onair_media::mix::is_internal(source)
+        {
             return;
         }
         // A house slate is not worth a ladder (a still picture, played to few).
@@ -407,11 +416,9 @@ impl Renditions {
             if running.contains_key(source) {
                 return;
             }
-            let used: usize = running.values().map(|(_, n)| n).sum::<usize>() + self.chat.lock().len();
-            let free = self.media.cfg.max_transcodes.saturating_sub(used);
-            if free < list.len() {
+            if !self.media.take_transcodes(list.len()) {
                 tracing::warn!(
-                    stream = %source, used, max = self.media.cfg.max_transcodes,
+                    stream = %source, used = self.media.transcodes(), max = self.media.cfg.max_transcodes,
                     "no renditions for this stream: [media] max_transcodes reached"
                 );
                 return;
@@ -428,8 +435,9 @@ impl Renditions {
     }
 
     fn source_down(&self, source: &str) {
-        if let Some((tok, _)) = self.running.lock().remove(source) {
+        if let Some((tok, n)) = self.running.lock().remove(source) {
             tok.cancel();
+            self.media.give_back_transcodes(n);
         }
     }
 
@@ -438,18 +446,14 @@ impl Renditions {
     /// live. The watermark is read at every start.
     async fn run(&self, source: &str, r: &Rendition, chat: bool, stop: CancellationToken) {
         let out = if chat { chat_stream(source) } else { rendition_stream(source, r) };
-        let Some(addr) = self.media.rtmp_addr else { return };
-        let app = &self.media.rtmp.app;
-        let base = format!("rtmp://127.0.0.1:{}/{app}/", addr.port());
+        if self.media.rtmp_addr.is_none() {
+            return;
+        }
         let mut restarts = 0;
         loop {
             // Fresh signatures every attempt (they are checked only at connect).
-            let src = if self.media.cfg.play_auth {
-                crate::signed_url(&base, &self.media.play_key, source, "", 3600)
-            } else {
-                format!("{base}{source}")
-            };
-            let dst = crate::signed_url(&base, &self.media.push_key, &out, "", 3600);
+            let src = self.media.loopback_play(source);
+            let dst = self.media.loopback_push(&out);
             let watermark = self.media.director.watermark();
             let chat_file = if chat {
                 match self.media.director.prepare_chat_file(source).await {
@@ -471,33 +475,18 @@ impl Renditions {
             };
             let args = rendition_args(&src, &dst, r, &overlays);
             let started = tokio::time::Instant::now();
-            let child = tokio::process::Command::new(&self.ffmpeg)
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn();
-            let mut child = match child {
-                Ok(c) => c,
+            tracing::info!(source = %source, stream = %out, height = r.height, "rendition started");
+            let (status, err) = match run_ffmpeg(&self.ffmpeg, &args, &stop).await {
+                Ok(Some(done)) => done,
+                Ok(None) => {
+                    tracing::info!(stream = %out, "rendition stopped");
+                    return;
+                }
                 Err(e) => {
                     tracing::error!(stream = %out, error = %e, "rendition: cannot start ffmpeg");
                     break;
                 }
             };
-            tracing::info!(source = %source, stream = %out, height = r.height, "rendition started");
-            // Keep only the tail of ffmpeg's stderr (it is `-loglevel error`, but bounded anyway).
-            let tail = tokio::spawn(crate::stderr_tail(child.stderr.take()));
-            let status = tokio::select! {
-                s = child.wait() => s.ok(),
-                _ = stop.cancelled() => {
-                    let _ = child.kill().await;
-                    tail.abort();
-                    tracing::info!(stream = %out, "rendition stopped");
-                    return;
-                }
-            };
-            let err = tail.await.unwrap_or_default();
             if stop.is_cancelled() || self.media.registry.get(source).is_none() {
                 tracing::info!(stream = %out, "rendition ended with its source");
                 return;
@@ -518,6 +507,33 @@ impl Renditions {
             }
         }
     }
+}
+
+/// Runs one ffmpeg child until it exits (its status and the tail of its stderr) or
+/// `stop` is cancelled (`Ok(None)`: the child is killed).
+pub(crate) async fn run_ffmpeg(
+    ffmpeg: &str,
+    args: &[String],
+    stop: &CancellationToken,
+) -> std::io::Result<Option<(Option<std::process::ExitStatus>, String)>> {
+    let mut child = tokio::process::Command::new(ffmpeg)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    // Keep only the tail of ffmpeg's stderr (it is `-loglevel error`, but bounded anyway).
+    let tail = tokio::spawn(crate::stderr_tail(child.stderr.take()));
+    let status = tokio::select! {
+        s = child.wait() => s.ok(),
+        _ = stop.cancelled() => {
+            let _ = child.kill().await;
+            tail.abort();
+            return Ok(None);
+        }
+    };
+    Ok(Some((status, tail.await.unwrap_or_default())))
 }
 
 #[cfg(test)]

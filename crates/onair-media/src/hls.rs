@@ -74,6 +74,9 @@ pub struct Segment {
     pub parts: Vec<Part>,
     /// The whole segment (its parts back to back).
     pub data: Bytes,
+    /// The codec configuration (init segment) it was muxed with: 0 for the first,
+    /// one more at each [`Segmenter::reconfigure`] (each change is a discontinuity).
+    pub generation: u64,
 }
 
 /// What a `push` produced, for the shell to wake waiters and write recordings.
@@ -88,6 +91,7 @@ pub enum HlsEvent {
 #[derive(Debug)]
 struct OpenSegment {
     msn: u64,
+    generation: u64,
     start_dts: u64,
     wall_ms: u64,
     parts: Vec<Part>,
@@ -115,6 +119,17 @@ pub struct Segmenter {
     max_segment_ms: u64,
     first_dts: Option<(u64, u64)>,
     ended: bool,
+    /// The current init segment's generation (see [`Segment::generation`]).
+    generation: u64,
+    /// Init segments of the generations still in the window, oldest first.
+    old_inits: VecDeque<(u64, Bytes)>,
+    /// Whether a segment was opened in the current generation.
+    generation_used: bool,
+}
+
+/// The file name of a generation's init segment (`init.mp4`, then `init-1.mp4`, …).
+pub fn init_name(generation: u64) -> String {
+    if generation == 0 { "init.mp4".to_string() } else { format!("init-{generation}.mp4") }
 }
 
 /// Reply to a blocking playlist request (`_HLS_msn` / `_HLS_part`).
@@ -153,7 +168,51 @@ impl Segmenter {
             max_segment_ms: 0,
             first_dts: None,
             ended: false,
+            generation: 0,
+            old_inits: VecDeque::new(),
+            generation_used: false,
         })
+    }
+
+    /// The stream's codec configuration changed (a new SPS, e.g. a co-host mix taking
+    /// over): what is pending is cut into a last part and segment, and what follows is
+    /// muxed with a new init segment in a new generation, which the playlist marks
+    /// with `EXT-X-DISCONTINUITY` and its own `EXT-X-MAP`. Media sequence numbers run
+    /// on. A change before any frame of the current generation only replaces its init.
+    pub fn reconfigure(&mut self, stream: &StreamConfig) -> Result<Vec<HlsEvent>, Fmp4Error> {
+        let init = init_segment(stream)?;
+        let mut events = Vec::new();
+        if self.generation_used {
+            self.close_open(&mut events);
+            self.old_inits.push_back((self.generation, self.init.clone()));
+            self.generation += 1;
+            self.generation_used = false;
+            self.drop_unused_inits();
+        }
+        self.init = init;
+        self.codecs = stream.codecs();
+        self.has_video = stream.video.is_some();
+        self.fragmenter = Fragmenter::new(stream);
+        self.last_driver_dts = None;
+        Ok(events)
+    }
+
+    fn drop_unused_inits(&mut self) {
+        let oldest = self.segments.front().map_or(self.generation, |s| s.generation);
+        self.old_inits.retain(|(g, _)| *g >= oldest);
+    }
+
+    /// The init segment of `generation` while it is in the window.
+    pub fn init_of(&self, generation: u64) -> Option<&Bytes> {
+        if generation == self.generation {
+            return Some(&self.init);
+        }
+        self.old_inits.iter().find(|(g, _)| *g == generation).map(|(_, b)| b)
+    }
+
+    /// The current generation (see [`Segment::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The init segment (`EXT-X-MAP`).
@@ -243,19 +302,25 @@ impl Segmenter {
         if self.ended {
             return events;
         }
+        self.close_open(&mut events);
+        self.ended = true;
+        events
+    }
+
+    /// What is pending becomes the last part, and the open segment is closed (one frame
+    /// interval after the last driving frame).
+    fn close_open(&mut self, events: &mut Vec<HlsEvent>) {
         if let Some(open) = self.open.as_ref() {
             let end = self.last_driver_dts.unwrap_or(open.part_start_dts).saturating_add(self.last_interval_ms.max(1));
             if !open.pending.is_empty() {
-                self.split_overflow(end, &mut events);
-                self.close_part(end, &mut events);
+                self.split_overflow(end, events);
+                self.close_part(end, events);
             }
             if self.open.as_ref().is_some_and(|o| !o.parts.is_empty()) {
-                self.close_segment(end, &mut events);
+                self.close_segment(end, events);
             }
         }
         self.open = None;
-        self.ended = true;
-        events
     }
 
     fn open_segment(&mut self, dts: u64) {
@@ -263,8 +328,10 @@ impl Segmenter {
             Some((d0, w0)) => w0 + dts.saturating_sub(d0),
             None => 0,
         };
+        self.generation_used = true;
         self.open = Some(OpenSegment {
             msn: self.next_msn,
+            generation: self.generation,
             start_dts: dts,
             wall_ms,
             parts: Vec::new(),
@@ -342,10 +409,12 @@ impl Segmenter {
             part_count: open.parts.len(),
             parts: open.parts,
             data: data.freeze(),
+            generation: open.generation,
         });
         while self.segments.len() > self.cfg.window {
             self.segments.pop_front();
         }
+        self.drop_unused_inits();
         // Parts are only listed for the last few segments; older ones free their copy.
         let keep_from = self.segments.len().saturating_sub(self.cfg.part_segments);
         for s in self.segments.iter_mut().take(keep_from) {
@@ -496,7 +565,16 @@ impl Segmenter {
         let first_msn =
             self.segments.front().map(|s| s.msn).or(self.open.as_ref().map(|o| o.msn)).unwrap_or(self.next_msn);
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first_msn}");
-        let _ = writeln!(out, "#EXT-X-MAP:URI=\"{prefix}init.mp4\"");
+        // One discontinuity per generation change: the count before the first segment.
+        let first_gen = self
+            .segments
+            .front()
+            .map(|s| s.generation)
+            .or(self.open.as_ref().map(|o| o.generation))
+            .unwrap_or(self.generation);
+        if first_gen > 0 {
+            let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{first_gen}");
+        }
 
         // Delta update: skip the oldest segments that end more than CAN-SKIP-UNTIL before
         // the live edge (§6.2.5.1).
@@ -517,7 +595,21 @@ impl Segmenter {
             }
         }
         let parts_from = self.segments.len().saturating_sub(self.cfg.part_segments);
+        let mut gen_listed: Option<u64> = None;
+        let mut map = |out: &mut String, generation: u64| {
+            if gen_listed != Some(generation) {
+                if gen_listed.is_some() {
+                    let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
+                }
+                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{prefix}{}\"", init_name(generation));
+                gen_listed = Some(generation);
+            }
+        };
+        if skipped == 0 || self.segments.len() <= skipped {
+            map(&mut out, first_gen);
+        }
         for (i, s) in self.segments.iter().enumerate().skip(skipped) {
+            map(&mut out, s.generation);
             let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601(s.program_date_time_ms));
             if i >= parts_from {
                 for (j, p) in s.parts.iter().enumerate() {
@@ -528,6 +620,7 @@ impl Segmenter {
             let _ = writeln!(out, "{prefix}{}.m4s", s.msn);
         }
         if let Some(o) = &self.open {
+            map(&mut out, o.generation);
             if !o.parts.is_empty() {
                 let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601(o.wall_ms));
             }
@@ -598,10 +691,12 @@ pub fn rendition_report(uri: &str, last: (u64, usize)) -> String {
 pub struct VodSegment {
     pub uri: String,
     pub duration_ms: u64,
+    /// Its init segment's URI (a change is a discontinuity).
+    pub init: String,
 }
 
 /// A VOD playlist (`EXT-X-PLAYLIST-TYPE:VOD` … `EXT-X-ENDLIST`) for a finished recording.
-pub fn vod_playlist(init_uri: &str, segments: &[VodSegment]) -> String {
+pub fn vod_playlist(segments: &[VodSegment]) -> String {
     let td = segments.iter().map(|s| s.duration_ms).max().unwrap_or(1000).div_ceil(1000).max(1);
     let mut out = String::with_capacity(64 + segments.len() * 32);
     let _ = writeln!(out, "#EXTM3U");
@@ -610,8 +705,15 @@ pub fn vod_playlist(init_uri: &str, segments: &[VodSegment]) -> String {
     let _ = writeln!(out, "#EXT-X-PLAYLIST-TYPE:VOD");
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:0");
     let _ = writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS");
-    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{init_uri}\"");
+    let mut init: Option<&str> = None;
     for s in segments {
+        if init != Some(s.init.as_str()) {
+            if init.is_some() {
+                let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
+            }
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", s.init);
+            init = Some(&s.init);
+        }
         let _ = writeln!(out, "#EXTINF:{:.3},", s.duration_ms as f64 / 1000.0);
         let _ = writeln!(out, "{}", s.uri);
     }
@@ -693,6 +795,35 @@ mod tests {
             events.extend(s.push(v(dts, i % gop == 0), 1_700_000_000_000 + dts));
         }
         events
+    }
+
+    #[test]
+    fn a_new_codec_configuration_is_a_discontinuity_with_its_own_init() {
+        let mut s = segmenter(500);
+        feed(&mut s, 0, 90, 30);
+        let before: Vec<u64> = s.segments().map(|x| x.msn).collect();
+        assert!(!before.is_empty());
+        let first_init = s.init().clone();
+        let ev = s.reconfigure(&crate::fmp4::tests::config()).unwrap();
+        assert!(ev.iter().any(|e| matches!(e, HlsEvent::Segment { .. })), "pending frames cut: {ev:?}");
+        assert_eq!(s.generation(), 1);
+        assert!(s.reconfigure(&crate::fmp4::tests::config()).unwrap().is_empty());
+        assert_eq!(s.generation(), 1, "no frame since the last change: same generation");
+        feed(&mut s, 90, 90, 30);
+        let p = s.playlist("x/", false);
+        assert!(p.contains("#EXT-X-MAP:URI=\"x/init.mp4\""), "{p}");
+        assert!(p.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"x/init-1.mp4\"\n"), "{p}");
+        assert!(!p.contains("DISCONTINUITY-SEQUENCE"), "{p}");
+        let msns: Vec<u64> = s.segments().map(|x| x.msn).collect();
+        assert!(msns.windows(2).all(|w| w[1] == w[0] + 1), "media sequence runs on: {msns:?}");
+        assert_eq!(s.init_of(0), Some(&first_init));
+        assert!(s.init_of(1).is_some() && s.init_of(2).is_none());
+        // Once the old generation left the window: counted, its init dropped.
+        feed(&mut s, 180, 600, 30);
+        let p = s.playlist("x/", false);
+        assert!(p.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{p}");
+        assert!(!p.contains("x/init.mp4") && !p.contains("#EXT-X-DISCONTINUITY\n"), "{p}");
+        assert!(s.init_of(0).is_none());
     }
 
     #[test]
@@ -840,12 +971,19 @@ mod tests {
 
     #[test]
     fn vod_and_dates() {
-        let p = vod_playlist(
-            "init.mp4",
-            &[
-                VodSegment { uri: "0.m4s".into(), duration_ms: 2000 },
-                VodSegment { uri: "1.m4s".into(), duration_ms: 2500 },
-            ],
+        let p = vod_playlist(&[
+            VodSegment { uri: "0.m4s".into(), duration_ms: 2000, init: "init.mp4".into() },
+            VodSegment { uri: "1.m4s".into(), duration_ms: 2500, init: "init.mp4".into() },
+        ]);
+        assert_eq!(p.matches("#EXT-X-MAP:URI=\"init.mp4\"").count(), 1);
+        assert!(!p.contains("DISCONTINUITY"));
+        let switched = vod_playlist(&[
+            VodSegment { uri: "0.m4s".into(), duration_ms: 2000, init: "init.mp4".into() },
+            VodSegment { uri: "1.m4s".into(), duration_ms: 2000, init: "init-1.mp4".into() },
+        ]);
+        assert!(
+            switched.contains("0.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\"\n#EXTINF:2.000,\n1.m4s\n"),
+            "{switched}"
         );
         assert!(p.contains("#EXT-X-TARGETDURATION:3\n"));
         assert!(p.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"));

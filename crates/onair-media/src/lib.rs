@@ -14,6 +14,7 @@ pub mod frame;
 pub mod gop;
 pub mod hls;
 pub mod lifecycle;
+pub mod mix;
 pub mod monitor;
 pub mod nal;
 pub mod overlay;

@@ -30,3 +30,21 @@ pub trait StreamObserver: Send + Sync + 'static {
     /// One event of `stream`.
     fn on_stream(&self, stream: &str, event: StreamLifecycle);
 }
+
+/// What the room layer asks of the media service's mixer for one program stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MixPlan {
+    /// The guests' streams, in their places after the anchor (at most
+    /// [`crate::mix::MAX_GUESTS`] are used).
+    pub guests: Vec<String>,
+    /// How they share the picture.
+    pub layout: crate::mix::Layout,
+}
+
+/// The media service's mixer as the room layer drives it: which streams to compose
+/// into a program stream. It knows streams, not rooms. Must return quickly.
+pub trait MixControl: Send + Sync + 'static {
+    /// Mixes `plan` into `program` (replacing an earlier plan), or with `None` gives
+    /// `program`'s viewers the anchor's own feed again.
+    fn set_mix(&self, program: &str, plan: Option<MixPlan>);
+}

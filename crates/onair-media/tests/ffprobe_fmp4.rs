@@ -106,7 +106,7 @@ fn hls_segments_and_live_fmp4_read_by_ffprobe() {
             HlsEvent::Segment { msn } => {
                 let s = seg.segment(msn).unwrap();
                 std::fs::write(dir.path().join(format!("{msn}.m4s")), &s.data).unwrap();
-                vod.push(VodSegment { uri: format!("{msn}.m4s"), duration_ms: s.duration_ms });
+                vod.push(VodSegment { uri: format!("{msn}.m4s"), duration_ms: s.duration_ms, init: "init.mp4".into() });
                 live.extend_from_slice(&s.data);
             }
         }
@@ -115,7 +115,7 @@ fn hls_segments_and_live_fmp4_read_by_ffprobe() {
     assert!(seen_parts >= 12, "parts: {seen_parts}");
     std::fs::write(dir.path().join("init.mp4"), seg.init()).unwrap();
     let m3u8 = dir.path().join("index.m3u8");
-    std::fs::write(&m3u8, vod_playlist("init.mp4", &vod)).unwrap();
+    std::fs::write(&m3u8, vod_playlist(&vod)).unwrap();
 
     let probe = ffprobe_json(&["-show_streams", "-show_format"], &m3u8);
     check_streams(&probe, 5.5);

@@ -190,6 +190,13 @@ fn push_signer(cfg: &Config, key: String, bound: Arc<std::sync::OnceLock<String>
     })
 }
 
+/// Signs WHIP URLs for co-hosts: a path on this server (`/whip/{stream}?txSecret=…`),
+/// which the watch page posts to on its own origin.
+fn whip_signer(cfg: &Config, key: String) -> onair_hub::PushSigner {
+    let valid = cfg.live.push_valid_secs;
+    Arc::new(move |stream: &str| onair_media_server::signed_url("/whip/", &key, stream, "", valid))
+}
+
 fn push_url(cfg: Config, stream: &str, host: Option<String>, valid_secs: u64, whip: bool) -> anyhow::Result<()> {
     anyhow::ensure!(onair_media_server::valid_stream_name(stream), "--stream must be 1-128 of A-Z a-z 0-9 - _ .");
     let key = onair_media_server::push_key(&cfg.media, &cfg.data_dir, false)?;
@@ -292,6 +299,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let push_key = onair_media_server::push_key(&cfg.media, &cfg.data_dir, true)?;
     let rtmp_bound = Arc::new(std::sync::OnceLock::new());
     let push_url = push_signer(&cfg, push_key.clone(), rtmp_bound.clone());
+    let whip_url = whip_signer(&cfg, push_key.clone());
     let (link, inbound) = match join_cluster(&cfg, &store, &shutdown, &tasks).await? {
         Some((link, inbound)) => (Some(link), Some(inbound)),
         None => (None, None),
@@ -302,7 +310,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         rules,
         tasks.clone(),
         shutdown.clone(),
-        onair_hub::Services { callbacks, push_url: Some(push_url), link },
+        onair_hub::Services { callbacks, push_url: Some(push_url), whip_url: Some(whip_url), link },
     )
     .await?;
     if let Some(inbound) = inbound {
@@ -363,6 +371,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let playout =
         onair_media_server::playout::Playout::start(media.clone(), &cfg.data_dir, shutdown.clone(), tasks.clone())
             .await;
+    // Co-host mixes: the hub says which streams to compose, the media service runs them.
+    let keyframe = webrtc.clone().map(|w| -> onair_media_server::mixer::KeyframeRequest {
+        Arc::new(move |stream: &str| w.engine().request_keyframe(stream))
+    });
+    if let Some(mixer) =
+        onair_media_server::mixer::Mixer::start(media.clone(), keyframe, shutdown.clone(), tasks.clone()).await
+    {
+        hub.set_mixer(mixer);
+    }
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
         .with_context(|| format!("binding {}", cfg.http.listen))?;

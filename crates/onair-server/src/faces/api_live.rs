@@ -42,6 +42,7 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/lotteries/{id}/draw", post(draw_lottery))
         .route("/api/v1/rooms/{id}/cohost", get(cohosts))
         .route("/api/v1/rooms/{id}/cohost/request", post(cohost_request))
+        .route("/api/v1/rooms/{id}/cohost/layout", post(cohost_layout))
         .route("/api/v1/rooms/{id}/cohost/{user}/{action}", post(cohost_action))
         .route("/api/v1/streams/{name}/lifecycle", post(stream_lifecycle))
 }
@@ -369,6 +370,22 @@ async fn cohost_request(State(state): State<Shared>, caller: Caller, Path(id): P
     let profile = state.store.sender_profile(&caller.user).await.map_err(storage)?;
     state.hub.cohost_request(&id, &profile)?;
     ok(json!({"userId": caller.user, "status": "pending"}))
+}
+
+#[derive(Deserialize)]
+struct LayoutBody {
+    layout: String,
+}
+
+/// `POST /api/v1/rooms/{id}/cohost/layout` `{"layout": "side-by-side" | "pip" | "grid"}`.
+async fn cohost_layout(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(b): Body<LayoutBody>,
+) -> ApiResult {
+    caller.must_manage(&*state.hub.get(&id)?)?;
+    ok(state.hub.cohost_layout(&id, &b.layout)?)
 }
 
 async fn cohost_action(

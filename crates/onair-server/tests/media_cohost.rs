@@ -1,0 +1,241 @@
+//! Co-hosting people can see, end to end with real peers: the anchor publishes a red
+//! picture with a tone, an accepted guest publishes a blue one, and the room's own
+//! stream — what every FLV, LL-HLS and WHEP viewer and the recorder read — becomes the
+//! server's mix: decoded frames show red on the left and blue on the right (side by
+//! side), a blue window bottom right (picture in picture) after the anchor switches
+//! layout, audio is there, and once the guest's stream stops the guest is dropped from
+//! the session and the picture is all red again; the recording marks both switches
+//! with a discontinuity and a new init, and plays. Skips when ffmpeg is missing.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod media_util;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use media_util::*;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+/// ffmpeg publishing a plain `color` 640x360 25 fps picture with a `freq` Hz tone.
+fn publish_color(url: &str, color: &str, freq: u32, secs: u32) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", &format!("color=c={color}:s=640x360:r=25")])
+        .args(["-f", "lavfi", "-i", &format!("sine=frequency={freq}:sample_rate=44100")])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-pix_fmt", "yuv420p"])
+        .args(["-c:a", "aac", "-t", &secs.to_string(), "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg is needed for the media tests (apt-get install ffmpeg)")
+}
+
+const W: usize = 64;
+const H: usize = 36;
+
+/// The first picture ffmpeg decodes from `url` (a viewer joining now), scaled to
+/// 64x36 RGB.
+async fn frame(url: &str, extra: &[&str]) -> Option<Vec<u8>> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(15),
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-rw_timeout", "8000000"])
+            .args(extra)
+            .args(["-i", url, "-frames:v", "1", "-vf", &format!("scale={W}:{H}"), "-f", "rawvideo"])
+            .args(["-pix_fmt", "rgb24", "pipe:1"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    (out.stdout.len() == W * H * 3).then_some(out.stdout)
+}
+
+/// Mean colour of the region `[x0, x1) × [y0, y1)` (fractions of the picture).
+fn mean(rgb: &[u8], (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> (u32, u32, u32) {
+    let (xa, xb) = ((x0 * W as f64) as usize, (x1 * W as f64) as usize);
+    let (ya, yb) = ((y0 * H as f64) as usize, (y1 * H as f64) as usize);
+    let (mut r, mut g, mut b, mut n) = (0u32, 0u32, 0u32, 0u32);
+    for y in ya..yb {
+        for x in xa..xb {
+            let i = (y * W + x) * 3;
+            r += rgb[i] as u32;
+            g += rgb[i + 1] as u32;
+            b += rgb[i + 2] as u32;
+            n += 1;
+        }
+    }
+    (r / n.max(1), g / n.max(1), b / n.max(1))
+}
+
+fn red((r, g, b): (u32, u32, u32)) -> bool {
+    r > 150 && g < 90 && b < 90
+}
+
+fn blue((r, g, b): (u32, u32, u32)) -> bool {
+    b > 150 && r < 90 && g < 90
+}
+
+/// What a picture shows, for the assertions' messages.
+#[derive(Debug, PartialEq)]
+enum Shows {
+    AllRed,
+    RedLeftBlueRight,
+    RedWithBlueCorner,
+    Other((u32, u32, u32), (u32, u32, u32), (u32, u32, u32)),
+}
+
+fn shows(rgb: &[u8]) -> Shows {
+    // Away from the tile edges (scaling blurs them).
+    let left = mean(rgb, (0.05, 0.4), (0.1, 0.9));
+    let right = mean(rgb, (0.6, 0.7), (0.1, 0.5));
+    let corner = mean(rgb, (0.8, 0.95), (0.8, 0.92));
+    if red(left) && blue(right) {
+        Shows::RedLeftBlueRight
+    } else if red(left) && red(right) && blue(corner) {
+        Shows::RedWithBlueCorner
+    } else if red(left) && red(right) && red(corner) {
+        Shows::AllRed
+    } else {
+        Shows::Other(left, right, corner)
+    }
+}
+
+/// Polls the picture at `url` until it shows `want`; returns how long that took.
+async fn until_shows(url: &str, extra: &[&str], want: Shows, timeout: Duration, s: &Server) -> Duration {
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < timeout {
+        if let Some(rgb) = frame(url, extra).await {
+            let now = shows(&rgb);
+            if now == want {
+                return start.elapsed();
+            }
+            last = Some(now);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let log: Vec<String> = s.stderr().into_iter().filter(|l| l.contains("mix") || l.contains("ERROR")).collect();
+    panic!("{url} never showed {want:?} within {timeout:?}; last {last:?}; log {log:?}");
+}
+
+async fn post_as(server: &Server, user: &str, path: &str, body: Value) -> (u16, Value) {
+    server.http("POST", &server.as_user(path, user), Some(&body)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_guest_is_mixed_into_the_rooms_stream_and_leaves_it_when_their_stream_drops() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let s = Server::start_with_env(
+        &media_toml("record = true\nsnapshot_secs = 0\n"),
+        &[("ONAIR_LOG", "warn,onair_media_server::mixer=info,onair_media_server::hls=info")],
+    )
+    .await;
+    let (status, v) = s
+        .http("POST", &s.admin("/api/v1/rooms"), Some(&json!({"roomId": "duo", "name": "Duo", "owner": "anchor"})))
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let mut viewer = s.ws().await;
+    viewer.join_ok("duo").await;
+
+    let mut anchor = publish_color(&push_url(&s, "duo"), "red", 440, 90);
+    wait_live(&s, "duo").await;
+    let flv = format!("http://127.0.0.1:{}/live/duo.flv", s.port);
+    until_shows(&flv, &[], Shows::AllRed, T, &s).await;
+
+    // The guest asks, the anchor accepts: a WHIP URL for the guest's camera (the RTMP
+    // push URL stays as an alternative) and the anchor's own feed to watch.
+    assert_eq!(post_as(&s, "guest", "/api/v1/rooms/duo/cohost/request", json!({})).await.0, 200);
+    let (status, ans) = post_as(&s, "anchor", "/api/v1/rooms/duo/cohost/guest/accept", json!({})).await;
+    assert_eq!(status, 200, "{ans}");
+    let whip = ans["whipUrl"].as_str().unwrap();
+    assert!(whip.starts_with("/whip/duo-cohost-guest?txSecret=") && whip.contains("&txTime="), "{ans}");
+    assert!(ans["pushUrl"].as_str().unwrap().starts_with("rtmp://"), "{ans}");
+    assert_eq!((ans["anchorStream"].as_str(), ans["layout"].as_str()), (Some("duo.raw"), Some("side-by-side")));
+    let started = viewer.wait_event_where("duo", "cohost", |e| e["phase"] == "started").await;
+    assert_eq!(
+        (started["layout"].as_str(), started["picture"].as_array().map(Vec::len)),
+        (Some("side-by-side"), Some(0))
+    );
+    assert!(started.get("whipUrl").is_none(), "only the guest gets the signed URL: {started}");
+
+    // The guest goes on air (blue, another tone): the room's stream becomes the mix.
+    let mut guest = publish_color(&push_url(&s, "duo-cohost-guest"), "blue", 880, 90);
+    let live = viewer.wait_event_where("duo", "cohost", |e| e["phase"] == "live").await;
+    assert_eq!(live["picture"], json!([{"userId": "guest", "stream": "duo-cohost-guest"}]), "{live}");
+    let took = until_shows(&flv, &[], Shows::RedLeftBlueRight, Duration::from_secs(40), &s).await;
+    eprintln!("guest in the FLV picture {took:?} after the guest went on air");
+
+    // The anchor's own feed stays reachable for the guest (WHEP/FLV of `duo.raw`).
+    let raw = format!("http://127.0.0.1:{}/live/duo.raw.flv", s.port);
+    until_shows(&raw, &[], Shows::AllRed, T, &s).await;
+
+    // Audio and video both in the mixed program, timestamps running forward.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mix.flv");
+    assert!(record(&flv, 3.0, &out).await, "{:?}", s.stderr());
+    let p = probe(&out).await;
+    let codecs: Vec<&str> = p.streams.iter().filter_map(|s| s["codec_name"].as_str()).collect();
+    assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{codecs:?}");
+    for idx in 0..2u64 {
+        let dts: Vec<f64> = p.packets.iter().filter(|(i, _)| *i == idx).map(|(_, d)| *d).collect();
+        assert!(dts.len() > 10 && dts.windows(2).all(|w| w[1] >= w[0]), "stream {idx}: {} packets", dts.len());
+    }
+
+    // LL-HLS follows the switch (a new init segment after a discontinuity).
+    let hls = format!("http://127.0.0.1:{}/live/duo.m3u8", s.port);
+    until_shows(&hls, &["-live_start_index", "-1"], Shows::RedLeftBlueRight, Duration::from_secs(30), &s).await;
+    let (_, playlist) = s.http_raw("GET", "/live/duo.m3u8", None).await;
+    assert!(playlist.contains("init-1.mp4") || playlist.contains("DISCONTINUITY-SEQUENCE"), "{playlist}");
+
+    // The anchor switches to picture in picture.
+    assert_eq!(post_as(&s, "guest", "/api/v1/rooms/duo/cohost/layout", json!({"layout": "pip"})).await.0, 403);
+    let (status, bad) = post_as(&s, "anchor", "/api/v1/rooms/duo/cohost/layout", json!({"layout": "mosaic"})).await;
+    assert_eq!(status, 400, "{bad}");
+    let (status, v) = post_as(&s, "anchor", "/api/v1/rooms/duo/cohost/layout", json!({"layout": "pip"})).await;
+    assert_eq!(status, 200, "{v}");
+    let ev = viewer.wait_event_where("duo", "cohost", |e| e["phase"] == "layout").await;
+    assert_eq!(ev["layout"], "pip");
+    until_shows(&flv, &[], Shows::RedWithBlueCorner, Duration::from_secs(30), &s).await;
+
+    // The guest's stream stops: dropped from the session and from the picture.
+    guest.start_kill().unwrap();
+    let dropped_at = Instant::now();
+    let ended = viewer.wait_event_where("duo", "cohost", |e| e["phase"] == "ended").await;
+    assert_eq!((ended["userId"].as_str(), ended["reason"].as_str()), (Some("guest"), Some("dropped")), "{ended}");
+    assert_eq!(ended["picture"], json!([]));
+    until_shows(&flv, &[], Shows::AllRed, Duration::from_secs(20), &s).await;
+    eprintln!("guest out of the picture {:?} after their stream stopped", dropped_at.elapsed());
+    eventually("the mixer's internal streams end", Duration::from_secs(15), || async {
+        s.http("GET", "/api/v1/streams/duo.mix", None).await.0 == 404
+            && s.http("GET", "/api/v1/streams/duo.raw", None).await.0 == 404
+    })
+    .await;
+    let (_, list) = s.http("GET", &s.as_user("/api/v1/rooms/duo/cohost", "anchor"), None).await;
+    assert_eq!(list["active"], json!([]), "{list}");
+
+    // The recording holds the co-host part: a new init after a discontinuity each way.
+    anchor.start_kill().unwrap();
+    let rec = viewer.wait_event_where("duo", "stream", |e| e["phase"] == "recording").await;
+    let url = rec["url"].as_str().unwrap();
+    let (status, vod) = s.http_raw("GET", url, None).await;
+    assert_eq!(status, 200, "{vod}");
+    assert!(vod.matches("#EXT-X-DISCONTINUITY\n").count() >= 2 && vod.contains("init-1.mp4"), "{vod}");
+    let full = format!("http://127.0.0.1:{}{url}", s.port);
+    let out = dir.path().join("vod.flv");
+    assert!(record(&full, 2.0, &out).await, "the recording plays: {full}");
+    let p = probe(&out).await;
+    let codecs: Vec<&str> = p.streams.iter().filter_map(|s| s["codec_name"].as_str()).collect();
+    assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{codecs:?}");
+}
