@@ -576,7 +576,7 @@ impl StreamRegistry {
             return Ok(true);
         }
         let raw = onair_media::mix::raw_stream(name);
-        let mut tap = self.start(&raw, stream.info.client_ip.clone(), String::new(), None)?;
+        let mut tap = self.start(&raw, stream.info.client_ip.clone(), String::new(), None, None)?;
         let mut st = stream.state.lock();
         if st.tap.is_some() {
             return Ok(true); // raced with another start: that one's tap stays
