@@ -570,8 +570,9 @@ impl Playout {
 
     /// One show: wait for its start, play, yield to the anchor and resume, end.
     async fn run(self: Arc<Self>, stream: &str, stop: CancellationToken, id: u64) {
-        let Some(addr) = self.media.rtmp_addr else { return };
-        let base = format!("rtmp://127.0.0.1:{}/{}/", addr.port(), self.media.rtmp.app);
+        if self.media.rtmp_addr.is_none() {
+            return;
+        }
         let Some((kind, start_at)) = self.shows.lock().get(stream).map(|s| (s.kind, s.start_at_ms)) else { return };
         let wait = start_at.saturating_sub(now_ms());
         tokio::select! {
@@ -602,7 +603,7 @@ impl Playout {
             };
             let yield_token = stop.child_token();
             self.media.house.lock().insert(stream.to_string(), (kind, yield_token.clone(), id));
-            let mut dst = crate::signed_url(&base, &self.media.push_key, stream, "", 3600);
+            let mut dst = self.media.loopback_push(stream);
             dst.push_str(&format!(
                 "&onair_house={}&onair_kind={}",
                 self.media.house_token,
@@ -772,42 +773,11 @@ pub fn vod_args(input: &Path, concat: bool, looped: bool, offset: f64, copy: boo
     }
     a.extend(["-i".into(), input.display().to_string(), "-map".into(), "0:v:0".into(), "-map".into(), "0:a:0?".into()]);
     if copy {
-        a.extend(["-c".into(), "copy".into()]);
+        a.extend(["-c".into(), "copy".into(), "-f".into(), "flv".into(), dst.into()]);
     } else {
-        a.extend(encode_args());
+        a.extend(crate::renditions::live_encode_args(1500, 128, dst));
     }
-    a.extend(["-f".into(), "flv".into(), dst.into()]);
     a
-}
-
-fn encode_args() -> Vec<String> {
-    [
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-tune",
-        "zerolatency",
-        "-pix_fmt",
-        "yuv420p",
-        "-force_key_frames",
-        "expr:gte(t,n_forced*2)",
-        "-b:v",
-        "1500k",
-        "-maxrate",
-        "1500k",
-        "-bufsize",
-        "3000k",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "128k",
-        "-ar",
-        "44100",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
 }
 
 /// ffmpeg arguments for a slate: `image` (scaled into 1280x720) or a dark background,
@@ -836,9 +806,8 @@ pub fn slate_args(image: Option<&Path>, text: &str, dst: &str) -> Vec<String> {
         ));
     }
     a.extend(["-vf".into(), vf, "-map".into(), "0:v".into(), "-map".into(), "1:a".into()]);
-    a.extend(encode_args());
-    // A still picture needs little: override the show bitrate.
-    a.extend(["-b:v".into(), "400k".into(), "-maxrate".into(), "400k".into(), "-f".into(), "flv".into(), dst.into()]);
+    // A still picture needs little.
+    a.extend(crate::renditions::live_encode_args(400, 64, dst));
     a
 }
 
