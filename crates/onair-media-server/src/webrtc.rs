@@ -78,6 +78,9 @@ pub struct WebRtcSettings {
     /// The ffmpeg the audio bridge runs (no ffmpeg: WHIP video only, WHEP without
     /// audio for RTMP streams).
     pub ffmpeg: String,
+    /// Engine tasks the sessions are spread over (SRTP for many viewers needs more than
+    /// one core); all share the one UDP port. 0: one per core.
+    pub engine_tasks: usize,
 }
 
 /// One `[[webrtc.ice_servers]]`.
@@ -105,6 +108,7 @@ impl Default for WebRtcSettings {
             timeout_secs: 30,
             audio_kbps: 64,
             ffmpeg: "ffmpeg".into(),
+            engine_tasks: 0,
         }
     }
 }
@@ -229,6 +233,7 @@ impl WebRtc {
                 idle_timeout: Duration::from_secs(settings.timeout_secs.max(1)),
                 ..Limits::default()
             },
+            shards: settings.engine_tasks,
         };
         let engine = WebRtcEngine::start(cfg).await?;
         let ffmpeg = crate::hls::ffmpeg_available(&settings.ffmpeg).await;
