@@ -420,13 +420,7 @@ impl WebRtcEngine {
         let (kf_tx, kf_rx) = watch::channel(0u64);
         let kf_tx = Arc::new(kf_tx);
         let (answer, id, state) = self.open(offer, Role::Play, stream, client_ip, None, Some(kf_tx.clone())).await?;
-        let pump = Pump {
-            id,
-            stream: stream.to_string(),
-            state,
-            shard: self.shard(id).clone(),
-            keyframe_tx: kf_tx,
-        };
+        let pump = Pump { id, stream: stream.to_string(), state, shard: self.shard(id).clone(), keyframe_tx: kf_tx };
         tokio::spawn(pump.run(source));
         Ok(Playing { answer, id, keyframe_wanted: kf_rx })
     }

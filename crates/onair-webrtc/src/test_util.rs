@@ -34,7 +34,8 @@ impl Peer {
         cfg.codec_config().add_h264(102.into(), Some(103.into()), true, 0x42e01f);
         cfg.codec_config().add_h264(104.into(), Some(105.into()), true, 0x640c1f);
         let mut rtc = cfg.build(Instant::now());
-        let socket = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).await.expect("bind a UDP socket");
+        let socket =
+            UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).await.expect("bind a UDP socket");
         rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
         let mut api = rtc.sdp_api();
         let video = api.add_media(MediaKind::Video, dir, None, None, None);
