@@ -10,7 +10,8 @@
 //! busiest thread) from `/proc`, and the source's bitrate from the server's `/metrics`.
 //!
 //! A viewer *keeps up* when, over the window, the RTP timestamps of the video it
-//! received advanced by ≥ 90 % of the wall-clock window and its session is still up.
+//! received advanced by ≥ 90 % of the wall-clock window, it received ≥ 90 % of the
+//! source's bitrate (when `--metrics-url` gives it) and its session is still up.
 //! Time to first frame is from sending the WHEP `POST` to the last packet (marker bit)
 //! of the first access unit holding an IDR picture.
 //!
@@ -207,12 +208,19 @@ pub async fn run(args: WhepArgs) -> Result<()> {
     }
     let window_ms = (window_end - window_start) as f64;
     let connected = results.iter().filter(|r| r.connected).count();
+    let source_kbps = match (source0, source1) {
+        (Some(a), Some(b)) => Some((a + b) as f64 / 2.0 / 1000.0),
+        (a, b) => a.or(b).map(|x| x as f64 / 1000.0),
+    };
+    // Timestamps alone would pass a viewer that lost most packets but some of every
+    // second: when the source's rate is known, the bytes must keep up too.
     let kept_up = results
         .iter()
         .filter(|r| {
             r.alive
                 && matches!((r.vts_at_start, r.vts_at_end),
                     (Some(a), Some(b)) if b.saturating_sub(a) as f64 / 90.0 >= 0.9 * window_ms)
+                && source_kbps.is_none_or(|s| r.window_bytes as f64 * 8.0 / window_ms >= 0.9 * s)
         })
         .count();
     let pct = |v: &mut Vec<u64>, p: f64| -> Option<u64> {
@@ -227,10 +235,6 @@ pub async fn run(args: WhepArgs) -> Result<()> {
         results.iter().filter(|r| r.connected).map(|r| r.window_bytes * 8 / window_ms.max(1.0) as u64).collect();
     let total_window_bytes: u64 = results.iter().map(|r| r.window_bytes).sum();
     let mbps = total_window_bytes as f64 * 8.0 / 1e6 / (window_ms / 1000.0);
-    let source_kbps = match (source0, source1) {
-        (Some(a), Some(b)) => Some((a + b) as f64 / 2.0 / 1000.0),
-        (a, b) => a.or(b).map(|x| x as f64 / 1000.0),
-    };
     let kbps_p50 = pct(&mut kbps, 0.5);
     let mut errors: HashMap<String, usize> = HashMap::new();
     for r in &results {

@@ -148,7 +148,14 @@ struct Resource {
     id: SessionId,
     stream: String,
     role: Role,
+    /// When the server ended the session (its stream stopped, ICE died): the client's
+    /// own `DELETE` still answers 200 for `ENDED_KEEP`, then the entry goes.
+    ended: Option<Instant>,
 }
+
+/// How long a session the server ended still answers its client's `DELETE` with 200
+/// (a watch page leaving a stream that just stopped should not see a 404).
+const ENDED_KEEP: Duration = Duration::from_secs(60);
 
 /// Opus packets (ms timestamp, packet) of a WHIP stream or of an RTMP stream's bridge.
 type OpusTx = broadcast::Sender<(u64, Bytes)>;
@@ -340,7 +347,7 @@ impl WebRtc {
                 m.remove(&name);
             }
             drop(m);
-            me.resources.lock().remove(&res);
+            me.end_resource(&res);
         });
         Ok(Answer { sdp: published.answer, location: format!("/whip/{stream}/{resource}") })
     }
@@ -466,7 +473,7 @@ impl WebRtc {
                     break;
                 }
             }
-            me.resources.lock().remove(&resource);
+            me.end_resource(&resource);
         });
         Ok(Answer { sdp: playing.answer, location })
     }
@@ -475,8 +482,12 @@ impl WebRtc {
     pub async fn delete(&self, stream: &str, resource: &str, publish: bool) -> bool {
         let role = if publish { Role::Publish } else { Role::Play };
         let id = {
-            let m = self.resources.lock();
+            let mut m = self.resources.lock();
             match m.get(resource) {
+                Some(r) if r.stream == stream && r.role == role && r.ended.is_some() => {
+                    m.remove(resource);
+                    return true;
+                }
                 Some(r) if r.stream == stream && r.role == role => r.id,
                 _ => return false,
             }
@@ -500,8 +511,19 @@ impl WebRtc {
 
     fn add_resource(&self, id: SessionId, stream: &str, role: Role) -> String {
         let token = format!("{id}{}", onair_shell::random_hex(8));
-        self.resources.lock().insert(token.clone(), Resource { id, stream: stream.to_string(), role });
+        self.resources.lock().insert(token.clone(), Resource { id, stream: stream.to_string(), role, ended: None });
         token
+    }
+
+    /// The session behind `token` ended on the server's side: keep a tombstone (see
+    /// `ENDED_KEEP`), and drop the tombstones that are older.
+    fn end_resource(&self, token: &str) {
+        let now = Instant::now();
+        let mut m = self.resources.lock();
+        m.retain(|_, r| r.ended.is_none_or(|t| now.saturating_duration_since(t) < ENDED_KEEP));
+        if let Some(r) = m.get_mut(token) {
+            r.ended = Some(now);
+        }
     }
 
     /// The audio a WHEP player of `stream` gets: the WHIP publisher's Opus, or the
