@@ -89,8 +89,11 @@ async function adminApi(method, path, body) {
 /** Pages opened by the running test: their console must stay clean (see afterEach). */
 let testPages = [];
 
-/** Whether a URL is live media the player opens and aborts itself (a stop, a restart). */
-const isMedia = (url) => /\/(live|vod)\//.test(new URL(url).pathname);
+/**
+ * Whether a URL is live media the player opens and aborts itself (a stop, a restart),
+ * or the `DELETE` of its own WHEP session (a keepalive request a closing page cuts off).
+ */
+const isMedia = (url) => /\/(live|vod)\/|^\/whep\/[^/]+\/[^/]+$/.test(new URL(url).pathname);
 
 /**
  * A new browser context (a new user: own session storage) with one page. Everything a
