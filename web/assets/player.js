@@ -1,15 +1,20 @@
 // The watch page's player. Live, in this order of preference:
-//  1. MediaSource (or Safari's ManagedMediaSource) fed with OnAir's live fMP4 stream
-//     (`/live/{stream}.mp4`), kept near the live edge: the low-latency path (~1 s
-//     glass-to-glass in Chromium, see BENCHMARKS.md "Web player: glass-to-glass");
-//     when that stream is not there, MediaSource fed from the fMP4 HLS playlist.
-//  2. The browser's own HLS (`/live/{stream}.m3u8`) only where there is no MediaSource
+//  1. WebRTC (WHEP, `POST /whep/{stream}`): sub-second glass-to-glass, the server's GOP
+//     cache (or a PLI to a WebRTC publisher) gives the first keyframe at once. Taken
+//     when this browser has RTCPeerConnection and the server lists a WHEP endpoint for
+//     the stream (`whep` in `/api/v1/streams`). A UDP port behind a firewall must not
+//     leave viewers with nothing: when WHEP fails, or shows no frame within
+//     WHEP_FIRST_FRAME_MS, the player falls back to the next mode for that stream.
+//  2. MediaSource (or Safari's ManagedMediaSource) fed with OnAir's live fMP4 stream
+//     (`/live/{stream}.mp4`), kept near the live edge (~0.7 s glass-to-glass in
+//     Chromium, see BENCHMARKS.md "Web player: glass-to-glass"); when that stream is
+//     not there, MediaSource fed from the fMP4 HLS playlist.
+//  3. The browser's own HLS (`/live/{stream}.m3u8`) only where there is no MediaSource
 //     at all (iOS Safari before 17.1): whole segments, several seconds behind.
-// `?player=mse|hls|whep` in the page URL forces one. WebRTC (WHEP, `POST /whep/{stream}`:
-// sub-second, the server's GOP cache or a PLI gives the first keyframe at once) is the
-// first entry of MODES but taken only when asked for (`?player=whep`) until it has
-// proven itself on more networks than loopback: a UDP port behind a firewall would
-// leave viewers with nothing, where the HTTP modes always work.
+// `?player=whep|mse|hls` in the page URL forces one (a forced WHEP retries WHEP).
+// A latency figure (`#playerLatency` when the page has one, and `player.latency`):
+// WebRTC's own estimate (jitter buffer delay + RTT/2, from getStats) or, for
+// MediaSource, how far playback is behind the end of what is buffered.
 // Replay: the recording's VOD HLS the same way (MediaSource first).
 
 const HLS_MIME = 'application/vnd.apple.mpegurl';
@@ -44,6 +49,11 @@ const EDGE_TICK_MS = 250;
 /** The faster rate: 5 % (10 % when far) is hardly audible (browsers keep the pitch). */
 const CATCHUP_RATE = 1.05;
 
+/** WHEP must show a first frame within this, or the player falls back. */
+const WHEP_FIRST_FRAME_MS = 4000;
+/** How often the latency figure is refreshed. */
+const LATENCY_TICK_MS = 1000;
+
 /** The MediaSource constructor this browser has: standard, else Safari's managed one. */
 export function mediaSourceClass() {
   return globalThis.MediaSource ?? globalThis.ManagedMediaSource ?? null;
@@ -56,7 +66,7 @@ export function mediaSourceClass() {
  * `mse` when the server offers it (the room or `/live/{s}.json` will say so).
  */
 export const MODES = [
-  { name: 'whep', available: (p) => !!globalThis.RTCPeerConnection && p.wantsWhep === true, play: (p, stream, gen) => p.playWhep(stream, gen) },
+  { name: 'whep', available: (p) => !!globalThis.RTCPeerConnection && (p.wantsWhep === true || (!!p.whepOffered && p.whepFailed !== p.live)), play: (p, stream, gen) => p.playWhep(stream, gen) },
   { name: 'mse', available: () => !!mediaSourceClass(), play: (p, stream, gen) => p.playMse(stream, gen) },
   { name: 'hls', available: (p) => !!p.video.canPlayType(HLS_MIME), play: (p, stream, gen) => p.playNativeHls(stream, gen) },
 ];
@@ -90,8 +100,17 @@ export class Player {
     this.checkStreams = true;
     /** Recent decisions and errors, for debugging (`player.log`). */
     this.log = [];
-    /** WebRTC only when the page URL asks for it (see MODES). */
+    /** `?player=whep`: WHEP even where it failed (see MODES). */
     this.wantsWhep = typeof location !== 'undefined' && new URLSearchParams(location.search).get('player') === 'whep';
+    /** Whether the server lists a WHEP endpoint for the live stream (see `onAir`). */
+    this.whepOffered = false;
+    /** The stream WHEP failed for: later tries of it take the next mode. */
+    this.whepFailed = null;
+    /** The latest latency estimate: `{ mode, ms, how }` or null. */
+    this.latency = null;
+    this.latencyEl = opts.latencyEl ?? globalThis.document?.getElementById?.('playerLatency') ?? null;
+    this.latencyTimer = null;
+    this.firstFrameMs = null;
     /** The WHEP session: its peer connection and resource URL (DELETEd on reset). */
     this.pc = null;
     this.whepLocation = null;
@@ -124,12 +143,10 @@ export class Player {
     const gen = this.reset();
     this.live = stream;
     if (this.quality && !stream.endsWith(`_${this.quality}`)) stream = `${stream}_${this.quality}`;
-    const mode = pickMode(MODES, this, this.forcedMode());
-    if (!mode) {
+    if (!pickMode(MODES, this, this.forcedMode())) {
       this.onStatus('This browser cannot play live video (no MediaSource, no HLS).');
       return;
     }
-    this.mode = mode.name;
     if (!(await this.onAir(stream))) {
       if (gen !== this.gen) return;
       this.note(`live ${stream}: not on this server yet`);
@@ -137,7 +154,52 @@ export class Player {
       this.retry(gen, () => this.playLive(stream), 10000);
       return;
     }
-    if (gen === this.gen) mode.play(this, stream, gen);
+    if (gen !== this.gen) return;
+    // Picked after `onAir`: whether the stream has a WHEP endpoint is known only now.
+    const mode = pickMode(MODES, this, this.forcedMode());
+    this.mode = mode.name;
+    this.watchLatency(gen);
+    mode.play(this, stream, gen);
+  }
+
+  /** WHEP did not work for `stream`: note why and go on with the next mode. */
+  whepFallback(gen, stream, why) {
+    if (gen !== this.gen) return;
+    this.note(`WHEP: ${why}`);
+    if (this.wantsWhep) {
+      this.onStatus('waiting for the stream…');
+      this.retry(gen, () => this.playLive(stream));
+      return;
+    }
+    this.whepFailed = stream;
+    this.playLive(stream);
+  }
+
+  /** Refreshes `latency` (and the page's figure) every LATENCY_TICK_MS while `gen` plays. */
+  watchLatency(gen) {
+    clearInterval(this.latencyTimer);
+    let last = null;
+    this.latencyTimer = setInterval(async () => {
+      if (gen !== this.gen) return;
+      let est = null;
+      if (this.mode === 'whep' && this.pc) {
+        const r = await whepLatency(this.pc, last).catch(() => null);
+        if (r) {
+          last = r.totals;
+          if (r.ms != null) est = { mode: 'whep', ms: r.ms, how: 'WebRTC jitter buffer + RTT/2' };
+        }
+      } else if (this.live) {
+        const v = this.video;
+        const b = v.buffered;
+        if (b.length && v.currentTime > 0) est = { mode: this.mode, ms: Math.round((b.end(b.length - 1) - v.currentTime) * 1000), how: 'behind the buffered edge' };
+      }
+      if (gen !== this.gen) return;
+      this.latency = est;
+      if (this.latencyEl) {
+        this.latencyEl.textContent = est ? `${this.mode === 'whep' ? 'WebRTC' : this.mode.toUpperCase()} · ${est.ms < 1000 ? `${est.ms} ms` : `${(est.ms / 1000).toFixed(1)} s`}` : '';
+        this.latencyEl.title = est ? `latency estimate: ${est.how}` : '';
+      }
+    }, LATENCY_TICK_MS);
   }
 
   /**
@@ -147,11 +209,14 @@ export class Player {
    * @param {string} stream
    */
   async onAir(stream) {
+    this.whepOffered = false;
     if (!this.checkStreams) return true;
     try {
       const r = await fetch(`${this.base}/api/v1/streams`, { cache: 'no-store' });
       if (!r.ok) return true;
-      return ((await r.json()).streams ?? []).some((s) => s.name === stream);
+      const found = ((await r.json()).streams ?? []).find((s) => s.name === stream);
+      this.whepOffered = !!found?.whep;
+      return !!found;
     } catch {
       return true;
     }
@@ -168,10 +233,17 @@ export class Player {
     this.autoplay();
   }
 
-  /** WebRTC (WHEP): one peer connection receiving H.264 + Opus. @param {string} stream @param {number} gen */
+  /**
+   * WebRTC (WHEP): one peer connection receiving H.264 + Opus. Falls back (see
+   * `whepFallback`) when the offer is refused, the connection fails, or no frame shows
+   * within WHEP_FIRST_FRAME_MS. @param {string} stream @param {number} gen
+   */
   async playWhep(stream, gen) {
     this.onStatus('connecting');
     this.note(`live ${stream}: WebRTC (WHEP)`);
+    const started = performance.now();
+    /** WHEP POST → first frame shown, ms (null until then). */
+    this.firstFrameMs = null;
     try {
       const pc = new RTCPeerConnection();
       this.pc = pc;
@@ -191,16 +263,28 @@ export class Player {
       pc.addEventListener('connectionstatechange', () => {
         if (gen !== this.gen || !['failed', 'closed'].includes(pc.connectionState)) return;
         this.note(`WHEP ${pc.connectionState}`);
-        this.onStatus('waiting for the stream…');
-        this.retry(gen, () => this.playLive(stream));
+        // Once frames have shown, a drop is the stream's (retry WHEP); before, WHEP's.
+        if (this.firstFrameMs != null) {
+          this.onStatus('waiting for the stream…');
+          this.retry(gen, () => this.playLive(stream));
+        } else this.whepFallback(gen, stream, `connection ${pc.connectionState}`);
       });
-      this.video.srcObject = media;
+      const v = this.video;
+      const shown = () => {
+        if (gen !== this.gen || this.firstFrameMs != null) return;
+        this.firstFrameMs = Math.round(performance.now() - started);
+        this.note(`WHEP first frame after ${this.firstFrameMs} ms`);
+      };
+      if (v.requestVideoFrameCallback) v.requestVideoFrameCallback(shown);
+      else v.addEventListener('loadeddata', shown, { once: true });
+      setTimeout(() => {
+        if (gen === this.gen && this.firstFrameMs == null) this.whepFallback(gen, stream, `no frame within ${WHEP_FIRST_FRAME_MS} ms`);
+      }, WHEP_FIRST_FRAME_MS);
+      v.srcObject = media;
       this.autoplay();
     } catch (e) {
       if (gen !== this.gen) return;
-      this.note(`WHEP failed: ${e.message || e}`);
-      this.onStatus('waiting for the stream…');
-      this.retry(gen, () => this.playLive(stream));
+      this.whepFallback(gen, stream, `failed: ${e.message || e}`);
     }
   }
 
@@ -252,6 +336,9 @@ export class Player {
     this.gen += 1;
     clearTimeout(this.retryTimer);
     clearInterval(this.edgeTimer);
+    clearInterval(this.latencyTimer);
+    this.latency = null;
+    if (this.latencyEl) this.latencyEl.textContent = '';
     this.abort?.abort();
     this.abort = null;
     if (this.pc) {
@@ -423,6 +510,27 @@ export class Player {
       }
     }, EDGE_TICK_MS);
   }
+}
+
+/**
+ * WebRTC's estimate of how late the picture is: the video jitter buffer's mean delay
+ * over the last interval (`jitterBufferDelay / jitterBufferEmittedCount`, differences
+ * against `last`) plus half the round-trip time of the selected candidate pair.
+ * @param {RTCPeerConnection} pc @param {{delay: number, count: number}|null} last
+ */
+export async function whepLatency(pc, last) {
+  const stats = await pc.getStats();
+  let video = null;
+  let rtt = null;
+  stats.forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') video = s;
+    if (s.type === 'candidate-pair' && s.nominated && s.currentRoundTripTime != null) rtt = s.currentRoundTripTime;
+  });
+  if (!video || !video.jitterBufferEmittedCount) return null;
+  const totals = { delay: video.jitterBufferDelay, count: video.jitterBufferEmittedCount };
+  const dc = totals.count - (last?.count ?? 0);
+  const jb = dc > 0 ? (totals.delay - (last?.delay ?? 0)) / dc : totals.delay / totals.count;
+  return { totals, ms: Math.round((jb + (rtt ?? 0) / 2) * 1000) };
 }
 
 /** Serializes appends to a SourceBuffer. */

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { createServer } from 'node:net';
 import { chromium } from 'playwright-core';
+import { pushClock, measureInPage, pct } from './clock.mjs';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = process.env.ONAIR_BIN || join(process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, 'target'), 'debug/onair');
@@ -88,8 +89,11 @@ async function adminApi(method, path, body) {
 /** Pages opened by the running test: their console must stay clean (see afterEach). */
 let testPages = [];
 
-/** Whether a URL is live media the player opens and aborts itself (a stop, a restart). */
-const isMedia = (url) => /\/(live|vod)\//.test(new URL(url).pathname);
+/**
+ * Whether a URL is live media the player opens and aborts itself (a stop, a restart),
+ * or the `DELETE` of its own WHEP session (a keepalive request a closing page cuts off).
+ */
+const isMedia = (url) => /\/(live|vod)\/|^\/whep\/[^/]+\/[^/]+$/.test(new URL(url).pathname);
 
 /**
  * A new browser context (a new user: own session storage) with one page. Everything a
@@ -644,141 +648,15 @@ test('an unknown demo role is refused', async () => {
 
 // ---- glass-to-glass latency: a clock in the picture, read back in the page ----
 
-/** The picture: 320×180, 8×5 blocks of 40×36 px, black or white: 32 bits of the wall clock (ms mod 2³²) and an 8-bit check. */
-const CLOCK = { w: 320, h: 180, cols: 8, rows: 5 };
-
-/** One rgb24 frame showing `ms` (the time it is made: the "glass" on the camera side). */
-function clockFrame(ms) {
-  const v = ms >>> 0;
-  const bits = [];
-  for (let i = 31; i >= 0; i--) bits.push((v >>> i) & 1);
-  const check = (((v >>> 24) + ((v >>> 16) & 255) + ((v >>> 8) & 255) + (v & 255)) & 255) ^ 0xa5;
-  for (let i = 7; i >= 0; i--) bits.push((check >> i) & 1);
-  const { w, h, cols } = CLOCK;
-  const bw = w / cols;
-  const bh = h / CLOCK.rows;
-  const buf = Buffer.alloc(w * h * 3);
-  for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) {
-      const bit = bits[Math.floor(y / bh) * cols + Math.floor(x / bw)];
-      buf.fill(bit ? 235 : 16, (y * w + x) * 3, (y * w + x) * 3 + 3);
-    }
-  }
-  return buf;
-}
-
-/**
- * Publishes the clock over RTMP to `url` with ffmpeg (x264 ultrafast/zerolatency, 25 fps,
- * 1 s GOP, AAC): every 40 ms one picture made at that moment, and 40 ms of a 440 Hz
- * tone made here too (into fd 3), so both streams are timed by one clock as a real
- * encoder's are. (ffmpeg's own `-re` sine next to piped pictures holds the video back
- * by ~0.4 s: BENCHMARKS.md.) `ONAIR_LATENCY_VIDEO_ONLY=1` sends no audio.
- */
-function pushClock(url) {
-  const withAudio = !process.env.ONAIR_LATENCY_VIDEO_ONLY;
-  const ff = spawn('ffmpeg', ['-v', 'error', '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${CLOCK.w}x${CLOCK.h}`, '-r', '25', '-i', 'pipe:0',
-    ...(withAudio ? ['-f', 's16le', '-ar', '44100', '-ac', '1', '-i', 'pipe:3'] : []),
-    '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '25', '-pix_fmt', 'yuv420p', '-crf', '18', ...(withAudio ? ['-c:a', 'aac'] : ['-an']),
-    '-f', 'flv', url], { stdio: ['pipe', 'ignore', 'pipe', 'pipe'] });
-  ff.err = '';
-  ff.stderr.on('data', (d) => (ff.err += d));
-  ff.stdin.on('error', () => {});
-  ff.stdio[3].on('error', () => {});
-  let sample = 0;
-  const tone = () => {
-    const b = Buffer.alloc(1764 * 2); // 40 ms at 44.1 kHz
-    for (let i = 0; i < 1764; i++, sample++) b.writeInt16LE(Math.round(Math.sin((2 * Math.PI * 440 * sample) / 44100) * 8000), i * 2);
-    return b;
-  };
-  const t0 = Date.now();
-  let n = 0;
-  const tick = () => {
-    if (ff.exitCode !== null || ff.stdin.destroyed) return;
-    ff.stdin.write(clockFrame(Date.now()));
-    if (withAudio) ff.stdio[3].write(tone());
-    n += 1;
-    ff.timer = setTimeout(tick, Math.max(0, t0 + n * 40 - Date.now()));
-  };
-  tick();
-  ff.stop = () => {
-    clearTimeout(ff.timer);
-    ff.stdin.end();
-    ff.stdio[3].end();
-    ff.kill('SIGINT');
-  };
-  return ff;
-}
-
-/**
- * In the page: every frame the video presents (requestVideoFrameCallback) is drawn to a
- * canvas, its clock read back and compared with Date.now() — the same machine's clock.
- * Collects for `secs` seconds after `warmup` seconds of playback; resolves with the sorted
- * latencies (ms) and how many frames could not be read.
- */
-function measureInPage(page, secs, warmup) {
-  return page.evaluate(async ({ secs, warmup, C }) => {
-    const v = document.getElementById('video');
-    const c = document.createElement('canvas');
-    c.width = C.w;
-    c.height = C.h;
-    const g = c.getContext('2d', { willReadFrequently: true });
-    const bw = C.w / C.cols;
-    const bh = C.h / C.rows;
-    const read = () => {
-      g.drawImage(v, 0, 0, C.w, C.h);
-      const d = g.getImageData(0, 0, C.w, C.h).data;
-      const bits = [];
-      for (let r = 0; r < C.rows; r++)
-        for (let k = 0; k < C.cols; k++) {
-          let sum = 0;
-          for (let dy = -4; dy <= 4; dy += 2)
-            for (let dx = -4; dx <= 4; dx += 2) sum += d[(Math.round(r * bh + bh / 2 + dy) * C.w + Math.round(k * bw + bw / 2 + dx)) * 4 + 1];
-          bits.push(sum / 25 > 125 ? 1 : 0);
-        }
-      let v32 = 0;
-      for (let i = 0; i < 32; i++) v32 = (v32 * 2 + bits[i]) >>> 0;
-      let check = 0;
-      for (let i = 32; i < 40; i++) check = check * 2 + bits[i];
-      const want = (((v32 >>> 24) + ((v32 >>> 16) & 255) + ((v32 >>> 8) & 255) + (v32 & 255)) & 255) ^ 0xa5;
-      return check === want ? v32 : null;
-    };
-    while (!(v.currentTime > 0 && v.readyState >= 2)) await new Promise((r) => setTimeout(r, 50));
-    await new Promise((r) => setTimeout(r, warmup * 1000));
-    const lat = [];
-    const behind = [];
-    let bad = 0;
-    let stalls = 0;
-    const rates = new Set();
-    v.addEventListener('waiting', () => (stalls += 1));
-    const end = Date.now() + secs * 1000;
-    await new Promise((done) => {
-      const frame = () => {
-        const shown = read();
-        const now = Date.now();
-        if (shown === null) bad += 1;
-        else lat.push(((now >>> 0) - shown + 2 ** 32) % 2 ** 32);
-        if (v.buffered.length) behind.push(v.buffered.end(v.buffered.length - 1) - v.currentTime);
-        rates.add(v.playbackRate);
-        if (now < end) v.requestVideoFrameCallback(frame);
-        else done();
-      };
-      v.requestVideoFrameCallback(frame);
-    });
-    behind.sort((a, b) => a - b);
-    return { lat: lat.sort((a, b) => a - b), bad, behind: behind[Math.floor(behind.length / 2)] ?? -1, stalls, rates: [...rates].sort() };
-  }, { secs, warmup, C: CLOCK });
-}
-
-const pct = (xs, p) => xs[Math.min(xs.length - 1, Math.floor((xs.length - 1) * p))];
-
-test('glass-to-glass: the default player shows a clock pushed by ffmpeg within 3 s (target 1.5 s)', async (t) => {
+test('glass-to-glass: the MediaSource player shows a clock pushed by ffmpeg within 3 s (target 1.5 s)', async (t) => {
   if (spawnSync('ffmpeg', ['-version']).status !== 0) return t.skip('no ffmpeg');
   const probe = await fetch(`${base}/live/clock.json`);
   if (probe.status === 404 && (await probe.text()).includes('no such endpoint')) return t.skip('live media is not in this build');
   assert.equal((await adminApi('POST', '/api/v1/rooms', { roomId: 'clock', name: 'Clock', owner: 'anchor-clock' })).status, 201);
   const push = (await adminApi('GET', '/api/v1/rooms/clock/push-url')).json;
-  // The default player, and (to record the difference) the browser's own HLS when it has one.
-  const pages = [['default', await viewer('clock')]];
+  // The MediaSource player (the default where WebRTC does not work; WebRTC's own
+  // latency is bench/webrtc/g2g.mjs), and (to record the difference) the browser's own HLS.
+  const pages = [['mse', await viewer('clock?player=mse')]];
   if (process.env.ONAIR_LATENCY_NATIVE) pages.push(['native HLS', await viewer('clock?player=hls')]);
   const ff = pushClock(push.url);
   try {
@@ -797,13 +675,13 @@ test('glass-to-glass: the default player shows a clock pushed by ffmpeg within 3
       console.log(`glass-to-glass ${r.name} (${r.mode}): ${line}; ${r.lat.length} frames read, ${r.bad} unreadable; median ${r.behind.toFixed(2)} s behind the buffered edge; ${r.stalls} stalls; playback rates ${r.rates.join('/')}`);
     }
     const def = results[0];
-    assert.equal(def.mode, 'mse', 'Chromium plays MediaSource by default');
+    assert.equal(def.mode, 'mse', '?player=mse plays MediaSource');
     assert.ok(def.lat.length >= 100, `frames read back (${def.lat.length}, ${def.bad} unreadable)`);
     assert.ok(def.bad <= def.lat.length / 10, `few unreadable frames (${def.bad} of ${def.bad + def.lat.length})`);
     assert.ok(pct(def.lat, 0.5) <= 3000, `median glass-to-glass ${pct(def.lat, 0.5)} ms ≤ 3000 ms`);
     // The same stream in the embeddable player, in an <iframe> of a page from elsewhere.
     const host = await newPage(800, 500);
-    await host.setContent(`<h1>Another site</h1><iframe src="${base}/assets/embed.html?room=clock" width="640" height="360" allow="autoplay; fullscreen"></iframe>`);
+    await host.setContent(`<h1>Another site</h1><iframe src="${base}/assets/embed.html?room=clock&player=mse" width="640" height="360" allow="autoplay; fullscreen"></iframe>`);
     const frame = host.frames().find((f) => f.url().includes('/assets/embed.html'));
     assert.ok(frame, 'the player page loads in the iframe');
     await frame.waitForFunction(() => document.getElementById('video').currentTime > 1, null, { timeout: 30000 });
@@ -827,10 +705,12 @@ test('ffmpeg pushes a test stream and the watch page plays it', async (t) => {
   const pushRes = await adminApi('GET', '/api/v1/rooms/onstage/push-url');
   const push = pushRes.json;
   assert.equal(pushRes.status, 200, JSON.stringify(push));
-  const v = await viewer('onstage');
-  // The default is MediaSource + live fMP4; `?player=hls` takes the browser's own HLS
-  // (what iOS Safari without MediaSource gets), which this Chromium also has.
+  // `?player=mse`: MediaSource + live fMP4 (the default where WebRTC does not work);
+  // `?player=hls` takes the browser's own HLS (what iOS Safari without MediaSource gets),
+  // which this Chromium also has; the default page takes WebRTC (WHEP) where it works.
+  const v = await viewer('onstage?player=mse');
   const m = await viewer('onstage?player=hls');
+  const d = await viewer('onstage');
   const ff = spawn('ffmpeg', ['-v', 'error', '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=25', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
     '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '25', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-t', '60', '-f', 'flv', push.url], { stdio: ['ignore', 'ignore', 'pipe'] });
   let ffErr = '';
@@ -842,9 +722,9 @@ test('ffmpeg pushes a test stream and the watch page plays it', async (t) => {
     await v.waitForFunction(() => window.onair.room?.state === 'live', null, { timeout: 20000 }).catch((e) => {
       throw new Error(`the room did not go live on publish (${e.message}); ffmpeg said: ${ffErr.trim() || 'nothing'}; push URL ${push.url}`);
     });
-    assert.equal(await v.evaluate(() => window.player.mode), 'mse', 'the default player is MediaSource');
+    assert.equal(await v.evaluate(() => window.player.mode), 'mse', '?player=mse is MediaSource');
     assert.equal(await m.evaluate(() => window.player.mode), 'hls');
-    for (const [page, name] of [[v, 'room-live'], [m, 'room-live-hls']]) {
+    for (const [page, name] of [[v, 'room-live'], [m, 'room-live-hls'], [d, 'room-live-default']]) {
       await page.waitForFunction(() => document.getElementById('video').currentTime > 1, null, { timeout: 30000 });
       const t0 = await page.evaluate(() => document.getElementById('video').currentTime);
       await page.waitForTimeout(1500);
@@ -869,6 +749,9 @@ test('ffmpeg pushes a test stream and the watch page plays it', async (t) => {
         return video.buffered.length ? video.buffered.end(video.buffered.length - 1) - video.currentTime : -1;
       });
       console.log(`# ${name}: ${behind.toFixed(2)} s behind the buffered live edge; player log: ${await page.evaluate(() => window.player?.log.join(' | '))}`);
+      // The latency figure shows once a tick has measured it (WebRTC or buffer-based).
+      await page.waitForFunction(() => document.getElementById('playerLatency').textContent.length > 0, null, { timeout: 5000 });
+      console.log(`# ${name}: latency figure "${await page.locator('#playerLatency').textContent()}" (${await page.evaluate(() => window.player.mode)})`);
       await page.locator('#video').screenshot({ path: join(artifacts, `${name}-video.png`) });
       await shot(page, name);
     }
@@ -918,4 +801,5 @@ test('ffmpeg pushes a test stream and the watch page plays it', async (t) => {
   }
   await v.context().close();
   await m.context().close();
+  await d.context().close();
 });

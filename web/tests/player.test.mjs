@@ -74,7 +74,7 @@ abc/42.m4s
   assert.deepEqual(master.variants, ['low/index.m3u8']);
 });
 
-test('live mode: MediaSource (or ManagedMediaSource) first, native HLS only without it; ?player= forces; a WHEP mode slots in first', () => {
+test('live mode: WHEP first where it works, then MediaSource (or ManagedMediaSource), native HLS only without it; ?player= forces', () => {
   const saved = { ms: globalThis.MediaSource, mms: globalThis.ManagedMediaSource };
   const chromium = { video: { canPlayType: () => 'maybe' } }; // Chromium says "maybe" to HLS
   const noHls = { video: { canPlayType: () => '' } };
@@ -97,7 +97,20 @@ test('live mode: MediaSource (or ManagedMediaSource) first, native HLS only with
     globalThis.MediaSource = class {};
     assert.equal(pickMode(whep(true), chromium, null).name, 'whep');
     assert.equal(pickMode(whep(false), chromium, null).name, 'mse');
+    // The real WHEP mode: where the browser has RTCPeerConnection and the server listed
+    // a WHEP endpoint for the stream, until WHEP failed for it; `?player=whep` insists.
+    globalThis.RTCPeerConnection = class {};
+    const viewer = (o) => ({ ...chromium, live: 's', ...o });
+    assert.equal(pickMode(MODES, viewer({ whepOffered: true }), null).name, 'whep');
+    assert.equal(pickMode(MODES, viewer({ whepOffered: false }), null).name, 'mse', 'no WHEP endpoint listed');
+    assert.equal(pickMode(MODES, viewer({ whepOffered: true, whepFailed: 's' }), null).name, 'mse', 'WHEP failed for this stream');
+    assert.equal(pickMode(MODES, viewer({ whepOffered: true, whepFailed: 'other' }), null).name, 'whep');
+    assert.equal(pickMode(MODES, viewer({ whepOffered: true }), 'mse').name, 'mse', '?player=mse');
+    assert.equal(pickMode(MODES, viewer({ wantsWhep: true, whepFailed: 's' }), 'whep').name, 'whep', '?player=whep');
+    delete globalThis.RTCPeerConnection;
+    assert.equal(pickMode(MODES, viewer({ whepOffered: true }), null).name, 'mse', 'no RTCPeerConnection');
   } finally {
+    delete globalThis.RTCPeerConnection;
     if (saved.ms) globalThis.MediaSource = saved.ms;
     else delete globalThis.MediaSource;
     if (saved.mms) globalThis.ManagedMediaSource = saved.mms;

@@ -4,7 +4,8 @@
 // HTTP-FLV with H.264 and AAC (the Opus → AAC bridge). Then an ffmpeg RTMP push plays
 // over WHEP in the browser (AAC → Opus for its audio). Last, the UI: the studio's "Go
 // live from this browser" publishes the demo room over WHIP and the watch page plays it
-// with `?player=whep`.
+// over WHEP by default (with a latency figure); a watch page whose WHEP request fails
+// falls back to MediaSource within seconds.
 //
 // ONAIR_BIN overrides the binary (default: $CARGO_TARGET_DIR or target, /debug/onair).
 
@@ -206,7 +207,8 @@ test('the studio goes live from the browser over WHIP; the watch page plays it o
   const vctx = await browser.newContext();
   const v = await vctx.newPage();
   v.on('pageerror', (e) => errors.push(e.message));
-  await v.goto(`${base}/room/demo?player=whep`);
+  // No `?player=`: WebRTC is the default where the stream lists a WHEP endpoint.
+  await v.goto(`${base}/room/demo`);
   await v.waitForFunction(() => window.player?.mode === 'whep' && window.player.pc, null, { timeout: 20000 });
   const frames = () => v.evaluate(async () => {
     let n = 0;
@@ -225,6 +227,23 @@ test('the studio goes live from the browser over WHIP; the watch page plays it o
   const b = await frames();
   console.log(`studio WHIP → watch page WHEP: framesDecoded ${a} → ${b}`);
   assert.ok(b > a + 10, `framesDecoded rises: ${a} → ${b}`);
+  // The latency figure: WebRTC's estimate, in ms.
+  await v.waitForFunction(() => /^WebRTC · \d+ ms$/.test(document.getElementById('playerLatency').textContent), null, { timeout: 5000 });
+  const lat = await v.evaluate(() => window.player.latency);
+  console.log(`watch page latency figure: ${JSON.stringify(lat)}, first frame ${await v.evaluate(() => window.player.firstFrameMs)} ms`);
+  assert.ok(lat.ms >= 0 && lat.ms < 2000, JSON.stringify(lat));
+
+  // A viewer whose WHEP request fails (a proxy that refuses it, say) falls back to
+  // MediaSource by itself and plays.
+  const fctx = await browser.newContext();
+  const f = await fctx.newPage();
+  f.on('pageerror', (e) => errors.push(e.message));
+  await f.route('**/whep/**', (route) => route.fulfill({ status: 503, contentType: 'text/plain', body: 'no WebRTC here' }));
+  await f.goto(`${base}/room/demo`);
+  await f.waitForFunction(() => window.player?.mode === 'mse' && document.getElementById('video').currentTime > 0.5, null, { timeout: 25000 });
+  const flog = await f.evaluate(() => window.player.log.join(' | '));
+  assert.match(flog, /WHEP: failed: WHEP 503/, flog);
+  await fctx.close();
   const stats = await st.locator('#webStats').textContent();
   assert.match(stats, /kbit\/s/, stats);
 

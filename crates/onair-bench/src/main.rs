@@ -15,6 +15,7 @@ mod media;
 mod net;
 mod procfs;
 mod target;
+mod whep;
 mod worker;
 
 use anyhow::{Context, Result};
@@ -35,6 +36,14 @@ enum Cmd {
     Likes(likes::LikeArgs),
     /// Many light viewers of one live stream (RTMP play or HTTP-FLV).
     Media(Box<media::MediaArgs>),
+    /// Many WebRTC (WHEP) viewers of one live stream: real ICE/DTLS/SRTP per viewer.
+    Whep(Box<whep::WhepArgs>),
+    /// Internal: a worker process started by `whep`.
+    #[command(hide = true)]
+    WhepWorker {
+        #[arg(long)]
+        spec: String,
+    },
     /// Internal: a worker process started by `media`.
     #[command(hide = true)]
     MediaWorker {
@@ -62,6 +71,11 @@ fn main() -> Result<()> {
             let spec: media::MediaWorkerSpec = serde_json::from_str(&spec).context("worker spec")?;
             // Viewers are `spawn_local` tasks: one thread per worker process.
             tokio::task::LocalSet::new().block_on(&rt, media::worker(spec))
+        }
+        Cmd::Whep(args) => rt.block_on(whep::run(*args)),
+        Cmd::WhepWorker { spec } => {
+            let spec: whep::WhepWorkerSpec = serde_json::from_str(&spec).context("worker spec")?;
+            tokio::task::LocalSet::new().block_on(&rt, whep::worker(spec))
         }
         Cmd::Worker { spec } => {
             let spec: worker::WorkerSpec = serde_json::from_str(&spec).context("worker spec")?;

@@ -83,11 +83,11 @@ struct ViewerResult {
     error: Option<String>,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-async fn sleep_until_ms(t: u64) {
+pub(crate) async fn sleep_until_ms(t: u64) {
     let now = now_ms();
     if t > now {
         tokio::time::sleep(Duration::from_millis(t - now)).await;
@@ -233,7 +233,7 @@ pub async fn worker(spec: MediaWorkerSpec) -> Result<()> {
     Ok(())
 }
 
-fn host_port_path(url: &str, default_port: u16) -> Result<(String, String)> {
+pub(crate) fn host_port_path(url: &str, default_port: u16) -> Result<(String, String)> {
     let rest = url.split_once("://").map(|x| x.1).context("url")?;
     let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
     let hostport = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:{default_port}") };

@@ -26,6 +26,23 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / CLK_TCK)
 }
 
+/// Every thread of `pid`: (tid, name, user + system CPU seconds). Empty when the
+/// process is gone.
+pub fn busiest_thread_secs(pid: u32) -> Vec<(u32, String, f64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let secs = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        out.push((tid, name, (secs(11) + secs(12)) / CLK_TCK));
+    }
+    out
+}
+
 /// Machine-wide jiffies from the `cpu` line of `/proc/stat`.
 #[derive(Debug, Clone, Copy)]
 pub struct Machine {

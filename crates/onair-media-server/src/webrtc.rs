@@ -78,6 +78,9 @@ pub struct WebRtcSettings {
     /// The ffmpeg the audio bridge runs (no ffmpeg: WHIP video only, WHEP without
     /// audio for RTMP streams).
     pub ffmpeg: String,
+    /// Engine tasks the sessions are spread over (SRTP for many viewers needs more than
+    /// one core); all share the one UDP port. 0: one per core.
+    pub engine_tasks: usize,
 }
 
 /// One `[[webrtc.ice_servers]]`.
@@ -105,6 +108,7 @@ impl Default for WebRtcSettings {
             timeout_secs: 30,
             audio_kbps: 64,
             ffmpeg: "ffmpeg".into(),
+            engine_tasks: 0,
         }
     }
 }
@@ -144,7 +148,14 @@ struct Resource {
     id: SessionId,
     stream: String,
     role: Role,
+    /// When the server ended the session (its stream stopped, ICE died): the client's
+    /// own `DELETE` still answers 200 for `ENDED_KEEP`, then the entry goes.
+    ended: Option<Instant>,
 }
+
+/// How long a session the server ended still answers its client's `DELETE` with 200
+/// (a watch page leaving a stream that just stopped should not see a 404).
+const ENDED_KEEP: Duration = Duration::from_secs(60);
 
 /// Opus packets (ms timestamp, packet) of a WHIP stream or of an RTMP stream's bridge.
 type OpusTx = broadcast::Sender<(u64, Bytes)>;
@@ -229,6 +240,7 @@ impl WebRtc {
                 idle_timeout: Duration::from_secs(settings.timeout_secs.max(1)),
                 ..Limits::default()
             },
+            shards: settings.engine_tasks,
         };
         let engine = WebRtcEngine::start(cfg).await?;
         let ffmpeg = crate::hls::ffmpeg_available(&settings.ffmpeg).await;
@@ -336,7 +348,7 @@ impl WebRtc {
                 m.remove(&name);
             }
             drop(m);
-            me.resources.lock().remove(&res);
+            me.end_resource(&res);
         });
         Ok(Answer { sdp: published.answer, location: format!("/whip/{stream}/{resource}") })
     }
@@ -462,7 +474,7 @@ impl WebRtc {
                     break;
                 }
             }
-            me.resources.lock().remove(&resource);
+            me.end_resource(&resource);
         });
         Ok(Answer { sdp: playing.answer, location })
     }
@@ -471,8 +483,12 @@ impl WebRtc {
     pub async fn delete(&self, stream: &str, resource: &str, publish: bool) -> bool {
         let role = if publish { Role::Publish } else { Role::Play };
         let id = {
-            let m = self.resources.lock();
+            let mut m = self.resources.lock();
             match m.get(resource) {
+                Some(r) if r.stream == stream && r.role == role && r.ended.is_some() => {
+                    m.remove(resource);
+                    return true;
+                }
                 Some(r) if r.stream == stream && r.role == role => r.id,
                 _ => return false,
             }
@@ -496,8 +512,19 @@ impl WebRtc {
 
     fn add_resource(&self, id: SessionId, stream: &str, role: Role) -> String {
         let token = format!("{id}{}", onair_shell::random_hex(8));
-        self.resources.lock().insert(token.clone(), Resource { id, stream: stream.to_string(), role });
+        self.resources.lock().insert(token.clone(), Resource { id, stream: stream.to_string(), role, ended: None });
         token
+    }
+
+    /// The session behind `token` ended on the server's side: keep a tombstone (see
+    /// `ENDED_KEEP`), and drop the tombstones that are older.
+    fn end_resource(&self, token: &str) {
+        let now = Instant::now();
+        let mut m = self.resources.lock();
+        m.retain(|_, r| r.ended.is_none_or(|t| now.saturating_duration_since(t) < ENDED_KEEP));
+        if let Some(r) = m.get_mut(token) {
+            r.ended = Some(now);
+        }
     }
 
     /// The audio a WHEP player of `stream` gets: the WHIP publisher's Opus, or the

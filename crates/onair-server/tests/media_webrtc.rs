@@ -15,18 +15,16 @@
 mod common;
 mod media_util;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command as StdCommand;
 use std::time::{Duration, Instant};
 
 use common::Server;
 use media_util::{PUSH_KEY, have_ffmpeg, media_toml, publish, wait_live};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::media::{Direction, MediaKind, Mid};
-use str0m::net::{DatagramRecv, Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use onair_webrtc::test_util::Peer;
+use str0m::Event;
+use str0m::media::Direction;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 
 /// `?txSecret=…&txTime=…` for `name`, valid for an hour.
 fn push_query(name: &str) -> String {
@@ -57,75 +55,6 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         let (k, v) = l.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
-}
-
-/// A str0m peer over a real UDP socket on loopback: the other end of WHEP (and a
-/// well-formed WHIP offer for the refusal tests).
-struct Peer {
-    rtc: Rtc,
-    socket: UdpSocket,
-    video: Mid,
-    pending: Option<SdpPendingOffer>,
-}
-
-impl Peer {
-    async fn new(dir: Direction) -> (Peer, String) {
-        let mut cfg = Rtc::builder().clear_codecs().enable_opus(true, false);
-        cfg.codec_config().add_h264(102.into(), Some(103.into()), true, 0x42e01f);
-        cfg.codec_config().add_h264(104.into(), Some(105.into()), true, 0x640c1f);
-        let mut rtc = cfg.build(Instant::now());
-        let socket = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).await.unwrap();
-        rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
-        let mut api = rtc.sdp_api();
-        let video = api.add_media(MediaKind::Video, dir, None, None, None);
-        let _audio = api.add_media(MediaKind::Audio, dir, None, None, None);
-        let (offer, pending) = api.apply().unwrap();
-        let sdp = offer.to_sdp_string();
-        (Peer { rtc, socket, video, pending: Some(pending) }, sdp)
-    }
-
-    fn accept(&mut self, answer: &str) {
-        let answer = SdpAnswer::from_sdp_string(answer).unwrap();
-        let pending = self.pending.take().unwrap();
-        self.rtc.sdp_api().accept_answer(pending, answer).unwrap();
-    }
-
-    /// Runs until `deadline` or until `on_event` returns true.
-    async fn run(&mut self, deadline: Instant, on_event: &mut dyn FnMut(&mut Rtc, Event) -> bool) {
-        let mut buf = vec![0u8; 2048];
-        let local = self.socket.local_addr().unwrap();
-        loop {
-            let timeout = match self.rtc.poll_output().unwrap() {
-                Output::Transmit(t) => {
-                    let _ = self.socket.send_to(&t.contents, t.destination).await;
-                    continue;
-                }
-                Output::Event(e) => {
-                    if on_event(&mut self.rtc, e) {
-                        return;
-                    }
-                    continue;
-                }
-                Output::Timeout(t) => t,
-            };
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            let wait = timeout.min(deadline).saturating_duration_since(now);
-            match tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await {
-                Ok(Ok((n, source))) => {
-                    let Ok(contents) = DatagramRecv::try_from(&buf[..n]) else { continue };
-                    let input = Input::Receive(
-                        Instant::now(),
-                        Receive { proto: Protocol::Udp, source, destination: local, contents },
-                    );
-                    self.rtc.handle_input(input).unwrap();
-                }
-                _ => self.rtc.handle_input(Input::Timeout(Instant::now())).unwrap(),
-            }
-        }
-    }
 }
 
 /// A Python with GStreamer's bindings and the elements whip_publish.py uses.

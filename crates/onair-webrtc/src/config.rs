@@ -71,6 +71,9 @@ pub struct WebRtcConfig {
     pub ice_servers: Vec<IceServer>,
     /// Session and queue bounds.
     pub limits: Limits,
+    /// Tasks the sessions are spread over (each does its sessions' SRTP and packetising;
+    /// all share the one socket). 0: one per core.
+    pub shards: usize,
 }
 
 impl Default for WebRtcConfig {
@@ -81,6 +84,7 @@ impl Default for WebRtcConfig {
             announce_hosts: Vec::new(),
             ice_servers: Vec::new(),
             limits: Limits::default(),
+            shards: 0,
         }
     }
 }

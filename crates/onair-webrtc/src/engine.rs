@@ -1,18 +1,29 @@
-//! The async shell: [`WebRtcEngine`] owns one UDP socket (one muxed port, ICE-lite) and
-//! one task that drives every session's str0m `Rtc` — datagrams in, timeouts, datagrams
-//! out — plus one small pump task per player that reads its frame source.
+//! The async shell: [`WebRtcEngine`] owns one UDP socket (one muxed port, ICE-lite), one
+//! receive task, N shard tasks that each drive their share of the sessions' str0m `Rtc`s
+//! — datagrams in, timeouts, packetising and SRTP, datagrams out — plus one small pump
+//! task per player that reads its frame source.
 //!
-//! Demultiplexing follows str0m's advice for servers: a datagram from a known remote
-//! address goes to the session that address belongs to; a datagram from a new address
-//! (the first STUN binding request) is offered to each session's `Rtc::accepts`, which
-//! matches the ICE username fragment, and the address is remembered.
+//! Why shards: SRTP encryption per viewer is the cost of WebRTC fan-out, and one task
+//! doing it for every session used at most one core (BENCHMARKS.md, "WebRTC: WHEP
+//! viewers"). A session lives on shard `id % N` (N = `WebRtcConfig::shards`, one per core
+//! by default); shards run in parallel on the runtime's worker threads and all send on
+//! the one socket (`try_send_to` needs only `&UdpSocket`), so the one-port promise holds.
+//!
+//! Demultiplexing follows str0m's advice for servers: the receive task sends a datagram
+//! from a known remote address to the session that address belongs to; a STUN binding
+//! request names its session by our ICE username fragment (read in one lookup, see
+//! [`crate::demux`]); the session's shard checks `Rtc::accepts` and remembers the new
+//! address. Incoming traffic of viewers is small (RTCP, consent checks), so one receive
+//! task and a copy per datagram cost little next to the outgoing media.
 //!
 //! Bounded everywhere: sessions in total / per client IP / players per stream
 //! ([`Limits`]); each publisher's frame queue (full → frames dropped, video until the
-//! next keyframe, which is requested); one shared queue of frames from players' sources
-//! to the engine task (full → a source waits; the registry ring it reads from then
-//! overtakes it and it resumes at a keyframe); the command queue (callers wait); the
-//! kernel's UDP send buffer (full → the datagram is dropped, NACK/RTX recovers it).
+//! next keyframe, which is requested); per shard, one queue of frames from its players'
+//! sources (full → a source waits; the registry ring it reads from then overtakes it and
+//! it resumes at a keyframe), the command queue (callers wait) and the datagram queue
+//! from the receive task (full → the datagram is dropped, as a full socket buffer
+//! would); the kernel's UDP send buffer (full → the datagram is dropped, NACK/RTX
+//! recovers it).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -161,6 +172,38 @@ enum Cmd {
     Shutdown,
 }
 
+/// A datagram the receive task hands to its session's shard.
+struct Datagram {
+    id: SessionId,
+    src: SocketAddr,
+    at: Instant,
+    data: Vec<u8>,
+}
+
+/// Datagrams queued from the receive task to one shard.
+const DATAGRAM_QUEUE: usize = 4096;
+
+/// Which session a remote address or an ICE ufrag belongs to: read by the receive task
+/// for every datagram, written by the shards as sessions come, learn an address and go.
+#[derive(Default)]
+struct Routes {
+    by_addr: HashMap<SocketAddr, SessionId>,
+    /// Our ICE ufrag → session: finds the session of a first STUN request.
+    by_ufrag: HashMap<String, SessionId>,
+}
+
+/// The way into one shard task.
+#[derive(Clone)]
+struct ShardHandle {
+    cmd_tx: mpsc::Sender<Cmd>,
+    write_tx: mpsc::Sender<Write>,
+}
+
+/// The shard of session `id` among `shards`.
+fn shard_of(id: SessionId, shards: usize) -> usize {
+    (id.0 % shards.max(1) as u64) as usize
+}
+
 struct Write {
     id: SessionId,
     kind: TrackKind,
@@ -253,13 +296,12 @@ impl Shared {
 
 /// The WebRTC media engine: WHIP publishers and WHEP players on one UDP port.
 ///
-/// Cheap to clone; the engine task stops on [`WebRtcEngine::shutdown`] or when the last
-/// clone is dropped.
+/// Cheap to clone; the engine's tasks stop on [`WebRtcEngine::shutdown`] or when the
+/// last clone (and every player's pump) is dropped.
 #[derive(Clone)]
 pub struct WebRtcEngine {
     shared: Arc<Shared>,
-    cmd_tx: mpsc::Sender<Cmd>,
-    write_tx: mpsc::Sender<Write>,
+    shards: Arc<Vec<ShardHandle>>,
     candidates: Arc<Vec<SocketAddr>>,
     ice_servers: Arc<Vec<IceServer>>,
     local: SocketAddr,
@@ -267,8 +309,8 @@ pub struct WebRtcEngine {
 }
 
 impl WebRtcEngine {
-    /// Binds the UDP socket, resolves announce hosts and starts the engine task (on the
-    /// current tokio runtime).
+    /// Binds the UDP socket, resolves announce hosts and starts the receive task and the
+    /// shard tasks (on the current tokio runtime).
     pub async fn start(cfg: WebRtcConfig) -> Result<WebRtcEngine, EngineError> {
         let socket = UdpSocket::bind(cfg.bind).await?;
         let local = socket.local_addr()?;
@@ -290,26 +332,46 @@ impl WebRtcEngine {
         for c in &candidates {
             Candidate::host(*c, "udp").map_err(|e| EngineError::Config(format!("announce address {c}: {e}")))?;
         }
-        let (cmd_tx, cmd_rx) = mpsc::channel(256);
-        let (write_tx, write_rx) = mpsc::channel(cfg.limits.play_queue_frames.max(1));
-        let shared = Arc::new(Shared { limits: cfg.limits.clone(), table: Mutex::new(Table::default()) });
-        let driver = Driver {
-            socket,
-            local,
-            candidates: candidates.clone(),
-            shared: shared.clone(),
-            sessions: HashMap::new(),
-            by_addr: HashMap::new(),
-            by_ufrag: HashMap::new(),
-            publishers: HashMap::new(),
-            timers: BinaryHeap::new(),
+        let n = match cfg.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         };
-        tokio::spawn(driver.run(cmd_rx, write_rx));
-        tracing::info!(%local, candidates = ?candidates, "webrtc engine listening");
+        let socket = Arc::new(socket);
+        let shared = Arc::new(Shared { limits: cfg.limits.clone(), table: Mutex::new(Table::default()) });
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let mut handles = Vec::with_capacity(n);
+        let mut inputs = Vec::with_capacity(n);
+        let mut dgram_txs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (cmd_tx, cmd_rx) = mpsc::channel(256);
+            let (write_tx, write_rx) = mpsc::channel(cfg.limits.play_queue_frames.max(1));
+            let (dgram_tx, dgram_rx) = mpsc::channel(DATAGRAM_QUEUE);
+            handles.push(ShardHandle { cmd_tx, write_tx });
+            dgram_txs.push(dgram_tx);
+            inputs.push((cmd_rx, write_rx, dgram_rx));
+        }
+        // Every shard knows every other: a player's keyframe request goes to the shard of
+        // its stream's publisher.
+        let shards = Arc::new(handles);
+        for (index, (cmd_rx, write_rx, dgram_rx)) in inputs.into_iter().enumerate() {
+            let shard = Shard {
+                index,
+                socket: socket.clone(),
+                local,
+                candidates: candidates.clone(),
+                shared: shared.clone(),
+                routes: routes.clone(),
+                shards: shards.clone(),
+                sessions: HashMap::new(),
+                timers: BinaryHeap::new(),
+            };
+            tokio::spawn(shard.run(cmd_rx, write_rx, dgram_rx));
+        }
+        tokio::spawn(receive(socket, routes, dgram_txs));
+        tracing::info!(%local, candidates = ?candidates, shards = n, "webrtc engine listening");
         Ok(WebRtcEngine {
             shared,
-            cmd_tx,
-            write_tx,
+            shards,
             candidates: Arc::new(candidates),
             ice_servers: Arc::new(cfg.ice_servers),
             local,
@@ -358,14 +420,7 @@ impl WebRtcEngine {
         let (kf_tx, kf_rx) = watch::channel(0u64);
         let kf_tx = Arc::new(kf_tx);
         let (answer, id, state) = self.open(offer, Role::Play, stream, client_ip, None, Some(kf_tx.clone())).await?;
-        let pump = Pump {
-            id,
-            stream: stream.to_string(),
-            state,
-            write_tx: self.write_tx.clone(),
-            cmd_tx: self.cmd_tx.clone(),
-            keyframe_tx: kf_tx,
-        };
+        let pump = Pump { id, stream: stream.to_string(), state, shard: self.shard(id).clone(), keyframe_tx: kf_tx };
         tokio::spawn(pump.run(source));
         Ok(Playing { answer, id, keyframe_wanted: kf_rx })
     }
@@ -404,7 +459,7 @@ impl WebRtcEngine {
             keyframe_tx,
             pli_interval: self.shared.limits.pli_interval,
         });
-        if self.cmd_tx.send(Cmd::Add(id, Box::new(session))).await.is_err() {
+        if self.shard(id).cmd_tx.send(Cmd::Add(id, Box::new(session))).await.is_err() {
             self.shared.release(id);
             return Err(EngineError::Stopped);
         }
@@ -440,12 +495,18 @@ impl WebRtcEngine {
 
     /// Ends a session (WHIP/WHEP `DELETE`). Unknown ids are ignored.
     pub async fn close(&self, id: SessionId) {
-        let _ = self.cmd_tx.send(Cmd::Close(id)).await;
+        let _ = self.shard(id).cmd_tx.send(Cmd::Close(id)).await;
     }
 
     /// Asks the WebRTC publisher of `stream` (if any) for a keyframe (rate-limited).
     pub fn request_keyframe(&self, stream: &str) {
-        let _ = self.cmd_tx.try_send(Cmd::Keyframe(stream.to_string()));
+        let Some(id) = self.shared.table.lock().publishers.get(stream).copied() else { return };
+        let _ = self.shard(id).cmd_tx.try_send(Cmd::Keyframe(stream.to_string()));
+    }
+
+    /// The shard task session `id` lives on.
+    fn shard(&self, id: SessionId) -> &ShardHandle {
+        &self.shards[shard_of(id, self.shards.len())]
     }
 
     /// One session's numbers (`None` once it is closed and gone).
@@ -467,9 +528,11 @@ impl WebRtcEngine {
         self.shared.table.lock().publishers.contains_key(stream)
     }
 
-    /// Stops the engine task; every session is closed.
+    /// Stops the engine's tasks; every session is closed.
     pub async fn shutdown(&self) {
-        let _ = self.cmd_tx.send(Cmd::Shutdown).await;
+        for s in self.shards.iter() {
+            let _ = s.cmd_tx.send(Cmd::Shutdown).await;
+        }
     }
 }
 
@@ -479,8 +542,8 @@ struct Pump {
     id: SessionId,
     stream: String,
     state: watch::Receiver<SessionState>,
-    write_tx: mpsc::Sender<Write>,
-    cmd_tx: mpsc::Sender<Cmd>,
+    /// The session's shard: frames and commands go there.
+    shard: ShardHandle,
     keyframe_tx: Arc<watch::Sender<u64>>,
 }
 
@@ -513,7 +576,7 @@ impl Pump {
             let write = match item {
                 None => {
                     // The stream ended: so does the viewer's session.
-                    let _ = self.cmd_tx.send(Cmd::Close(self.id)).await;
+                    let _ = self.shard.cmd_tx.send(Cmd::Close(self.id)).await;
                     return;
                 }
                 Some(PlayFrame::Gap) => {
@@ -547,13 +610,14 @@ impl Pump {
                 if !asked {
                     asked = true;
                     self.keyframe_tx.send_modify(|n| *n += 1);
-                    let _ = self.cmd_tx.try_send(Cmd::Keyframe(self.stream.clone()));
+                    // The own shard forwards it to the publisher's.
+                    let _ = self.shard.cmd_tx.try_send(Cmd::Keyframe(self.stream.clone()));
                 }
             } else {
                 asked = false;
             }
             if let Some(w) = write
-                && self.write_tx.send(w).await.is_err()
+                && self.shard.write_tx.send(w).await.is_err()
             {
                 return;
             }
@@ -561,35 +625,69 @@ impl Pump {
     }
 }
 
-/// The engine task's state: the socket and every session.
-struct Driver {
-    socket: UdpSocket,
+/// The receive task: every datagram on the port goes to its session's shard (see the
+/// module header); one nobody claims is dropped. Ends when the shards have.
+async fn receive(socket: Arc<UdpSocket>, routes: Arc<Mutex<Routes>>, shards: Vec<mpsc::Sender<Datagram>>) {
+    let Some(first) = shards.first().cloned() else { return };
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, src) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(v) => v,
+                // Per-datagram errors (ICMP reports on some systems): nothing to do.
+                Err(e) => {
+                    tracing::trace!(error = %e, "webrtc udp recv");
+                    continue;
+                }
+            },
+            () = first.closed() => return,
+        };
+        let Some(data) = buf.get(..n) else { continue };
+        let id = {
+            let r = routes.lock();
+            // A STUN request names its session (a new address, or a known one reused by
+            // a new session); anything else must come from an address already accepted.
+            match crate::demux::stun_local_ufrag(data) {
+                Some(u) => r.by_ufrag.get(u).or_else(|| r.by_addr.get(&src)).copied(),
+                None => r.by_addr.get(&src).copied(),
+            }
+        };
+        let Some(id) = id else { continue };
+        if let Some(tx) = shards.get(shard_of(id, shards.len())) {
+            // A shard that is behind loses the datagram, as a full socket buffer would.
+            let _ = tx.try_send(Datagram { id, src, at: Instant::now(), data: data.to_vec() });
+        }
+    }
+}
+
+/// A shard task's state: its sessions and their timers.
+struct Shard {
+    index: usize,
+    /// The one socket, shared for sending.
+    socket: Arc<UdpSocket>,
     local: SocketAddr,
     candidates: Vec<SocketAddr>,
     shared: Arc<Shared>,
+    routes: Arc<Mutex<Routes>>,
+    shards: Arc<Vec<ShardHandle>>,
     sessions: HashMap<SessionId, Session>,
-    by_addr: HashMap<SocketAddr, SessionId>,
-    /// Our ICE ufrag → session: finds the session of a first STUN request.
-    by_ufrag: HashMap<String, SessionId>,
-    /// stream → its WebRTC publisher, for keyframe requests.
-    publishers: HashMap<String, SessionId>,
     /// Sessions' str0m timeouts, soonest first. An entry is stale when its session has
     /// gone or rescheduled (at most two entries per session: see `schedule`).
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
 }
 
-impl Driver {
-    async fn run(mut self, mut cmd_rx: mpsc::Receiver<Cmd>, mut write_rx: mpsc::Receiver<Write>) {
-        let mut buf = vec![0u8; 2048];
+impl Shard {
+    async fn run(
+        mut self,
+        mut cmd_rx: mpsc::Receiver<Cmd>,
+        mut write_rx: mpsc::Receiver<Write>,
+        mut dgram_rx: mpsc::Receiver<Datagram>,
+    ) {
         let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
         loop {
             let next = self.next_timeout();
             tokio::select! {
-                r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, src)) => self.on_datagram(n, src, &buf),
-                    // Per-datagram errors (ICMP reports on some systems): nothing to do.
-                    Err(e) => tracing::trace!(error = %e, "webrtc udp recv"),
-                },
+                Some(d) = dgram_rx.recv() => self.on_datagram(d),
                 cmd = cmd_rx.recv() => match cmd {
                     None | Some(Cmd::Shutdown) => break,
                     Some(c) => self.on_cmd(c),
@@ -626,39 +724,28 @@ impl Driver {
         self.candidates.iter().find(|c| c.is_ipv4() == src.is_ipv4()).copied().unwrap_or(self.local)
     }
 
-    fn on_datagram(&mut self, n: usize, src: SocketAddr, buf: &[u8]) {
-        let Some(data) = buf.get(..n) else { return };
-        let Ok(contents) = DatagramRecv::try_from(data) else { return };
+    fn on_datagram(&mut self, d: Datagram) {
+        let Ok(contents) = DatagramRecv::try_from(d.data.as_slice()) else { return };
         let input = Input::Receive(
-            Instant::now(),
-            Receive { proto: Protocol::Udp, source: src, destination: self.destination(src), contents },
+            d.at,
+            Receive { proto: Protocol::Udp, source: d.src, destination: self.destination(d.src), contents },
         );
-        let known =
-            self.by_addr.get(&src).copied().filter(|id| self.sessions.get(id).is_some_and(|s| s.rtc.accepts(&input)));
-        let id = match known {
-            Some(id) => id,
-            None => {
-                // A new address: only a STUN request naming one of our ufrags may
-                // introduce it (ICE consent before anything else).
-                let Some(id) = crate::demux::stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)).copied() else {
-                    return;
-                };
-                let Some(s) = self.sessions.get_mut(&id).filter(|s| s.rtc.accepts(&input)) else { return };
-                s.addrs.push(src);
-                self.by_addr.insert(src, id);
-                id
-            }
-        };
-        let result = match self.sessions.get_mut(&id) {
-            Some(s) => s.handle_input(input),
-            None => return,
-        };
-        if let Err(e) = result {
-            tracing::debug!(session = %id, error = %e, "webrtc input refused");
-            self.close(id, "protocol error");
+        let Some(s) = self.sessions.get_mut(&d.id) else { return };
+        if !s.rtc.accepts(&input) {
             return;
         }
-        self.drive(id);
+        if !s.addrs.contains(&d.src) {
+            // Only a STUN request naming this session's ufrag gets here from a new
+            // address (the receive task's rule): ICE consent before anything else.
+            s.addrs.push(d.src);
+            self.routes.lock().by_addr.insert(d.src, d.id);
+        }
+        if let Err(e) = s.handle_input(input) {
+            tracing::debug!(session = %d.id, error = %e, "webrtc input refused");
+            self.close(d.id, "protocol error");
+            return;
+        }
+        self.drive(d.id);
     }
 
     fn drive(&mut self, id: SessionId) {
@@ -683,21 +770,30 @@ impl Driver {
     }
 
     fn keyframe_for(&mut self, stream: &str) {
-        let Some(pid) = self.publishers.get(stream).copied() else { return };
-        if let Some(p) = self.sessions.get_mut(&pid) {
-            p.request_keyframe(Instant::now());
+        let Some(pid) = self.shared.table.lock().publishers.get(stream).copied() else { return };
+        match self.sessions.get_mut(&pid) {
+            Some(p) => {
+                p.request_keyframe(Instant::now());
+                self.drive(pid);
+            }
+            None => {
+                // Another shard's publisher (never back to this one: a publisher that
+                // is not here any more is simply gone).
+                let owner = shard_of(pid, self.shards.len());
+                if owner != self.index
+                    && let Some(h) = self.shards.get(owner)
+                {
+                    let _ = h.cmd_tx.try_send(Cmd::Keyframe(stream.to_string()));
+                }
+            }
         }
-        self.drive(pid);
     }
 
     fn on_cmd(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Add(id, s) => {
-                if s.role == Role::Publish {
-                    self.publishers.insert(s.stream.clone(), id);
-                }
                 if !s.ufrag.is_empty() {
-                    self.by_ufrag.insert(s.ufrag.clone(), id);
+                    self.routes.lock().by_ufrag.insert(s.ufrag.clone(), id);
                 }
                 self.sessions.insert(id, *s);
                 self.drive(id);
@@ -764,14 +860,16 @@ impl Driver {
         let Some(mut s) = self.sessions.remove(&id) else { return };
         tracing::debug!(session = %id, stream = %s.stream, why, "webrtc session closed");
         s.mark_closed();
-        for a in &s.addrs {
-            self.by_addr.remove(a);
-        }
-        if self.by_ufrag.get(&s.ufrag) == Some(&id) {
-            self.by_ufrag.remove(&s.ufrag);
-        }
-        if s.role == Role::Publish && self.publishers.get(&s.stream) == Some(&id) {
-            self.publishers.remove(&s.stream);
+        {
+            let mut r = self.routes.lock();
+            for a in &s.addrs {
+                if r.by_addr.get(a) == Some(&id) {
+                    r.by_addr.remove(a);
+                }
+            }
+            if r.by_ufrag.get(&s.ufrag) == Some(&id) {
+                r.by_ufrag.remove(&s.ufrag);
+            }
         }
         self.shared.release(id);
     }

@@ -12,7 +12,8 @@
 //! - [`ogg`]: Ogg Opus pages and Opus TOC durations (the audio bridge's pipe format).
 //! - [`demux`]: a datagram's session from the STUN `USERNAME`.
 //!
-//! The shell: [`WebRtcEngine`] (one UDP socket, one task driving every `Rtc`, one pump
+//! The shell: [`WebRtcEngine`] (one UDP socket, a receive task, N shard tasks that
+//! drive the `Rtc`s — SRTP for many viewers takes more than one core — and one pump
 //! task per player), and [`bridge::AudioBridge`] (one `ffmpeg` child per stream and
 //! direction). str0m negotiates NACK + RTX, PLI/FIR, REMB and transport-wide CC
 //! feedback; publishers (browsers) adapt their bitrate to the TWCC feedback str0m sends.
@@ -20,7 +21,7 @@
 //! # Wiring into the media service (onair-media-server)
 //!
 //! - **Start**: `WebRtcEngine::start(WebRtcConfig { bind, announce_ips, announce_hosts,
-//!   ice_servers, limits })` once at startup from `[webrtc]`; keep the handle in the
+//!   ice_servers, limits, shards })` once at startup from `[webrtc]`; keep the handle in the
 //!   media state; `shutdown()` on exit.
 //! - **`POST /whip/{stream}`** (`Content-Type: application/sdp`): check the push
 //!   credentials (as for RTMP) → 401; `StreamRegistry::publish` the name (→ 409 when
@@ -91,6 +92,8 @@ pub mod ogg;
 pub mod sdp;
 mod session;
 pub mod stats;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 pub use config::{IceServer, Limits, WebRtcConfig};
 pub use engine::{

@@ -323,6 +323,8 @@ fn stream_view(state: &Shared, s: &onair_media_server::registry::Stream, now: u6
     }
     if let Some(w) = &state.webrtc {
         v["webrtc"] = w.stream_sessions(&stats.name);
+        // The watch page plays over WebRTC where this is listed (and falls back).
+        v["whep"] = json!(format!("/whep/{}", stats.name));
     }
     v
 }
