@@ -19,6 +19,8 @@ IFACE=${IFACE:-$(ip -o -4 addr show | awk -v ip="$IP" 'index($4, ip"/") == 1 {pr
 JANUS_HTTP_PORT=${JANUS_HTTP_PORT:-18088}
 VPORT=${VPORT:-15004}
 APORT=${APORT:-15002}
+# A benchmark peer, not a test dependency: installed here, not by .ci/run.
+command -v janus >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus; }
 dir=$(mktemp -d /tmp/janus-bench.XXXXXX)
 ulimit -n 20000
 for f in janus.jcfg janus.transport.http.jcfg janus.plugin.streaming.jcfg; do
