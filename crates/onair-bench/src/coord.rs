@@ -19,7 +19,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::hist::Histogram;
 use crate::net::{WsUrl, http_json, http_post_json, urlencode};
-use crate::procfs::{CpuMark, machine_busy_pct, machine_jiffies, rss_bytes};
+use crate::procfs::{CpuMark, cpu_split, machine_busy_pct, machine_jiffies, rss_bytes};
 use crate::target::Target;
 use crate::worker::{Ready, Report, Timeline, WorkerResult, WorkerSpec, now_us};
 
@@ -311,6 +311,7 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     pids.extend(workers.iter().map(|w| w.pid));
     sleep_until(at(tl.measure_start_us)).await;
     let cpu_a = CpuMark::take(&pids);
+    let split_a: Vec<Option<(f64, f64)>> = spids.iter().map(|p| cpu_split(*p)).collect();
     let machine_a = machine_jiffies();
     let redis_a = sample_redis(&args).await;
     let health_a = sample_health(&servers).await;
@@ -335,6 +336,12 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     }
     sleep_until(window_end).await;
     let cpu_b = CpuMark::take(&pids);
+    let split_b: Vec<Option<(f64, f64)>> = spids.iter().map(|p| cpu_split(*p)).collect();
+    // Seconds of user and kernel time of all servers over the window.
+    let cpu_split_secs = split_a.iter().zip(&split_b).try_fold((0.0, 0.0), |(u, k), (a, b)| {
+        let (a, b) = ((*a)?, (*b)?);
+        Some((u + b.0 - a.0, k + b.1 - a.1))
+    });
     let machine = machine_busy_pct(machine_a, machine_jiffies());
     let redis_b = sample_redis(&args).await;
     let health_b = sample_health(&servers).await;
@@ -383,7 +390,7 @@ pub async fn run(args: ChatArgs) -> Result<()> {
         &results,
         &workers,
         connect_secs,
-        ServerSample { rss_before, rss_idle, rss_max, rss_load, cpu_idle, cpu, machine },
+        ServerSample { rss_before, rss_idle, rss_max, rss_load, cpu_idle, cpu, cpu_split_secs, machine },
     );
     if n_nodes > 1 || args.server_pid.len() > 1 {
         report.nodes = node_reports(&args, &readies, &results, &report, &per_server, &redis_ops_each);
@@ -682,6 +689,8 @@ struct ServerSample {
     cpu_idle: Option<f64>,
     /// CPU % over the window: [server, parent, workers...].
     cpu: Vec<Option<f64>>,
+    /// The servers' user and kernel CPU seconds over the window.
+    cpu_split_secs: Option<(f64, f64)>,
     /// All cores (busy, softirq) %, window.
     machine: Option<(f64, f64)>,
 }
@@ -790,6 +799,14 @@ pub struct Server {
     pub rss_load_max_mib: Option<f64>,
     pub cpu_idle_pct: Option<f64>,
     pub cpu_load_pct: Option<f64>,
+    /// Of `cpu_load_pct`, the share spent in the kernel (system time), %.
+    pub cpu_kernel_share_pct: Option<f64>,
+    /// Server CPU time (user + system) over the window per message delivered to a
+    /// viewer in it, µs.
+    pub cpu_us_per_delivery: Option<f64>,
+    /// The same per frame a viewer received (one socket write each): unlike the cost
+    /// per delivery, it does not depend on how many messages a round batched.
+    pub cpu_us_per_frame: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -862,6 +879,7 @@ fn build_report(
         }
     }
     let dur = args.duration.max(1) as f64;
+    let deliveries_in_window = agg.msgs_window as f64;
     // Messages the server took: every send except refusals and frequency
     // drops. A send whose ack never came (server backlog) still counts: it
     // may well have been delivered.
@@ -942,6 +960,15 @@ fn build_report(
             rss_load_max_mib: mib(s.rss_max),
             cpu_idle_pct: s.cpu_idle,
             cpu_load_pct: s.cpu.first().copied().flatten(),
+            cpu_kernel_share_pct: s.cpu_split_secs.filter(|(u, k)| u + k > 0.0).map(|(u, k)| k / (u + k) * 100.0),
+            cpu_us_per_delivery: s
+                .cpu_split_secs
+                .filter(|_| deliveries_in_window > 0.0)
+                .map(|(u, k)| (u + k) * 1e6 / deliveries_in_window),
+            cpu_us_per_frame: s
+                .cpu_split_secs
+                .filter(|_| agg.frames_window > 0)
+                .map(|(u, k)| (u + k) * 1e6 / agg.frames_window as f64),
         },
         tool: Tool {
             cpu_pct: tool_cpu,
@@ -1038,6 +1065,12 @@ impl ChatReport {
             opt(s.rss_load_max_mib, " MiB"),
             opt(s.cpu_idle_pct, "%"),
             opt(s.cpu_load_pct, "%")
+        ));
+        line(format!(
+            "server CPU    {} per delivery, {} per frame written, {} of it in the kernel",
+            opt(s.cpu_us_per_delivery.map(|v| (v * 1000.0).round() / 1000.0), " µs"),
+            opt(s.cpu_us_per_frame.map(|v| (v * 100.0).round() / 100.0), " µs"),
+            opt(s.cpu_kernel_share_pct.map(|v| v.round()), "%")
         ));
         line(format!(
             "tool          CPU {:.1}% total (probe {:.1}%, viewer workers {:?})",

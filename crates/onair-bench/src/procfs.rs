@@ -16,6 +16,11 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 
 /// User + system CPU seconds consumed so far.
 pub fn cpu_secs(pid: u32) -> Option<f64> {
+    cpu_split(pid).map(|(user, system)| user + system)
+}
+
+/// User and system (kernel) CPU seconds consumed so far.
+pub fn cpu_split(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields restart after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -23,7 +28,7 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     // After ')': state(0) ppid(1) ... utime is field 14 overall → index 11 here.
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / CLK_TCK)
+    Some((utime / CLK_TCK, stime / CLK_TCK))
 }
 
 /// Every thread of `pid`: (tid, name, user + system CPU seconds). Empty when the

@@ -228,14 +228,15 @@ pub fn check(lists: &[&WordList], text: &str) -> Verdict {
     if lists.iter().all(|l| l.matcher.is_none()) {
         return unchanged(None, Vec::new());
     }
-    let (norm, map) = normalize(text);
-    // Byte offset in `norm` where each normalised char starts (same indices as `map`).
-    let starts: Vec<usize> = norm.char_indices().map(|(i, _)| i).collect();
+    // Searching needs only the normalised text; the map back to the original bytes is
+    // built only when a span has to be masked (most messages match nothing).
+    let mut norm = String::with_capacity(text.len());
+    normalize_into(text, &mut norm, None);
 
     let mut action: Option<FilterAction> = None;
-    let mut matched = Vec::new();
-    let mut seen = HashSet::new();
-    let mut spans: Vec<Range<usize>> = Vec::new();
+    let mut matched: Vec<String> = Vec::new();
+    // Matched ranges of `norm` (byte offsets) of the lists that mask.
+    let mut masked: Vec<Range<usize>> = Vec::new();
     for list in lists {
         let Some(ac) = &list.matcher else { continue };
         for m in ac.find_iter(norm.as_str()) {
@@ -243,25 +244,34 @@ pub fn check(lists: &[&WordList], text: &str) -> Verdict {
                 action = Some(list.action);
             }
             if let Some(word) = list.patterns.get(m.pattern().as_usize())
-                && seen.insert(word.as_str())
+                && !matched.iter().any(|w| w == word)
             {
                 matched.push(word.clone());
             }
             if list.action == FilterAction::Mask {
-                // Patterns are valid UTF-8, so matches start and end on char boundaries.
-                let first = starts.partition_point(|&s| s < m.start());
-                let after_last = starts.partition_point(|&s| s < m.end());
-                if let (Some(a), Some(b)) = (map.get(first), after_last.checked_sub(1).and_then(|i| map.get(i)))
-                    && a.start < b.end
-                {
-                    spans.push(a.start..b.end);
-                }
+                masked.push(m.start()..m.end());
             }
         }
     }
 
     if action != Some(FilterAction::Mask) {
         return unchanged(action, matched);
+    }
+    let mut map = Vec::with_capacity(norm.len());
+    norm.clear();
+    normalize_into(text, &mut norm, Some(&mut map));
+    // Byte offset in `norm` where each normalised char starts (same indices as `map`).
+    let starts: Vec<usize> = norm.char_indices().map(|(i, _)| i).collect();
+    let mut spans: Vec<Range<usize>> = Vec::with_capacity(masked.len());
+    for m in masked {
+        // Patterns are valid UTF-8, so matches start and end on char boundaries.
+        let first = starts.partition_point(|&s| s < m.start);
+        let after_last = starts.partition_point(|&s| s < m.end);
+        if let (Some(a), Some(b)) = (map.get(first), after_last.checked_sub(1).and_then(|i| map.get(i)))
+            && a.start < b.end
+        {
+            spans.push(a.start..b.end);
+        }
     }
     Verdict { action, text: mask(text, spans), matched }
 }
@@ -296,11 +306,20 @@ fn mask(text: &str, mut spans: Vec<Range<usize>>) -> String {
     out
 }
 
+/// True for a letter of the big CJK blocks (unified ideographs and extension A,
+/// hiragana, katakana, precomposed Hangul syllables): alphanumeric, already NFKC on
+/// its own, without case and never part of the cluster before it. Most chat text that
+/// is not ASCII is made of these, and they skip the table look-ups of the general
+/// path (a test checks every one of them against it).
+fn is_plain_cjk(c: char) -> bool {
+    matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' | '\u{AC00}'..='\u{D7A3}' | '\u{3041}'..='\u{3096}' | '\u{30A1}'..='\u{30FA}')
+}
+
 /// True for a char that belongs to the cluster of the char before it: combining marks,
 /// Hangul medial vowels and final consonants (conjoining jamo), and the half-width
 /// katakana voiced/semi-voiced sound marks (which NFKC turns into combining marks).
 fn extends_cluster(c: char) -> bool {
-    if c.is_ascii() {
+    if c.is_ascii() || is_plain_cjk(c) {
         return false;
     }
     is_combining_mark(c)
@@ -317,6 +336,9 @@ fn is_ignorable(c: char) -> bool {
     if c.is_ascii() {
         return !c.is_ascii_alphanumeric();
     }
+    if is_plain_cjk(c) {
+        return false;
+    }
     !c.is_alphanumeric() && !extends_cluster(c) && !std::iter::once(c).nfkc().any(char::is_alphanumeric)
 }
 
@@ -332,6 +354,27 @@ fn is_ignorable(c: char) -> bool {
 pub fn normalize(text: &str) -> (String, Vec<Range<usize>>) {
     let mut out = String::with_capacity(text.len());
     let mut map = Vec::with_capacity(text.len());
+    normalize_into(text, &mut out, Some(&mut map));
+    (out, map)
+}
+
+/// [`normalize`] appending to `out`, and to `map` when one is given (building the map
+/// costs 16 bytes per char, and searching needs only the text).
+fn normalize_into(text: &str, out: &mut String, mut map: Option<&mut Vec<Range<usize>>>) {
+    if text.is_ascii() {
+        // ASCII only: every char is its own cluster and already NFKC, so normalising
+        // is keeping letters and digits, lowercased (the per-char path below does the
+        // same, with look-aheads for marks that ASCII text cannot hold).
+        for (i, b) in text.bytes().enumerate() {
+            if b.is_ascii_alphanumeric() {
+                out.push(char::from(b.to_ascii_lowercase()));
+                if let Some(map) = map.as_deref_mut() {
+                    map.push(i..i + 1);
+                }
+            }
+        }
+        return;
+    }
     let mut chars = text.char_indices();
     while let Some((start, c)) = chars.next() {
         if is_ignorable(c) {
@@ -363,10 +406,13 @@ pub fn normalize(text: &str) -> (String, Vec<Range<usize>>) {
                 break;
             }
         }
-        if c.is_ascii() && end == start + 1 {
-            // Fast path: an ASCII alphanumeric on its own is already NFKC.
+        if end == start + c.len_utf8() && (c.is_ascii() || is_plain_cjk(c)) {
+            // Fast path: an ASCII alphanumeric or a CJK letter on its own is already
+            // NFKC (and CJK has no case).
             out.push(c.to_ascii_lowercase());
-            map.push(start..end);
+            if let Some(map) = map.as_deref_mut() {
+                map.push(start..end);
+            }
             continue;
         }
         let cluster = &text[start..end];
@@ -374,7 +420,9 @@ pub fn normalize(text: &str) -> (String, Vec<Range<usize>>) {
             for lower in composed.to_lowercase() {
                 if lower.is_alphanumeric() {
                     out.push(lower);
-                    map.push(start..end);
+                    if let Some(map) = map.as_deref_mut() {
+                        map.push(start..end);
+                    }
                 }
             }
         };
@@ -387,7 +435,6 @@ pub fn normalize(text: &str) -> (String, Vec<Range<usize>>) {
             cluster.nfkc().for_each(&mut push);
         }
     }
-    (out, map)
 }
 
 #[cfg(test)]
@@ -437,6 +484,21 @@ mod tests {
         assert_eq!(normalize("\u{1100}\u{200B}\u{1161}").0, normalize(&normalize("\u{1100}\u{200B}\u{1161}").0).0);
         // Devanagari vowel signs are spelling, kept.
         assert_eq!(normalize("हिंदी").0, "हिंदी");
+    }
+
+    #[test]
+    fn the_cjk_fast_path_agrees_with_the_general_one() {
+        let fast: Vec<char> = (0..=0x10FFFF).filter_map(char::from_u32).filter(|&c| is_plain_cjk(c)).collect();
+        assert_eq!(fast.len(), 38_932);
+        for c in fast {
+            assert!(c.is_alphanumeric(), "{c:?} is a letter");
+            assert!(!is_combining_mark(c) && canonical_combining_class(c) == 0, "{c:?} starts a cluster");
+            assert_eq!(is_nfkc_quick(std::iter::once(c)), IsNormalized::Yes, "{c:?} is NFKC");
+            assert_eq!(std::iter::once(c).nfkc().collect::<String>(), c.to_string());
+            assert!(c.to_lowercase().eq(std::iter::once(c)), "{c:?} has no case");
+        }
+        // Followed by a mark, a kana still composes (the cluster path).
+        assert_eq!(normalize("か\u{3099}").0, "が");
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub struct OutboxBudget {
     epoch: Instant,
     /// See [`MIN_LAG`].
     min_lag: Duration,
+    /// `onair_ws_outbox_bytes`, looked up once: it is set on every push and take, and
+    /// a lookup by name per frame and connection is a hash and a lock in the recorder.
+    gauge: metrics::Gauge,
 }
 
 /// A reader that took its queue within this long is keeping up: the budget never
@@ -135,6 +138,7 @@ impl OutboxBudget {
             reaping: AtomicBool::new(false),
             last_reap: AtomicU64::new(0),
             epoch: Instant::now(),
+            gauge: metrics::gauge!("onair_ws_outbox_bytes"),
         })
     }
 
@@ -145,12 +149,12 @@ impl OutboxBudget {
 
     fn add(&self, n: usize) {
         let now = self.used.fetch_add(n, Ordering::Relaxed) + n;
-        metrics::gauge!("onair_ws_outbox_bytes").set(now as f64);
+        self.gauge.set(now as f64);
     }
 
     fn sub(&self, n: usize) {
         let now = self.used.fetch_sub(n, Ordering::Relaxed).saturating_sub(n);
-        metrics::gauge!("onair_ws_outbox_bytes").set(now as f64);
+        self.gauge.set(now as f64);
     }
 
     fn over(&self) -> bool {

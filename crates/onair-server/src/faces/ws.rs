@@ -2,8 +2,10 @@
 //! frames, answers them through the connection's outbox, and writes whatever the
 //! outbox holds in one flush. Protocol: docs/protocol.md.
 
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
@@ -22,6 +24,7 @@ use onair_proto::{
 };
 use parking_lot::Mutex;
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -45,8 +48,146 @@ const MAX_WS_MESSAGE: usize = 64 * 1024;
 /// The socket of one connection. Upgraded by hand rather than with axum's
 /// `WebSocketUpgrade` so that frames are tungstenite's own `Utf8Bytes`: the hub's
 /// outboxes hold that type, and a round's one encoded frame reaches every socket as a
-/// refcount, never re-validated or copied per connection.
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// refcount, never re-validated or copied per connection (see [`write_text_frames`]).
+type Socket = WebSocketStream<LazyRead<TokioIo<hyper::upgrade::Upgraded>>>;
+
+/// tungstenite's own read buffer, kept tiny: [`LazyRead`] below it does the real
+/// buffering, and only while a frame is half read.
+const TUNGSTENITE_READ_BUFFER: usize = 128;
+
+/// Bytes read from the socket per read call when tungstenite asks for less (one
+/// stack buffer per call, never held by an idle connection).
+const READ_CHUNK: usize = 4096;
+
+/// Frames per vectored write (two slices each: header and payload), well under the
+/// kernel's `IOV_MAX` of 1024.
+const FRAMES_PER_WRITE: usize = 256;
+
+/// A reader that holds no buffer while the client is quiet. A viewer almost never
+/// sends, yet a buffered reader keeps its buffer for the connection's whole life (4 KiB
+/// each, half of an idle connection's memory). This one reads into a buffer on the
+/// stack and keeps on the heap only the bytes the caller could not take yet (the rest
+/// of a frame being read), freed as soon as they are taken.
+struct LazyRead<S> {
+    inner: S,
+    /// Read but not yet taken: `(bytes, taken so far)`.
+    pending: Option<(Box<[u8]>, usize)>,
+}
+
+impl<S> LazyRead<S> {
+    fn new(inner: S) -> Self {
+        LazyRead { inner, pending: None }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for LazyRead<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Some((bytes, taken)) = &mut this.pending {
+            let n = buf.remaining().min(bytes.len() - *taken);
+            buf.put_slice(&bytes[*taken..*taken + n]);
+            *taken += n;
+            if *taken == bytes.len() {
+                this.pending = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if buf.remaining() >= READ_CHUNK {
+            return std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut read = ReadBuf::new(&mut chunk);
+        std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+        let got = read.filled();
+        let n = buf.remaining().min(got.len());
+        buf.put_slice(&got[..n]);
+        if n < got.len() {
+            this.pending = Some((got[n..].into(), 0));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for LazyRead<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The header of an unmasked, final text frame of `len` payload bytes (RFC 6455 §5.2):
+/// the bytes and how many of them are used.
+fn text_header(len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x81; // FIN, opcode 1 (text)
+    let used = if len < 126 {
+        h[1] = len as u8;
+        2
+    } else if let Ok(short) = u16::try_from(len) {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&short.to_be_bytes());
+        4
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (h, used)
+}
+
+/// Writes `frames` as text frames straight to the socket: each frame's header, built
+/// here, and its payload — the bytes shared by every member of the room — go out in
+/// one vectored write, so nothing is copied per connection and no write buffer stays
+/// allocated between rounds. tungstenite's own queue (pongs) is flushed first, so its
+/// bytes never interleave with these.
+async fn write_text_frames(socket: &mut Socket, frames: &[Frame]) -> Result<(), WsError> {
+    socket.flush().await?;
+    let io = socket.get_mut();
+    for chunk in frames.chunks(FRAMES_PER_WRITE) {
+        let headers: Vec<([u8; 10], usize)> = chunk.iter().map(|f| text_header(f.len())).collect();
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
+        for (frame, (header, used)) in chunk.iter().zip(&headers) {
+            slices.push(IoSlice::new(&header[..*used]));
+            slices.push(IoSlice::new(frame.as_bytes()));
+        }
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let n = io.write_vectored(rest).await?;
+            if n == 0 {
+                return Err(WsError::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+            IoSlice::advance_slices(&mut rest, n);
+        }
+    }
+    Ok(())
+}
 
 /// Whether a comma-separated header (`Connection: keep-alive, Upgrade`) holds `token`.
 fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -87,19 +228,22 @@ pub async fn upgrade(
     let Ok(permit) = state.conn_limit.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
-    // Small read buffer: the 128 KiB default would cost ~2.5 GiB at 20k viewers, who
-    // send almost nothing. Writes are batched per flush, so 16 KiB is plenty.
+    // Tiny read buffer: the 128 KiB default would cost ~2.5 GiB at 20k viewers, who
+    // send almost nothing; `LazyRead` buffers only while a frame is half read. Room
+    // frames bypass tungstenite's write buffer (`write_text_frames`): it only carries
+    // pings, pongs and the close frame.
     let config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(4 * 1024 * 1024)
+        .read_buffer_size(TUNGSTENITE_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024)
         .max_message_size(Some(MAX_WS_MESSAGE))
         .max_frame_size(Some(MAX_WS_MESSAGE));
     tokio::spawn(async move {
         let _permit = permit;
         let Ok(upgraded) = on_upgrade.await else { return };
-        let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-        Conn::new(state, peer.ip().to_string()).run(socket).await;
+        let io = LazyRead::new(TokioIo::new(upgraded));
+        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        Conn::new(state, peer.ip()).run(socket).await;
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = response.headers_mut();
@@ -120,14 +264,14 @@ struct Login {
 struct Conn {
     state: Shared,
     id: u64,
-    client_ip: String,
+    client_ip: std::net::IpAddr,
     outbox: Arc<Outbox>,
     login: Option<Login>,
     rooms: Vec<Arc<Room>>,
 }
 
 impl Conn {
-    fn new(state: Shared, client_ip: String) -> Conn {
+    fn new(state: Shared, client_ip: std::net::IpAddr) -> Conn {
         let id = state.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let limits = onair_hub::outbox::OutboxLimits {
             frames: state.cfg.chat.outbox_frames,
@@ -147,8 +291,6 @@ impl Conn {
         let shutdown = self.state.shutdown.clone();
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut last_heard = tokio::time::Instant::now();
-        let mut frames = Vec::new();
-        let mut marks = Vec::new();
         // Created once: re-creating it every iteration would register and unregister
         // this task with the token's shared waiter list on every frame, a lock that
         // every connection of the server contends on.
@@ -159,16 +301,21 @@ impl Conn {
                 biased;
                 _ = &mut cancelled => break Some(CloseReason { code: 1001, reason: "server shutting down".into() }),
                 _ = self.outbox.ready() => {
+                    // Taken per round, not kept: an idle connection holds no vectors.
+                    let (mut frames, mut marks) = (Vec::new(), Vec::new());
                     let close = self.outbox.take(&mut frames, &mut marks);
                     if !frames.is_empty() {
-                        let write = async {
-                            for frame in frames.drain(..) {
-                                socket.feed(Message::Text(frame)).await?;
-                            }
-                            socket.flush().await
+                        let mut write = std::pin::pin!(write_text_frames(&mut socket, &frames));
+                        // Polled once before a timer is armed: a reader that keeps up takes
+                        // the whole write at once, and a timer per write (registered in and
+                        // removed from the runtime's wheel) costs more than the write's
+                        // own bookkeeping. Only a write that has to wait gets the limit.
+                        let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+                        let written = match first {
+                            Poll::Ready(done) => Ok(done),
+                            Poll::Pending => tokio::time::timeout(write_limit, write).await,
                         };
-                        let written = tokio::time::timeout(write_limit, write).await;
-                        marks.clear();
+                        drop(marks);
                         match written {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => break None,
@@ -249,7 +396,7 @@ impl Conn {
 
     fn origin(&self) -> Origin {
         let platform = self.login.as_ref().map_or_else(Platform::default, |l| Platform::Client(l.platform.clone()));
-        Origin { platform, client_ip: self.client_ip.clone() }
+        Origin { platform, client_ip: self.client_ip.to_string() }
     }
 
     /// Leaves one room, telling the backend when a logged-in member left. Nothing is
@@ -281,7 +428,8 @@ impl Conn {
         if let (Some(platform), Value::Object(map)) = (kicked, &mut body) {
             map.insert("KickedDevice".into(), json!([{ "Platform": platform }]));
         }
-        let origin = Origin { platform: Platform::Client(login.platform.clone()), client_ip: self.client_ip.clone() };
+        let origin =
+            Origin { platform: Platform::Client(login.platform.clone()), client_ip: self.client_ip.to_string() };
         self.state.hub.callbacks().after("State.StateChange", body, origin);
     }
 
