@@ -73,6 +73,9 @@ pub struct WebRtcSettings {
     pub max_players_per_stream: usize,
     /// ICE + DTLS must complete within this, and a session silent this long is closed.
     pub timeout_secs: u64,
+    /// A connected WHIP publisher silent this long is closed (its stream ends, a co-host
+    /// leaves the mix).
+    pub publisher_timeout_secs: u64,
     /// Opus <-> AAC transcode bitrate, kbit/s.
     pub audio_kbps: u32,
     /// The ffmpeg the audio bridge runs (no ffmpeg: WHIP video only, WHEP without
@@ -106,6 +109,7 @@ impl Default for WebRtcSettings {
             max_sessions_per_ip: 16,
             max_players_per_stream: 1000,
             timeout_secs: 30,
+            publisher_timeout_secs: 5,
             audio_kbps: 64,
             ffmpeg: "ffmpeg".into(),
             engine_tasks: 0,
@@ -238,6 +242,9 @@ impl WebRtc {
                 max_players_per_stream: settings.max_players_per_stream.max(1),
                 connect_timeout: Duration::from_secs(settings.timeout_secs.max(1)),
                 idle_timeout: Duration::from_secs(settings.timeout_secs.max(1)),
+                publisher_idle_timeout: Duration::from_secs(
+                    settings.publisher_timeout_secs.clamp(1, settings.timeout_secs.max(1)),
+                ),
                 ..Limits::default()
             },
             shards: settings.engine_tasks,

@@ -32,6 +32,12 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// A connected session that received nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// A connected publisher that sent nothing for this long is closed: a browser
+    /// sends media and RTCP many times a second, so a few quiet seconds mean it is
+    /// gone (a closed laptop, a lost network), and its viewers (and a co-host mix)
+    /// should not wait `idle_timeout` for it. ICE-lite sends no consent checks of its
+    /// own, so silence is the only sign.
+    pub publisher_idle_timeout: Duration,
     /// Frames queued from a publisher to its consumer; when full, frames are dropped
     /// (video until the next keyframe, which is requested) and counted.
     pub ingest_queue_frames: usize,
@@ -50,6 +56,7 @@ impl Default for Limits {
             max_players_per_stream: 1000,
             connect_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(30),
+            publisher_idle_timeout: Duration::from_secs(5),
             ingest_queue_frames: 512,
             play_queue_frames: 4096,
             pli_interval: Duration::from_millis(500),

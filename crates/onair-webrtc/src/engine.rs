@@ -849,6 +849,11 @@ impl Shard {
                 doomed.push((*id, "ICE/DTLS did not complete in time"));
             } else if now.saturating_duration_since(s.last_rx) > l.idle_timeout {
                 doomed.push((*id, "silent"));
+            } else if s.role == Role::Publish
+                && s.connected_at.is_some()
+                && now.saturating_duration_since(s.last_rx) > l.publisher_idle_timeout
+            {
+                doomed.push((*id, "publisher silent"));
             }
         }
         for (id, why) in doomed {

@@ -98,6 +98,29 @@ async fn silent_sessions_are_closed() {
 }
 
 #[tokio::test]
+async fn a_silent_publisher_is_closed_long_before_the_session_timeout() {
+    // A co-host whose laptop closes must leave the mix in seconds, not after the
+    // 30 s that an unfinished handshake or a quiet player is given.
+    let limits = Limits {
+        connect_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(30),
+        publisher_idle_timeout: Duration::from_millis(1200),
+        ..Limits::default()
+    };
+    let engine = common::engine(limits).await;
+    let (mut client, offer) = Client::new(Direction::SendOnly).await;
+    let mut published = engine.publish(&offer, "s", LOCALHOST).await.unwrap();
+    client.accept(&published.answer);
+    client.connect().await;
+    let t0 = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(10), published.frames.recv()).await.unwrap();
+    assert!(end.is_none());
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(800) && took < Duration::from_millis(5000), "{took:?}");
+    assert!(!engine.is_published("s"), "the stream name is free again");
+}
+
+#[tokio::test]
 async fn close_ends_a_connected_session() {
     let engine = common::engine(Limits::default()).await;
     let (mut client, offer) = Client::new(Direction::SendOnly).await;
