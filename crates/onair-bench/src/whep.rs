@@ -33,7 +33,7 @@ use str0m::media::{Direction, MediaKind};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::process::Command;
 
 use crate::media::{host_port_path, now_ms, sleep_until_ms};
@@ -410,7 +410,9 @@ async fn viewer(
 ) -> Result<()> {
     let (hostport, _) = host_port_path(&spec.url, 80)?;
     let server: SocketAddr = tokio::net::lookup_host(&hostport).await?.next().context("resolving the server")?;
-    let socket = UdpSocket::bind(SocketAddr::new(server.ip(), 0)).await?;
+    // 1 MiB: a keyframe burst (~100 datagrams) must wait in the buffer while this
+    // process serves its other viewers.
+    let socket = onair_webrtc::engine::bind_udp(SocketAddr::new(server.ip(), 0), 1 << 20)?;
     let local = socket.local_addr()?;
     let mut cfg = Rtc::builder().set_rtp_mode(true).clear_codecs().enable_opus(true, false);
     // The profiles the server answers with (see onair-webrtc's engine).

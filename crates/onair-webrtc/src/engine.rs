@@ -312,7 +312,7 @@ impl WebRtcEngine {
     /// Binds the UDP socket, resolves announce hosts and starts the receive task and the
     /// shard tasks (on the current tokio runtime).
     pub async fn start(cfg: WebRtcConfig) -> Result<WebRtcEngine, EngineError> {
-        let socket = UdpSocket::bind(cfg.bind).await?;
+        let socket = bind_udp(cfg.bind, SOCKET_BUFFER_BYTES)?;
         let local = socket.local_addr()?;
         let mut ips = cfg.announce_ips.clone();
         for host in &cfg.announce_hosts {
@@ -623,6 +623,24 @@ impl Pump {
             }
         }
     }
+}
+
+/// Socket buffers asked for on the one UDP port (the kernel caps them at
+/// `net.core.{r,w}mem_max`). Every viewer's packets leave through this one socket, so
+/// the default ~200 KiB fills within a millisecond of a burst at a few hundred viewers
+/// (a keyframe is ~100 datagrams per viewer) and `try_send_to` then drops datagrams.
+pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
+
+/// Binds a non-blocking UDP socket with receive and send buffers of `buffer_bytes`
+/// (capped by the kernel; a refusal leaves the default), for the tokio runtime.
+pub fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(buffer_bytes);
+    let _ = socket.set_send_buffer_size(buffer_bytes);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// The receive task: every datagram on the port goes to its session's shard (see the
