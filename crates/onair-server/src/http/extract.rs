@@ -54,9 +54,9 @@ pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<axum::bod
 /// `4 MiB`, `512 KiB` or `100 bytes`.
 fn human_size(n: usize) -> String {
     const MIB: usize = 1024 * 1024;
-    if n >= MIB && n % MIB == 0 {
+    if n >= MIB && n.is_multiple_of(MIB) {
         format!("{} MiB", n / MIB)
-    } else if n >= 1024 && n % 1024 == 0 {
+    } else if n >= 1024 && n.is_multiple_of(1024) {
         format!("{} KiB", n / 1024)
     } else {
         format!("{n} bytes")
@@ -259,5 +259,19 @@ impl FromRequestParts<Shared> for Caller {
         state.app.verify(sdkappid, &identifier, &usersig)?;
         let app_admin = state.app.admins.contains(&identifier);
         Ok(Caller { user: identifier, app_admin })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_named_in_round_units() {
+        assert_eq!(human_size(4 * 1024 * 1024), "4 MiB");
+        assert_eq!(human_size(MAX_JSON_BODY), "2 MiB");
+        assert_eq!(human_size(512 * 1024), "512 KiB");
+        assert_eq!(human_size(4 * 1024 * 1024 + 1024), "4097 KiB");
+        assert_eq!(human_size(100), "100 bytes");
     }
 }
