@@ -16,13 +16,23 @@
 //! key masked ([`onair_media::relay::Destination::masked`]) and ffmpeg's own messages
 //! are redacted before they are kept. The retry schedule and the state machine are the
 //! pure [`onair_media::relay`].
+//!
+//! RTMPS destinations are verified like every other TLS peer of OnAir: ffmpeg's TLS
+//! layer gets `-tls_verify 1` and a CA bundle — the system's, plus the operator's
+//! `[tls] ca_file` when set (ffmpeg reads a single file, so the two are joined into
+//! `{data_dir}/relay-ca.pem` at start). A refused certificate ends the attempt; its
+//! reason is the destination's `lastError`. There is no per-destination opt-out on
+//! purpose: the stream key travels inside that TLS session, and an ingest with a
+//! private or self-signed certificate is trusted by adding it to `[tls] ca_file`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use onair_media::relay::{AfterExit, BadDestination, Destination, RelayState, RetryPolicy, progress_bytes, redact};
+use onair_media::relay::{
+    AfterExit, BadDestination, Destination, RelayState, RetryPolicy, explain_failure, progress_bytes, redact,
+};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -91,6 +101,9 @@ pub struct Relays {
     /// listed and edited.
     off: Option<String>,
     entries: Mutex<Vec<Entry>>,
+    /// The CA bundle RTMPS destinations are verified with (None: ffmpeg's TLS
+    /// library falls back to the system's trust store).
+    ca_bundle: Option<PathBuf>,
     policy: RetryPolicy,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -98,10 +111,12 @@ pub struct Relays {
 
 impl Relays {
     /// Loads the stored destinations and follows the registry: a stream's relays start
-    /// when it is published and stop when it ends.
+    /// when it is published and stop when it ends. `ca_file` is the operator's extra
+    /// CA (`[tls] ca_file`), trusted for RTMPS destinations besides the system's.
     pub async fn start(
         media: Arc<MediaService>,
-        data_dir: &std::path::Path,
+        data_dir: &Path,
+        ca_file: Option<&Path>,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Arc<Relays> {
@@ -114,6 +129,7 @@ impl Relays {
             None
         };
         let path = data_dir.join("relays.json");
+        let ca_bundle = relay_ca_bundle(data_dir, ca_file);
         let stored: Vec<Stored> = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
                 tracing::error!(path = %path.display(), error = %e, "relays.json unreadable; starting with no relays");
@@ -147,6 +163,7 @@ impl Relays {
             path,
             off,
             entries: Mutex::new(entries),
+            ca_bundle,
             policy,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
@@ -309,7 +326,8 @@ impl Relays {
             } else {
                 format!("{base}{stream}")
             };
-            let args = relay_args(&src, &dest.url());
+            let ca = if dest.tls { Some(self.ca_bundle.as_deref()) } else { None };
+            let args = relay_args(&src, &dest.url(), ca);
             state.lock().started(now_ms());
             let child = tokio::process::Command::new(&self.ffmpeg)
                 .args(&args)
@@ -365,7 +383,7 @@ impl Relays {
             }
             let why = match status {
                 Some(s) if err.is_empty() => format!("ffmpeg exited ({s})"),
-                _ => err,
+                _ => explain_failure(&err),
             };
             let why = redact(&redact(&why, &dest.key), &dest.url());
             let after = state.lock().exited(now_ms(), &why, jitter());
@@ -414,6 +432,54 @@ fn view(e: &Entry, now: u64) -> Value {
     v
 }
 
+/// The system's CA bundle: `SSL_CERT_FILE` when set (as OpenSSL and the HTTP client
+/// honour it), else the first of the distributions' usual paths that exists.
+fn system_ca_bundle() -> Option<PathBuf> {
+    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from).filter(|p| p.is_file());
+    env.or_else(|| {
+        [
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/pki/tls/certs/ca-bundle.crt",
+            "/etc/ssl/ca-bundle.pem",
+            "/etc/ssl/cert.pem",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    })
+}
+
+/// The one CA file ffmpeg verifies RTMPS destinations with: the system bundle alone,
+/// or — with an extra CA — both joined into `{data_dir}/relay-ca.pem` (0644: public
+/// certificates only). A bundle that cannot be written is logged and the system's is
+/// used, so those destinations fail with a certificate reason rather than go unchecked.
+fn relay_ca_bundle(data_dir: &Path, extra: Option<&Path>) -> Option<PathBuf> {
+    let system = system_ca_bundle();
+    let Some(extra) = extra else { return system };
+    let joined = (|| -> std::io::Result<PathBuf> {
+        let mut text = match &system {
+            Some(p) => std::fs::read_to_string(p)?,
+            None => String::new(),
+        };
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&std::fs::read_to_string(extra)?);
+        let path = data_dir.join("relay-ca.pem");
+        let tmp = data_dir.join("relay-ca.pem.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
+    })();
+    match joined {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::error!(ca_file = %extra.display(), error = %e, "relay CA bundle not written; RTMPS relays trust the system CAs only");
+            system
+        }
+    }
+}
+
 fn jitter() -> f64 {
     (onair_shell::seed() % 1000) as f64 / 1000.0
 }
@@ -421,8 +487,11 @@ fn jitter() -> f64 {
 /// The ffmpeg arguments that copy `src` to `dst` unchanged, reporting progress
 /// (`total_size=` lines) on stdout once a second. `-rw_timeout` on both sides: a
 /// destination that stops reading is cut after 10 s (and retried), never waited on.
-pub fn relay_args(src: &str, dst: &str) -> Vec<String> {
-    [
+/// `tls` is `Some` for an RTMPS destination: its certificate is verified, against
+/// the given CA bundle when there is one (these are options of ffmpeg's `tls`
+/// protocol; given before the output URL they reach it through `rtmps`).
+pub fn relay_args(src: &str, dst: &str, tls: Option<Option<&Path>>) -> Vec<String> {
+    let mut args: Vec<String> = [
         "-hide_banner",
         "-loglevel",
         "error",
@@ -444,11 +513,18 @@ pub fn relay_args(src: &str, dst: &str) -> Vec<String> {
         "10000000",
         "-f",
         "flv",
-        dst,
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect()
+    .collect();
+    if let Some(ca) = tls {
+        args.extend(["-tls_verify".to_string(), "1".to_string()]);
+        if let Some(ca) = ca {
+            args.extend(["-ca_file".to_string(), ca.display().to_string()]);
+        }
+    }
+    args.push(dst.to_string());
+    args
 }
 
 #[cfg(test)]
@@ -457,7 +533,7 @@ mod tests {
 
     #[test]
     fn args_copy_without_reencoding() {
-        let a = relay_args("rtmp://127.0.0.1:1935/live/cam", "rtmps://h/app/key");
+        let a = relay_args("rtmp://127.0.0.1:1935/live/cam", "rtmps://h/app/key", Some(Some(Path::new("/d/ca.pem"))));
         let at = |flag: &str| a.iter().position(|s| s == flag).map(|i| a[i + 1].as_str());
         assert_eq!(at("-i"), Some("rtmp://127.0.0.1:1935/live/cam"));
         assert_eq!(at("-c"), Some("copy"));
@@ -465,5 +541,11 @@ mod tests {
         assert_eq!(at("-f"), Some("flv"));
         assert!(!a.iter().any(|s| s == "libx264"));
         assert_eq!(a.last().map(String::as_str), Some("rtmps://h/app/key"));
+        assert_eq!(at("-tls_verify"), Some("1"));
+        assert_eq!(at("-ca_file"), Some("/d/ca.pem"));
+        let plain = relay_args("rtmp://127.0.0.1:1935/live/cam", "rtmp://h/app/key", None);
+        assert!(!plain.iter().any(|s| s == "-tls_verify" || s == "-ca_file"), "no TLS options for rtmp://");
+        let system = relay_args("rtmp://127.0.0.1:1935/live/cam", "rtmps://h/app/key", Some(None));
+        assert!(system.iter().any(|s| s == "-tls_verify") && !system.iter().any(|s| s == "-ca_file"));
     }
 }

@@ -131,6 +131,28 @@ pub fn redact(text: &str, secret: &str) -> String {
     text.replace(secret, &mask_key(secret))
 }
 
+/// What a failed attempt is shown with: ffmpeg's stderr tail, led by a plain reason
+/// when the destination's TLS certificate was refused (ffmpeg's own lines name the
+/// TLS library's finding but not what to do about it).
+pub fn explain_failure(stderr: &str) -> String {
+    const CERT_SIGNS: [&str; 5] = [
+        "peer certificate failed verification",
+        "does not match hostname",
+        "certificate verify failed",
+        "unable to verify peer certificate",
+        "certificate is not trusted",
+    ];
+    let lower = stderr.to_ascii_lowercase();
+    if CERT_SIGNS.iter().any(|s| lower.contains(s)) {
+        format!(
+            "TLS certificate of the destination not trusted (not signed by a system CA or [tls] ca_file, \
+             or not for this host): {stderr}"
+        )
+    } else {
+        stderr.to_string()
+    }
+}
+
 /// Doubling retry delays with a cap and a jitter factor the caller draws.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
@@ -435,6 +457,18 @@ mod tests {
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["state"], "retrying");
         assert!(v["retryAtMs"].as_u64().unwrap() > 10);
+    }
+
+    #[test]
+    fn certificate_failures_say_so_first() {
+        let gnutls =
+            "[tls @ 0x5] Peer certificate failed verification\n[rtmps @ 0x6] Cannot open connection tls://h:443";
+        let e = explain_failure(gnutls);
+        assert!(e.starts_with("TLS certificate of the destination not trusted"), "{e}");
+        assert!(e.ends_with(gnutls), "ffmpeg's words are kept: {e}");
+        assert!(explain_failure("[tls @ 0x5] The certificate's owner does not match hostname h").starts_with("TLS"));
+        assert!(explain_failure("error:0A000086:SSL routines::certificate verify failed").starts_with("TLS"));
+        assert_eq!(explain_failure("Connection refused"), "Connection refused");
     }
 
     #[test]

@@ -366,8 +366,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tasks.clone(),
     )
     .await;
-    let relays =
-        onair_media_server::relays::Relays::start(media.clone(), &cfg.data_dir, shutdown.clone(), tasks.clone()).await;
+    let relay_ca = Some(cfg.tls.ca_file.trim()).filter(|p| !p.is_empty()).map(std::path::Path::new);
+    let relays = onair_media_server::relays::Relays::start(
+        media.clone(),
+        &cfg.data_dir,
+        relay_ca,
+        shutdown.clone(),
+        tasks.clone(),
+    )
+    .await;
     let playout =
         onair_media_server::playout::Playout::start(media.clone(), &cfg.data_dir, shutdown.clone(), tasks.clone())
             .await;

@@ -1,6 +1,7 @@
 //! Relays, files played as live, slates and the ABR ladder, black-box with real peers:
 //! a second OnAir process is the relays' external destination (over RTMP, and over
-//! RTMPS through a TLS listener the test runs in front of it); ffmpeg publishes and
+//! RTMPS through TLS listeners the test runs in front of it, one whose certificate the
+//! relaying server trusts through `[tls] ca_file` and one it must refuse); ffmpeg publishes and
 //! makes the files; ffprobe reads what comes out. Skips when ffmpeg is missing.
 
 #![allow(clippy::unwrap_used)]
@@ -42,7 +43,8 @@ async fn assert_plays(url: &str, what: &str) -> Probe {
 
 /// A TLS listener on a free port that forwards each connection, decrypted, to
 /// `127.0.0.1:{to}`: an RTMPS ingest in front of a plain RTMP server, as CDNs run.
-async fn tls_front(to: u16) -> u16 {
+/// Returns its port and its self-signed certificate (PEM), for a client to trust.
+async fn tls_front(to: u16) -> (u16, String) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().self_signed(&key).unwrap();
@@ -50,6 +52,7 @@ async fn tls_front(to: u16) -> u16 {
         .with_no_client_auth()
         .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
         .unwrap();
+    let pem = cert.pem();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -63,7 +66,7 @@ async fn tls_front(to: u16) -> u16 {
             });
         }
     });
-    port
+    (port, pem)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,13 +81,23 @@ async fn relays_forward_over_rtmp_and_rtmps_retry_and_resume_and_never_show_keys
         &[("ONAIR_RTMP__LISTEN", &format!("127.0.0.1:{dest_rtmp}"))],
     )
     .await;
+    // Two RTMPS fronts of it: the relaying server trusts the first one's certificate
+    // (`[tls] ca_file`), not the second's.
+    let (tls_port, trusted_pem) = tls_front(dest_rtmp).await;
+    let (untrusted_port, _) = tls_front(dest_rtmp).await;
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca_file, trusted_pem).unwrap();
     let src = Server::start_with_env(
-        &media_toml("record = false\nsnapshot_secs = 0\nrelay_backoff_ms = 300\nrelay_backoff_max_ms = 1000\n"),
+        &format!(
+            "{}[tls]\nca_file = {:?}\n",
+            media_toml("record = false\nsnapshot_secs = 0\nrelay_backoff_ms = 300\nrelay_backoff_max_ms = 1000\n"),
+            ca_file.display().to_string()
+        ),
         &[("ONAIR_LOG", "warn,onair_media_server::relays=info")],
     )
     .await;
     src.create_room("show").await;
-    let tls_port = tls_front(dest_rtmp).await;
 
     // Bad input first: clear refusals.
     let add = |body: Value| {
@@ -104,8 +117,8 @@ async fn relays_forward_over_rtmp_and_rtmps_retry_and_resume_and_never_show_keys
     let (status, _) = src.http("GET", "/api/v1/rooms/show/relays", None).await;
     assert_eq!(status, 401, "relays are not public");
 
-    // Three destinations: the second OnAir over RTMP, the same over RTMPS, and a port
-    // where nothing listens.
+    // Four destinations: the second OnAir over RTMP, the same over RTMPS (trusted and
+    // not), and a port where nothing listens.
     let signed_rtmp = signed(&dest, "relayed", &format!("{:X}", now_secs() + 3600), PUSH_KEY);
     let secret = signed_rtmp.split("txSecret=").nth(1).unwrap().split('&').next().unwrap().to_string();
     let (status, plain) = add(json!({"url": signed_rtmp})).await;
@@ -119,6 +132,12 @@ async fn relays_forward_over_rtmp_and_rtmps_retry_and_resume_and_never_show_keys
     let (status, tls) = add(json!({"url": format!("rtmps://127.0.0.1:{tls_port}/live"), "key": tls_key})).await;
     assert_eq!(status, 201, "{tls}");
     assert_eq!(tls["tls"], true);
+    let bad_key = signed(&dest, "relayed_untrusted", &format!("{:X}", now_secs() + 3600), PUSH_KEY);
+    let bad_key = bad_key.rsplit('/').next().unwrap().to_string();
+    let (status, untrusted) =
+        add(json!({"url": format!("rtmps://127.0.0.1:{untrusted_port}/live"), "key": bad_key})).await;
+    assert_eq!(status, 201, "{untrusted}");
+    let untrusted_id = untrusted["id"].as_str().unwrap().to_string();
     let dead_port = reserved_port();
     let (status, dead) = add(json!({"url": format!("rtmp://127.0.0.1:{dead_port}/live/deadkey0123456789")})).await;
     assert_eq!(status, 201, "{dead}");
@@ -151,6 +170,21 @@ async fn relays_forward_over_rtmp_and_rtmps_retry_and_resume_and_never_show_keys
             && c["lastError"].as_str().is_some_and(|e| !e.is_empty())
     })
     .await;
+    // The untrusted RTMPS destination never gets the stream: retried (or given up)
+    // with the certificate named as the reason, its key still masked.
+    eventually("the untrusted RTMPS relay refused for its certificate", LONG, || async {
+        let u = relay_state(&src, "show", &untrusted_id).await;
+        (u["state"] == "retrying" || u["state"] == "failed")
+            && u["failures"].as_u64().unwrap_or(0) >= 2
+            && u["lastError"].as_str().is_some_and(|e| e.contains("TLS certificate") && e.contains("[tls] ca_file"))
+    })
+    .await;
+    let u = relay_state(&src, "show", &untrusted_id).await;
+    let bad_secret = bad_key.split("txSecret=").nth(1).unwrap().split('&').next().unwrap();
+    assert!(!u.to_string().contains(bad_secret), "the key is masked in the error: {u}");
+    assert_eq!(dest.http("GET", "/api/v1/streams/relayed_untrusted", None).await.0, 404, "nothing went through");
+    let (status, _) = src.http("DELETE", &src.admin(&format!("/api/v1/rooms/show/relays/{untrusted_id}")), None).await;
+    assert_eq!(status, 204);
     let metrics = src.metrics().await;
     assert!(
         metrics.lines().any(|l| l.starts_with("onair_relay_live{") && l.contains(plain_id) && l.ends_with(" 1")),
@@ -446,6 +480,9 @@ async fn an_uploaded_file_and_a_path_play_as_a_scheduled_looped_playlist_until_s
     assert_eq!(v["probe"]["video"], "h264", "{v}");
     let (status, v) = put_bytes(&s, &s.admin("/api/v1/uploads/big.mp4"), &vec![0u8; 6 * 1024 * 1024]).await;
     assert_eq!(status, 413, "{v}");
+    assert!(v["message"].as_str().unwrap_or("").contains("max_upload_mb (5 MiB)"), "JSON naming the limit: {v}");
+    assert!(v["code"].is_number(), "{v}");
+    assert!(!s.data_dir().join("uploads/big.mp4").exists() && !s.data_dir().join("uploads/.big.mp4.part").exists());
     let (status, v) = put_bytes(&s, &s.admin("/api/v1/uploads/..%2Fx.mp4"), b"x").await;
     assert!(status == 400 || status == 404, "{status} {v}");
 

@@ -210,6 +210,21 @@ async fn a_png_watermark_is_burned_in_and_non_images_are_refused() {
     let (status, v) = send_bytes(&s, "PUT", &s.admin(path), "image/png", b"GIF89a hello, not a png").await;
     assert_eq!(status, 415, "{v}");
     assert!(v["message"].as_str().unwrap().contains("not a PNG image"), "{v}");
+    // Over the 4 MiB limit: 413 in the API's JSON shape, the limit named (not axum's
+    // plain text). One byte over, so the server has read all of it when it answers.
+    let big = vec![0u8; 4 * 1024 * 1024 + 1];
+    let (status, v) = send_bytes(&s, "PUT", &s.admin(path), "image/png", &big).await;
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(v["code"], 93000, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("4 MiB"), "{v}");
+    // A JSON body over the JSON limit anywhere: the same answer, its own limit named.
+    let json_body = format!("{{\"enabled\": true{}}}", " ".repeat(2 * 1024 * 1024));
+    let (status, v) =
+        send_bytes(&s, "PUT", &s.admin("/api/v1/rooms/any/chat-overlay"), "application/json", json_body.as_bytes())
+            .await;
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(v["code"], 93000, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("2 MiB"), "{v}");
     // PNG magic bytes but no image behind them: ffprobe says no.
     let mut fake = b"\x89PNG\r\n\x1a\n".to_vec();
     fake.extend_from_slice(&[0u8; 200]);

@@ -160,8 +160,9 @@ async fn delete_attrs(
     ip: ClientIp,
     Admin(a): Admin,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> ApiResult {
+    let body = crate::http::extract::read_body(body, crate::http::extract::MAX_JSON_BODY).await?;
     let keys: KeysBody = if body.is_empty() {
         KeysBody::default()
     } else {

@@ -6,8 +6,7 @@
 use std::path::{Component, Path as FsPath};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,16 +16,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::http::error::{ApiError, ApiResult, ok};
-use crate::http::extract::{Admin, ApiQuery, Body, Caller, parse_json};
+use crate::http::extract::{Admin, ApiQuery, Body, Caller, parse_json, read_body};
 use crate::state::Shared;
 
 /// Routes of this module (merged into the main router).
 pub fn routes() -> Router<Shared> {
-    // A PNG body up to the limit (plus room for a JSON body's own size).
-    let watermark = get(get_watermark)
-        .put(put_watermark)
-        .delete(delete_watermark)
-        .layer(DefaultBodyLimit::max(MAX_WATERMARK_BYTES + 1024));
+    let watermark = get(get_watermark).put(put_watermark).delete(delete_watermark);
     Router::new()
         .route("/api/v1/streams/{name}/history", get(history))
         .route("/api/v1/admin/watermark", watermark)
@@ -96,8 +91,11 @@ async fn put_watermark(
     _a: Admin,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<Placement>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    // A PNG up to the limit (a JSON body naming a file is far smaller); larger is 413
+    // with the limit named, read no further.
+    let body = read_body(body, MAX_WATERMARK_BYTES).await?;
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let (placement, png) = if mime == "application/json" {

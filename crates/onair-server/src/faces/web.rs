@@ -236,13 +236,14 @@ async fn demo_guest(
     State(state): State<Shared>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     if !demo_enabled(&state) {
         return Err(
             Rejection::new(Code::NoPermission, "demo logins are off on this server (config `[demo] enabled`)").into()
         );
     }
+    let body = crate::http::extract::read_body(body, crate::http::extract::MAX_JSON_BODY).await?;
     let req: GuestReq = if body.is_empty() {
         GuestReq::default()
     } else {

@@ -27,6 +27,7 @@ impl IntoResponse for ApiError {
             Code::UnknownGift | Code::NotFound => StatusCode::NOT_FOUND,
             Code::InsufficientBalance => StatusCode::PAYMENT_REQUIRED,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::PacketTooLong => StatusCode::PAYLOAD_TOO_LARGE,
             Code::UnknownCommand => StatusCode::NOT_FOUND,
             Code::UserSigExpired
             | Code::UserSigEmpty
