@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use crate::procfs::{CpuMark, rss_bytes};
 
@@ -127,16 +127,7 @@ pub async fn run(args: MediaArgs) -> Result<()> {
             window_end_ms: window_end,
             stagger_ms: args.stagger_ms,
         };
-        let child = Command::new(&exe)
-            .arg("media-worker")
-            .arg("--spec")
-            .arg(serde_json::to_string(&spec)?)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawning a worker")?;
-        children.push(child);
+        children.push(spawn_worker(&exe, "media-worker", &spec)?);
     }
     let worker_pids: Vec<u32> = children.iter().filter_map(|c| c.id()).collect();
     sleep_until_ms(window_start).await;
@@ -648,6 +639,20 @@ async fn rtmp_viewer(url: &str, c: &mut Counter<'_>, permit: Option<tokio::sync:
         }
         p.feed(&buf[..n], &mut msgs);
     }
+}
+
+/// Starts one worker process of this binary (`subcommand --spec JSON`), its report on
+/// stdout; killed if the coordinator drops it.
+pub(crate) fn spawn_worker(exe: &std::path::Path, subcommand: &str, spec: &impl Serialize) -> Result<Child> {
+    Command::new(exe)
+        .arg(subcommand)
+        .arg("--spec")
+        .arg(serde_json::to_string(spec)?)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawning a worker")
 }
 
 #[cfg(test)]

@@ -23,7 +23,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -34,7 +33,6 @@ use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::Command;
 
 use crate::media::{host_port_path, now_ms, sleep_until_ms};
 use crate::procfs::{CpuMark, busiest_thread_secs, machine_busy_pct, machine_jiffies, rss_bytes};
@@ -156,16 +154,7 @@ pub async fn run(args: WhepArgs) -> Result<()> {
             concurrency: args.concurrency.max(1),
             janus_mountpoint: args.janus_mountpoint,
         };
-        let child = Command::new(&exe)
-            .arg("whep-worker")
-            .arg("--spec")
-            .arg(serde_json::to_string(&spec)?)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawning a worker")?;
-        children.push(child);
+        children.push(crate::media::spawn_worker(&exe, "whep-worker", &spec)?);
     }
     let worker_pids: Vec<u32> = children.iter().filter_map(|c| c.id()).collect();
     sleep_until_ms(window_start).await;
