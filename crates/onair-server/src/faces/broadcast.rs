@@ -44,8 +44,19 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/uploads/{name}", put(upload))
 }
 
+/// An error in the shape every API face answers (`{"code", "message"}` with the
+/// server's own code numbers), keeping the HTTP status this face chose (422 for an
+/// unplayable file and 503 for a feature that is off say more than a code would).
 fn refuse(status: StatusCode, message: String) -> Response {
-    (status, axum::Json(json!({"code": status.as_u16(), "message": message}))).into_response()
+    let code = match status {
+        StatusCode::FORBIDDEN => Code::NoPermission,
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::CONFLICT => Code::Conflict,
+        StatusCode::PAYLOAD_TOO_LARGE => Code::PacketTooLong,
+        s if s.is_server_error() => Code::Internal,
+        _ => Code::InvalidParam,
+    };
+    (status, axum::Json(json!({"code": code.number(), "message": message}))).into_response()
 }
 
 fn relay_error(e: RelayError) -> Response {
