@@ -755,6 +755,20 @@ pub fn valid_stream_name(name: &str) -> bool {
         && !name.starts_with('.')
 }
 
+/// Starts an ffmpeg child of the server: no stdin, stderr piped (for
+/// [`stderr_tail`]), stdout piped only when `stdout` (progress lines), killed when its
+/// handle is dropped (a child never outlives the task that owns it).
+pub(crate) fn spawn_ffmpeg(ffmpeg: &str, args: &[String], stdout: bool) -> std::io::Result<tokio::process::Child> {
+    use std::process::Stdio;
+    tokio::process::Command::new(ffmpeg)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(if stdout { Stdio::piped() } else { Stdio::null() })
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+}
+
 /// The last 2 KiB of an ffmpeg child's stderr (what its failure is logged with).
 pub(crate) async fn stderr_tail(mut stderr: Option<tokio::process::ChildStderr>) -> String {
     let mut keep = Vec::new();

@@ -626,13 +626,7 @@ impl Playout {
                 }
             };
             let started = tokio::time::Instant::now();
-            let child = tokio::process::Command::new(&self.ffmpeg)
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn();
+            let child = crate::spawn_ffmpeg(&self.ffmpeg, &args, false);
             let mut child = match child {
                 Ok(c) => c,
                 Err(e) => {

@@ -26,7 +26,6 @@
 //! private or self-signed certificate is trusted by adding it to `[tls] ca_file`.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -317,25 +316,18 @@ impl Relays {
         state: &Mutex<RelayState>,
         stop: CancellationToken,
     ) {
-        let Some(addr) = self.media.rtmp_addr else { return };
-        let base = format!("rtmp://127.0.0.1:{}/{}/", addr.port(), self.media.rtmp.app);
+        if self.media.rtmp_addr.is_none() {
+            return;
+        }
         let masked = dest.masked();
         loop {
-            let src = if self.media.cfg.play_auth {
-                crate::signed_url(&base, &self.media.play_key, stream, "", 3600)
-            } else {
-                format!("{base}{stream}")
-            };
+            // Fresh signatures every attempt (they are checked only at connect).
+            let src = self.media.loopback_play(stream);
             let ca = if dest.tls { Some(self.ca_bundle.as_deref()) } else { None };
             let args = relay_args(&src, &dest.url(), ca);
             state.lock().started(now_ms());
-            let child = tokio::process::Command::new(&self.ffmpeg)
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn();
+            // stdout carries `-progress` lines (bytes relayed).
+            let child = crate::spawn_ffmpeg(&self.ffmpeg, &args, true);
             let mut child = match child {
                 Ok(c) => c,
                 Err(e) => {

@@ -11,7 +11,6 @@
 //! [`rendition_stream`], [`is_rendition`]) tested without ffmpeg.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -516,13 +515,7 @@ pub(crate) async fn run_ffmpeg(
     args: &[String],
     stop: &CancellationToken,
 ) -> std::io::Result<Option<(Option<std::process::ExitStatus>, String)>> {
-    let mut child = tokio::process::Command::new(ffmpeg)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut child = crate::spawn_ffmpeg(ffmpeg, args, false)?;
     // Keep only the tail of ffmpeg's stderr (it is `-loglevel error`, but bounded anyway).
     let tail = tokio::spawn(crate::stderr_tail(child.stderr.take()));
     let status = tokio::select! {
