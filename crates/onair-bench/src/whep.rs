@@ -9,6 +9,14 @@
 //! single-threaded runtime; the parent reads the server's CPU (whole process and its
 //! busiest thread) from `/proc`, and the source's bitrate from the server's `/metrics`.
 //!
+//! `--light` makes viewers cheaper still: once a viewer has decrypted its first complete
+//! keyframe (so ICE, DTLS and SRTP demonstrably work end to end), it reads only the
+//! clear-text RTP header of each further packet (SRTP encrypts payloads only) — the
+//! video SSRC's timestamps and the bytes — and hands str0m only what is not RTP (STUN
+//! consent, DTLS, RTCP). A sample of viewers (`--verify-every`) keeps decrypting
+//! everything, so a server sending garbage would still be caught. The server's work is
+//! the same either way; only the load tool's cost falls.
+//!
 //! A viewer *keeps up* when, over the window, the RTP timestamps of the video it
 //! received advanced by ≥ 90 % of the wall-clock window, it received ≥ 90 % of the
 //! source's bitrate (when `--metrics-url` gives it) and its session is still up.
@@ -77,6 +85,14 @@ pub struct WhepArgs {
     /// Watch this Janus streaming mountpoint (`--url` is Janus' HTTP API) instead of WHEP.
     #[arg(long)]
     pub janus_mountpoint: Option<u64>,
+    /// Light viewers: after its first complete keyframe a viewer stops decrypting media
+    /// and checks RTP headers only (see the module header); every `N`th viewer
+    /// (`--verify-every N`, 0: none) keeps decrypting everything as a control.
+    #[arg(long)]
+    pub light: bool,
+    /// With `--light`: every `N`th viewer still decrypts all it receives.
+    #[arg(long, default_value_t = 50)]
+    pub verify_every: usize,
 }
 
 /// What a worker process is told.
@@ -89,6 +105,8 @@ pub struct WhepWorkerSpec {
     stagger_ms: u64,
     concurrency: usize,
     janus_mountpoint: Option<u64>,
+    light: bool,
+    verify_every: usize,
 }
 
 /// One viewer's result.
@@ -153,6 +171,8 @@ pub async fn run(args: WhepArgs) -> Result<()> {
             stagger_ms: args.stagger_ms,
             concurrency: args.concurrency.max(1),
             janus_mountpoint: args.janus_mountpoint,
+            light: args.light,
+            verify_every: args.verify_every,
         };
         children.push(crate::media::spawn_worker(&exe, "whep-worker", &spec)?);
     }
@@ -290,7 +310,8 @@ pub async fn worker(spec: WhepWorkerSpec) -> Result<()> {
         handles.push(tokio::task::spawn_local(async move {
             tokio::time::sleep(Duration::from_millis(spec.stagger_ms * i as u64)).await;
             let mut r = ViewerResult::default();
-            if let Err(e) = viewer(&spec, &mut r, limit).await {
+            let light = spec.light && !(spec.verify_every > 0 && i % spec.verify_every == 0);
+            if let Err(e) = viewer(&spec, &mut r, limit, light).await {
                 r.error = Some(format!("{e:#}"));
             }
             r
@@ -396,6 +417,7 @@ async fn viewer(
     spec: &WhepWorkerSpec,
     r: &mut ViewerResult,
     limit: std::sync::Arc<tokio::sync::Semaphore>,
+    light: bool,
 ) -> Result<()> {
     let (hostport, _) = host_port_path(&spec.url, 80)?;
     let server: SocketAddr = tokio::net::lookup_host(&hostport).await?.next().context("resolving the server")?;
@@ -443,6 +465,8 @@ async fn viewer(
     let mut buf = vec![0u8; 2048];
     let end = Instant::now() + Duration::from_millis(spec.window_end_ms.saturating_sub(now_ms()));
     let mut idr_ts: Option<u32> = None;
+    // Light mode: the video SSRC and its RTP time (32-bit, and extended) last decrypted.
+    let mut video_clock: Option<(u32, u32, u64)> = None;
     let mut failed = false;
     loop {
         let timeout = match rtc.poll_output().map_err(|e| anyhow::anyhow!("str0m: {e}"))? {
@@ -472,6 +496,7 @@ async fn viewer(
                             if p.header.marker && r.first_frame_ms.is_none() && idr_ts == Some(p.header.timestamp) {
                                 r.first_frame_ms = Some(since(Instant::now()));
                             }
+                            video_clock = Some((*p.header.ssrc, p.header.timestamp, p.time.numer()));
                             if r.first_frame_ms.is_some() {
                                 let vts = p.time.numer();
                                 if now < spec.window_start_ms || r.vts_at_start.is_none() {
@@ -508,6 +533,27 @@ async fn viewer(
                     r.window_bytes += n as u64;
                 }
                 let Some(data) = buf.get(..n) else { continue };
+                if light
+                    && r.first_frame_ms.is_some()
+                    && let Some(clock) = video_clock.as_mut()
+                    && let Some(h) = RtpHead::parse(data)
+                {
+                    // Header only: SRTP leaves the RTP header in the clear.
+                    if h.ssrc == clock.0 {
+                        r.video_packets += 1;
+                        clock.2 = clock.2.saturating_add_signed(i64::from(h.timestamp.wrapping_sub(clock.1) as i32));
+                        clock.1 = h.timestamp;
+                        if t < spec.window_start_ms || r.vts_at_start.is_none() {
+                            r.vts_at_start = Some(clock.2);
+                        }
+                        if t <= spec.window_end_ms {
+                            r.vts_at_end = Some(clock.2);
+                        }
+                    } else {
+                        r.audio_packets += 1;
+                    }
+                    continue;
+                }
                 let Ok(contents) = DatagramRecv::try_from(data) else { continue };
                 let input = Input::Receive(
                     Instant::now(),
@@ -521,9 +567,45 @@ async fn viewer(
     }
 }
 
+/// The clear-text part of an SRTP packet's RTP header (RFC 3550 §5.1) that a light
+/// viewer reads.
+#[derive(Debug, PartialEq, Eq)]
+struct RtpHead {
+    timestamp: u32,
+    ssrc: u32,
+}
+
+impl RtpHead {
+    /// `None` for anything that is not RTP: STUN, DTLS, and RTCP (packet types 192–223
+    /// in the second byte, RFC 5761 §4).
+    fn parse(d: &[u8]) -> Option<RtpHead> {
+        let (first, second) = (*d.first()?, *d.get(1)?);
+        if !(128..=191).contains(&first) || (192..=223).contains(&second) || d.len() < 12 {
+            return None;
+        }
+        let word = |i: usize| d.get(i..i + 4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes);
+        Some(RtpHead { timestamp: word(4)?, ssrc: word(8)? })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rtp_heads_are_told_from_rtcp_stun_and_dtls() {
+        let rtp = [0x80, 0x66, 0, 1, 0, 0, 0x12, 0x34, 0xde, 0xad, 0xbe, 0xef, 9];
+        assert_eq!(RtpHead::parse(&rtp), Some(RtpHead { timestamp: 0x1234, ssrc: 0xdeadbeef }));
+        // Marker bit set: still RTP.
+        let mut marked = rtp;
+        marked[1] = 0xe6;
+        assert!(RtpHead::parse(&marked).is_some());
+        // RTCP receiver report (201), a STUN request, a DTLS record, a short packet.
+        assert_eq!(RtpHead::parse(&[0x81, 201, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2]), None);
+        assert_eq!(RtpHead::parse(&[0, 1, 0, 8, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0]), None);
+        assert_eq!(RtpHead::parse(&[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0]), None);
+        assert_eq!(RtpHead::parse(&rtp[..11]), None);
+    }
 
     #[test]
     fn idr_starts_in_every_packetization() {

@@ -861,6 +861,32 @@ impl Subscription {
     }
 }
 
+/// A viewer counted on a stream without reading it: one shared reader (a WebRTC feed)
+/// reads the stream for many viewers, each of which still counts as one of its
+/// protocol's viewers. Uncounted when dropped.
+pub struct ViewerMark {
+    stream: Arc<Stream>,
+    protocol: Protocol,
+}
+
+impl Subscription {
+    /// Keeps this subscription's viewer count and drops what it would read.
+    pub fn into_mark(mut self) -> ViewerMark {
+        let mark = ViewerMark { stream: self.stream.clone(), protocol: self.protocol };
+        // The mark uncounts the viewer now, not the subscription's drop.
+        self.protocol = Protocol::Internal;
+        mark
+    }
+}
+
+impl Drop for ViewerMark {
+    fn drop(&mut self) {
+        if let Some(i) = self.protocol.index() {
+            self.stream.viewers[i].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some(i) = self.protocol.index() {

@@ -12,13 +12,15 @@
 //!   waits (bounded) for the first AAC configuration, so LL-HLS and the recorder, which
 //!   fix their tracks at the first frames, get both.
 //! - **WHEP**: [`WebRtc::whep`] opens the stream with [`MediaService::open`]
-//!   (`Protocol::WebRtc`, counted) and turns the subscription into the engine's
-//!   `FrameSource`: video tags with their dts, `Recv::Skipped` → `PlayFrame::Gap`; audio
-//!   from the Opus broadcast (WHIP streams) or from one shared `AacToOpus` bridge per
-//!   stream (RTMP streams), started by its first WHEP viewer and stopped when the last
-//!   leaves. A viewer that wants a keyframe of an RTMP stream is re-subscribed (the
-//!   registry starts it at the GOP cache) after a `Gap`; a WHIP publisher is asked with
-//!   a PLI by the engine itself.
+//!   (`Protocol::WebRtc`: counted, an edge pulls) and keeps only the count
+//!   (`Subscription::into_mark`); the frames come from the stream's one shared
+//!   [`Feed`]: one registry subscription per played stream turned into the engine's
+//!   `FrameSource` (video tags with their dts, `Recv::Skipped` → `PlayFrame::Gap`; audio
+//!   from the Opus broadcast of a WHIP stream or from one shared `AacToOpus` bridge per
+//!   RTMP stream), packetised once for all viewers. The feed starts with the first
+//!   viewer and stops a few seconds after the last (and its bridge with it). A viewer
+//!   that wants a keyframe re-starts at the feed's last keyframe; a WHIP publisher is
+//!   also asked with a PLI by the engine itself.
 //! - **Resources**: `Location` paths carry the session id plus a random token, so the
 //!   session a `DELETE` ends cannot be guessed from the (sequential) engine ids.
 //! - **Stats**: [`WebRtc::stream_sessions`] for `/api/v1/streams/{name}`; a metrics task
@@ -36,12 +38,12 @@ use onair_media::rtmp::StreamKey;
 use onair_webrtc::bridge::{AudioBridge, AudioPacket, BridgeKind};
 use onair_webrtc::sdp::{self, Role};
 use onair_webrtc::{
-    EngineError, FrameSource, IceServer, IngestFrame, Limits, PlayFrame, SessionId, SessionState, SessionStats,
+    EngineError, Feed, FrameSource, IceServer, IngestFrame, Limits, PlayFrame, SessionId, SessionState, SessionStats,
     WebRtcConfig, WebRtcEngine,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -177,6 +179,8 @@ pub struct WebRtc {
     whip_opus: Mutex<HashMap<String, OpusTx>>,
     /// RTMP streams' shared AAC → Opus bridges' output.
     bridged: Mutex<HashMap<String, OpusTx>>,
+    /// Played streams' shared feeds (frames packetised once for all their viewers).
+    feeds: Mutex<HashMap<String, Arc<Feed>>>,
     announce_note: String,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -188,8 +192,6 @@ const OPUS_RING: usize = 128;
 const AUDIO_CONFIG_WAIT: Duration = Duration::from_secs(3);
 /// Video frames held meanwhile at most (3 s of 60 fps with room to spare).
 const HOLD_MAX_FRAMES: usize = 256;
-/// Least time between two GOP-cache restarts of one WHEP player.
-const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
 
 impl WebRtc {
     /// Starts the engine from `[webrtc]` (None when disabled). An error (port taken,
@@ -262,6 +264,7 @@ impl WebRtc {
             resources: Mutex::new(HashMap::new()),
             whip_opus: Mutex::new(HashMap::new()),
             bridged: Mutex::new(HashMap::new()),
+            feeds: Mutex::new(HashMap::new()),
             announce_note,
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
@@ -453,37 +456,42 @@ impl WebRtc {
         let Some(sub) = self.svc.open(stream, Protocol::WebRtc, query, "").await else {
             return Err(Refused::new(404, "stream is not live"));
         };
-        let (kf_tx, kf_rx) = watch::channel(0u64);
-        let audio = self.audio_for(stream);
-        let video = VideoSource {
-            sub,
-            svc: self.svc.clone(),
-            name: stream.to_string(),
-            keyframe: kf_rx,
-            sent_video: false,
-            last_resub: Instant::now(),
-            whip: self.engine.is_published(stream),
-        };
-        let source = merge(video, audio);
-        let playing = match self.engine.play(offer, stream, client_ip, source).await {
+        // Counted as one of the stream's WebRTC viewers (and an edge's pull kept) for as
+        // long as the session lasts; the frames come from the stream's shared feed.
+        let mark = sub.into_mark();
+        let feed = self.feed_for(stream).ok_or_else(|| Refused::new(404, "stream is not live"))?;
+        let playing = match self.engine.play(offer, stream, client_ip, feed).await {
             Ok(p) => p,
             Err(e) => return Err(e.into()),
         };
         let resource = self.add_resource(playing.id, stream, Role::Play);
         let location = format!("/whep/{stream}/{resource}");
-        // Forward the engine's keyframe wishes to the source; ends with the session.
+        // The session's end (its keyframe channel closes) ends the resource.
         let me = self.clone();
         let mut wanted = playing.keyframe_wanted;
         self.tasks.spawn(async move {
-            while wanted.changed().await.is_ok() {
-                let n = *wanted.borrow_and_update();
-                if kf_tx.send(n).is_err() {
-                    break;
-                }
-            }
+            while wanted.changed().await.is_ok() {}
+            drop(mark);
             me.end_resource(&resource);
         });
         Ok(Answer { sdp: playing.answer, location })
+    }
+
+    /// The shared feed of `stream`'s WebRTC viewers: the running one, or a new one
+    /// reading the registry (uncounted: its viewers are counted one by one) and the
+    /// stream's Opus. `None` when the stream is not live.
+    fn feed_for(self: &Arc<Self>, stream: &str) -> Option<Arc<Feed>> {
+        let mut feeds = self.feeds.lock();
+        if let Some(f) = feeds.get(stream)
+            && f.is_live()
+        {
+            return Some(f.clone());
+        }
+        feeds.retain(|_, f| f.is_live());
+        let sub = self.svc.registry.subscribe(stream, Protocol::Internal)?;
+        let feed = Feed::spawn(stream, merge(VideoSource { sub }, self.audio_for(stream)));
+        feeds.insert(stream.to_string(), feed.clone());
+        Some(feed)
     }
 
     /// `DELETE /whip/{stream}/{resource}` or `/whep/…`: false when no such session.
@@ -721,42 +729,15 @@ async fn run_aac_bridge(mut sub: Subscription, mut bridge: AudioBridge, tx: Opus
     }
 }
 
-/// A WHEP player's video: the registry subscription as `PlayFrame`s.
+/// The video of a stream's WebRTC feed: the registry subscription as `PlayFrame`s.
 struct VideoSource {
     sub: Subscription,
-    svc: Arc<MediaService>,
-    name: String,
-    keyframe: watch::Receiver<u64>,
-    /// Whether video went out since the last (re)subscription: a fresh one already
-    /// starts at the GOP cache's keyframe, so a wish then needs nothing.
-    sent_video: bool,
-    last_resub: Instant,
-    /// A WHIP-published stream: the engine asks its publisher (PLI) itself.
-    whip: bool,
 }
 
 impl VideoSource {
     async fn next(&mut self) -> Option<PlayFrame> {
         loop {
-            let r = tokio::select! {
-                r = self.sub.recv() => r,
-                changed = self.keyframe.changed() => {
-                    // The session is gone: so is its source.
-                    changed.ok()?;
-                    if self.whip || !self.sent_video || self.last_resub.elapsed() < RESUBSCRIBE_EVERY {
-                        continue;
-                    }
-                    // An RTMP publisher cannot be asked: restart at the GOP cache.
-                    if let Some(sub) = self.svc.registry.subscribe(&self.name, Protocol::WebRtc) {
-                        self.sub = sub;
-                        self.sent_video = false;
-                        self.last_resub = Instant::now();
-                        return Some(PlayFrame::Gap);
-                    }
-                    continue;
-                }
-            };
-            match r {
+            match self.sub.recv().await {
                 Recv::Packet(p) => {
                     let video = match &p.media {
                         Media::Config(onair_media::frame::CodecConfig::Avc { .. }) => true,
@@ -764,7 +745,6 @@ impl VideoSource {
                         _ => false,
                     };
                     if video {
-                        self.sent_video = true;
                         return Some(PlayFrame::FlvVideo { timestamp: p.dts, body: p.body.clone() });
                     }
                 }

@@ -35,17 +35,18 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use parking_lot::Mutex;
 use str0m::change::SdpOffer;
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Candidate, Input, Rtc};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::{IceServer, Limits, WebRtcConfig};
-use crate::convert::FlvPlayback;
 use crate::error::EngineError;
+use crate::feed::{Feed, FeedRx};
+use crate::packetize::RtpFrame;
 use crate::sdp::{self, OfferError, Role};
 use crate::session::{Action, Session, SessionParts};
 use crate::stats::{SessionState, SessionStats};
@@ -206,10 +207,10 @@ fn shard_of(id: SessionId, shards: usize) -> usize {
 
 struct Write {
     id: SessionId,
-    kind: TrackKind,
-    pts_ms: u64,
-    keyframe: bool,
-    data: Vec<u8>,
+    /// The shared payloads of one frame.
+    frame: Arc<RtpFrame>,
+    /// The viewer lost frames before this one: video waits for a keyframe again.
+    resync: bool,
 }
 
 /// Bookkeeping shared by the API (admission) and the engine task (release).
@@ -407,21 +408,22 @@ impl WebRtcEngine {
         Ok(Published { answer, id, frames: IngestStream { rx: ingest_rx } })
     }
 
-    /// Accepts a WHEP offer for `stream`: frames from `source` are sent to the viewer
-    /// once it is connected (video from the first keyframe on).
+    /// Accepts a WHEP offer for `stream`: frames of `feed` (the stream's shared
+    /// packetised frames, see [`Feed`]) are sent to the viewer once it is connected,
+    /// starting at the feed's last keyframe.
     pub async fn play(
         &self,
         offer: &str,
         stream: &str,
         client_ip: IpAddr,
-        source: FrameSource,
+        feed: Arc<Feed>,
     ) -> Result<Playing, EngineError> {
         sdp::validate_offer(offer, Role::Play)?;
         let (kf_tx, kf_rx) = watch::channel(0u64);
         let kf_tx = Arc::new(kf_tx);
         let (answer, id, state) = self.open(offer, Role::Play, stream, client_ip, None, Some(kf_tx.clone())).await?;
-        let pump = Pump { id, stream: stream.to_string(), state, shard: self.shard(id).clone(), keyframe_tx: kf_tx };
-        tokio::spawn(pump.run(source));
+        let pump = Pump { id, state, shard: self.shard(id).clone(), keyframe: kf_tx.subscribe() };
+        tokio::spawn(pump.run(feed));
         Ok(Playing { answer, id, keyframe_wanted: kf_rx })
     }
 
@@ -437,7 +439,7 @@ impl WebRtcEngine {
         let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Malformed(e.to_string()))?;
         let id = SessionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let stats = self.shared.admit(id, role, stream, client_ip)?;
-        let built = self.build_rtc(parsed);
+        let built = self.build_rtc(parsed, role);
         let (rtc, answer) = match built {
             Ok(v) => v,
             Err(e) => {
@@ -466,9 +468,12 @@ impl WebRtcEngine {
         Ok((answer, id, state_rx))
     }
 
-    fn build_rtc(&self, offer: SdpOffer) -> Result<(Rtc, String), EngineError> {
+    fn build_rtc(&self, offer: SdpOffer, role: Role) -> Result<(Rtc, String), EngineError> {
         let mut cfg = Rtc::builder()
             .set_ice_lite(true)
+            // Players are written RTP packets made once per stream (`packetize`);
+            // publishers' packets are depacketised into frames by str0m.
+            .set_rtp_mode(role == Role::Play)
             .clear_codecs()
             .enable_opus(true, false)
             .set_stats_interval(Some(Duration::from_secs(1)));
@@ -536,21 +541,26 @@ impl WebRtcEngine {
     }
 }
 
-/// A player's pump: waits until the viewer is connected, then reads the source, turns
-/// FLV video into Annex-B and hands frames to the engine task.
+/// A player's pump: waits until the viewer is connected, then hands the shared frames
+/// of its stream's [`Feed`] to its shard, starting at a keyframe.
 struct Pump {
     id: SessionId,
-    stream: String,
     state: watch::Receiver<SessionState>,
     /// The session's shard: frames and commands go there.
     shard: ShardHandle,
-    keyframe_tx: Arc<watch::Sender<u64>>,
+    /// Bumped when the viewer needs a keyframe (PLI/FIR from the viewer).
+    keyframe: watch::Receiver<u64>,
 }
 
+/// Least time between two re-starts of one viewer at the feed's last keyframe: a viewer
+/// that keeps asking (every lost packet NACK could not repair) is not sent a GOP burst
+/// each time.
+const RESTART_EVERY: Duration = Duration::from_secs(2);
+
 impl Pump {
-    async fn run(mut self, mut source: FrameSource) {
+    async fn run(mut self, feed: Arc<Feed>) {
         // Reading starts only once the viewer is connected, so the first frames it gets
-        // are the source's first (the registry's GOP cache: a keyframe).
+        // are the feed's GOP (a keyframe first).
         loop {
             match *self.state.borrow_and_update() {
                 SessionState::Connected => break,
@@ -561,67 +571,80 @@ impl Pump {
                 return;
             }
         }
-        let mut video = FlvPlayback::new();
-        let mut asked = false;
+        let Some(FeedRx { backlog, mut rx }) = feed.subscribe() else {
+            let _ = self.shard.cmd_tx.send(Cmd::Close(self.id)).await;
+            return;
+        };
+        self.keyframe.mark_unchanged();
+        // The last frame sent: frames the ring still holds from before a re-start are
+        // not sent twice.
+        let mut last = 0u64;
+        let mut restarted = Instant::now();
+        // Lagged with no GOP to restart from: the next frame tells the session to wait
+        // for a keyframe.
+        let mut resync_next = false;
+        if !self.send_all(&backlog, false, &mut last).await {
+            return;
+        }
         loop {
-            let item = tokio::select! {
+            let frame = tokio::select! {
                 changed = self.state.changed() => {
                     if changed.is_err() || *self.state.borrow() == SessionState::Closed {
                         return;
                     }
                     continue;
                 }
-                item = source.next() => item,
+                wish = self.keyframe.changed() => {
+                    if wish.is_err() {
+                        return;
+                    }
+                    if restarted.elapsed() >= RESTART_EVERY {
+                        // Start the viewer over at the last keyframe (the publisher of a
+                        // WebRTC stream is asked for a fresh one by the session itself).
+                        restarted = Instant::now();
+                        let gop = feed.gop();
+                        if !self.send_all(&gop, false, &mut 0).await {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                r = rx.recv() => r,
             };
-            let write = match item {
-                None => {
+            let ok = match frame {
+                Ok(f) if f.seq <= last => true,
+                Ok(f) => self.send_all(std::slice::from_ref(&f), std::mem::take(&mut resync_next), &mut last).await,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Behind by a whole ring: resume at the last keyframe.
+                    restarted = Instant::now();
+                    let gop = feed.gop();
+                    resync_next = gop.is_empty();
+                    self.send_all(&gop, true, &mut last).await
+                }
+                Err(broadcast::error::RecvError::Closed) => {
                     // The stream ended: so does the viewer's session.
                     let _ = self.shard.cmd_tx.send(Cmd::Close(self.id)).await;
                     return;
                 }
-                Some(PlayFrame::Gap) => {
-                    video.resync();
-                    None
-                }
-                Some(PlayFrame::Opus { timestamp, data }) => Some(Write {
-                    id: self.id,
-                    kind: TrackKind::Audio,
-                    pts_ms: timestamp,
-                    keyframe: true,
-                    data: data.to_vec(),
-                }),
-                Some(PlayFrame::FlvVideo { timestamp, body }) => match video.push(&body) {
-                    Ok(Some(f)) => Some(Write {
-                        id: self.id,
-                        kind: TrackKind::Video,
-                        pts_ms: timestamp.saturating_add_signed(i64::from(f.cts)),
-                        keyframe: f.keyframe,
-                        data: f.data,
-                    }),
-                    Ok(None) => None,
-                    Err(e) => {
-                        tracing::debug!(stream = %self.stream, error = %e, "unusable video tag for a WebRTC viewer");
-                        None
-                    }
-                },
             };
-            // Ask for a keyframe once per wait, not once per held-back frame.
-            if video.waiting_for_keyframe() {
-                if !asked {
-                    asked = true;
-                    self.keyframe_tx.send_modify(|n| *n += 1);
-                    // The own shard forwards it to the publisher's.
-                    let _ = self.shard.cmd_tx.try_send(Cmd::Keyframe(self.stream.clone()));
-                }
-            } else {
-                asked = false;
-            }
-            if let Some(w) = write
-                && self.shard.write_tx.send(w).await.is_err()
-            {
+            if !ok {
                 return;
             }
         }
+    }
+
+    /// Hands `frames` to the shard (the first with `resync` when asked); false once the
+    /// shard is gone.
+    async fn send_all(&self, frames: &[Arc<RtpFrame>], mut resync: bool, last: &mut u64) -> bool {
+        for f in frames {
+            *last = (*last).max(f.seq);
+            let w = Write { id: self.id, frame: f.clone(), resync };
+            resync = false;
+            if self.shard.write_tx.send(w).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -824,7 +847,7 @@ impl Shard {
 
     fn on_write(&mut self, w: Write) {
         let Some(s) = self.sessions.get_mut(&w.id) else { return };
-        s.write(w.kind, w.pts_ms, w.keyframe, w.data);
+        s.write_rtp(&w.frame, w.resync);
         self.drive(w.id);
     }
 

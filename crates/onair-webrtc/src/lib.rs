@@ -11,10 +11,14 @@
 //!   Generic NAL helpers live in `onair_media::nal`.
 //! - [`ogg`]: Ogg Opus pages and Opus TOC durations (the audio bridge's pipe format).
 //! - [`demux`]: a datagram's session from the STUN `USERNAME`.
+//! - [`packetize`]: a stream's frames as RTP payloads (H.264 single NAL / FU-A, Opus),
+//!   made once and shared by all of its viewers.
 //!
 //! The shell: [`WebRtcEngine`] (one UDP socket, a receive task, N shard tasks that
 //! drive the `Rtc`s — SRTP for many viewers takes more than one core — and one pump
-//! task per player), and [`bridge::AudioBridge`] (one `ffmpeg` child per stream and
+//! task per player), [`feed::Feed`] (one reader per played stream, packetising each
+//! frame once; players' `Rtc`s run in str0m's RTP mode and are written the shared
+//! payloads), and [`bridge::AudioBridge`] (one `ffmpeg` child per stream and
 //! direction). str0m negotiates NACK + RTX, PLI/FIR, REMB and transport-wide CC
 //! feedback; publishers (browsers) adapt their bitrate to the TWCC feedback str0m sends.
 //!
@@ -51,13 +55,16 @@
 //!   [`bridge::BridgeKind::AacToOpus`] bridge per stream (started with its first WHEP
 //!   viewer, fed the AAC `Packet::body`s with `dts`) whose output is broadcast to the
 //!   stream's WHEP viewers as `PlayFrame::Opus`. Merge video and audio into one source
-//!   (e.g. `futures_util::stream::select`). Then `engine.play(sdp, stream, ip, source)`;
-//!   answer as for WHIP.
-//! - **Keyframes**: a WHEP viewer's `Playing::keyframe_wanted` is bumped when it connects,
-//!   sends PLI/FIR, or its source skipped. For a WHIP source the engine already sent the
-//!   publisher a PLI (rate-limited by `Limits::pli_interval`); for an RTMP source,
-//!   re-subscribe (the registry starts a new `Subscription` at its GOP cache) and send
-//!   `PlayFrame::Gap` before the new frames. `engine.request_keyframe(stream)` asks a WHIP
+//!   (e.g. `futures_util::stream::select`) and start the stream's one shared
+//!   [`Feed`] on it (`Feed::spawn`; reuse it while `is_live()`: it stops by itself a
+//!   few seconds after its last viewer). Then `engine.play(sdp, stream, ip, feed)`;
+//!   answer as for WHIP. The registry subscription of the feed is uncounted; count
+//!   each viewer instead.
+//! - **Keyframes**: a WHEP viewer starts at the feed's last keyframe, and re-starts
+//!   there when it falls behind the feed's ring or sends PLI/FIR (at most every 2 s).
+//!   For a WHIP source the engine also sends the publisher a PLI (rate-limited by
+//!   `Limits::pli_interval`); `Playing::keyframe_wanted` is bumped each time and closes
+//!   when the session ends. `engine.request_keyframe(stream)` asks a WHIP
 //!   publisher from anywhere (e.g. a snapshot, or SRS's `pli_for_rtmp` periodic PLI so
 //!   HLS segments stay short for browser publishers with long GOPs).
 //! - **Stats**: `engine.sessions()` / `engine.stats(id)` give per-session state, RTT,
@@ -88,7 +95,9 @@ pub mod convert;
 pub mod demux;
 pub mod engine;
 pub mod error;
+pub mod feed;
 pub mod ogg;
+pub mod packetize;
 pub mod sdp;
 mod session;
 pub mod stats;
@@ -100,4 +109,5 @@ pub use engine::{
     FrameSource, IngestFrame, IngestStream, PlayFrame, Playing, Published, SessionId, TrackKind, WebRtcEngine,
 };
 pub use error::EngineError;
+pub use feed::Feed;
 pub use stats::{SessionState, SessionStats};

@@ -16,13 +16,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use str0m::format::Codec;
-use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt};
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid, Pt};
 use str0m::net::Transmit;
+use str0m::rtp::RtpWrite;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, watch};
 
 use crate::convert::{H264Ingest, TrackClock};
 use crate::engine::{IngestFrame, TrackKind};
+use crate::packetize::RtpFrame;
 use crate::sdp::Role;
 use crate::stats::{SessionState, SessionStats};
 
@@ -33,6 +35,26 @@ pub(crate) enum Action {
     WantKeyframe(String),
     /// Close this session, for the reason given.
     Close(&'static str),
+}
+
+/// The payload type a player's track sends `codec` on: the first of the viewer's
+/// accepted payload types that is `codec` (H.264 in packetization mode 1).
+fn send_pt(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
+    let media = rtc.media(mid)?;
+    let params = rtc.codec_config().params();
+    media.remote_pts().iter().copied().find(|pt| {
+        params.iter().any(|p| {
+            let spec = p.spec();
+            p.pt() == *pt && spec.codec == codec && (codec != Codec::H264 || spec.format.packetization_mode == Some(1))
+        })
+    })
+}
+
+/// A random start for a track's RTP sequence numbers (RFC 3550 §5.1), from the
+/// standard library's per-process random hash keys.
+fn random_seq() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u8) & 0x7fff
 }
 
 /// Per-mid RTCP counters (str0m reports totals per mid; a session sums them).
@@ -72,6 +94,9 @@ pub(crate) struct Session {
     /// Player: bumped whenever the viewer needs a keyframe.
     keyframe_tx: Option<Arc<watch::Sender<u64>>>,
     video_started: bool,
+    /// Player: the next RTP sequence number of each track.
+    video_seq: u64,
+    audio_seq: u64,
     ingress: HashMap<Mid, Counters>,
     egress: HashMap<Mid, Counters>,
     last_peer: Option<(Instant, u64, u64)>,
@@ -118,6 +143,8 @@ impl Session {
             last_pli: None,
             keyframe_tx: p.keyframe_tx,
             video_started: false,
+            video_seq: random_seq(),
+            audio_seq: random_seq(),
             ingress: HashMap::new(),
             egress: HashMap::new(),
             last_peer: None,
@@ -299,49 +326,58 @@ impl Session {
         }
     }
 
-    /// Player: writes one frame (video Annex-B or an Opus packet) at presentation time
-    /// `pts_ms`. Video before the first keyframe is dropped (a decoder cannot start there).
-    pub(crate) fn write(&mut self, kind: TrackKind, pts_ms: u64, keyframe: bool, data: Vec<u8>) {
+    /// Player: writes one shared frame as RTP packets on the track's send stream, with
+    /// this viewer's own sequence numbers. Video before the first keyframe (and after a
+    /// `resync`, until the next one) is dropped: a decoder cannot start there.
+    pub(crate) fn write_rtp(&mut self, frame: &RtpFrame, resync: bool) {
         if self.connected_at.is_none() {
             return;
         }
-        let (mid, codec) = match kind {
-            TrackKind::Video => (self.video_mid, Codec::H264),
-            TrackKind::Audio => (self.audio_mid, Codec::Opus),
-        };
-        let Some(mid) = mid else { return };
-        if kind == TrackKind::Video && !self.video_started {
-            if !keyframe {
+        let video = frame.kind == TrackKind::Video;
+        if resync && video {
+            self.video_started = false;
+        }
+        if video && !self.video_started {
+            if !frame.keyframe {
                 self.stats.lock().frames_dropped += 1;
                 return;
             }
             self.video_started = true;
         }
-        let cached = match kind {
-            TrackKind::Video => &mut self.video_pt,
-            TrackKind::Audio => &mut self.audio_pt,
+        let (mid, codec) = match frame.kind {
+            TrackKind::Video => (self.video_mid, Codec::H264),
+            TrackKind::Audio => (self.audio_mid, Codec::Opus),
         };
-        let Some(writer) = self.rtc.writer(mid) else { return };
+        let Some(mid) = mid else { return };
+        let cached = if video { &mut self.video_pt } else { &mut self.audio_pt };
         let pt = match *cached {
             Some(pt) => pt,
             None => {
-                let found = writer.payload_params().find(|p| {
-                    let spec = p.spec();
-                    spec.codec == codec && (codec != Codec::H264 || spec.format.packetization_mode == Some(1))
-                });
-                let Some(pt) = found.map(|p| p.pt()) else { return };
+                let Some(pt) = send_pt(&self.rtc, mid, codec) else { return };
                 *cached = Some(pt);
                 pt
             }
         };
-        let time = match kind {
-            TrackKind::Video => MediaTime::new(pts_ms.saturating_mul(90), Frequency::NINETY_KHZ),
-            TrackKind::Audio => MediaTime::new(pts_ms.saturating_mul(48), Frequency::FORTY_EIGHT_KHZ),
-        };
-        let res = catch_unwind(AssertUnwindSafe(|| writer.write(pt, Instant::now(), time, data)));
+        let seq = if video { &mut self.video_seq } else { &mut self.audio_seq };
+        let now = Instant::now();
+        let last = frame.payloads.len().saturating_sub(1);
+        let res = catch_unwind(AssertUnwindSafe(|| {
+            let mut api = self.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else { return false };
+            for (i, payload) in frame.payloads.iter().enumerate() {
+                // Video packets are kept for NACKs (RTX); a lost Opus packet is better
+                // concealed than resent late.
+                let w = RtpWrite::new(pt, (*seq).into(), frame.time, now, payload.clone())
+                    .marker(video && i == last)
+                    .nackable(video);
+                tx.write_rtp(w);
+                *seq += 1;
+            }
+            true
+        }));
         let mut s = self.stats.lock();
         match res {
-            Ok(Ok(())) => s.frames += 1,
+            Ok(true) => s.frames += 1,
             _ => s.frames_dropped += 1,
         }
     }

@@ -21,8 +21,8 @@ fn quick_limits() -> Limits {
     }
 }
 
-fn never() -> onair_webrtc::FrameSource {
-    Box::pin(futures_util::stream::pending::<PlayFrame>())
+fn never(stream: &str) -> std::sync::Arc<onair_webrtc::Feed> {
+    onair_webrtc::Feed::spawn(stream, Box::pin(futures_util::stream::pending::<PlayFrame>()))
 }
 
 #[tokio::test]
@@ -39,7 +39,7 @@ async fn refusals_carry_their_status() {
     assert!(e.to_string().contains("VP8/90000"), "{e}");
 
     // A publish offer cannot be played and the other way round.
-    let e = engine.play(&offer, "s", LOCALHOST, never()).await.unwrap_err();
+    let e = engine.play(&offer, "s", LOCALHOST, never("s")).await.unwrap_err();
     assert_eq!(e.http_status(), 400, "{e}");
 
     let first = engine.publish(&offer, "s", LOCALHOST).await.unwrap();
@@ -52,16 +52,16 @@ async fn refusals_carry_their_status() {
     let mut ids = vec![first.id];
     for _ in 0..2 {
         let (_c, o) = Client::new(Direction::RecvOnly).await;
-        ids.push(engine.play(&o, "s", LOCALHOST, never()).await.unwrap().id);
+        ids.push(engine.play(&o, "s", LOCALHOST, never("s")).await.unwrap().id);
     }
     let (_c, o) = Client::new(Direction::RecvOnly).await;
-    let e = engine.play(&o, "s", LOCALHOST, never()).await.unwrap_err();
+    let e = engine.play(&o, "s", LOCALHOST, never("s")).await.unwrap_err();
     assert!(matches!(e, EngineError::TooManySessions(_)), "{e}");
     assert_eq!(e.http_status(), 503);
     engine.close(ids[2]).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (_c, o) = Client::new(Direction::RecvOnly).await;
-    engine.play(&o, "s", LOCALHOST, never()).await.unwrap();
+    engine.play(&o, "s", LOCALHOST, never("s")).await.unwrap();
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use onair_media::codec::parse_avcc;
 use onair_media::flv::{VideoBody, parse_video};
 use onair_media::nal;
-use onair_webrtc::{FrameSource, IngestFrame, Limits, PlayFrame, SessionState};
+use onair_webrtc::{Feed, FrameSource, IngestFrame, Limits, PlayFrame, SessionState};
 use str0m::Event;
 use str0m::media::{Direction, Frequency, MediaTime};
 use tokio::sync::broadcast;
@@ -82,7 +82,7 @@ async fn publish_and_play_over_loopback() {
     // Player 1 is there from the start.
     let (tx, _) = broadcast::channel::<PlayFrame>(1024);
     let (mut p1, offer) = Client::new(Direction::RecvOnly).await;
-    let playing1 = engine.play(&offer, "s1", LOCALHOST, source(None, tx.subscribe())).await.unwrap();
+    let playing1 = engine.play(&offer, "s1", LOCALHOST, Feed::spawn("s1", source(None, tx.subscribe()))).await.unwrap();
     p1.accept(&playing1.answer);
     p1.connect().await;
 
@@ -129,7 +129,10 @@ async fn publish_and_play_over_loopback() {
         let (mut p2, offer) = Client::new(Direction::RecvOnly).await;
         // As the registry does: the current sequence header first, then live frames.
         let header = last_header.lock().clone();
-        let playing = late_engine.play(&offer, "s1", LOCALHOST, source(header, late_tx.subscribe())).await.unwrap();
+        let playing = late_engine
+            .play(&offer, "s1", LOCALHOST, Feed::spawn("s1", source(header, late_tx.subscribe())))
+            .await
+            .unwrap();
         p2.accept(&playing.answer);
         let got = run_player(p2, end + Duration::from_millis(1500)).await;
         (got, playing, asked)
