@@ -14,22 +14,13 @@
 // OnAir push carrying one message.
 "use strict";
 
-const http = require("http");
 const { WebSocketServer } = require("ws");
 
 const port = Number(process.env.PORT || 3100);
 const host = process.env.HOST || "127.0.0.1";
 
-const httpServer = http.createServer((req, res) => {
-  if (req.url === "/healthz") {
-    res.end("ok");
-    return;
-  }
-  res.writeHead(404);
-  res.end();
-});
-
-const wss = new WebSocketServer({ server: httpServer, perMessageDeflate: false });
+// Any path is accepted (the tool connects to `/ws`).
+const wss = new WebSocketServer({ host, port, perMessageDeflate: false });
 
 /** room id → Set of sockets */
 const rooms = new Map();
@@ -126,13 +117,12 @@ wss.on("connection", (ws) => {
   ws.on("error", () => {});
 });
 
-httpServer.listen(port, host, () => {
+wss.on("listening", () => {
   console.error(`ws ${require("ws/package.json").version} listening on ${host}:${port} (pid ${process.pid})`);
 });
 
 function shutdown() {
   wss.close();
-  httpServer.close();
   process.exit(0);
 }
 process.on("SIGINT", shutdown);
