@@ -88,6 +88,11 @@ impl TickPolicy {
 /// The process's CPU time includes everything else it does, so a sample is taken only
 /// when the period wrote enough for the fan-out to dominate ([`WriteCostMeter::MIN_WRITES`]);
 /// quieter periods keep the last estimate (small rounds are cheap whatever the cost).
+/// The other work still inflates the estimate: with `o` of a core spent elsewhere, a
+/// room paced at `cpu_share` reads `c / (1 − o / cpu_share)` for a true cost `c`
+/// (fewer writes carry the same other work) — 7 % at 5 % of other work, and bounded
+/// as long as the other work stays under the share; past it, `max_ms` and
+/// [`WriteCostMeter::BOUNDS_NS`] bound the ticks.
 #[derive(Debug, Clone, Default)]
 pub struct WriteCostMeter {
     /// The previous sample: CPU ns and writes.

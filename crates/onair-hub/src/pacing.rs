@@ -29,7 +29,25 @@ impl Pacing {
 
     /// The tick of a room of `members` connections at the current cost.
     pub(crate) fn tick(&self, members: usize) -> Tick {
-        self.policy.tick(members, f64::from_bits(self.cost_ns.load(Ordering::Relaxed)))
+        self.policy.tick(members, self.cost_ns())
+    }
+
+    /// The smoothed cost per write, ns.
+    fn cost_ns(&self) -> f64 {
+        f64::from_bits(self.cost_ns.load(Ordering::Relaxed))
+    }
+
+    /// Takes a sample of the process CPU time (ns since start) against the writes
+    /// counted so far; returns the writes and the new smoothed cost.
+    fn observe(&self, cpu_ns: u64) -> (u64, f64) {
+        let writes = self.writes.load(Ordering::Relaxed);
+        let cost = {
+            let mut meter = self.meter.lock();
+            meter.observe(cpu_ns, writes);
+            meter.cost_ns()
+        };
+        self.cost_ns.store(cost.to_bits(), Ordering::Relaxed);
+        (writes, cost)
     }
 }
 
@@ -44,13 +62,7 @@ impl Hub {
     /// threads), taken about once a second by the server; updates the cost per write
     /// and the pacing gauges of `/metrics`.
     pub fn observe_cpu(&self, cpu_ns: u64) {
-        let writes = self.pacing.writes.load(Ordering::Relaxed);
-        let cost = {
-            let mut meter = self.pacing.meter.lock();
-            meter.observe(cpu_ns, writes);
-            meter.cost_ns()
-        };
-        self.pacing.cost_ns.store(cost.to_bits(), Ordering::Relaxed);
+        let (writes, cost) = self.pacing.observe(cpu_ns);
         metrics::counter!("onair_fanout_socket_writes_total").absolute(writes);
         metrics::gauge!("onair_fanout_write_cost_ns").set(cost);
         let sizes: Vec<usize> = self.rooms.read().values().map(|r| r.members.lock().len()).collect();
@@ -69,11 +81,35 @@ impl Hub {
     /// The smoothed CPU cost of one socket write, ns (the policy's default until
     /// measured).
     pub fn write_cost_ns(&self) -> f64 {
-        f64::from_bits(self.pacing.cost_ns.load(Ordering::Relaxed))
+        self.pacing.cost_ns()
     }
 
     /// The tick a room of `members` connections gets now.
     pub fn room_tick(&self, members: usize) -> Tick {
         self.pacing.tick(members)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measured_cost_moves_big_rooms_ticks() {
+        let pacing = Pacing::new(TickPolicy::default());
+        // Before any measurement: the default 5 µs per write.
+        assert_eq!(pacing.tick(10_000).ms, 63);
+        assert_eq!(pacing.observe(1_000_000_000), (0, 5_000.0));
+        // 20,000 writes in 0.2 s of CPU: 10 µs each → 10,000 members tick every 125 ms.
+        for _ in 0..20_000 {
+            pacing.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        assert_eq!(pacing.observe(1_200_000_000), (20_000, 10_000.0));
+        assert_eq!(pacing.tick(10_000).ms, 125);
+        assert_eq!(pacing.tick(100).ms, 50, "small rooms keep the minimum");
+        // A fixed budget ignores the measurement.
+        let fixed = Pacing::new(TickPolicy { writes_per_sec: Some(100_000), ..TickPolicy::default() });
+        fixed.cost_ns.store(50_000f64.to_bits(), Ordering::Relaxed);
+        assert_eq!(fixed.tick(10_000).ms, 100);
     }
 }
