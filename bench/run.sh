@@ -3,13 +3,14 @@
 #
 #   bench/run.sh onair    [onair-bench chat flags...]
 #   bench/run.sh socketio [onair-bench chat flags...]
+#   bench/run.sh ws       [onair-bench chat flags...]
 #
 # Environment: ONAIR_BIN (default target/release/onair), BENCH_BIN (default
-# $CARGO_TARGET_DIR or target, /release/onair-bench), PORT (18080 / 13000).
+# $CARGO_TARGET_DIR or target, /release/onair-bench), PORT (18080 / 13000 / 13100).
 # The OnAir server gets a throw-away config and data dir under /tmp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target=${1:?usage: bench/run.sh onair|socketio [chat flags...]}
+target=${1:?usage: bench/run.sh onair|socketio|ws [chat flags...]}
 shift
 BENCH_BIN=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/onair-bench}
 ONAIR_BIN=${ONAIR_BIN:-target/release/onair}
@@ -42,6 +43,12 @@ socketio)
   data=$(mktemp -d /tmp/socketio-bench.XXXXXX)
   PORT=$PORT node bench/socketio/server.js >"$data/server.log" 2>&1 &
   url="ws://127.0.0.1:$PORT"
+  ;;
+ws)
+  PORT=${PORT:-13100}
+  data=$(mktemp -d /tmp/ws-bench.XXXXXX)
+  PORT=$PORT node bench/ws/server.js >"$data/server.log" 2>&1 &
+  url="ws://127.0.0.1:$PORT/ws"
   ;;
 *)
   echo "unknown target $target" >&2

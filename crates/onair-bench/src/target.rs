@@ -1,6 +1,9 @@
-//! The two servers the tool can load, and their wire text.
+//! The three servers the tool can load, and their wire text.
 //!
-//! OnAir speaks the JSON protocol of docs/protocol.md at `/ws`. The Socket.IO
+//! OnAir speaks the JSON protocol of docs/protocol.md at `/ws`. The `ws` peer
+//! (`bench/ws/server.js`, a plain broadcast loop) speaks the part of it the tool
+//! uses (`login`, `join`, `send`, one-message `push`es), so it gets the same
+//! texts as OnAir and sends frames of the same shape. The Socket.IO
 //! peer (`bench/socketio/server.js`) is reached with Engine.IO v4 over a raw
 //! WebSocket; its `chat` event carries the same fields as an OnAir `send`,
 //! and it broadcasts OnAir-shaped MSGs, so frames have about the same size
@@ -17,6 +20,8 @@ use crate::net::urlencode;
 pub enum Target {
     Onair,
     Socketio,
+    /// The plain `ws` broadcast-loop peer: OnAir's wire, no room to create.
+    Ws,
 }
 
 /// What every viewer counts: one occurrence per chat message.
@@ -26,7 +31,7 @@ impl Target {
     /// Path and query to open the WebSocket with.
     pub fn ws_path(self, url_path: &str, room: &str, user: &str) -> String {
         match self {
-            Target::Onair => url_path.to_string(),
+            Target::Onair | Target::Ws => url_path.to_string(),
             Target::Socketio => {
                 let mut p = format!("/socket.io/?EIO=4&transport=websocket&room={}", urlencode(room));
                 if !user.is_empty() {
@@ -126,7 +131,7 @@ struct PushLite {
 /// not a push/chat event (acks, Engine.IO control packets).
 pub fn parse_msgs(target: Target, text: &str) -> Option<Result<Vec<MsgLite>, serde_json::Error>> {
     match target {
-        Target::Onair => match serde_json::from_str::<PushLite>(text) {
+        Target::Onair | Target::Ws => match serde_json::from_str::<PushLite>(text) {
             Ok(p) if p.op == "push" => Some(Ok(p.msgs)),
             Ok(_) => None,
             Err(e) => Some(Err(e)),
@@ -158,12 +163,18 @@ mod tests {
     }
 
     #[test]
-    fn sampled_viewers_parse_both_shapes() {
+    fn sampled_viewers_parse_every_shape() {
         let push = r#"{"op":"push","roomId":"r","msgs":[{"seq":1,"time":1,"cloudCustomData":"5"},{"seq":2,"cloudCustomData":"x"}],"events":[]}"#;
         let m = parse_msgs(Target::Onair, push).and_then(Result::ok).unwrap_or_default();
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].cloud_custom_data, "5");
         assert!(parse_msgs(Target::Onair, r#"{"op":"ack","id":1,"code":0}"#).is_none());
+        // The ws peer pushes OnAir's frame shape, one message per frame.
+        let one =
+            r#"{"op":"push","roomId":"r","msgs":[{"seq":3,"time":1,"from":"a","cloudCustomData":"7"}],"events":[]}"#;
+        let m = parse_msgs(Target::Ws, one).and_then(Result::ok).unwrap_or_default();
+        assert_eq!(m.first().map(|m| (m.seq, m.cloud_custom_data.as_str())), Some((3, "7")));
+        assert_eq!(Target::Ws.ws_path("/ws", "r", "u"), "/ws");
         let ev = r#"42["chat",{"seq":8,"time":1,"from":"a","cloudCustomData":"9"}]"#;
         let m = parse_msgs(Target::Socketio, ev).and_then(Result::ok).unwrap_or_default();
         assert_eq!(m.first().map(|m| m.seq), Some(8));

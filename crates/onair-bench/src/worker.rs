@@ -392,7 +392,7 @@ async fn connect_raw(ctx: &Ctx, i: usize) -> Result<RawConn> {
     let mut buf = ws_upgrade(&mut stream, &url).await?;
     let mask = i as u32;
     match spec.target {
-        Target::Onair => {
+        Target::Onair | Target::Ws => {
             stream.write_all(&client_frame(OP_TEXT, target::onair_join(1, &spec.room).as_bytes(), mask)).await?;
             read_until(&mut stream, &mut buf, |t| match target::onair_ack(t) {
                 Some(a) if a.id == Some(1) && a.code == Some(0) => Ok(true),
@@ -698,6 +698,11 @@ async fn connect_sender(ctx: &Ctx, i: usize, user: &str) -> Result<Ws> {
             request(&mut ws, Some(target::onair_login(1, ctx.spec.sdkappid, user, &sig)), ack_ok(1, "login")).await?;
             request(&mut ws, Some(target::onair_join(2, &ctx.spec.room)), ack_ok(2, "join")).await?;
         }
+        Target::Ws => {
+            // No auth: the login only names the sender in its MSGs.
+            request(&mut ws, Some(target::onair_login(1, ctx.spec.sdkappid, user, "")), ack_ok(1, "login")).await?;
+            request(&mut ws, Some(target::onair_join(2, &ctx.spec.room)), ack_ok(2, "join")).await?;
+        }
         Target::Socketio => sio_handshake(&mut ws).await?,
     }
     Ok(ws)
@@ -706,7 +711,9 @@ async fn connect_sender(ctx: &Ctx, i: usize, user: &str) -> Result<Ws> {
 async fn connect_sampled(ctx: &Ctx, i: usize, node: usize) -> Result<Ws> {
     let mut ws = connect_ws(ctx, i, node, "").await?;
     match ctx.spec.target {
-        Target::Onair => request(&mut ws, Some(target::onair_join(1, &ctx.spec.room)), ack_ok(1, "join")).await?,
+        Target::Onair | Target::Ws => {
+            request(&mut ws, Some(target::onair_join(1, &ctx.spec.room)), ack_ok(1, "join")).await?
+        }
         Target::Socketio => sio_handshake(&mut ws).await?,
     }
     Ok(ws)
@@ -828,7 +835,7 @@ async fn run_sender(ctx: &Ctx, mut ws: Ws, idx: usize) -> SenderStats {
                 let random = ((idx as u32) << 20) | (counter & 0xf_ffff);
                 let sent_us = now_us();
                 let text = match spec.target {
-                    Target::Onair => target::onair_send(id, &spec.room, random, sent_us),
+                    Target::Onair | Target::Ws => target::onair_send(id, &spec.room, random, sent_us),
                     Target::Socketio => target::sio_chat(id, &spec.room, random, sent_us),
                 };
                 if let Err(e) = ws.send(Message::text(text)).await {
@@ -866,7 +873,7 @@ async fn run_sender(ctx: &Ctx, mut ws: Ws, idx: usize) -> SenderStats {
                     continue;
                 }
                 let ack = match spec.target {
-                    Target::Onair => target::onair_ack(text.as_str()),
+                    Target::Onair | Target::Ws => target::onair_ack(text.as_str()),
                     Target::Socketio => target::sio_ack(text.as_str()),
                 };
                 let Some(ack) = ack else { continue };

@@ -315,13 +315,36 @@ fn is_plain_cjk(c: char) -> bool {
     matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' | '\u{AC00}'..='\u{D7A3}' | '\u{3041}'..='\u{3096}' | '\u{30A1}'..='\u{30FA}')
 }
 
+/// The ASCII char a full-width form (U+FF01..U+FF5E, `ｂ`, `Ｂ`, `！`) stands for: NFKC
+/// maps each to it, and none is a mark (a test checks all 94). Full-width letters are
+/// a common dodge, and full-width punctuation is everyday Chinese and Japanese text.
+fn fullwidth_ascii(c: char) -> Option<u8> {
+    let u = u32::from(c);
+    if (0xFF01..=0xFF5E).contains(&u) { u8::try_from(u - 0xFEE0).ok() } else { None }
+}
+
+/// True for a char of the ranges, common in chat, whose every char normalisation
+/// removes: general punctuation, spaces and zero-width chars (U+2000..U+206F), CJK
+/// punctuation (U+3000..U+3004, U+3008..U+3020) and pictographs and emoji
+/// (U+1F300..U+1FAFF). They skip the Unicode table look-ups (a test checks every one
+/// against the general path).
+fn is_plain_ignorable(c: char) -> bool {
+    matches!(c, '\u{2000}'..='\u{206F}' | '\u{3000}'..='\u{3004}' | '\u{3008}'..='\u{3020}' | '\u{1F300}'..='\u{1FAFF}')
+}
+
 /// True for a char that belongs to the cluster of the char before it: combining marks,
 /// Hangul medial vowels and final consonants (conjoining jamo), and the half-width
 /// katakana voiced/semi-voiced sound marks (which NFKC turns into combining marks).
 fn extends_cluster(c: char) -> bool {
-    if c.is_ascii() || is_plain_cjk(c) {
+    if c.is_ascii() || is_plain_cjk(c) || fullwidth_ascii(c).is_some() || is_plain_ignorable(c) {
         return false;
     }
+    extends_cluster_by_tables(c)
+}
+
+/// [`extends_cluster`] by the Unicode tables alone.
+#[inline(never)]
+fn extends_cluster_by_tables(c: char) -> bool {
     is_combining_mark(c)
         || canonical_combining_class(c) != 0
         || ('\u{1160}'..='\u{11FF}').contains(&c)
@@ -339,7 +362,17 @@ fn is_ignorable(c: char) -> bool {
     if is_plain_cjk(c) {
         return false;
     }
-    !c.is_alphanumeric() && !extends_cluster(c) && !std::iter::once(c).nfkc().any(char::is_alphanumeric)
+    if let Some(a) = fullwidth_ascii(c) {
+        return !a.is_ascii_alphanumeric();
+    }
+    is_plain_ignorable(c) || is_ignorable_by_tables(c)
+}
+
+/// [`is_ignorable`] by the Unicode tables alone (kept out of line: the fast paths
+/// above are what most chars take, and stay small enough to inline).
+#[inline(never)]
+fn is_ignorable_by_tables(c: char) -> bool {
+    !c.is_alphanumeric() && !extends_cluster_by_tables(c) && !std::iter::once(c).nfkc().any(char::is_alphanumeric)
 }
 
 /// Normalisation used for both words and text (see the module docs): NFKC, Unicode
@@ -406,9 +439,11 @@ fn normalize_into(text: &str, out: &mut String, mut map: Option<&mut Vec<Range<u
                 break;
             }
         }
-        if end == start + c.len_utf8() && (c.is_ascii() || is_plain_cjk(c)) {
+        if end == start + c.len_utf8() && (c.is_ascii() || is_plain_cjk(c) || fullwidth_ascii(c).is_some()) {
             // Fast path: an ASCII alphanumeric or a CJK letter on its own is already
-            // NFKC (and CJK has no case).
+            // NFKC (and CJK has no case); a full-width letter or digit is its ASCII
+            // twin in NFKC (a non-alphanumeric one was skipped as ignorable).
+            let c = fullwidth_ascii(c).map_or(c, char::from);
             out.push(c.to_ascii_lowercase());
             if let Some(map) = map.as_deref_mut() {
                 map.push(start..end);
@@ -499,6 +534,33 @@ mod tests {
         }
         // Followed by a mark, a kana still composes (the cluster path).
         assert_eq!(normalize("か\u{3099}").0, "が");
+    }
+
+    #[test]
+    fn the_fullwidth_and_ignorable_fast_paths_agree_with_the_tables() {
+        let mut fullwidth = 0;
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            // Every char: the fast classification equals the table-only one.
+            assert_eq!(is_ignorable(c), is_ignorable_by_tables(c), "{c:?} ignorable");
+            assert_eq!(extends_cluster(c), extends_cluster_by_tables(c), "{c:?} extends");
+            if let Some(a) = fullwidth_ascii(c) {
+                fullwidth += 1;
+                let nfkc: String = std::iter::once(c).nfkc().collect();
+                assert_eq!(nfkc, char::from(a).to_string(), "{c:?} is its ASCII twin in NFKC");
+                assert!(!is_combining_mark(c) && canonical_combining_class(c) == 0, "{c:?} starts a cluster");
+                if a.is_ascii_alphanumeric() {
+                    let general: String = std::iter::once(c).nfkc().flat_map(char::to_lowercase).collect();
+                    assert_eq!(normalize(&c.to_string()).0, general, "{c:?}");
+                }
+            }
+            if is_plain_ignorable(c) {
+                assert!(is_ignorable_by_tables(c) && !extends_cluster_by_tables(c), "{c:?} is removed");
+            }
+        }
+        assert_eq!(fullwidth, 94);
+        assert_eq!(normalize("ｂａｄ！Ｗｏｒｄ１").0, "badword1");
+        // Followed by a mark, a full-width letter still composes (the cluster path).
+        assert_eq!(normalize("ｅ\u{301}").0, "\u{e9}");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! | `live` | `change_state` (the one path of live-state changes), `set_state`, `schedule`, `set_stream`, `room_for_stream`, `on_stream`; [`HubObserver`] |
 //! | `business` | gifts (`gift_catalog`, `put_gift`, `delete_gift`, `send_gift`, `gift_leaderboard`), `like`, levels (`level_of`, `level`, `set_member`), `room_stats`, lotteries (`start_lottery`, `draw_lottery*`, `lottery_*`, `lotteries`), co-hosts (`cohost_request`, `cohost_answer`, `cohost_end`, `cohost_layout`, `cohosts`; guests' stream events drive the mix through `set_mixer`) |
 //! | `cluster` | [`Link`], `start_cluster`, `cluster_health`: what a node does with the [`bus`] |
+//! | `pacing` | `count_socket_write`, `observe_cpu`, `write_cost_ns`, `room_tick`: the delivery rounds' tick from the measured cost per socket write |
 //! | [`callbacks`], [`outbox`], [`sessions`], [`bus`] | webhooks, a connection's queue, logins, the Redis transport |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -55,6 +56,7 @@ use tokio_util::task::TaskTracker;
 pub mod bus;
 pub mod callbacks;
 pub mod outbox;
+mod pacing;
 pub mod sessions;
 
 use crate::callbacks::{BeforeSend, Callbacks, Origin, SendVerdict};
@@ -563,7 +565,8 @@ pub struct Hub {
     rooms: RwLock<HashMap<String, Arc<Room>>>,
     chat_cfg: ChatConfig,
     limits: RoomLimits,
-    tick: TickPolicy,
+    /// When rooms deliver: the tick policy and the measured cost per socket write.
+    pacing: pacing::Pacing,
     user_limits: LimitsConfig,
     store: Store,
     writer: HistoryWriter,
@@ -660,7 +663,7 @@ impl Hub {
             rooms: RwLock::new(HashMap::new()),
             chat_cfg,
             limits,
-            tick,
+            pacing: pacing::Pacing::new(tick),
             user_limits,
             store: store.clone(),
             writer,
@@ -1184,8 +1187,13 @@ impl Hub {
                 }
             }
             // Ticks are at least one interval apart: an idle room delivers at once, a
-            // busy one batches everything of the last interval into one frame.
-            let interval = Duration::from_millis(self.tick.interval_ms(room.members.lock().len()));
+            // busy one batches everything of the last interval into one frame. The
+            // interval follows the room's size and the measured cost per write.
+            let tick = self.pacing.tick(room.members.lock().len());
+            if tick.over_target {
+                metrics::counter!("onair_fanout_over_target_rounds_total").increment(1);
+            }
+            let interval = Duration::from_millis(tick.ms);
             tokio::select! {
                 _ = tokio::time::sleep_until(last_tick + interval) => {}
                 _ = self.shutdown.cancelled() => break,
@@ -1195,7 +1203,7 @@ impl Hub {
             // a saturated machine, a huge room — rounds stretch and each frame
             // carries more messages, instead of frames piling up in every outbox.
             if let Some((mark, members)) = last_frame.take() {
-                let deadline = last_tick + Duration::from_millis(self.tick.max_ms);
+                let deadline = last_tick + Duration::from_millis(self.pacing.policy.max_ms);
                 while Arc::strong_count(&mark) - 1 > members / 10 && tokio::time::Instant::now() < deadline {
                     tokio::select! {
                         _ = tokio::time::sleep(DRAIN_POLL) => {}

@@ -45,7 +45,7 @@ async fn hub() -> Fixture {
         user_limits: LimitsConfig::default(),
         chat: ChatConfig::default(),
         limits: RoomLimits::default(),
-        tick: TickPolicy { min_ms: 10, max_ms: 50, writes_per_sec: 1_000_000 },
+        tick: TickPolicy { min_ms: 10, max_ms: 50, writes_per_sec: Some(1_000_000), ..TickPolicy::default() },
         business: BusinessConfig::default(),
     };
     let services = Services {

@@ -255,10 +255,18 @@ pub struct ChatSettings {
     pub max_wait_ms: u64,
     /// Delivery tick: one push frame per room per tick at most.
     pub tick_ms: u64,
-    /// Longest tick a big room may stretch to (see `fanout_writes_per_sec`).
+    /// Longest tick a big room may stretch to (see `fanout_cpu_share`).
     pub max_tick_ms: u64,
-    /// Socket writes per second one room may cause; above `members / tick_ms`
-    /// the room's tick grows (up to `max_tick_ms`) and batches more per write.
+    /// Share of one core a room's fan-out may use: a big room's tick grows (up to
+    /// `max_tick_ms`) so that members × the measured CPU cost per socket write, per
+    /// tick, stays within it, and each write batches more messages.
+    pub fanout_cpu_share: f64,
+    /// Delivery delay (tick + members × cost per write) a room's tick is kept under
+    /// unless `fanout_cpu_share` needs a longer one (then `/metrics` counts it in
+    /// `onair_fanout_over_target_rounds_total`).
+    pub fanout_latency_target_ms: u64,
+    /// A fixed budget instead of the measured cost (0 = off, the default): socket
+    /// writes per second one room may cause, the tick growing above `members / tick_ms`.
     pub fanout_writes_per_sec: u64,
     /// Messages a newcomer gets on join (≤ 100).
     pub history_on_join: usize,
@@ -371,7 +379,9 @@ impl Default for ChatSettings {
             max_wait_ms: 1000,
             tick_ms: 50,
             max_tick_ms: 500,
-            fanout_writes_per_sec: 200_000,
+            fanout_cpu_share: 0.8,
+            fanout_latency_target_ms: 400,
+            fanout_writes_per_sec: 0,
             history_on_join: 20,
             history_max_age_secs: 86_400,
             resume_buffer: 1000,
@@ -417,6 +427,14 @@ impl Config {
         anyhow::ensure!(
             self.chat.max_tick_ms >= self.chat.tick_ms && self.chat.max_tick_ms <= 5000,
             "chat.max_tick_ms must be tick_ms..=5000"
+        );
+        anyhow::ensure!(
+            self.chat.fanout_cpu_share > 0.0 && self.chat.fanout_cpu_share <= 1.0,
+            "chat.fanout_cpu_share must be in (0, 1] (a share of one core)"
+        );
+        anyhow::ensure!(
+            (1..=60_000).contains(&self.chat.fanout_latency_target_ms),
+            "chat.fanout_latency_target_ms must be 1..=60000"
         );
         anyhow::ensure!(self.chat.history_on_join <= 100, "chat.history_on_join must be ≤ 100");
         anyhow::ensure!(self.chat.member_list_size <= 1000, "chat.member_list_size must be ≤ 1000");
@@ -493,7 +511,9 @@ impl Config {
         TickPolicy {
             min_ms: self.chat.tick_ms,
             max_ms: self.chat.max_tick_ms,
-            writes_per_sec: self.chat.fanout_writes_per_sec,
+            writes_per_sec: Some(self.chat.fanout_writes_per_sec).filter(|&w| w > 0),
+            cpu_share: self.chat.fanout_cpu_share,
+            latency_target_ms: self.chat.fanout_latency_target_ms,
         }
     }
 

@@ -7,6 +7,7 @@
 mod config;
 mod faces;
 mod http;
+mod pacing;
 mod state;
 
 use std::collections::HashSet;
@@ -316,6 +317,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if let Some(inbound) = inbound {
         hub.start_cluster(inbound);
     }
+    tasks.spawn(pacing::run(hub.clone(), shutdown.clone()));
 
     if !cfg.filter.words_file.is_empty() {
         let path = &cfg.filter.words_file;

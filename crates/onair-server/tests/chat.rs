@@ -1,5 +1,6 @@
 //! Chat between real clients of the real binary: ordering, stamping, element types,
-//! duplicates, anonymous viewers, single-room Web sessions, presence, notifications.
+//! duplicates, delivery pacing, anonymous viewers, single-room Web sessions, presence,
+//! notifications.
 
 #![allow(clippy::unwrap_used)]
 
@@ -252,6 +253,32 @@ async fn duplicate_random_is_never_delivered_twice() {
     assert!(extra.iter().all(|f| msgs(&f.v).is_empty()), "duplicates delivered: {extra:?}");
     let (_, h) = server.http("GET", &server.admin("/api/v1/rooms/dup/messages"), None).await;
     assert_eq!(h["messages"].as_array().unwrap().len(), 3, "{h}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_pacing_shows_in_the_metrics() {
+    let server = Server::start(NO_CUTS).await;
+    server.create_room("paced").await;
+    let mut alice = server.login_client("alice", "Web").await;
+    alice.join_ok("paced").await;
+    let ack = alice.send_text("paced", "hello", "Normal", 1).await;
+    assert_eq!(ack["code"], 0, "{ack}");
+    // The server samples its CPU clock (and publishes the pacing gauges) every second.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = server.metrics().await;
+        if parse_metric(&metrics, "onair_fanout_socket_writes_total") >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(parse_metric(&metrics, "onair_fanout_socket_writes_total") >= 1.0, "writes counted: {metrics}");
+    // Far too few writes to measure a cost: the default, and a small room keeps the
+    // minimum tick within the latency target.
+    assert_eq!(parse_metric(&metrics, "onair_fanout_write_cost_ns"), 5000.0, "{metrics}");
+    assert_eq!(parse_metric(&metrics, "onair_fanout_tick_ms"), 50.0, "{metrics}");
+    assert_eq!(parse_metric(&metrics, "onair_fanout_stretched_rooms"), 0.0, "{metrics}");
+    assert_eq!(parse_metric(&metrics, "onair_fanout_over_target_rooms"), 0.0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -305,6 +305,8 @@ impl Conn {
                     let (mut frames, mut marks) = (Vec::new(), Vec::new());
                     let close = self.outbox.take(&mut frames, &mut marks);
                     if !frames.is_empty() {
+                        // The unit the delivery rounds' pacing measures its cost in.
+                        self.state.hub.count_socket_write();
                         let mut write = std::pin::pin!(write_text_frames(&mut socket, &frames));
                         // Polled once before a timer is armed: a reader that keeps up takes
                         // the whole write at once, and a timer per write (registered in and
