@@ -191,11 +191,16 @@ test('chromium publishes over WHIP; another context plays over WHEP; HTTP-FLV ha
   await viewer.context().close();
 });
 
-test('an ffmpeg RTMP push plays over WHEP in chromium', { skip: !haveFfmpeg && 'no ffmpeg' }, async () => {
-  assert.ok(rtmpTest, 'the banner prints a signed RTMP URL');
-  const ff = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-nostdin', '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30',
+/** ffmpeg pushing a 640x360 test pattern with a tone to the banner's RTMP URL for 25 s. */
+function pushTestPattern() {
+  return spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-nostdin', '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30',
     '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100', '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency',
     '-profile:v', 'baseline', '-g', '30', '-b:v', '500k', '-c:a', 'aac', '-t', '25', '-f', 'flv', rtmpTest], { stdio: 'ignore' });
+}
+
+test('an ffmpeg RTMP push plays over WHEP in chromium', { skip: !haveFfmpeg && 'no ffmpeg' }, async () => {
+  assert.ok(rtmpTest, 'the banner prints a signed RTMP URL');
+  const ff = pushTestPattern();
   try {
     await waitLive('test', (s) => s.videoCodec === 'h264' && s.gopFrames > 0);
     const viewer = await page();
@@ -217,9 +222,7 @@ test('with the UDP candidates taken out, chromium plays over ICE-TCP', { skip: !
     assert.ok(Date.now() < gone, 'the previous push ended');
     await new Promise((r) => setTimeout(r, 200));
   }
-  const ff = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-nostdin', '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30',
-    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100', '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency',
-    '-profile:v', 'baseline', '-g', '30', '-b:v', '500k', '-c:a', 'aac', '-t', '25', '-f', 'flv', rtmpTest], { stdio: 'ignore' });
+  const ff = pushTestPattern();
   try {
     await waitLive('test', (s) => s.videoCodec === 'h264' && s.gopFrames > 0);
     const viewer = await page();

@@ -147,6 +147,41 @@ async fn gstreamer_whip_publish_plays_over_flv_and_hls_with_aac() {
     }
 }
 
+/// What a WHEP player got.
+struct Played {
+    connected: Option<Duration>,
+    /// Whether the first video frame was a keyframe, and when it came.
+    first_video: Option<(bool, Duration)>,
+    video_frames: u32,
+    opus_packets: u32,
+}
+
+/// Runs a player (answer accepted) until it has 60 video frames and 50 Opus packets, or
+/// 12 s; times are since `asked`.
+async fn play(peer: &mut Peer, asked: Instant) -> Played {
+    let video_mid = peer.video;
+    let mut p = Played { connected: None, first_video: None, video_frames: 0, opus_packets: 0 };
+    peer.run(Instant::now() + Duration::from_secs(12), &mut |_, e| {
+        match e {
+            Event::Connected => p.connected = Some(asked.elapsed()),
+            Event::MediaData(d) if d.mid == video_mid => {
+                if p.first_video.is_none() {
+                    let idr = onair_media::nal::split_annexb(&d.data)
+                        .into_iter()
+                        .any(|n| onair_media::nal::nal_type(n) == Some(5));
+                    p.first_video = Some((idr, asked.elapsed()));
+                }
+                p.video_frames += 1;
+            }
+            Event::MediaData(_) => p.opus_packets += 1,
+            _ => {}
+        }
+        p.video_frames >= 60 && p.opus_packets >= 50
+    })
+    .await;
+    p
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmp_push_plays_over_whep_from_a_keyframe_with_opus() {
     if !have_ffmpeg() {
@@ -169,30 +204,7 @@ async fn rtmp_push_plays_over_whep_from_a_keyframe_with_opus() {
     assert!(tcp_candidates(&answer).is_empty(), "ICE-TCP is off by default: {answer}");
     peer.accept(&answer);
 
-    let video_mid = peer.video;
-    let mut first_video: Option<(bool, Duration)> = None;
-    let mut video_frames = 0u32;
-    let mut opus_packets = 0u32;
-    let mut connected = None;
-    let deadline = Instant::now() + Duration::from_secs(12);
-    peer.run(deadline, &mut |_, e| {
-        match e {
-            Event::Connected => connected = Some(asked.elapsed()),
-            Event::MediaData(d) if d.mid == video_mid => {
-                if first_video.is_none() {
-                    let idr = onair_media::nal::split_annexb(&d.data)
-                        .into_iter()
-                        .any(|n| onair_media::nal::nal_type(n) == Some(5));
-                    first_video = Some((idr, asked.elapsed()));
-                }
-                video_frames += 1;
-            }
-            Event::MediaData(_) => opus_packets += 1,
-            _ => {}
-        }
-        video_frames >= 60 && opus_packets >= 50
-    })
-    .await;
+    let Played { connected, first_video, video_frames, opus_packets } = play(&mut peer, asked).await;
     eprintln!(
         "WHEP of an RTMP stream: connected after {connected:?}, first video {first_video:?}, \
          {video_frames} video frames, {opus_packets} Opus packets"
@@ -242,34 +254,12 @@ async fn rtmp_push_plays_over_whep_through_ice_tcp() {
     peer.accept(&answer);
     peer.connect_tcp(&answer).await;
 
-    let video_mid = peer.video;
-    let mut connected = None;
-    let mut first_idr = None;
-    let mut video_frames = 0u32;
-    let mut opus_packets = 0u32;
-    peer.run(Instant::now() + Duration::from_secs(12), &mut |_, e| {
-        match e {
-            Event::Connected => connected = Some(asked.elapsed()),
-            Event::MediaData(d) if d.mid == video_mid => {
-                if first_idr.is_none() {
-                    first_idr = Some(
-                        onair_media::nal::split_annexb(&d.data)
-                            .into_iter()
-                            .any(|n| onair_media::nal::nal_type(n) == Some(5)),
-                    );
-                }
-                video_frames += 1;
-            }
-            Event::MediaData(_) => opus_packets += 1,
-            _ => {}
-        }
-        video_frames >= 60 && opus_packets >= 50
-    })
-    .await;
+    let Played { connected, first_video, video_frames, opus_packets } = play(&mut peer, asked).await;
     eprintln!(
-        "WHEP over ICE-TCP: connected after {connected:?}, {video_frames} video frames, {opus_packets} Opus packets"
+        "WHEP over ICE-TCP: connected after {connected:?}, first video {first_video:?}, \
+         {video_frames} video frames, {opus_packets} Opus packets"
     );
-    assert_eq!(first_idr, Some(true), "video over ICE-TCP, from a keyframe");
+    assert_eq!(first_video.map(|(idr, _)| idr), Some(true), "video over ICE-TCP, from a keyframe");
     assert!(video_frames >= 60, "{video_frames} video frames");
     assert!(opus_packets >= 50, "{opus_packets} Opus packets");
 

@@ -284,11 +284,12 @@ async fn serve(side: Arc<TcpSide>, stream: TcpStream, peer: SocketAddr, inbound:
             return;
         }
     };
-    let id = {
-        let r = inbound.routes.lock();
-        crate::demux::stun_local_ufrag(&first).and_then(|u| r.by_ufrag.get(u).copied())
+    let Some(ufrag) = crate::demux::stun_local_ufrag(&first).map(str::to_owned) else {
+        tracing::debug!(%peer, "webrtc tcp connection's first frame is no STUN request");
+        return;
     };
-    let Some(id) = id else {
+    let session_of = |ufrag: &str| inbound.routes.lock().by_ufrag.get(ufrag).copied();
+    let Some(id) = session_of(&ufrag) else {
         tracing::debug!(%peer, "webrtc tcp connection's first frame names no session");
         return;
     };
@@ -298,6 +299,11 @@ async fn serve(side: Arc<TcpSide>, stream: TcpStream, peer: SocketAddr, inbound:
         Arc::new(Conn { session: id, queue: Mutex::new(Queue::default()), wake: Notify::new(), closed: closed_tx });
     // Bound before the request is delivered, so its answer finds the connection.
     side.conns.write().insert(peer, conn.clone());
+    // A session that closed meanwhile (its ufrag goes before its connections are
+    // closed) would never close this one: check again now that it is visible.
+    if session_of(&ufrag) != Some(id) {
+        conn.closed.send_replace(true);
+    }
     let writer = tokio::spawn(write_loop(conn.clone(), wr));
     let deliver = |data: Vec<u8>| {
         // A shard that is behind loses the packet, as a UDP datagram would be lost.

@@ -1,6 +1,9 @@
 //! The engine's refusals and clean-ups, with real clients on loopback: bad offers (400 /
 //! 406), a second publisher (409), the per-IP bound (503), sessions whose ICE never
-//! completes or that go silent (closed by the configured timeouts), and `close`.
+//! completes or that go silent (closed by the configured timeouts), and `close`; and
+//! ICE-TCP: TCP-only peers playing and publishing, a connection bound by its first STUN
+//! request and closed with its session, strangers refused, the per-IP connection bound
+//! and the first-frame timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -273,4 +276,34 @@ async fn ice_tcp_refuses_strangers_and_bounds_connections() {
     let held = t0.elapsed();
     assert!(held >= Duration::from_millis(4800) && held < Duration::from_secs(7), "{held:?}");
     assert_eq!(engine.tcp_stats().unwrap().connections, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_tcp_publisher_frames_arrive() {
+    use onair_webrtc::IngestFrame;
+    use str0m::media::MediaTime;
+    let engine = tcp_engine(Limits::default()).await;
+    let (mut client, offer) = Client::new_tcp_only(Direction::SendOnly).await;
+    let mut published = engine.publish(&offer, "s", LOCALHOST).await.unwrap();
+    client.accept(&published.answer);
+    client.connect_tcp(&published.answer).await;
+    client.connect().await;
+    // 20 frames of the fixture (keyframes every 10) at 25 fps, over TCP.
+    let start = Instant::now();
+    let vmid = client.video;
+    for (i, au) in common::access_units().iter().take(20).enumerate() {
+        client.run_until(start + Duration::from_millis(40 * i as u64), &mut |_, _| {}).await;
+        let w = client.rtc.writer(vmid).unwrap();
+        let pt = w.payload_params().next().unwrap().pt();
+        let data = onair_media::nal::nals_to_annexb(au.iter().map(Vec::as_slice));
+        w.write(pt, Instant::now(), MediaTime::from_90khz(3600 * i as u64), data).unwrap();
+    }
+    client.run_until(Instant::now() + Duration::from_millis(1200), &mut |_, _| {}).await;
+    let mut video = 0;
+    while let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(200), published.frames.recv()).await {
+        video += usize::from(matches!(f, IngestFrame::Video { .. }));
+    }
+    // The sequence header plus (nearly) every picture.
+    assert!(video >= 18, "{video} video tags over ICE-TCP");
+    assert_eq!(engine.stats(published.id).unwrap().transport, Some(onair_webrtc::Transport::Tcp));
 }
