@@ -2,7 +2,9 @@
 // over WHIP to the real `onair` binary; another context plays the stream over WHEP and
 // decodes frames (`getStats` framesDecoded rising); ffprobe reads the same stream over
 // HTTP-FLV with H.264 and AAC (the Opus → AAC bridge). Then an ffmpeg RTMP push plays
-// over WHEP in the browser (AAC → Opus for its audio). Last, the UI: the studio's "Go
+// over WHEP in the browser (AAC → Opus for its audio), and again with every UDP candidate
+// taken out of the answer, so that Chromium must reach the server over ICE-TCP (on in this
+// server's config). Last, the UI: the studio's "Go
 // live from this browser" publishes the demo room over WHIP and the watch page plays it
 // over WHEP by default (with a latency figure); a watch page whose WHEP request fails
 // falls back to MediaSource within seconds.
@@ -41,7 +43,7 @@ before(async () => {
   const [http, rtmp] = [await freePort(), await freePort()];
   // Every interface: Chromium gathers no loopback candidates of its own.
   writeFileSync(cfg, `data_dir = ${JSON.stringify(join(dir, 'data'))}\n[demo]\nenabled = true\n[http]\nlisten = "127.0.0.1:${http}"\n` +
-    `[rtmp]\nlisten = "127.0.0.1:${rtmp}"\n[webrtc]\nlisten = "0.0.0.0:0"\n`);
+    `[rtmp]\nlisten = "127.0.0.1:${rtmp}"\n[webrtc]\nlisten = "0.0.0.0:0"\nice_tcp = true\n`);
   server = spawn(bin, ['serve', '--config', cfg], { env: { ...process.env, ONAIR_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = createInterface({ input: server.stdout });
   base = await new Promise((ok, fail) => {
@@ -94,9 +96,11 @@ async function waitLive(name, what = (s) => s.videoCodec === 'h264') {
   }
 }
 
-/** Plays `name` over WHEP in a page; returns framesDecoded after `ms`, sampled twice, and audio packets. */
-async function playWhep(p, name) {
-  return p.evaluate(async (name) => {
+/** Plays `name` over WHEP in a page; returns framesDecoded after `ms`, sampled twice, and audio
+ * packets. `tcpOnly`: every UDP candidate is removed from the answer (a network that blocks
+ * UDP), and the result also says which candidates carry the media. */
+async function playWhep(p, name, tcpOnly = false) {
+  return p.evaluate(async ([name, tcpOnly]) => {
     const pc = new RTCPeerConnection();
     pc.addTransceiver('video', { direction: 'recvonly' });
     pc.addTransceiver('audio', { direction: 'recvonly' });
@@ -104,7 +108,12 @@ async function playWhep(p, name) {
     const t0 = performance.now();
     const res = await fetch(`/whep/${name}`, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
     if (res.status !== 201) throw new Error(`WHEP ${res.status}: ${await res.text()}`);
-    await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+    let answer = await res.text();
+    const candidates = answer.split('\r\n').filter((l) => l.startsWith('a=candidate:'));
+    if (tcpOnly) {
+      answer = answer.split('\r\n').filter((l) => !(l.startsWith('a=candidate:') && l.split(' ')[2].toLowerCase() === 'udp')).join('\r\n');
+    }
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
     const stats = async () => {
       let frames = 0, audio = 0, codec = '';
       (await pc.getStats()).forEach((s) => {
@@ -124,9 +133,20 @@ async function playWhep(p, name) {
     const a = await stats();
     await new Promise((r) => setTimeout(r, 1500));
     const b = await stats();
+    // The candidates of the pair ICE selected (the transport's, or the nominated one).
+    const report = await pc.getStats();
+    let pairId = null;
+    report.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId; });
+    let pair = pairId ? report.get(pairId) : null;
+    if (!pair) report.forEach((s) => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s; });
+    const selected = pair ? {
+      local: report.get(pair.localCandidateId)?.protocol,
+      remote: report.get(pair.remoteCandidateId)?.protocol,
+      localTcpType: report.get(pair.localCandidateId)?.tcpType,
+    } : null;
     window.whepPc = pc;
-    return { firstFrameMs: first, a, b, location: res.headers.get('location') };
-  }, name);
+    return { firstFrameMs: first, a, b, selected, candidates, location: res.headers.get('location') };
+  }, [name, tcpOnly]);
 }
 
 test('chromium publishes over WHIP; another context plays over WHEP; HTTP-FLV has H.264 + AAC', { skip: !haveFfmpeg && 'no ffmpeg' }, async () => {
@@ -171,11 +191,16 @@ test('chromium publishes over WHIP; another context plays over WHEP; HTTP-FLV ha
   await viewer.context().close();
 });
 
-test('an ffmpeg RTMP push plays over WHEP in chromium', { skip: !haveFfmpeg && 'no ffmpeg' }, async () => {
-  assert.ok(rtmpTest, 'the banner prints a signed RTMP URL');
-  const ff = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-nostdin', '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30',
+/** ffmpeg pushing a 640x360 test pattern with a tone to the banner's RTMP URL for 25 s. */
+function pushTestPattern() {
+  return spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-nostdin', '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30',
     '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100', '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency',
     '-profile:v', 'baseline', '-g', '30', '-b:v', '500k', '-c:a', 'aac', '-t', '25', '-f', 'flv', rtmpTest], { stdio: 'ignore' });
+}
+
+test('an ffmpeg RTMP push plays over WHEP in chromium', { skip: !haveFfmpeg && 'no ffmpeg' }, async () => {
+  assert.ok(rtmpTest, 'the banner prints a signed RTMP URL');
+  const ff = pushTestPattern();
   try {
     await waitLive('test', (s) => s.videoCodec === 'h264' && s.gopFrames > 0);
     const viewer = await page();
@@ -184,6 +209,37 @@ test('an ffmpeg RTMP push plays over WHEP in chromium', { skip: !haveFfmpeg && '
     assert.ok(played.firstFrameMs !== null, 'decoded a first frame');
     assert.ok(played.b.frames > played.a.frames + 10, `framesDecoded rises: ${played.a.frames} → ${played.b.frames}`);
     assert.ok(played.b.audio > 0, 'Opus packets arrive (AAC → Opus bridge)');
+    await viewer.context().close();
+  } finally {
+    ff.kill('SIGKILL');
+  }
+});
+
+test('with the UDP candidates taken out, chromium plays over ICE-TCP', { skip: !haveFfmpeg && 'no ffmpeg' }, async () => {
+  // The previous test's push must have ended (one publisher per stream).
+  const gone = Date.now() + 10000;
+  while ((await fetch(`${base}/api/v1/streams/test`)).status !== 404) {
+    assert.ok(Date.now() < gone, 'the previous push ended');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const ff = pushTestPattern();
+  try {
+    await waitLive('test', (s) => s.videoCodec === 'h264' && s.gopFrames > 0);
+    const viewer = await page();
+    const played = await playWhep(viewer, 'test', true);
+    console.log('RTMP → WHEP over ICE-TCP in chromium:', JSON.stringify(played));
+    assert.ok(played.candidates.some((l) => / tcp \d+ .* typ host tcptype passive/i.test(l)), `a TCP candidate in ${played.candidates}`);
+    assert.ok(played.firstFrameMs !== null, 'decoded a first frame');
+    assert.ok(played.b.frames > played.a.frames + 10, `framesDecoded rises: ${played.a.frames} → ${played.b.frames}`);
+    assert.deepEqual([played.selected?.local, played.selected?.remote], ['tcp', 'tcp'], JSON.stringify(played.selected));
+    // The server says so too.
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const s = await (await fetch(`${base}/api/v1/streams/test`)).json();
+      if (s.webrtc.some((x) => x.role === 'play' && x.transport === 'tcp')) break;
+      assert.ok(Date.now() < deadline, `transport tcp in ${JSON.stringify(s.webrtc)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
     await viewer.context().close();
   } finally {
     ff.kill('SIGKILL');

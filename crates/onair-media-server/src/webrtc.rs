@@ -23,8 +23,10 @@
 //!   also asked with a PLI by the engine itself.
 //! - **Resources**: `Location` paths carry the session id plus a random token, so the
 //!   session a `DELETE` ends cannot be guessed from the (sequential) engine ids.
-//! - **Stats**: [`WebRtc::stream_sessions`] for `/api/v1/streams/{name}`; a metrics task
-//!   exports low-cardinality gauges (sessions by role and state, summed NACKs/PLIs).
+//! - **Stats**: [`WebRtc::stream_sessions`] for `/api/v1/streams/{name}` (each session's
+//!   transport, UDP or ICE-TCP, among its numbers); a metrics task exports
+//!   low-cardinality gauges (sessions by role and state, sessions on ICE-TCP, ICE-TCP
+//!   connections and dropped packets, summed NACKs/PLIs).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -39,7 +41,7 @@ use onair_webrtc::bridge::{AudioBridge, AudioPacket, BridgeKind};
 use onair_webrtc::sdp::{self, Role};
 use onair_webrtc::{
     EngineError, Feed, FrameSource, IceServer, IngestFrame, Limits, PlayFrame, SessionId, SessionState, SessionStats,
-    WebRtcConfig, WebRtcEngine,
+    Transport, WebRtcConfig, WebRtcEngine,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -86,6 +88,12 @@ pub struct WebRtcSettings {
     /// Engine tasks the sessions are spread over (SRTP for many viewers needs more than
     /// one core); all share the one UDP port. 0: one per core.
     pub engine_tasks: usize,
+    /// Passive ICE-TCP beside UDP (RFC 6544): a TCP listener, and a TCP candidate per
+    /// announced address (ranked below UDP) in every answer, so clients whose networks
+    /// block UDP still connect. Off by default.
+    pub ice_tcp: bool,
+    /// The ICE-TCP port; unset: the same number as the UDP port of `listen`.
+    pub tcp_port: Option<u16>,
 }
 
 /// One `[[webrtc.ice_servers]]`.
@@ -115,6 +123,8 @@ impl Default for WebRtcSettings {
             audio_kbps: 64,
             ffmpeg: "ffmpeg".into(),
             engine_tasks: 0,
+            ice_tcp: false,
+            tcp_port: None,
         }
     }
 }
@@ -247,9 +257,14 @@ impl WebRtc {
                 publisher_idle_timeout: Duration::from_secs(
                     settings.publisher_timeout_secs.clamp(1, settings.timeout_secs.max(1)),
                 ),
+                // A browser may open an ICE-TCP connection per candidate pair it checks.
+                max_tcp_connections: settings.max_sessions.max(1),
+                max_tcp_connections_per_ip: settings.max_sessions_per_ip.max(1).saturating_mul(2),
                 ..Limits::default()
             },
             shards: settings.engine_tasks,
+            ice_tcp: settings.ice_tcp,
+            tcp_port: settings.tcp_port,
         };
         let engine = WebRtcEngine::start(cfg).await?;
         let ffmpeg = crate::hls::ffmpeg_available(&settings.ffmpeg).await;
@@ -287,6 +302,11 @@ impl WebRtc {
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.engine.local_addr()
+    }
+
+    /// The ICE-TCP listener's address, when `[webrtc] ice_tcp` is on.
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.engine.tcp_local_addr()
     }
 
     /// The announced candidates, with a note when only loopback could be found.
@@ -596,6 +616,7 @@ impl WebRtc {
                 }
             }
             let (mut nacks_rx, mut nacks_tx, mut plis_rx, mut plis_tx) = (0u64, 0u64, 0u64, 0u64);
+            let mut on_tcp = 0u64;
             for (_, s) in &sessions {
                 let state = match s.state {
                     SessionState::Connecting => "connecting",
@@ -603,6 +624,7 @@ impl WebRtc {
                     SessionState::Closed => continue,
                 };
                 *counts.entry((role_label(s.role), state)).or_default() += 1;
+                on_tcp += u64::from(s.transport == Some(Transport::Tcp));
                 nacks_rx += s.nacks_received;
                 nacks_tx += s.nacks_sent;
                 plis_rx += s.plis_received;
@@ -616,6 +638,12 @@ impl WebRtc {
             metrics::gauge!("onair_webrtc_nacks", "direction" => "sent").set(nacks_tx as f64);
             metrics::gauge!("onair_webrtc_plis", "direction" => "received").set(plis_rx as f64);
             metrics::gauge!("onair_webrtc_plis", "direction" => "sent").set(plis_tx as f64);
+            if let Some(t) = self.engine.tcp_stats() {
+                metrics::gauge!("onair_webrtc_tcp_sessions").set(on_tcp as f64);
+                metrics::gauge!("onair_webrtc_tcp_connections").set(t.connections as f64);
+                metrics::gauge!("onair_webrtc_tcp_refused").set(t.refused as f64);
+                metrics::gauge!("onair_webrtc_tcp_dropped_packets").set(t.dropped_packets as f64);
+            }
         }
     }
 }
@@ -647,6 +675,7 @@ fn session_json(id: SessionId, s: &SessionStats) -> serde_json::Value {
             SessionState::Connected => "connected",
             SessionState::Closed => "closed",
         },
+        "transport": s.transport.map(|t| t.as_str()),
         "rttMs": s.rtt.map(|d| d.as_secs_f64() * 1000.0),
         "loss": s.loss,
         "bitrateRx": s.bitrate_rx,

@@ -538,12 +538,19 @@ fn webrtc_banner(state: &AppState, base: &str, push_created: bool) -> String {
     } else {
         "`onair push-url --stream NAME --whip` prints a signed URL".to_owned()
     };
+    let (tcp, tcp_line) = match w.tcp_local_addr() {
+        Some(t) => (
+            format!("\n  WebRTC ICE-TCP  {}, same addresses (fallback for UDP-blocking networks)", t.port()),
+            format!("\nwebrtc listening on tcp {t}"),
+        ),
+        None => ("\n  WebRTC ICE-TCP  off ([webrtc] ice_tcp = true to add it)".to_owned(), String::new()),
+    };
     format!(
         "\n  WHIP publish    {whip}\
          \n  WHEP play       {base}/whep/test\
-         \n  WebRTC UDP      {port}, announcing {candidates}\
+         \n  WebRTC UDP      {port}, announcing {candidates}{tcp}\
          \n\
-         \nwebrtc listening on udp {local}",
+         \nwebrtc listening on udp {local}{tcp_line}",
         port = w.local_addr().port(),
         candidates = w.candidates_text(),
         local = w.local_addr(),

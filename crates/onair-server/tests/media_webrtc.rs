@@ -4,7 +4,9 @@
 //!   bridge), and the
 //!   stream API shows it live with its WebRTC session.
 //! - An ffmpeg RTMP push plays over WHEP in a str0m player: H.264 from a keyframe on,
-//!   and Opus from the shared AAC → Opus bridge.
+//!   and Opus from the shared AAC → Opus bridge. With `[webrtc] ice_tcp` on, a player
+//!   that offers no UDP path gets the same over ICE-TCP (and the stream API and
+//!   `/metrics` say so); with it off (the default) no TCP candidate is offered.
 //! - Refusals: 401 (no / bad signature), 409 (name taken over RTMP), 400 (garbage SDP),
 //!   415 (content type), 404 (WHEP of nothing), 405 (PATCH: no trickle).
 //!
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::Server;
 use media_util::{PUSH_KEY, have_ffmpeg, media_toml, publish, wait_live};
-use onair_webrtc::test_util::Peer;
+use onair_webrtc::test_util::{Peer, tcp_candidates};
 use str0m::Event;
 use str0m::media::Direction;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -145,6 +147,41 @@ async fn gstreamer_whip_publish_plays_over_flv_and_hls_with_aac() {
     }
 }
 
+/// What a WHEP player got.
+struct Played {
+    connected: Option<Duration>,
+    /// Whether the first video frame was a keyframe, and when it came.
+    first_video: Option<(bool, Duration)>,
+    video_frames: u32,
+    opus_packets: u32,
+}
+
+/// Runs a player (answer accepted) until it has 60 video frames and 50 Opus packets, or
+/// 12 s; times are since `asked`.
+async fn play(peer: &mut Peer, asked: Instant) -> Played {
+    let video_mid = peer.video;
+    let mut p = Played { connected: None, first_video: None, video_frames: 0, opus_packets: 0 };
+    peer.run(Instant::now() + Duration::from_secs(12), &mut |_, e| {
+        match e {
+            Event::Connected => p.connected = Some(asked.elapsed()),
+            Event::MediaData(d) if d.mid == video_mid => {
+                if p.first_video.is_none() {
+                    let idr = onair_media::nal::split_annexb(&d.data)
+                        .into_iter()
+                        .any(|n| onair_media::nal::nal_type(n) == Some(5));
+                    p.first_video = Some((idr, asked.elapsed()));
+                }
+                p.video_frames += 1;
+            }
+            Event::MediaData(_) => p.opus_packets += 1,
+            _ => {}
+        }
+        p.video_frames >= 60 && p.opus_packets >= 50
+    })
+    .await;
+    p
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmp_push_plays_over_whep_from_a_keyframe_with_opus() {
     if !have_ffmpeg() {
@@ -164,32 +201,10 @@ async fn rtmp_push_plays_over_whep_from_a_keyframe_with_opus() {
     assert_eq!(status, 201, "{head}\n{answer}");
     let location = header(&head, "location").expect("Location").to_string();
     assert!(location.starts_with(&format!("/whep/{name}/")), "{location}");
+    assert!(tcp_candidates(&answer).is_empty(), "ICE-TCP is off by default: {answer}");
     peer.accept(&answer);
 
-    let video_mid = peer.video;
-    let mut first_video: Option<(bool, Duration)> = None;
-    let mut video_frames = 0u32;
-    let mut opus_packets = 0u32;
-    let mut connected = None;
-    let deadline = Instant::now() + Duration::from_secs(12);
-    peer.run(deadline, &mut |_, e| {
-        match e {
-            Event::Connected => connected = Some(asked.elapsed()),
-            Event::MediaData(d) if d.mid == video_mid => {
-                if first_video.is_none() {
-                    let idr = onair_media::nal::split_annexb(&d.data)
-                        .into_iter()
-                        .any(|n| onair_media::nal::nal_type(n) == Some(5));
-                    first_video = Some((idr, asked.elapsed()));
-                }
-                video_frames += 1;
-            }
-            Event::MediaData(_) => opus_packets += 1,
-            _ => {}
-        }
-        video_frames >= 60 && opus_packets >= 50
-    })
-    .await;
+    let Played { connected, first_video, video_frames, opus_packets } = play(&mut peer, asked).await;
     eprintln!(
         "WHEP of an RTMP stream: connected after {connected:?}, first video {first_video:?}, \
          {video_frames} video frames, {opus_packets} Opus packets"
@@ -207,6 +222,69 @@ async fn rtmp_push_plays_over_whep_from_a_keyframe_with_opus() {
     assert_eq!(status, 200);
     let (status, _, _) = request(s.port, "DELETE", &location, &[], "").await;
     assert_eq!(status, 404, "a session ends once");
+    let _ = ffmpeg.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_push_plays_over_whep_through_ice_tcp() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let s = Server::start(&format!("{}\n[webrtc]\nice_tcp = true\n", media_toml(""))).await;
+    let name = "tcpwhep";
+    let mut ffmpeg = publish(&media_util::push_url(&s, name), 30);
+    wait_live(&s, name).await;
+
+    // A player behind a network that blocks UDP: no UDP candidate, one TCP connection.
+    let (mut peer, offer) = Peer::new_tcp_only(Direction::RecvOnly).await;
+    let asked = Instant::now();
+    let (status, head, answer) =
+        request(s.port, "POST", &format!("/whep/{name}"), &[("Content-Type", "application/sdp")], &offer).await;
+    assert_eq!(status, 201, "{head}\n{answer}");
+    let location = header(&head, "location").expect("Location").to_string();
+    let tcp = tcp_candidates(&answer);
+    assert!(!tcp.is_empty(), "a tcptype passive candidate: {answer}");
+    // Same port number as UDP by default.
+    let udp_port = answer
+        .lines()
+        .find(|l| l.starts_with("a=candidate:") && l.split_whitespace().nth(2) == Some("udp"))
+        .and_then(|l| l.split_whitespace().nth(5))
+        .expect("a UDP candidate too");
+    assert_eq!(tcp[0].port().to_string(), udp_port, "{answer}");
+    peer.accept(&answer);
+    peer.connect_tcp(&answer).await;
+
+    let Played { connected, first_video, video_frames, opus_packets } = play(&mut peer, asked).await;
+    eprintln!(
+        "WHEP over ICE-TCP: connected after {connected:?}, first video {first_video:?}, \
+         {video_frames} video frames, {opus_packets} Opus packets"
+    );
+    assert_eq!(first_video.map(|(idr, _)| idr), Some(true), "video over ICE-TCP, from a keyframe");
+    assert!(video_frames >= 60, "{video_frames} video frames");
+    assert!(opus_packets >= 50, "{opus_packets} Opus packets");
+
+    // The stream API names the transport; /metrics counts the session (both refresh
+    // every second or two).
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let (_, v) = s.http("GET", &format!("/api/v1/streams/{name}"), None).await;
+        let on_tcp = v["webrtc"].as_array().is_some_and(|a| a.iter().any(|x| x["transport"] == "tcp"));
+        let counted = s.metric("onair_webrtc_tcp_sessions").await;
+        if on_tcp && counted == 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "transport tcp in {v}, onair_webrtc_tcp_sessions {counted}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(s.metric("onair_webrtc_tcp_connections").await, 1.0);
+
+    // DELETE closes the session and its TCP connection.
+    assert_eq!(request(s.port, "DELETE", &location, &[], "").await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while s.metric("onair_webrtc_tcp_connections").await != 0.0 {
+        assert!(Instant::now() < deadline, "the TCP connection outlived its session");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let _ = ffmpeg.kill().await;
 }
 

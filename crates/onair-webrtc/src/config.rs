@@ -1,5 +1,5 @@
-//! The engine's configuration: where its one UDP port listens, what addresses it
-//! announces as ICE host candidates, what STUN/TURN servers clients are told about, and
+//! The engine's configuration: where its one UDP port (and, with ICE-TCP, its TCP
+//! port) listens, what addresses it announces as ICE host candidates, what STUN/TURN servers clients are told about, and
 //! the limits that bound what a flood of offers can cost.
 //!
 //! Plain data with defaults; the server's `[webrtc]` section deserialises into its own
@@ -46,6 +46,14 @@ pub struct Limits {
     pub play_queue_frames: usize,
     /// Least time between two keyframe requests (PLI) sent to one publisher.
     pub pli_interval: Duration,
+    /// ICE-TCP connections open at once (bound to a session or not yet).
+    pub max_tcp_connections: usize,
+    /// ICE-TCP connections from one client IP (a browser may open one per candidate
+    /// pair it checks, so this is above `max_sessions_per_ip`).
+    pub max_tcp_connections_per_ip: usize,
+    /// Bytes queued to one ICE-TCP connection's writer; when full, whole packets are
+    /// dropped (as a full UDP buffer would) and counted.
+    pub tcp_queue_bytes: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +68,9 @@ impl Default for Limits {
             ingest_queue_frames: 512,
             play_queue_frames: 4096,
             pli_interval: Duration::from_millis(500),
+            max_tcp_connections: 2000,
+            max_tcp_connections_per_ip: 32,
+            tcp_queue_bytes: 512 * 1024,
         }
     }
 }
@@ -81,6 +92,12 @@ pub struct WebRtcConfig {
     /// Tasks the sessions are spread over (each does its sessions' SRTP and packetising;
     /// all share the one socket). 0: one per core.
     pub shards: usize,
+    /// Passive ICE-TCP (RFC 6544) beside UDP, for clients whose networks block UDP:
+    /// a TCP listener, and a `tcptype passive` host candidate per announced address in
+    /// every answer (at a lower priority than UDP, so it is the fallback).
+    pub ice_tcp: bool,
+    /// The ICE-TCP listener's port; `None`: the UDP socket's port number.
+    pub tcp_port: Option<u16>,
 }
 
 impl Default for WebRtcConfig {
@@ -92,6 +109,8 @@ impl Default for WebRtcConfig {
             ice_servers: Vec::new(),
             limits: Limits::default(),
             shards: 0,
+            ice_tcp: false,
+            tcp_port: None,
         }
     }
 }

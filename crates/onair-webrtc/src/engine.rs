@@ -24,6 +24,11 @@
 //! from the receive task (full → the datagram is dropped, as a full socket buffer
 //! would); the kernel's UDP send buffer (full → the datagram is dropped, NACK/RTX
 //! recovers it).
+//!
+//! ICE-TCP (optional, `WebRtcConfig::ice_tcp`) lives in [`crate::tcp`]: its connections
+//! feed the same shards as the receive task (`Datagram::proto` says which transport),
+//! and a shard hands a `Transmit` whose `proto` is TCP to that connection's writer
+//! instead of the UDP socket. Those two hooks are all this module knows of it.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -38,7 +43,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use parking_lot::Mutex;
 use str0m::change::SdpOffer;
-use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::net::{DatagramRecv, Protocol, Receive, TcpType};
 use str0m::{Candidate, Input, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -50,6 +55,7 @@ use crate::packetize::RtpFrame;
 use crate::sdp::{self, OfferError, Role};
 use crate::session::{Action, Session, SessionParts};
 use crate::stats::{SessionState, SessionStats};
+use crate::tcp::{TcpSide, TcpStats};
 
 /// A session's id: unique for the engine's life; shown in WHIP/WHEP `Location` URLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -173,12 +179,15 @@ enum Cmd {
     Shutdown,
 }
 
-/// A datagram the receive task hands to its session's shard.
-struct Datagram {
-    id: SessionId,
-    src: SocketAddr,
-    at: Instant,
-    data: Vec<u8>,
+/// A datagram the receive task (or a packet an ICE-TCP connection) hands to its
+/// session's shard.
+pub(crate) struct Datagram {
+    pub(crate) id: SessionId,
+    pub(crate) src: SocketAddr,
+    /// UDP, or TCP for a packet from an ICE-TCP connection.
+    pub(crate) proto: Protocol,
+    pub(crate) at: Instant,
+    pub(crate) data: Vec<u8>,
 }
 
 /// Datagrams queued from the receive task to one shard.
@@ -187,10 +196,10 @@ const DATAGRAM_QUEUE: usize = 4096;
 /// Which session a remote address or an ICE ufrag belongs to: read by the receive task
 /// for every datagram, written by the shards as sessions come, learn an address and go.
 #[derive(Default)]
-struct Routes {
+pub(crate) struct Routes {
     by_addr: HashMap<SocketAddr, SessionId>,
     /// Our ICE ufrag → session: finds the session of a first STUN request.
-    by_ufrag: HashMap<String, SessionId>,
+    pub(crate) by_ufrag: HashMap<String, SessionId>,
 }
 
 /// The way into one shard task.
@@ -201,7 +210,7 @@ struct ShardHandle {
 }
 
 /// The shard of session `id` among `shards`.
-fn shard_of(id: SessionId, shards: usize) -> usize {
+pub(crate) fn shard_of(id: SessionId, shards: usize) -> usize {
     (id.0 % shards.max(1) as u64) as usize
 }
 
@@ -307,6 +316,7 @@ pub struct WebRtcEngine {
     ice_servers: Arc<Vec<IceServer>>,
     local: SocketAddr,
     next_id: Arc<AtomicU64>,
+    tcp: Option<Arc<TcpSide>>,
 }
 
 impl WebRtcEngine {
@@ -329,6 +339,14 @@ impl WebRtcEngine {
             ips.push(local.ip());
         }
         ips.dedup();
+        let tcp = match cfg.ice_tcp {
+            true => {
+                let bind = SocketAddr::new(cfg.bind.ip(), cfg.tcp_port.unwrap_or(local.port()));
+                let side = TcpSide::bind(bind, &ips, cfg.limits.clone()).await;
+                Some(side.map_err(|e| EngineError::Config(format!("ICE-TCP listener on {bind}: {e}")))?)
+            }
+            false => None,
+        };
         let candidates: Vec<SocketAddr> = ips.into_iter().map(|ip| SocketAddr::new(ip, local.port())).collect();
         for c in &candidates {
             Candidate::host(*c, "udp").map_err(|e| EngineError::Config(format!("announce address {c}: {e}")))?;
@@ -363,13 +381,20 @@ impl WebRtcEngine {
                 shared: shared.clone(),
                 routes: routes.clone(),
                 shards: shards.clone(),
+                tcp: tcp.as_ref().map(|(side, _)| side.clone()),
                 sessions: HashMap::new(),
                 timers: BinaryHeap::new(),
             };
             tokio::spawn(shard.run(cmd_rx, write_rx, dgram_rx));
         }
+        let tcp = tcp.map(|(side, listener)| {
+            let inbound = crate::tcp::Inbound { routes: routes.clone(), shards: dgram_txs.clone() };
+            tokio::spawn(crate::tcp::listen(side.clone(), listener, inbound));
+            side
+        });
         tokio::spawn(receive(socket, routes, dgram_txs));
-        tracing::info!(%local, candidates = ?candidates, shards = n, "webrtc engine listening");
+        let tcp_local = tcp.as_ref().map(|t| t.local_addr());
+        tracing::info!(%local, ?tcp_local, candidates = ?candidates, shards = n, "webrtc engine listening");
         Ok(WebRtcEngine {
             shared,
             shards,
@@ -377,6 +402,7 @@ impl WebRtcEngine {
             ice_servers: Arc::new(cfg.ice_servers),
             local,
             next_id: Arc::new(AtomicU64::new(1)),
+            tcp,
         })
     }
 
@@ -388,6 +414,21 @@ impl WebRtcEngine {
     /// The host candidates put into every answer.
     pub fn candidates(&self) -> &[SocketAddr] {
         &self.candidates
+    }
+
+    /// The ICE-TCP listener's address, when ICE-TCP is on.
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().map(|t| t.local_addr())
+    }
+
+    /// The ICE-TCP (`tcptype passive`) host candidates put into every answer.
+    pub fn tcp_candidates(&self) -> &[SocketAddr] {
+        self.tcp.as_ref().map(|t| t.candidates()).unwrap_or(&[])
+    }
+
+    /// ICE-TCP connection and drop counts, when ICE-TCP is on.
+    pub fn tcp_stats(&self) -> Option<TcpStats> {
+        self.tcp.as_ref().map(|t| t.stats())
     }
 
     /// STUN/TURN servers to hand to clients (WHIP/WHEP `Link: rel="ice-server"` headers).
@@ -492,6 +533,16 @@ impl WebRtcEngine {
         let mut rtc = cfg.build(Instant::now());
         for c in self.candidates.iter() {
             let cand = Candidate::host(*c, "udp").map_err(|e| EngineError::Config(e.to_string()))?;
+            rtc.add_local_candidate(cand);
+        }
+        // After UDP, and ranked below it by type preference: ICE-TCP is the fallback.
+        for c in self.tcp_candidates() {
+            let cand = Candidate::builder()
+                .tcp()
+                .host(*c)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| EngineError::Config(e.to_string()))?;
             rtc.add_local_candidate(cand);
         }
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| EngineError::Rejected(e.to_string()))?;
@@ -696,7 +747,7 @@ async fn receive(socket: Arc<UdpSocket>, routes: Arc<Mutex<Routes>>, shards: Vec
         let Some(id) = id else { continue };
         if let Some(tx) = shards.get(shard_of(id, shards.len())) {
             // A shard that is behind loses the datagram, as a full socket buffer would.
-            let _ = tx.try_send(Datagram { id, src, at: Instant::now(), data: data.to_vec() });
+            let _ = tx.try_send(Datagram { id, src, proto: Protocol::Udp, at: Instant::now(), data: data.to_vec() });
         }
     }
 }
@@ -711,6 +762,8 @@ struct Shard {
     shared: Arc<Shared>,
     routes: Arc<Mutex<Routes>>,
     shards: Arc<Vec<ShardHandle>>,
+    /// ICE-TCP, when on: where `Protocol::Tcp` transmits go.
+    tcp: Option<Arc<TcpSide>>,
     sessions: HashMap<SessionId, Session>,
     /// Sessions' str0m timeouts, soonest first. An entry is stale when its session has
     /// gone or rescheduled (at most two entries per session: see `schedule`).
@@ -767,10 +820,11 @@ impl Shard {
 
     fn on_datagram(&mut self, d: Datagram) {
         let Ok(contents) = DatagramRecv::try_from(d.data.as_slice()) else { return };
-        let input = Input::Receive(
-            d.at,
-            Receive { proto: Protocol::Udp, source: d.src, destination: self.destination(d.src), contents },
-        );
+        let destination = match (&self.tcp, d.proto) {
+            (Some(tcp), Protocol::Tcp) => tcp.destination(d.src),
+            _ => self.destination(d.src),
+        };
+        let input = Input::Receive(d.at, Receive { proto: d.proto, source: d.src, destination, contents });
         let Some(s) = self.sessions.get_mut(&d.id) else { return };
         if !s.rtc.accepts(&input) {
             return;
@@ -779,7 +833,11 @@ impl Shard {
             // Only a STUN request naming this session's ufrag gets here from a new
             // address (the receive task's rule): ICE consent before anything else.
             s.addrs.push(d.src);
-            self.routes.lock().by_addr.insert(d.src, d.id);
+            // A TCP connection is bound to its session already (and its address means
+            // nothing on the UDP port).
+            if d.proto == Protocol::Udp {
+                self.routes.lock().by_addr.insert(d.src, d.id);
+            }
         }
         if let Err(e) = s.handle_input(input) {
             tracing::debug!(session = %d.id, error = %e, "webrtc input refused");
@@ -792,9 +850,15 @@ impl Shard {
     fn drive(&mut self, id: SessionId) {
         let mut actions = Vec::new();
         let socket = &self.socket;
+        let tcp = self.tcp.as_deref();
         if let Some(s) = self.sessions.get_mut(&id) {
             s.drive(
                 &mut |t| {
+                    if let (Protocol::Tcp, Some(tcp)) = (t.proto, tcp) {
+                        // ICE-TCP: that connection's writer queue (full: dropped).
+                        tcp.send(t.destination, &t.contents);
+                        return;
+                    }
                     // UDP: a full send buffer drops the datagram (NACK/RTX recovers).
                     let _ = socket.try_send_to(&t.contents, t.destination);
                 },
@@ -916,6 +980,9 @@ impl Shard {
             if r.by_ufrag.get(&s.ufrag) == Some(&id) {
                 r.by_ufrag.remove(&s.ufrag);
             }
+        }
+        if let Some(tcp) = &self.tcp {
+            tcp.close_session(id, &s.addrs);
         }
         self.shared.release(id);
     }

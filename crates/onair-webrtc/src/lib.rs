@@ -13,19 +13,21 @@
 //! - [`demux`]: a datagram's session from the STUN `USERNAME`.
 //! - [`packetize`]: a stream's frames as RTP payloads (H.264 single NAL / FU-A, Opus),
 //!   made once and shared by all of its viewers.
+//! - [`framing`]: RFC 4571 length-prefixed packets on an ICE-TCP byte stream.
 //!
 //! The shell: [`WebRtcEngine`] (one UDP socket, a receive task, N shard tasks that
 //! drive the `Rtc`s — SRTP for many viewers takes more than one core — and one pump
-//! task per player), [`feed::Feed`] (one reader per played stream, packetising each
-//! frame once; players' `Rtc`s run in str0m's RTP mode and are written the shared
-//! payloads), and [`bridge::AudioBridge`] (one `ffmpeg` child per stream and
+//! task per player; with `WebRtcConfig::ice_tcp`, a TCP listener whose connections feed
+//! the same shards: see the `tcp` module), [`feed::Feed`] (one reader per played
+//! stream, packetising each frame once; players' `Rtc`s run in str0m's RTP mode and are
+//! written the shared payloads), and [`bridge::AudioBridge`] (one `ffmpeg` child per stream and
 //! direction). str0m negotiates NACK + RTX, PLI/FIR, REMB and transport-wide CC
 //! feedback; publishers (browsers) adapt their bitrate to the TWCC feedback str0m sends.
 //!
 //! # Wiring into the media service (onair-media-server)
 //!
 //! - **Start**: `WebRtcEngine::start(WebRtcConfig { bind, announce_ips, announce_hosts,
-//!   ice_servers, limits, shards })` once at startup from `[webrtc]`; keep the handle in the
+//!   ice_servers, limits, shards, ice_tcp, tcp_port })` once at startup from `[webrtc]`; keep the handle in the
 //!   media state; `shutdown()` on exit.
 //! - **`POST /whip/{stream}`** (`Content-Type: application/sdp`): check the push
 //!   credentials (as for RTMP) → 401; `StreamRegistry::publish` the name (→ 409 when
@@ -88,7 +90,8 @@
 //! ([`Limits`]). ICE + DTLS must complete within `connect_timeout`, and a session that
 //! receives nothing for `idle_timeout` is closed (both 30 s by default); str0m's own ICE
 //! consent checks end dead sessions sooner. Queues: see the `engine` and `bridge`
-//! module headers (each says what happens when full).
+//! module headers (each says what happens when full); ICE-TCP connections (total, per
+//! IP, first-frame and write timeouts, byte-bounded writers): the `tcp` module header.
 pub mod bridge;
 pub mod config;
 pub mod convert;
@@ -96,11 +99,13 @@ pub mod demux;
 pub mod engine;
 pub mod error;
 pub mod feed;
+pub mod framing;
 pub mod ogg;
 pub mod packetize;
 pub mod sdp;
 mod session;
 pub mod stats;
+mod tcp;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
@@ -110,4 +115,5 @@ pub use engine::{
 };
 pub use error::EngineError;
 pub use feed::Feed;
-pub use stats::{SessionState, SessionStats};
+pub use stats::{SessionState, SessionStats, Transport};
+pub use tcp::TcpStats;

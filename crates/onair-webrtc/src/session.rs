@@ -17,7 +17,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid, Pt};
-use str0m::net::Transmit;
+use str0m::net::{Protocol, Transmit};
 use str0m::rtp::RtpWrite;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, watch};
@@ -26,7 +26,7 @@ use crate::convert::{H264Ingest, TrackClock};
 use crate::engine::{IngestFrame, TrackKind};
 use crate::packetize::RtpFrame;
 use crate::sdp::Role;
-use crate::stats::{SessionState, SessionStats};
+use crate::stats::{SessionState, SessionStats, Transport};
 
 /// Something a session's events ask of the engine.
 #[derive(Debug, PartialEq, Eq)]
@@ -236,6 +236,13 @@ impl Session {
                 }
                 .or(s.loss);
                 s.bwe_tx = p.bwe_tx.map(|b| b.as_u64());
+                if let Some(pair) = &p.selected_candidate_pair {
+                    s.transport = Some(match pair.protocol {
+                        Protocol::Udp => Transport::Udp,
+                        // TCP framing is the only other transport the engine speaks.
+                        _ => Transport::Tcp,
+                    });
+                }
             }
             Event::MediaIngressStats(m) => {
                 // Ingress: what we received; its NACK/PLI counts are the ones we sent.

@@ -18,6 +18,25 @@ pub enum SessionState {
     Closed,
 }
 
+/// The transport a session's media flows on (its selected ICE candidate pair).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The UDP port.
+    Udp,
+    /// An ICE-TCP connection.
+    Tcp,
+}
+
+impl Transport {
+    /// `"udp"` or `"tcp"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
 /// A session's numbers. Counters are totals since the session started.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionStats {
@@ -29,6 +48,9 @@ pub struct SessionStats {
     pub client_ip: IpAddr,
     /// Life cycle state.
     pub state: SessionState,
+    /// UDP or ICE-TCP, once ICE has selected a pair (updated with the stats, every
+    /// second).
+    pub transport: Option<Transport>,
     /// Round-trip time from RTCP, when known.
     pub rtt: Option<Duration>,
     /// Fraction of packets lost on the way in (publisher) or out (player), 0..1.
@@ -66,6 +88,7 @@ impl SessionStats {
             stream,
             client_ip,
             state: SessionState::Connecting,
+            transport: None,
             rtt: None,
             loss: None,
             bytes_rx: 0,
