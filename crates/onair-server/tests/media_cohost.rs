@@ -239,3 +239,138 @@ async fn an_accepted_guest_is_mixed_into_the_rooms_stream_and_leaves_it_when_the
     let codecs: Vec<&str> = p.streams.iter().filter_map(|s| s["codec_name"].as_str()).collect();
     assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{codecs:?}");
 }
+
+/// Reads `url` (an HTTP-FLV stream) like a player and notes, for every video tag, when
+/// it arrived and whether it was a sequence header; stops after `secs`.
+async fn flv_video_arrivals(port: u16, path: String, secs: f64) -> Vec<(Instant, bool)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    // HTTP/1.0: the body is the FLV bytes up to the close (no chunking to undo).
+    sock.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.unwrap();
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut at = None; // where the FLV body starts
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    while Instant::now() < end {
+        let n = match tokio::time::timeout(end - Instant::now(), sock.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => break,
+        };
+        let now = Instant::now();
+        buf.extend_from_slice(&chunk[..n]);
+        if at.is_none() {
+            let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            assert!(buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.0 200"), "{:?}", &buf[..i]);
+            at = Some(i + 4 + 9 + 4); // headers, the FLV header, PreviousTagSize0
+        }
+        let mut pos = at.unwrap_or(0);
+        while buf.len() >= pos + 11 {
+            let size = u32::from_be_bytes([0, buf[pos + 1], buf[pos + 2], buf[pos + 3]]) as usize;
+            if buf.len() < pos + 11 + size + 4 {
+                break;
+            }
+            if buf[pos] == 9 && size >= 2 {
+                out.push((now, buf[pos + 12] == 0));
+            }
+            pos += 11 + size + 4;
+        }
+        buf.drain(..pos);
+        at = Some(0);
+    }
+    out
+}
+
+/// The ffmpeg mixer children of the server on `rtmp_port` working for `program` (they
+/// read `{program}.raw` from that port), from the process list.
+fn mixer_children(rtmp_port: u16, program: &str) -> usize {
+    let needle = format!("127.0.0.1:{rtmp_port}/live/{program}.raw");
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    dir.filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"ffmpeg"))
+                && args.windows(2).any(|w| w[0] == b"-i" && String::from_utf8_lossy(w[1]).starts_with(&needle))
+        })
+        .count()
+}
+
+/// The mixer's output streams for `program` in the stream list.
+async fn mix_streams(s: &Server, program: &str) -> Vec<String> {
+    let (_, v) = s.http("GET", "/api/v1/streams", None).await;
+    v["streams"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["name"].as_str())
+                .filter(|n| n.starts_with(&format!("{program}.")) && n.ends_with(".mix"))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_change_keeps_the_picture_moving_and_leaves_one_mixer_child() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let test_start = Instant::now();
+    let s = Server::start_with_env(
+        &media_toml("record = false\nsnapshot_secs = 0\n"),
+        &[("ONAIR_LOG", "warn,onair_media_server::mixer=info")],
+    )
+    .await;
+    let (status, v) = s
+        .http("POST", &s.admin("/api/v1/rooms"), Some(&json!({"roomId": "swap", "name": "Swap", "owner": "anchor"})))
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let _anchor = publish_color(&push_url(&s, "swap"), "red", 440, 80);
+    wait_live(&s, "swap").await;
+    assert_eq!(post_as(&s, "guest", "/api/v1/rooms/swap/cohost/request", json!({})).await.0, 200);
+    assert_eq!(post_as(&s, "anchor", "/api/v1/rooms/swap/cohost/guest/accept", json!({})).await.0, 200);
+    let _guest = publish_color(&push_url(&s, "swap-cohost-guest"), "blue", 880, 80);
+    let flv = format!("http://127.0.0.1:{}/live/swap.flv", s.port);
+    until_shows(&flv, &[], Shows::RedLeftBlueRight, Duration::from_secs(30), &s).await;
+
+    // A viewer watches through a layout change: the picture keeps moving.
+    let viewer = tokio::spawn(flv_video_arrivals(s.port, "/live/swap.flv".into(), 9.0));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let asked = Instant::now();
+    let (status, v) = post_as(&s, "anchor", "/api/v1/rooms/swap/cohost/layout", json!({"layout": "pip"})).await;
+    assert_eq!(status, 200, "{v}");
+    let frames = viewer.await.unwrap();
+    let headers: Vec<Duration> =
+        frames.iter().filter(|(t, h)| *h && *t > asked).map(|(t, _)| t.duration_since(asked)).collect();
+    assert!(!headers.is_empty(), "the new mix went on air within 7 s (fresh sequence headers): {:?}", s.stderr());
+    let gaps: Vec<Duration> =
+        frames.windows(2).filter(|w| w[1].0 > asked).map(|w| w[1].0.duration_since(w[0].0)).collect();
+    let max_gap = gaps.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "layout change: new mix on air {:?} after the request; {} video tags; max gap between video tags {max_gap:?}",
+        headers[0],
+        frames.len()
+    );
+    assert!(max_gap < Duration::from_millis(1000), "viewers saw a {max_gap:?} freeze at the layout change");
+    until_shows(&flv, &[], Shows::RedWithBlueCorner, T, &s).await;
+
+    // The old child is gone: one mixer child and one mix stream for the program.
+    eventually("one mixer child after the change", Duration::from_secs(10), || async {
+        mixer_children(s.rtmp_port, "swap") == 1 && mix_streams(&s, "swap").await.len() == 1
+    })
+    .await;
+
+    // Quick clicks: no pile-up, the last layout wins.
+    for layout in ["grid", "pip", "side-by-side"] {
+        assert_eq!(post_as(&s, "anchor", "/api/v1/rooms/swap/cohost/layout", json!({"layout": layout})).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(300)).await; // a replaced child's kill
+        let n = mixer_children(s.rtmp_port, "swap");
+        assert!(n <= 2, "at most a live and a pending child, not {n}");
+    }
+    until_shows(&flv, &[], Shows::RedLeftBlueRight, Duration::from_secs(20), &s).await;
+    eventually("one mixer child after quick clicks", Duration::from_secs(10), || async {
+        mixer_children(s.rtmp_port, "swap") == 1 && mix_streams(&s, "swap").await.len() == 1
+    })
+    .await;
+    eprintln!("test took {:?}", test_start.elapsed());
+}
