@@ -128,7 +128,7 @@ pub fn tiles(layout: Layout, sources: usize, w: u32, h: u32) -> Vec<Tile> {
 /// is in the AudioSpecificConfig, not the tag header). Otherwise 44.1 kHz, what RTMP
 /// encoders send.
 pub fn mix_sample_rate(sources: &[Option<u32>]) -> u32 {
-    if sources.iter().any(|r| *r == Some(48_000)) { 48_000 } else { 44_100 }
+    if sources.contains(&Some(48_000)) { 48_000 } else { 44_100 }
 }
 
 /// The `-filter_complex` graph composing inputs `0..audio.len()` (input 0 the anchor)
@@ -698,7 +698,7 @@ mod children_tests {
         slots.plan(&mut c, &sbs);
         c.on_air(0);
         slots.plan(&mut c, &pip);
-        let steps = slots.plan(&mut c, &grid).unwrap();
+        let steps = slots.plan(&mut c, &grid).expect("a slot");
         assert_eq!(
             steps,
             vec![MixStep::Stop { generation: 1, release: false }, MixStep::Start { generation: 2, plan: grid.clone() }],
@@ -707,7 +707,7 @@ mod children_tests {
         slots.check(&c);
         assert_eq!(c.on_air(1), vec![], "a replaced child's late keyframe is no event");
         // Clicked back to what is on air: the pending child is not needed.
-        let steps = slots.plan(&mut c, &sbs).unwrap();
+        let steps = slots.plan(&mut c, &sbs).expect("a slot");
         assert_eq!(steps, vec![MixStep::Stop { generation: 2, release: true }, MixStep::Want(Source::Mix(0))]);
         slots.check(&c);
         assert_eq!((c.live().map(|l| l.generation), c.pending()), (Some(0), None));
@@ -722,7 +722,7 @@ mod children_tests {
         let two = plan(Layout::SideBySide, &["g", "h"]);
         slots.plan(&mut c, &sbs);
         c.on_air(0);
-        let steps = slots.plan(&mut c, &two).unwrap();
+        let steps = slots.plan(&mut c, &two).expect("a slot");
         assert_eq!(
             steps,
             vec![MixStep::Stop { generation: 0, release: false }, MixStep::Start { generation: 1, plan: two }]

@@ -5,7 +5,9 @@
 //! side), a blue window bottom right (picture in picture) after the anchor switches
 //! layout, audio is there, and once the guest's stream stops the guest is dropped from
 //! the session and the picture is all red again; the recording marks both switches
-//! with a discontinuity and a new init, and plays. Skips when ffmpeg is missing.
+//! with a discontinuity and a new init, and plays. A layout change is made before the
+//! old mix breaks: a viewer's HTTP-FLV keeps getting video frames throughout, and one
+//! mixer child is left. Skips when ffmpeg is missing.
 
 #![allow(clippy::unwrap_used)]
 
@@ -218,8 +220,7 @@ async fn an_accepted_guest_is_mixed_into_the_rooms_stream_and_leaves_it_when_the
     until_shows(&flv, &[], Shows::AllRed, Duration::from_secs(20), &s).await;
     eprintln!("guest out of the picture {:?} after their stream stopped", dropped_at.elapsed());
     eventually("the mixer's internal streams end", Duration::from_secs(15), || async {
-        s.http("GET", "/api/v1/streams/duo.mix", None).await.0 == 404
-            && s.http("GET", "/api/v1/streams/duo.raw", None).await.0 == 404
+        mix_streams(&s, "duo").await.is_empty() && s.http("GET", "/api/v1/streams/duo.raw", None).await.0 == 404
     })
     .await;
     let (_, list) = s.http("GET", &s.as_user("/api/v1/rooms/duo/cohost", "anchor"), None).await;
@@ -284,13 +285,16 @@ async fn flv_video_arrivals(port: u16, path: String, secs: f64) -> Vec<(Instant,
 /// The ffmpeg mixer children of the server on `rtmp_port` working for `program` (they
 /// read `{program}.raw` from that port), from the process list.
 fn mixer_children(rtmp_port: u16, program: &str) -> usize {
-    let needle = format!("127.0.0.1:{rtmp_port}/live/{program}.raw");
+    let (host, raw) = (format!("rtmp://127.0.0.1:{rtmp_port}/"), format!("/{program}.raw"));
     let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
     dir.filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
         .filter(|c| {
             let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
             args.first().is_some_and(|a| a.ends_with(b"ffmpeg"))
-                && args.windows(2).any(|w| w[0] == b"-i" && String::from_utf8_lossy(w[1]).starts_with(&needle))
+                && args.windows(2).any(|w| {
+                    let url = String::from_utf8_lossy(w[1]);
+                    w[0] == b"-i" && url.starts_with(&host) && url.split('?').next().is_some_and(|u| u.ends_with(&raw))
+                })
         })
         .count()
 }
@@ -308,6 +312,19 @@ async fn mix_streams(s: &Server, program: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Waits (≤ 10 s) until `program` has one mixer child and one mix stream.
+async fn one_mixer_child(s: &Server, program: &str, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (children, streams) = (mixer_children(s.rtmp_port, program), mix_streams(s, program).await);
+        if children == 1 && streams.len() == 1 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{when}: {children} mixer children, mix streams {streams:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,6 +356,13 @@ async fn a_layout_change_keeps_the_picture_moving_and_leaves_one_mixer_child() {
     let asked = Instant::now();
     let (status, v) = post_as(&s, "anchor", "/api/v1/rooms/swap/cohost/layout", json!({"layout": "pip"})).await;
     assert_eq!(status, 200, "{v}");
+    // Make-before-break: the new child runs next to the old one for a while.
+    let mut most = 0;
+    while !viewer.is_finished() {
+        most = most.max(mixer_children(s.rtmp_port, "swap"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(most, 2, "the old and the new mixer child side by side during the change");
     let frames = viewer.await.unwrap();
     let headers: Vec<Duration> =
         frames.iter().filter(|(t, h)| *h && *t > asked).map(|(t, _)| t.duration_since(asked)).collect();
@@ -355,10 +379,7 @@ async fn a_layout_change_keeps_the_picture_moving_and_leaves_one_mixer_child() {
     until_shows(&flv, &[], Shows::RedWithBlueCorner, T, &s).await;
 
     // The old child is gone: one mixer child and one mix stream for the program.
-    eventually("one mixer child after the change", Duration::from_secs(10), || async {
-        mixer_children(s.rtmp_port, "swap") == 1 && mix_streams(&s, "swap").await.len() == 1
-    })
-    .await;
+    one_mixer_child(&s, "swap", "after the change").await;
 
     // Quick clicks: no pile-up, the last layout wins.
     for layout in ["grid", "pip", "side-by-side"] {
@@ -368,9 +389,6 @@ async fn a_layout_change_keeps_the_picture_moving_and_leaves_one_mixer_child() {
         assert!(n <= 2, "at most a live and a pending child, not {n}");
     }
     until_shows(&flv, &[], Shows::RedLeftBlueRight, Duration::from_secs(20), &s).await;
-    eventually("one mixer child after quick clicks", Duration::from_secs(10), || async {
-        mixer_children(s.rtmp_port, "swap") == 1 && mix_streams(&s, "swap").await.len() == 1
-    })
-    .await;
+    one_mixer_child(&s, "swap", "after quick clicks").await;
     eprintln!("test took {:?}", test_start.elapsed());
 }
