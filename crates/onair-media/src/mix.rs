@@ -662,6 +662,19 @@ mod children_tests {
         }
     }
 
+    /// A program mixing side by side (generation 0 live) while picture in picture
+    /// (generation 1) is pending, with 4 slots.
+    fn changing() -> (MixChildren, Slots, MixPlan, MixPlan) {
+        let mut c = MixChildren::default();
+        let mut slots = Slots { free: 4, held: 0 };
+        let sbs = plan(Layout::SideBySide, &["g"]);
+        let pip = plan(Layout::PictureInPicture, &["g"]);
+        slots.plan(&mut c, &sbs);
+        c.on_air(0);
+        slots.plan(&mut c, &pip);
+        (c, slots, sbs, pip)
+    }
+
     #[test]
     fn a_new_plan_is_made_before_the_old_mix_breaks() {
         let mut c = MixChildren::default();
@@ -737,13 +750,7 @@ mod children_tests {
 
     #[test]
     fn a_failed_pending_child_leaves_the_old_mix_on_air() {
-        let mut c = MixChildren::default();
-        let mut slots = Slots { free: 4, held: 0 };
-        let sbs = plan(Layout::SideBySide, &["g"]);
-        let pip = plan(Layout::PictureInPicture, &["g"]);
-        slots.plan(&mut c, &sbs);
-        c.on_air(0);
-        slots.plan(&mut c, &pip);
+        let (mut c, mut slots, sbs, pip) = changing();
         let steps = c.failed(1);
         assert_eq!(steps, vec![MixStep::Stop { generation: 1, release: true }, MixStep::Want(Source::Mix(0))]);
         slots.apply(&steps);
@@ -767,13 +774,7 @@ mod children_tests {
 
     #[test]
     fn withdrawing_hands_back_then_stops_the_live_child() {
-        let mut c = MixChildren::default();
-        let mut slots = Slots { free: 4, held: 0 };
-        let sbs = plan(Layout::SideBySide, &["g"]);
-        let pip = plan(Layout::PictureInPicture, &["g"]);
-        slots.plan(&mut c, &sbs);
-        c.on_air(0);
-        slots.plan(&mut c, &pip);
+        let (mut c, mut slots, sbs, pip) = changing();
         let steps = c.withdraw();
         assert_eq!(steps, vec![MixStep::Stop { generation: 1, release: true }, MixStep::Want(Source::Anchor)]);
         slots.apply(&steps);
