@@ -327,14 +327,12 @@ async fn one_mixer_child(s: &Server, program: &str, when: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_layout_change_keeps_the_picture_moving_and_leaves_one_mixer_child() {
-    if !have_ffmpeg() {
-        return;
-    }
-    let test_start = Instant::now();
+/// A server with `[media] max_transcodes = slots` whose room `swap` has its red anchor
+/// and blue guest mixed side by side (FLV viewers see it); the two publishers go with
+/// the returned children.
+async fn mixed_room(slots: usize) -> (Server, [Child; 2]) {
     let s = Server::start_with_env(
-        &media_toml("record = false\nsnapshot_secs = 0\n"),
+        &media_toml(&format!("record = false\nsnapshot_secs = 0\nmax_transcodes = {slots}\n")),
         &[("ONAIR_LOG", "warn,onair_media_server::mixer=info")],
     )
     .await;
@@ -342,13 +340,24 @@ async fn a_layout_change_keeps_the_picture_moving_and_leaves_one_mixer_child() {
         .http("POST", &s.admin("/api/v1/rooms"), Some(&json!({"roomId": "swap", "name": "Swap", "owner": "anchor"})))
         .await;
     assert_eq!(status, 201, "{v}");
-    let _anchor = publish_color(&push_url(&s, "swap"), "red", 440, 80);
+    let anchor = publish_color(&push_url(&s, "swap"), "red", 440, 80);
     wait_live(&s, "swap").await;
     assert_eq!(post_as(&s, "guest", "/api/v1/rooms/swap/cohost/request", json!({})).await.0, 200);
     assert_eq!(post_as(&s, "anchor", "/api/v1/rooms/swap/cohost/guest/accept", json!({})).await.0, 200);
-    let _guest = publish_color(&push_url(&s, "swap-cohost-guest"), "blue", 880, 80);
+    let guest = publish_color(&push_url(&s, "swap-cohost-guest"), "blue", 880, 80);
     let flv = format!("http://127.0.0.1:{}/live/swap.flv", s.port);
     until_shows(&flv, &[], Shows::RedLeftBlueRight, Duration::from_secs(30), &s).await;
+    (s, [anchor, guest])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_change_keeps_the_picture_moving_and_leaves_one_mixer_child() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let test_start = Instant::now();
+    let (s, _publishers) = mixed_room(4).await;
+    let flv = format!("http://127.0.0.1:{}/live/swap.flv", s.port);
 
     // A viewer watches through a layout change: the picture keeps moving.
     let viewer = tokio::spawn(flv_video_arrivals(s.port, "/live/swap.flv".into(), 11.0));
@@ -390,5 +399,27 @@ async fn a_layout_change_keeps_the_picture_moving_and_leaves_one_mixer_child() {
     }
     until_shows(&flv, &[], Shows::RedLeftBlueRight, Duration::from_secs(20), &s).await;
     one_mixer_child(&s, "swap", "after quick clicks").await;
+    eprintln!("test took {:?}", test_start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_transcode_slot_a_layout_change_stops_the_old_mixer_first() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let test_start = Instant::now();
+    let (s, _publishers) = mixed_room(1).await;
+    let flv = format!("http://127.0.0.1:{}/live/swap.flv", s.port);
+    let (status, v) = post_as(&s, "anchor", "/api/v1/rooms/swap/cohost/layout", json!({"layout": "pip"})).await;
+    assert_eq!(status, 200, "{v}");
+    let start = Instant::now();
+    let mut most = 0;
+    while start.elapsed() < Duration::from_secs(6) {
+        most = most.max(mixer_children(s.rtmp_port, "swap"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(most, 1, "never more children than [media] max_transcodes");
+    until_shows(&flv, &[], Shows::RedWithBlueCorner, Duration::from_secs(20), &s).await;
+    one_mixer_child(&s, "swap", "after the change").await;
     eprintln!("test took {:?}", test_start.elapsed());
 }
