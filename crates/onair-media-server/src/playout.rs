@@ -769,7 +769,7 @@ pub fn vod_args(input: &Path, concat: bool, looped: bool, offset: f64, copy: boo
     if copy {
         a.extend(["-c".into(), "copy".into(), "-f".into(), "flv".into(), dst.into()]);
     } else {
-        a.extend(crate::renditions::live_encode_args(1500, 128, dst));
+        a.extend(crate::renditions::live_encode_args(1500, 128, 44_100, dst));
     }
     a
 }
@@ -801,7 +801,7 @@ pub fn slate_args(image: Option<&Path>, text: &str, dst: &str) -> Vec<String> {
     }
     a.extend(["-vf".into(), vf, "-map".into(), "0:v".into(), "-map".into(), "1:a".into()]);
     // A still picture needs little.
-    a.extend(crate::renditions::live_encode_args(400, 64, dst));
+    a.extend(crate::renditions::live_encode_args(400, 64, 44_100, dst));
     a
 }
 

@@ -190,8 +190,9 @@ struct StreamState {
     meter: RateMeter,
     /// Which feed the stream's viewers get (the publisher's or a co-host mix).
     switch: ProgramSwitch,
-    /// The latest (video, audio) configuration of each source: [anchor, mix].
-    source_configs: [SourceConfigs; 2],
+    /// The latest (video, audio) configuration of each source the switch may still
+    /// take: the anchor and the mix generations on air or wanted (at most three).
+    source_configs: Vec<(Source, SourceConfigs)>,
     /// While a mix is wanted: the publisher's own feed copied to `{name}.raw`.
     tap: Option<Publisher>,
 }
@@ -199,18 +200,26 @@ struct StreamState {
 /// A source's latest (video, audio) sequence headers.
 type SourceConfigs = (Option<Arc<Packet>>, Option<Arc<Packet>>);
 
-fn slot(s: Source) -> usize {
-    match s {
-        Source::Anchor => 0,
-        Source::Mix => 1,
-    }
-}
-
 impl StreamState {
+    /// `from`'s cached configurations; sources the switch can no longer take (an ended
+    /// mix generation) are forgotten.
+    fn configs(&mut self, from: Source) -> &mut SourceConfigs {
+        let (on, want) = (self.switch.on(), self.switch.wanted());
+        self.source_configs.retain(|(s, _)| *s == Source::Anchor || *s == on || *s == want || *s == from);
+        let i = match self.source_configs.iter().position(|(s, _)| *s == from) {
+            Some(i) => i,
+            None => {
+                self.source_configs.push((from, (None, None)));
+                self.source_configs.len() - 1
+            }
+        };
+        &mut self.source_configs[i].1
+    }
+
     /// Offers one packet of `from` to the program: the switch decides whether (and at
-    /// which time) viewers get it.
-    fn offer(&mut self, from: Source, packet: Arc<Packet>, len: usize) {
-        let configs = &mut self.source_configs[slot(from)];
+    /// which time) viewers get it. True when the program switched to `from` here.
+    fn offer(&mut self, from: Source, packet: Arc<Packet>, len: usize) -> bool {
+        let configs = self.configs(from);
         match &packet.media {
             Media::Config(CodecConfig::Avc { .. }) => configs.0 = Some(packet.clone()),
             Media::Config(CodecConfig::Aac { .. }) => configs.1 = Some(packet.clone()),
@@ -224,16 +233,20 @@ impl StreamState {
             dts: packet.dts,
         };
         match self.switch.offer(offer) {
-            Decision::Drop => {}
-            Decision::Pass(t) => self.emit(packet.at(t), len),
+            Decision::Drop => false,
+            Decision::Pass(t) => {
+                self.emit(packet.at(t), len);
+                false
+            }
             Decision::Switch(t) => {
                 // Fresh sequence headers at the switch, then the keyframe: every
                 // player re-initialises its decoder there.
-                let (v, a) = self.source_configs[slot(from)].clone();
+                let (v, a) = self.configs(from).clone();
                 for c in [v, a].into_iter().flatten() {
                     self.emit(c.at(t), 0);
                 }
                 self.emit(packet.at(t), len);
+                true
             }
         }
     }
@@ -377,10 +390,10 @@ impl Stream {
         self.state.lock().switch.want(source);
     }
 
-    /// The mix started over (a new mixer child): viewers keep the picture until its
-    /// first keyframe.
-    pub fn restart_mix(&self) {
-        self.state.lock().switch.restart(Source::Mix);
+    /// The mix of generation `generation` started over (its child was restarted): if on air,
+    /// viewers keep the picture until its first keyframe.
+    pub fn restart_mix(&self, generation: u32) {
+        self.state.lock().switch.restart(Source::Mix(generation));
     }
 
     /// The feed viewers get now.
@@ -388,13 +401,25 @@ impl Stream {
         self.state.lock().switch.on()
     }
 
-    /// A packet of the mix for this stream's program (see [`onair_media::mix`]):
-    /// viewers get it once the mix is wanted and has reached a keyframe.
-    pub fn feed_mix(&self, packet: &Arc<Packet>) {
+    /// A packet of the mix of generation `generation` for this stream's program (see
+    /// [`onair_media::mix`]): viewers get it once that mix is wanted and has reached a
+    /// keyframe. True when the program switched to this mix at this packet.
+    pub fn feed_mix(&self, generation: u32, packet: &Arc<Packet>) -> bool {
         if matches!(packet.media, Media::Metadata(_)) {
-            return;
+            return false;
         }
-        self.state.lock().offer(Source::Mix, packet.clone(), packet.body.len());
+        self.state.lock().offer(Source::Mix(generation), packet.clone(), packet.body.len())
+    }
+
+    /// The sample rate of this stream's AAC audio, when it has some.
+    pub fn audio_sample_rate(&self) -> Option<u32> {
+        let cfg = self.state.lock().audio_config.clone()?;
+        match &cfg.media {
+            Media::Config(CodecConfig::Aac { config }) => {
+                onair_media::codec::parse_asc(config).ok().map(|c| c.sample_rate)
+            }
+            _ => None,
+        }
     }
 
     /// Whether the publisher's own feed is being copied to `{name}.raw`.
@@ -543,7 +568,7 @@ impl StreamRegistry {
                 has_video: false,
                 meter: RateMeter::new(now),
                 switch: ProgramSwitch::default(),
-                source_configs: Default::default(),
+                source_configs: Vec::with_capacity(3),
                 tap: None,
             }),
             viewers: Default::default(),
@@ -581,7 +606,7 @@ impl StreamRegistry {
         if st.tap.is_some() {
             return Ok(true); // raced with another start: that one's tap stays
         }
-        let (v, a) = st.source_configs[0].clone();
+        let (v, a) = st.configs(Source::Anchor).clone();
         let gop = if st.switch.on() == Source::Anchor { st.gop.snapshot() } else { Vec::new() };
         tap.set_metadata(st.meta.clone());
         let configs = [v, a].into_iter().flatten().map(|p| (p.dts, p));

@@ -141,14 +141,14 @@ pub fn rendition_args(src: &str, dst: &str, r: &Rendition, overlays: &Overlays) 
     graph.push_str("[vout]");
     a.extend(["-filter_complex".to_string(), graph]);
     a.extend(["-map", "[vout]", "-map", "0:a?"].iter().map(|s| s.to_string()));
-    a.extend(live_encode_args(r.video_kbps, 96, dst));
+    a.extend(live_encode_args(r.video_kbps, 96, 44_100, dst));
     a
 }
 
-/// The encoder half of a transcoding child's arguments (renditions, chat outputs and
-/// co-host mixes): H.264 (x264 veryfast, zerolatency, a keyframe every second, `kbps`
-/// capped) and AAC 44.1 kHz at `audio_kbps`, published as FLV to `dst`.
-pub(crate) fn live_encode_args(kbps: u32, audio_kbps: u32, dst: &str) -> Vec<String> {
+/// The encoder half of a transcoding child's arguments (renditions, chat outputs,
+/// co-host mixes, playout): H.264 (x264 veryfast, zerolatency, a keyframe every second,
+/// `kbps` capped) and AAC at `rate` Hz and `audio_kbps`, published as FLV to `dst`.
+pub(crate) fn live_encode_args(kbps: u32, audio_kbps: u32, rate: u32, dst: &str) -> Vec<String> {
     let mut a: Vec<String> = [
         "-c:v",
         "libx264",
@@ -170,7 +170,7 @@ pub(crate) fn live_encode_args(kbps: u32, audio_kbps: u32, dst: &str) -> Vec<Str
         "-b:a".into(),
         format!("{audio_kbps}k"),
         "-ar".into(),
-        "44100".into(),
+        rate.to_string(),
         "-b:v".into(),
         format!("{kbps}k"),
         "-maxrate".into(),

@@ -5,7 +5,9 @@
 //! side), a blue window bottom right (picture in picture) after the anchor switches
 //! layout, audio is there, and once the guest's stream stops the guest is dropped from
 //! the session and the picture is all red again; the recording marks both switches
-//! with a discontinuity and a new init, and plays. Skips when ffmpeg is missing.
+//! with a discontinuity and a new init, and plays. A layout change is made before the
+//! old mix breaks: a viewer's HTTP-FLV keeps getting video frames throughout, and one
+//! mixer child is left. Skips when ffmpeg is missing.
 
 #![allow(clippy::unwrap_used)]
 
@@ -218,8 +220,7 @@ async fn an_accepted_guest_is_mixed_into_the_rooms_stream_and_leaves_it_when_the
     until_shows(&flv, &[], Shows::AllRed, Duration::from_secs(20), &s).await;
     eprintln!("guest out of the picture {:?} after their stream stopped", dropped_at.elapsed());
     eventually("the mixer's internal streams end", Duration::from_secs(15), || async {
-        s.http("GET", "/api/v1/streams/duo.mix", None).await.0 == 404
-            && s.http("GET", "/api/v1/streams/duo.raw", None).await.0 == 404
+        mix_streams(&s, "duo").await.is_empty() && s.http("GET", "/api/v1/streams/duo.raw", None).await.0 == 404
     })
     .await;
     let (_, list) = s.http("GET", &s.as_user("/api/v1/rooms/duo/cohost", "anchor"), None).await;
@@ -238,4 +239,187 @@ async fn an_accepted_guest_is_mixed_into_the_rooms_stream_and_leaves_it_when_the
     let p = probe(&out).await;
     let codecs: Vec<&str> = p.streams.iter().filter_map(|s| s["codec_name"].as_str()).collect();
     assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{codecs:?}");
+}
+
+/// Reads `url` (an HTTP-FLV stream) like a player and notes, for every video tag, when
+/// it arrived and whether it was a sequence header; stops after `secs`.
+async fn flv_video_arrivals(port: u16, path: String, secs: f64) -> Vec<(Instant, bool)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    // HTTP/1.0: the body is the FLV bytes up to the close (no chunking to undo).
+    sock.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.unwrap();
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut at = None; // where the FLV body starts
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    while Instant::now() < end {
+        let n = match tokio::time::timeout(end - Instant::now(), sock.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => break,
+        };
+        let now = Instant::now();
+        buf.extend_from_slice(&chunk[..n]);
+        if at.is_none() {
+            let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            assert!(buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.0 200"), "{:?}", &buf[..i]);
+            at = Some(i + 4 + 9 + 4); // headers, the FLV header, PreviousTagSize0
+        }
+        let mut pos = at.unwrap_or(0);
+        while buf.len() >= pos + 11 {
+            let size = u32::from_be_bytes([0, buf[pos + 1], buf[pos + 2], buf[pos + 3]]) as usize;
+            if buf.len() < pos + 11 + size + 4 {
+                break;
+            }
+            if buf[pos] == 9 && size >= 2 {
+                out.push((now, buf[pos + 12] == 0));
+            }
+            pos += 11 + size + 4;
+        }
+        buf.drain(..pos);
+        at = Some(0);
+    }
+    out
+}
+
+/// The ffmpeg mixer children of the server on `rtmp_port` working for `program` (they
+/// read `{program}.raw` from that port), from the process list.
+fn mixer_children(rtmp_port: u16, program: &str) -> usize {
+    let (host, raw) = (format!("rtmp://127.0.0.1:{rtmp_port}/"), format!("/{program}.raw"));
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    dir.filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"ffmpeg"))
+                && args.windows(2).any(|w| {
+                    let url = String::from_utf8_lossy(w[1]);
+                    w[0] == b"-i" && url.starts_with(&host) && url.split('?').next().is_some_and(|u| u.ends_with(&raw))
+                })
+        })
+        .count()
+}
+
+/// The mixer's output streams for `program` in the stream list.
+async fn mix_streams(s: &Server, program: &str) -> Vec<String> {
+    let (_, v) = s.http("GET", "/api/v1/streams", None).await;
+    v["streams"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["name"].as_str())
+                .filter(|n| n.starts_with(&format!("{program}.")) && n.ends_with(".mix"))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (≤ 10 s) until `program` has one mixer child and one mix stream.
+async fn one_mixer_child(s: &Server, program: &str, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (children, streams) = (mixer_children(s.rtmp_port, program), mix_streams(s, program).await);
+        if children == 1 && streams.len() == 1 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{when}: {children} mixer children, mix streams {streams:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A server with `[media] max_transcodes = slots` whose room `swap` has its red anchor
+/// and blue guest mixed side by side (FLV viewers see it); the two publishers go with
+/// the returned children.
+async fn mixed_room(slots: usize) -> (Server, [Child; 2]) {
+    let s = Server::start_with_env(
+        &media_toml(&format!("record = false\nsnapshot_secs = 0\nmax_transcodes = {slots}\n")),
+        &[("ONAIR_LOG", "warn,onair_media_server::mixer=info")],
+    )
+    .await;
+    let (status, v) = s
+        .http("POST", &s.admin("/api/v1/rooms"), Some(&json!({"roomId": "swap", "name": "Swap", "owner": "anchor"})))
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let anchor = publish_color(&push_url(&s, "swap"), "red", 440, 80);
+    wait_live(&s, "swap").await;
+    assert_eq!(post_as(&s, "guest", "/api/v1/rooms/swap/cohost/request", json!({})).await.0, 200);
+    assert_eq!(post_as(&s, "anchor", "/api/v1/rooms/swap/cohost/guest/accept", json!({})).await.0, 200);
+    let guest = publish_color(&push_url(&s, "swap-cohost-guest"), "blue", 880, 80);
+    let flv = format!("http://127.0.0.1:{}/live/swap.flv", s.port);
+    until_shows(&flv, &[], Shows::RedLeftBlueRight, Duration::from_secs(30), &s).await;
+    (s, [anchor, guest])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_change_keeps_the_picture_moving_and_leaves_one_mixer_child() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let test_start = Instant::now();
+    let (s, _publishers) = mixed_room(4).await;
+    let flv = format!("http://127.0.0.1:{}/live/swap.flv", s.port);
+
+    // A viewer watches through a layout change: the picture keeps moving.
+    let viewer = tokio::spawn(flv_video_arrivals(s.port, "/live/swap.flv".into(), 11.0));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let asked = Instant::now();
+    let (status, v) = post_as(&s, "anchor", "/api/v1/rooms/swap/cohost/layout", json!({"layout": "pip"})).await;
+    assert_eq!(status, 200, "{v}");
+    // Make-before-break: the new child runs next to the old one for a while.
+    let mut most = 0;
+    while !viewer.is_finished() {
+        most = most.max(mixer_children(s.rtmp_port, "swap"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(most, 2, "the old and the new mixer child side by side during the change");
+    let frames = viewer.await.unwrap();
+    let headers: Vec<Duration> =
+        frames.iter().filter(|(t, h)| *h && *t > asked).map(|(t, _)| t.duration_since(asked)).collect();
+    assert!(!headers.is_empty(), "the new mix went on air within 9 s (fresh sequence headers): {:?}", s.stderr());
+    let gaps: Vec<Duration> =
+        frames.windows(2).filter(|w| w[1].0 > asked).map(|w| w[1].0.duration_since(w[0].0)).collect();
+    let max_gap = gaps.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "layout change: new mix on air {:?} after the request; {} video tags; max gap between video tags {max_gap:?}",
+        headers[0],
+        frames.len()
+    );
+    assert!(max_gap < Duration::from_millis(1000), "viewers saw a {max_gap:?} freeze at the layout change");
+    until_shows(&flv, &[], Shows::RedWithBlueCorner, T, &s).await;
+
+    // The old child is gone: one mixer child and one mix stream for the program.
+    one_mixer_child(&s, "swap", "after the change").await;
+
+    // Quick clicks: no pile-up, the last layout wins.
+    for layout in ["grid", "pip", "side-by-side"] {
+        assert_eq!(post_as(&s, "anchor", "/api/v1/rooms/swap/cohost/layout", json!({"layout": layout})).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(300)).await; // a replaced child's kill
+        let n = mixer_children(s.rtmp_port, "swap");
+        assert!(n <= 2, "at most a live and a pending child, not {n}");
+    }
+    until_shows(&flv, &[], Shows::RedLeftBlueRight, Duration::from_secs(20), &s).await;
+    one_mixer_child(&s, "swap", "after quick clicks").await;
+    eprintln!("test took {:?}", test_start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_transcode_slot_a_layout_change_stops_the_old_mixer_first() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let test_start = Instant::now();
+    let (s, _publishers) = mixed_room(1).await;
+    let flv = format!("http://127.0.0.1:{}/live/swap.flv", s.port);
+    let (status, v) = post_as(&s, "anchor", "/api/v1/rooms/swap/cohost/layout", json!({"layout": "pip"})).await;
+    assert_eq!(status, 200, "{v}");
+    let start = Instant::now();
+    let mut most = 0;
+    while start.elapsed() < Duration::from_secs(6) {
+        most = most.max(mixer_children(s.rtmp_port, "swap"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(most, 1, "never more children than [media] max_transcodes");
+    until_shows(&flv, &[], Shows::RedWithBlueCorner, Duration::from_secs(20), &s).await;
+    one_mixer_child(&s, "swap", "after the change").await;
+    eprintln!("test took {:?}", test_start.elapsed());
 }
