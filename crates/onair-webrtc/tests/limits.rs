@@ -206,7 +206,7 @@ async fn ice_tcp_session_is_bound_by_its_first_stun_request_and_closed_with_its_
     let tcp = engine.tcp_local_addr().expect("an ICE-TCP listener");
     assert_eq!(engine.tcp_candidates(), [tcp]);
     let (mut client, offer) = Client::new_tcp_only(Direction::RecvOnly).await;
-    let playing = engine.play(&offer, "s", LOCALHOST, never()).await.unwrap();
+    let playing = engine.play(&offer, "s", LOCALHOST, never("s")).await.unwrap();
     // The answer has both candidates, TCP ranked below UDP.
     let prio = |proto: &str| {
         playing
