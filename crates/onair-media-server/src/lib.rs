@@ -217,6 +217,10 @@ impl MonitorSettings {
 /// Counts a stream's HLS playlist readers (the HLS part knows them).
 pub type ReaderCount = Box<dyn Fn(&str) -> u64 + Send + Sync>;
 
+/// Asks the publisher of a stream for a keyframe, where the publisher can be asked (a
+/// WebRTC publisher gets a PLI; RTMP has no way to ask).
+pub type KeyframeAsker = Box<dyn Fn(&str) + Send + Sync>;
+
 /// Most ended streams whose history is kept (the oldest go first).
 const MAX_ENDED_HISTORIES: usize = 1000;
 
@@ -356,6 +360,7 @@ pub struct MediaService {
     monitors: Mutex<HashMap<String, Arc<Mutex<StreamMonitor>>>>,
     /// HLS playlist readers of a stream (the HLS part counts them).
     hls_readers: std::sync::OnceLock<ReaderCount>,
+    keyframe_asker: std::sync::OnceLock<KeyframeAsker>,
     /// Marks this server's own (house) publishes in their push URL (`onair_house=`):
     /// random per process, so no outside publisher can claim to be one.
     house_token: String,
@@ -432,6 +437,7 @@ impl MediaService {
             director,
             monitors: Mutex::new(HashMap::new()),
             hls_readers: std::sync::OnceLock::new(),
+            keyframe_asker: std::sync::OnceLock::new(),
             house_token: onair_shell::random_hex(16),
             house: Default::default(),
             ladders: Default::default(),
@@ -733,6 +739,19 @@ impl MediaService {
     /// server, which owns the HLS part).
     pub fn set_hls_readers(&self, f: ReaderCount) {
         let _ = self.hls_readers.set(f);
+    }
+
+    /// Sets how a stream's publisher is asked for a keyframe (set once by the WebRTC
+    /// part, whose publishers can be asked).
+    pub fn set_keyframe_asker(&self, f: KeyframeAsker) {
+        let _ = self.keyframe_asker.set(f);
+    }
+
+    /// Asks `stream`'s publisher for a keyframe if it can be asked; otherwise nothing.
+    pub fn ask_keyframe(&self, stream: &str) {
+        if let Some(f) = self.keyframe_asker.get() {
+            f(stream);
+        }
     }
 
     /// Whether an alert kind is active for `stream` now.

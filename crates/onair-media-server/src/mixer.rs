@@ -302,7 +302,14 @@ impl Mixer {
         let program = program.to_string();
         self.tasks.spawn(async move {
             let deadline = tokio::time::Instant::now() + HANDBACK_WAIT;
+            let mut asked = tokio::time::Instant::now() - Duration::from_secs(1);
             while stream.program() != Source::Anchor && tokio::time::Instant::now() < deadline {
+                // The switch waits for the publisher's next keyframe: a WebRTC anchor is
+                // asked for one (a browser may send the next one only after many seconds).
+                if asked.elapsed() >= Duration::from_secs(1) {
+                    asked = tokio::time::Instant::now();
+                    me.media.ask_keyframe(&program);
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             {

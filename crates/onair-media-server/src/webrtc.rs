@@ -284,6 +284,12 @@ impl WebRtc {
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
         });
+        let weak = Arc::downgrade(&me);
+        me.svc.set_keyframe_asker(Box::new(move |stream: &str| {
+            if let Some(w) = weak.upgrade() {
+                w.engine.request_keyframe(stream);
+            }
+        }));
         let m = me.clone();
         tasks.spawn(async move { m.export_metrics().await });
         let m = me.clone();
