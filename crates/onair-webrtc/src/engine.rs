@@ -53,6 +53,7 @@ use crate::error::EngineError;
 use crate::feed::{Feed, FeedRx};
 use crate::packetize::RtpFrame;
 use crate::sdp::{self, OfferError, Role};
+use crate::sendbatch::SendBatch;
 use crate::session::{Action, Session, SessionParts};
 use crate::stats::{SessionState, SessionStats};
 use crate::tcp::{TcpSide, TcpStats};
@@ -189,6 +190,9 @@ pub(crate) struct Datagram {
     pub(crate) at: Instant,
     pub(crate) data: Vec<u8>,
 }
+
+/// Frame writes a shard takes in one wake-up (their datagrams share batches).
+const WRITES_PER_WAKE: usize = 256;
 
 /// Datagrams queued from the receive task to one shard.
 const DATAGRAM_QUEUE: usize = 4096;
@@ -383,6 +387,7 @@ impl WebRtcEngine {
                 shards: shards.clone(),
                 tcp: tcp.as_ref().map(|(side, _)| side.clone()),
                 sessions: HashMap::new(),
+                out: SendBatch::new(),
                 timers: BinaryHeap::new(),
             };
             tokio::spawn(shard.run(cmd_rx, write_rx, dgram_rx));
@@ -765,6 +770,8 @@ struct Shard {
     /// ICE-TCP, when on: where `Protocol::Tcp` transmits go.
     tcp: Option<Arc<TcpSide>>,
     sessions: HashMap<SessionId, Session>,
+    /// UDP datagrams waiting for the next `sendmmsg`.
+    out: SendBatch,
     /// Sessions' str0m timeouts, soonest first. An entry is stale when its session has
     /// gone or rescheduled (at most two entries per session: see `schedule`).
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
@@ -786,10 +793,22 @@ impl Shard {
                     None | Some(Cmd::Shutdown) => break,
                     Some(c) => self.on_cmd(c),
                 },
-                Some(w) = write_rx.recv() => self.on_write(w),
+                Some(w) = write_rx.recv() => {
+                    self.on_write(w);
+                    // The same frame is usually waiting for this shard's other viewers:
+                    // write those too, so their datagrams leave in shared batches.
+                    for _ in 0..WRITES_PER_WAKE {
+                        match write_rx.try_recv() {
+                            Ok(w) => self.on_write(w),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => self.on_timeouts(),
                 _ = housekeeping.tick() => self.housekeeping(),
             }
+            // Nothing is held back past the event that made it.
+            self.out.flush(&self.socket);
         }
         let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
         for id in ids {
@@ -850,6 +869,7 @@ impl Shard {
     fn drive(&mut self, id: SessionId) {
         let mut actions = Vec::new();
         let socket = &self.socket;
+        let out = &mut self.out;
         let tcp = self.tcp.as_deref();
         if let Some(s) = self.sessions.get_mut(&id) {
             s.drive(
@@ -859,8 +879,9 @@ impl Shard {
                         tcp.send(t.destination, &t.contents);
                         return;
                     }
-                    // UDP: a full send buffer drops the datagram (NACK/RTX recovers).
-                    let _ = socket.try_send_to(&t.contents, t.destination);
+                    // UDP: queued for the next batch; a full send buffer drops datagrams
+                    // (NACK/RTX recovers).
+                    out.push(socket, t.destination, t.contents.into());
                 },
                 &mut actions,
             );

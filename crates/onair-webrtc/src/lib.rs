@@ -103,6 +103,7 @@ pub mod framing;
 pub mod ogg;
 pub mod packetize;
 pub mod sdp;
+pub mod sendbatch;
 mod session;
 pub mod stats;
 mod tcp;

@@ -50,6 +50,10 @@ fn send_pt(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
     })
 }
 
+/// Video packets a player keeps for resends (NACK → RTX), and for how long.
+const RTX_CACHE_PACKETS: usize = 400;
+const RTX_CACHE_AGE: Duration = Duration::from_secs(2);
+
 /// A random start for a track's RTP sequence numbers (RFC 3550 §5.1), from the
 /// standard library's per-process random hash keys.
 fn random_seq() -> u64 {
@@ -362,6 +366,19 @@ impl Session {
             None => {
                 let Some(pt) = send_pt(&self.rtc, mid, codec) else { return };
                 *cached = Some(pt);
+                if video {
+                    // str0m keeps 2,000 packets for resends by default: ~250 B of header
+                    // state each, ~0.5 MiB per viewer. NACKs arrive within a round trip;
+                    // a second of packets at a few Mbit/s is plenty.
+                    let cache = catch_unwind(AssertUnwindSafe(|| {
+                        if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
+                            tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(0.15));
+                        }
+                    }));
+                    if cache.is_err() {
+                        return;
+                    }
+                }
                 pt
             }
         };
