@@ -41,8 +41,8 @@ pub struct Limits {
     /// Frames queued from a publisher to its consumer; when full, frames are dropped
     /// (video until the next keyframe, which is requested) and counted.
     pub ingest_queue_frames: usize,
-    /// Frames queued from all players' sources to the engine task; when full a
-    /// player's source waits (its ring overtakes it and it restarts at a keyframe).
+    /// Frames queued from a shard's players' pumps to the shard; when full a pump
+    /// waits (its stream's feed ring overtakes it and it restarts at a keyframe).
     pub play_queue_frames: usize,
     /// Least time between two keyframe requests (PLI) sent to one publisher.
     pub pli_interval: Duration,

@@ -1,13 +1,14 @@
 //! The async shell: [`WebRtcEngine`] owns one UDP socket (one muxed port, ICE-lite), one
 //! receive task, N shard tasks that each drive their share of the sessions' str0m `Rtc`s
-//! — datagrams in, timeouts, packetising and SRTP, datagrams out — plus one small pump
-//! task per player that reads its frame source.
+//! — datagrams in, timeouts, RTP headers and SRTP, datagrams out (in `sendmmsg`
+//! batches, [`crate::sendbatch`]) — plus one small pump task per player that hands its
+//! stream's shared, already packetised frames ([`crate::feed`]) to the player's shard.
 //!
 //! Why shards: SRTP encryption per viewer is the cost of WebRTC fan-out, and one task
 //! doing it for every session used at most one core (BENCHMARKS.md, "WebRTC: WHEP
 //! viewers"). A session lives on shard `id % N` (N = `WebRtcConfig::shards`, one per core
 //! by default); shards run in parallel on the runtime's worker threads and all send on
-//! the one socket (`try_send_to` needs only `&UdpSocket`), so the one-port promise holds.
+//! the one socket (sending needs only `&UdpSocket`), so the one-port promise holds.
 //!
 //! Demultiplexing follows str0m's advice for servers: the receive task sends a datagram
 //! from a known remote address to the session that address belongs to; a STUN binding
@@ -19,8 +20,8 @@
 //! Bounded everywhere: sessions in total / per client IP / players per stream
 //! ([`Limits`]); each publisher's frame queue (full → frames dropped, video until the
 //! next keyframe, which is requested); per shard, one queue of frames from its players'
-//! sources (full → a source waits; the registry ring it reads from then overtakes it and
-//! it resumes at a keyframe), the command queue (callers wait) and the datagram queue
+//! pumps (full → a pump waits; its stream's feed ring then overtakes it and it resumes
+//! at the feed's last keyframe), the command queue (callers wait) and the datagram queue
 //! from the receive task (full → the datagram is dropped, as a full socket buffer
 //! would); the kernel's UDP send buffer (full → the datagram is dropped, NACK/RTX
 //! recovers it).
