@@ -976,7 +976,7 @@ fn build_report(
             cpu_viewer_workers_pct: viewer_cpu,
             machine_busy_pct: s.machine.map(|m| m.0),
             machine_softirq_pct: s.machine.map(|m| m.1),
-            machine_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            machine_cores: crate::procfs::machine_cores(),
         },
         nodes: Vec::new(),
         redis: None,
@@ -1001,8 +1001,8 @@ impl ChatReport {
             out.push('\n');
         };
         line(format!(
-            "== onair-bench chat: {:?} {} room {:?}: {} viewers, {} senders, {} msgs/s, {}s window ({}s warmup), {} viewer procs, sample {}",
-            self.target,
+            "== onair-bench chat: {} {} room {:?}: {} viewers, {} senders, {} msgs/s, {}s window ({}s warmup), {} viewer procs, sample {}",
+            self.target.name(),
             self.url,
             self.room,
             self.viewers,

@@ -66,11 +66,23 @@ pub fn machine_jiffies() -> Option<Machine> {
     Some(Machine { busy: total - idle, softirq: *v.get(6).unwrap_or(&0), total })
 }
 
+/// The machine's cores as `/proc/stat` counts them (its `cpuN` lines). Not
+/// `available_parallelism`: under `taskset` that is the tool's own affinity, while the
+/// busy figures of `/proc/stat` cover every core.
+pub fn machine_cores() -> usize {
+    let counted = std::fs::read_to_string("/proc/stat").ok().map(|stat| {
+        stat.lines()
+            .filter(|l| l.strip_prefix("cpu").and_then(|r| r.chars().next()).is_some_and(|c| c.is_ascii_digit()))
+            .count()
+    });
+    counted.filter(|n| *n > 0).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// (busy, softirq) share of all cores between two readings, in percent of
 /// one core (2 cores fully busy = 200 %).
 pub fn machine_busy_pct(a: Option<Machine>, b: Option<Machine>) -> Option<(f64, f64)> {
     let (a, b) = (a?, b?);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = machine_cores() as f64;
     let dt = b.total.checked_sub(a.total).filter(|d| *d > 0)? as f64;
     let pct = |x: u64, y: u64| y.saturating_sub(x) as f64 / dt * 100.0 * cores;
     Some((pct(a.busy, b.busy), pct(a.softirq, b.softirq)))

@@ -28,6 +28,15 @@ pub enum Target {
 pub const MSG_PATTERN: &[u8] = b"\"seq\":";
 
 impl Target {
+    /// The name `--target` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Onair => "onair",
+            Target::Socketio => "socketio",
+            Target::Ws => "ws",
+        }
+    }
+
     /// Path and query to open the WebSocket with.
     pub fn ws_path(self, url_path: &str, room: &str, user: &str) -> String {
         match self {
@@ -146,6 +155,13 @@ pub fn parse_msgs(target: Target, text: &str) -> Option<Result<Vec<MsgLite>, ser
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_what_target_takes() {
+        for t in Target::value_variants() {
+            assert_eq!(t.to_possible_value().map(|v| v.get_name().to_string()).as_deref(), Some(t.name()));
+        }
+    }
 
     #[test]
     fn wire_texts() {
