@@ -616,6 +616,12 @@ const RESTART_EVERY: Duration = Duration::from_secs(2);
 
 impl Pump {
     async fn run(mut self, feed: Arc<Feed>) {
+        // Holding a place on the feed while ICE and DTLS run keeps the feed from
+        // stopping for want of viewers (a slow TURN path can take seconds).
+        let Some(holding) = feed.subscribe() else {
+            let _ = self.shard.cmd_tx.send(Cmd::Close(self.id)).await;
+            return;
+        };
         // Reading starts only once the viewer is connected, so the first frames it gets
         // are the feed's GOP (a keyframe first).
         loop {
@@ -628,6 +634,7 @@ impl Pump {
                 return;
             }
         }
+        drop(holding);
         let Some(FeedRx { backlog, mut rx }) = feed.subscribe() else {
             let _ = self.shard.cmd_tx.send(Cmd::Close(self.id)).await;
             return;

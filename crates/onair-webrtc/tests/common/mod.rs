@@ -46,7 +46,8 @@ pub async fn engine(limits: Limits) -> WebRtcEngine {
     WebRtcEngine::start(cfg).await.unwrap()
 }
 
-/// A browser stand-in (the crate's shared test peer).
+/// A browser stand-in (the crate's shared test peer; not every test file uses it).
+#[allow(unused_imports)]
 pub use onair_webrtc::test_util::Peer as Client;
 
 /// An offer str0m would make, for tests that only need the SDP.
