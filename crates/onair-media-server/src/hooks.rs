@@ -130,13 +130,22 @@ impl Hooks {
             "startedAt": stream.info.started_at_ms,
         });
         self.observer.on_stream(&stream.name, StreamLifecycle::Published { info });
+        if onair_media::mix::is_internal(&stream.name) {
+            // The mixer's own streams (`S.raw`, `S.mix`, one per mix generation) are
+            // plumbing: the business backend hears of `S`, not of them.
+            return;
+        }
         self.send(1, Self::base(stream));
     }
 
-    /// A stream stopped; `errcode`/`errmsg` say why (1 = the client closed, 8 = no
+    /// A stream stopped (the mixer's internal streams send no callback and raise no
+    /// alert); `errcode`/`errmsg` say why (1 = the client closed, 8 = no
     /// data, 6 = protocol error, as in the streaming service's list).
     pub fn unpublished(&self, stream: &Stream, errcode: u32, errmsg: &str) {
         self.observer.on_stream(&stream.name, StreamLifecycle::Unpublished);
+        if onair_media::mix::is_internal(&stream.name) {
+            return;
+        }
         let changes = stream.monitor().lock().end(now_ms(), errmsg);
         self.alerts(&stream.name, &changes);
         let mut body = Self::base(stream);
@@ -147,8 +156,12 @@ impl Hooks {
     }
 
     /// Monitoring alerts raised or cleared for `stream`: the metrics, a log line and
-    /// callback 400 each.
+    /// callback 400 each (none for the mixer's internal streams).
     pub fn alerts(&self, stream: &str, changes: &[AlertChange]) {
+        if onair_media::mix::is_internal(stream) {
+            // A mix generation ending is not a publisher gone (see `published`).
+            return;
+        }
         for c in changes {
             let alert = c.kind.name();
             metrics::gauge!("onair_stream_alert_active", "stream" => stream.to_string(), "alert" => alert)

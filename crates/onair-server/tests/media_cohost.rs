@@ -330,9 +330,36 @@ async fn one_mixer_child(s: &Server, program: &str, when: &str) {
 /// A server with `[media] max_transcodes = slots` whose room `swap` has its red anchor
 /// and blue guest mixed side by side (FLV viewers see it); the two publishers go with
 /// the returned children.
-async fn mixed_room(slots: usize) -> (Server, [Child; 2]) {
+/// Stream callbacks received (`stream_id`, `event_type`).
+type Callbacks = std::sync::Arc<std::sync::Mutex<Vec<(String, u64)>>>;
+
+/// A stream-callback receiver on a free port: its URL and what it got.
+async fn callback_receiver() -> (String, Callbacks) {
+    let got = Callbacks::default();
+    let keep = got.clone();
+    let app = axum::Router::new().route(
+        "/cb",
+        axum::routing::post(move |body: axum::Json<Value>| {
+            let keep = keep.clone();
+            async move {
+                let id = body.0["stream_id"].as_str().unwrap_or_default().to_string();
+                keep.lock().unwrap().push((id, body.0["event_type"].as_u64().unwrap_or(0)));
+                axum::Json(json!({"code": 0}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}/cb", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+async fn mixed_room(slots: usize) -> (Server, [Child; 2], Callbacks) {
+    let (callback_url, callbacks) = callback_receiver().await;
     let s = Server::start_with_env(
-        &media_toml(&format!("record = false\nsnapshot_secs = 0\nmax_transcodes = {slots}\n")),
+        &media_toml(&format!(
+            "record = false\nsnapshot_secs = 0\nmax_transcodes = {slots}\ncallback_url = \"{callback_url}\"\n"
+        )),
         &[("ONAIR_LOG", "warn,onair_media_server::mixer=info")],
     )
     .await;
@@ -347,7 +374,7 @@ async fn mixed_room(slots: usize) -> (Server, [Child; 2]) {
     let guest = publish_color(&push_url(&s, "swap-cohost-guest"), "blue", 880, 80);
     let flv = format!("http://127.0.0.1:{}/live/swap.flv", s.port);
     until_shows(&flv, &[], Shows::RedLeftBlueRight, Duration::from_secs(30), &s).await;
-    (s, [anchor, guest])
+    (s, [anchor, guest], callbacks)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,7 +383,7 @@ async fn a_layout_change_keeps_the_picture_moving_and_leaves_one_mixer_child() {
         return;
     }
     let test_start = Instant::now();
-    let (s, _publishers) = mixed_room(4).await;
+    let (s, _publishers, callbacks) = mixed_room(4).await;
     let flv = format!("http://127.0.0.1:{}/live/swap.flv", s.port);
 
     // A viewer watches through a layout change: the picture keeps moving.
@@ -399,6 +426,13 @@ async fn a_layout_change_keeps_the_picture_moving_and_leaves_one_mixer_child() {
     }
     until_shows(&flv, &[], Shows::RedLeftBlueRight, Duration::from_secs(20), &s).await;
     one_mixer_child(&s, "swap", "after quick clicks").await;
+
+    // The backend heard of the room's and the guest's streams, never of the mixer's own
+    // (`swap.raw`, one `*.mix` per generation) coming and going.
+    let got = callbacks.lock().unwrap().clone();
+    assert!(got.contains(&("swap".to_string(), 1)), "{got:?}");
+    assert!(got.contains(&("swap-cohost-guest".to_string(), 1)), "{got:?}");
+    assert!(got.iter().all(|(id, _)| !id.contains('.')), "callbacks for internal streams: {got:?}");
     eprintln!("test took {:?}", test_start.elapsed());
 }
 
@@ -408,7 +442,7 @@ async fn with_one_transcode_slot_a_layout_change_stops_the_old_mixer_first() {
         return;
     }
     let test_start = Instant::now();
-    let (s, _publishers) = mixed_room(1).await;
+    let (s, _publishers, _callbacks) = mixed_room(1).await;
     let flv = format!("http://127.0.0.1:{}/live/swap.flv", s.port);
     let (status, v) = post_as(&s, "anchor", "/api/v1/rooms/swap/cohost/layout", json!({"layout": "pip"})).await;
     assert_eq!(status, 200, "{v}");
