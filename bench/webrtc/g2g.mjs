@@ -14,52 +14,27 @@
 // For each, JOINS fresh viewers measure the time from the WHEP POST to their first
 // presented frame. Prints one line per figure; percentiles over every frame read.
 // Needs ffmpeg, Debian's chromium (CHROMIUM) and web/tests' node_modules (npm ci there).
-import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
-import { createServer } from 'node:net';
-import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { CLOCK, clockCanvasInPage, measureInPage, pushClock, pct } from '../../web/tests/clock.mjs';
+import { freePort, launchChromium, repo, startOnair, stopOnair } from '../../web/tests/harness.mjs';
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const { chromium } = createRequire(join(repo, 'web/tests/package.json'))('playwright-core');
 const secs = Number(process.argv[2] ?? 20);
 const joins = Number(process.argv[3] ?? 10);
 const bin = process.env.ONAIR_BIN || join(repo, 'target/release/onair');
-
-const freePort = () => new Promise((ok) => {
-  const s = createServer().listen(0, '127.0.0.1', () => {
-    const { port } = s.address();
-    s.close(() => ok(port));
-  });
-});
 
 const dir = mkdtempSync(join(tmpdir(), 'onair-g2g-'));
 const [http, rtmp] = [await freePort(), await freePort()];
 writeFileSync(join(dir, 'onair.toml'), `data_dir = ${JSON.stringify(join(dir, 'data'))}\n[http]\nlisten = "127.0.0.1:${http}"\n` +
   // Every interface: Chromium gathers no loopback candidates of its own.
   `[rtmp]\nlisten = "127.0.0.1:${rtmp}"\n[webrtc]\nlisten = "0.0.0.0:0"\n`);
-const server = spawn(bin, ['serve', '--config', join(dir, 'onair.toml')], { env: { ...process.env, ONAIR_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
 let whipUrl, rtmpUrl;
-const base = await new Promise((ok, fail) => {
-  const timer = setTimeout(() => fail(new Error('onair did not start within 30 s')), 30000);
-  createInterface({ input: server.stdout }).on('line', (l) => {
-    whipUrl ??= /^\s*WHIP publish\s+(\S+)/.exec(l)?.[1];
-    rtmpUrl ??= /^\s*RTMP push\s+(\S+)/.exec(l)?.[1];
-    const m = /^listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(l);
-    if (m) {
-      clearTimeout(timer);
-      ok(m[1]);
-    }
-  });
-});
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--autoplay-policy=no-user-gesture-required'],
-});
+const { server, base } = await startOnair(join(dir, 'onair.toml'), (l) => {
+  whipUrl ??= /^\s*WHIP publish\s+(\S+)/.exec(l)?.[1];
+  rtmpUrl ??= /^\s*RTMP push\s+(\S+)/.exec(l)?.[1];
+}, bin);
+const browser = await launchChromium();
 
 async function page() {
   const p = await (await browser.newContext()).newPage();
@@ -165,7 +140,6 @@ try {
   }
 } finally {
   await browser.close();
-  server.kill('SIGTERM');
-  await new Promise((r) => server.once('exit', r));
+  await stopOnair(server);
   rmSync(dir, { recursive: true, force: true });
 }

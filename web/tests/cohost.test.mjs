@@ -6,33 +6,19 @@
 // room's stream becomes the server's mix (an ffmpeg child): its statistics show the
 // mixer's encoder. The guest leaves: the tile goes, the room's stream is the anchor's.
 //
-// ONAIR_BIN overrides the binary (default: $CARGO_TARGET_DIR or target, /debug/onair).
+// ONAIR_BIN overrides the binary (see harness.mjs).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
-import { createServer } from 'node:net';
-import { chromium } from 'playwright-core';
+import { join } from 'node:path';
+import { FAKE_MEDIA, freePort, launchChromium, startOnair, stopOnair } from './harness.mjs';
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const bin = process.env.ONAIR_BIN || join(process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, 'target'), 'debug/onair');
 const haveFfmpeg = spawnSync('ffmpeg', ['-version']).status === 0;
 
 let server, base, browser, dir;
-
-function freePort() {
-  return new Promise((ok) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    });
-  });
-}
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'onair-cohost-'));
@@ -41,32 +27,13 @@ before(async () => {
   // Every interface: Chromium gathers no loopback candidates of its own.
   writeFileSync(cfg, `data_dir = ${JSON.stringify(join(dir, 'data'))}\n[demo]\nenabled = true\n[http]\nlisten = "127.0.0.1:${http}"\n` +
     `[rtmp]\nlisten = "127.0.0.1:${rtmp}"\n[webrtc]\nlisten = "0.0.0.0:0"\n[media]\nrecord = false\nsnapshot_secs = 0\n`);
-  server = spawn(bin, ['serve', '--config', cfg], { env: { ...process.env, ONAIR_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: server.stdout });
-  base = await new Promise((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error('onair did not start within 30 s')), 30000);
-    lines.on('line', (l) => {
-      const m = /^listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(l);
-      if (m) {
-        clearTimeout(timer);
-        ok(m[1]);
-      }
-    });
-  });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run',
-      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required'],
-  });
+  ({ server, base } = await startOnair(cfg));
+  browser = await launchChromium(FAKE_MEDIA);
 });
 
 after(async () => {
   await browser?.close();
-  if (server && server.exitCode === null) {
-    const exited = new Promise((r) => server.once('exit', r));
-    server.kill('SIGTERM');
-    await exited;
-  }
+  await stopOnair(server);
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 

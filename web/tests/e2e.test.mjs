@@ -3,37 +3,22 @@
 // Run by scripts/test (`node --test` in web/tests). Screenshots go to
 // test-artifacts/web/ at the repo root (not committed).
 //
-// ONAIR_BIN overrides the binary (default: $CARGO_TARGET_DIR or target, /debug/onair).
+// ONAIR_BIN overrides the binary (see harness.mjs).
 
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
-import { createServer } from 'node:net';
-import { chromium } from 'playwright-core';
+import { join } from 'node:path';
+import { bin, freePort, launchChromium, repo, startOnair, stopOnair } from './harness.mjs';
 import { pushClock, measureInPage, pct } from './clock.mjs';
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const bin = process.env.ONAIR_BIN || join(process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, 'target'), 'debug/onair');
 const artifacts = join(repo, 'test-artifacts/web');
 const T = 20000;
 
 let server, base, adminSig, browser, dir;
 const contexts = [];
-
-/** A free TCP port on loopback (for the RTMP listener). */
-function freePort() {
-  return new Promise((ok) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    });
-  });
-}
 
 let cfgPath;
 
@@ -48,31 +33,19 @@ async function startServer() {
   return spawnServer();
 }
 
-/** Runs the binary on the config (again, for a restart). */
-function spawnServer() {
-  server = spawn(bin, ['serve', '--config', cfgPath], { env: { ...process.env, ONAIR_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: server.stdout });
-  return new Promise((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error('onair did not start within 30 s')), 30000);
-    server.once('exit', (code) => fail(new Error(`onair exited with ${code}`)));
-    lines.on('line', (l) => {
-      const sig = /^\s*admin UserSig\s+(\S+)/.exec(l);
-      if (sig) adminSig = sig[1];
-      const m = /^listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(l);
-      if (m) {
-        clearTimeout(timer);
-        ok(m[1]);
-      }
-    });
-  });
+/** Runs the binary on the config (again, for a restart); resolves with its base URL. */
+async function spawnServer() {
+  let started;
+  ({ server, base: started } = await startOnair(cfgPath, (l) => {
+    const sig = /^\s*admin UserSig\s+(\S+)/.exec(l);
+    if (sig) adminSig = sig[1];
+  }));
+  return started;
 }
 
 /** SIGTERM and wait for the exit. */
-async function stopServer() {
-  if (!server || server.exitCode !== null) return;
-  const exited = new Promise((r) => server.once('exit', r));
-  server.kill('SIGTERM');
-  await exited;
+function stopServer() {
+  return stopOnair(server);
 }
 
 /** Calls the HTTP API as the app admin. */
@@ -162,12 +135,7 @@ before(async () => {
   assert.ok(existsSync(bin), `no server binary at ${bin}: run cargo build first`);
   mkdirSync(artifacts, { recursive: true });
   base = await startServer();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run',
-      '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
-  });
+  browser = await launchChromium(['--disable-background-networking', '--disable-quic', '--disable-component-update', '--disable-sync']);
 });
 
 after(async () => {
