@@ -111,24 +111,14 @@ pub async fn run(args: MediaArgs) -> Result<()> {
     let window_start = connect_until + args.warmup * 1000;
     let window_end = window_start + args.secs * 1000;
     let exe = std::env::current_exe().context("current_exe")?;
-    let mut children = Vec::new();
-    let mut left = args.viewers;
-    for _ in 0..procs {
-        let n = per.min(left);
-        left -= n;
-        if n == 0 {
-            break;
-        }
-        let spec = MediaWorkerSpec {
-            url: args.url.clone(),
-            viewers: n,
-            connect_until_ms: connect_until,
-            window_start_ms: window_start,
-            window_end_ms: window_end,
-            stagger_ms: args.stagger_ms,
-        };
-        children.push(spawn_worker(&exe, "media-worker", &spec)?);
-    }
+    let children = spawn_workers(&exe, "media-worker", args.viewers, procs, |n| MediaWorkerSpec {
+        url: args.url.clone(),
+        viewers: n,
+        connect_until_ms: connect_until,
+        window_start_ms: window_start,
+        window_end_ms: window_end,
+        stagger_ms: args.stagger_ms,
+    })?;
     let worker_pids: Vec<u32> = children.iter().filter_map(|c| c.id()).collect();
     sleep_until_ms(window_start).await;
     let mut pids: Vec<u32> = args.server_pid.into_iter().collect();
@@ -139,12 +129,7 @@ pub async fn run(args: MediaArgs) -> Result<()> {
     let mark1 = CpuMark::take(&pids);
     let rss1 = args.server_pid.and_then(rss_bytes);
     let cpu = mark1.percent_since(&mark0);
-    let mut results: Vec<ViewerResult> = Vec::new();
-    for child in children {
-        let out = child.wait_with_output().await?;
-        let mut v: Vec<ViewerResult> = serde_json::from_slice(&out.stdout).context("worker output")?;
-        results.append(&mut v);
-    }
+    let results: Vec<ViewerResult> = gather(children).await?;
     let window_ms = (window_end - window_start) as f64;
     let connected = results.iter().filter(|r| r.connected).count();
     let kept_up = results
@@ -159,12 +144,7 @@ pub async fn run(args: MediaArgs) -> Result<()> {
     let pct =
         |p: f64| -> Option<u64> { (!ttff.is_empty()).then(|| ttff[((ttff.len() as f64 - 1.0) * p).round() as usize]) };
     let bytes: u64 = results.iter().map(|r| r.bytes).sum();
-    let mut errors: HashMap<String, usize> = HashMap::new();
-    for r in &results {
-        if let Some(e) = &r.error {
-            *errors.entry(e.clone()).or_default() += 1;
-        }
-    }
+    let errors = count_errors(results.iter().filter_map(|r| r.error.as_ref()));
     let server_cpu = args.server_pid.and(cpu.first().copied().flatten());
     let tool_cpu: f64 = cpu.iter().skip(usize::from(args.server_pid.is_some())).flatten().sum();
     let report = serde_json::json!({
@@ -641,18 +621,54 @@ async fn rtmp_viewer(url: &str, c: &mut Counter<'_>, permit: Option<tokio::sync:
     }
 }
 
-/// Starts one worker process of this binary (`subcommand --spec JSON`), its report on
-/// stdout; killed if the coordinator drops it.
-pub(crate) fn spawn_worker(exe: &std::path::Path, subcommand: &str, spec: &impl Serialize) -> Result<Child> {
-    Command::new(exe)
-        .arg(subcommand)
-        .arg("--spec")
-        .arg(serde_json::to_string(spec)?)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("spawning a worker")
+/// Starts worker processes of this binary (`subcommand --spec JSON`), `viewers` split
+/// over at most `procs` of them; `spec(n)` is what a worker with `n` viewers is told.
+/// Each prints its report on stdout and is killed if the coordinator drops it.
+pub(crate) fn spawn_workers<S: Serialize>(
+    exe: &std::path::Path,
+    subcommand: &str,
+    viewers: usize,
+    procs: usize,
+    spec: impl Fn(usize) -> S,
+) -> Result<Vec<Child>> {
+    let per = viewers.div_ceil(procs.max(1));
+    let mut children = Vec::new();
+    let mut left = viewers;
+    while left > 0 {
+        let n = per.min(left);
+        left -= n;
+        let child = Command::new(exe)
+            .arg(subcommand)
+            .arg("--spec")
+            .arg(serde_json::to_string(&spec(n))?)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning a worker")?;
+        children.push(child);
+    }
+    Ok(children)
+}
+
+/// Waits for the workers and joins the lists of viewer results they printed.
+pub(crate) async fn gather<R: serde::de::DeserializeOwned>(children: Vec<Child>) -> Result<Vec<R>> {
+    let mut results = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().await?;
+        let mut v: Vec<R> = serde_json::from_slice(&out.stdout).context("worker output")?;
+        results.append(&mut v);
+    }
+    Ok(results)
+}
+
+/// How many viewers ended with each error message.
+pub(crate) fn count_errors<'a>(errors: impl Iterator<Item = &'a String>) -> HashMap<String, usize> {
+    let mut counted = HashMap::new();
+    for e in errors {
+        *counted.entry(e.clone()).or_default() += 1;
+    }
+    counted
 }
 
 #[cfg(test)]

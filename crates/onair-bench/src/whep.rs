@@ -29,7 +29,6 @@
 //! plugin, asks to `watch` the mountpoint, answers Janus' offer and sends `start`; time
 //! to first frame counts from the `watch` request.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -42,7 +41,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::media::{host_port_path, now_ms, sleep_until_ms};
+use crate::media::{count_errors, gather, host_port_path, now_ms, sleep_until_ms, spawn_workers};
 use crate::procfs::{CpuMark, busiest_thread_secs, machine_busy_pct, machine_jiffies, rss_bytes};
 
 /// `onair-bench whep` arguments.
@@ -155,27 +154,17 @@ pub async fn run(args: WhepArgs) -> Result<()> {
     let window_start = start + (args.connect_secs + args.warmup) * 1000;
     let window_end = window_start + args.secs * 1000;
     let exe = std::env::current_exe().context("current_exe")?;
-    let mut children = Vec::new();
-    let mut left = args.viewers;
-    for _ in 0..procs {
-        let n = per.min(left);
-        left -= n;
-        if n == 0 {
-            break;
-        }
-        let spec = WhepWorkerSpec {
-            url: args.url.clone(),
-            viewers: n,
-            window_start_ms: window_start,
-            window_end_ms: window_end,
-            stagger_ms: args.stagger_ms,
-            concurrency: args.concurrency.max(1),
-            janus_mountpoint: args.janus_mountpoint,
-            light: args.light,
-            verify_every: args.verify_every,
-        };
-        children.push(crate::media::spawn_worker(&exe, "whep-worker", &spec)?);
-    }
+    let children = spawn_workers(&exe, "whep-worker", args.viewers, procs, |n| WhepWorkerSpec {
+        url: args.url.clone(),
+        viewers: n,
+        window_start_ms: window_start,
+        window_end_ms: window_end,
+        stagger_ms: args.stagger_ms,
+        concurrency: args.concurrency.max(1),
+        janus_mountpoint: args.janus_mountpoint,
+        light: args.light,
+        verify_every: args.verify_every,
+    })?;
     let worker_pids: Vec<u32> = children.iter().filter_map(|c| c.id()).collect();
     sleep_until_ms(window_start).await;
     let mut pids: Vec<u32> = args.server_pid.into_iter().collect();
@@ -209,12 +198,7 @@ pub async fn run(args: WhepArgs) -> Result<()> {
             .max_by(|x, y| x.1.total_cmp(&y.1)),
         _ => None,
     };
-    let mut results: Vec<ViewerResult> = Vec::new();
-    for child in children {
-        let out = child.wait_with_output().await?;
-        let mut v: Vec<ViewerResult> = serde_json::from_slice(&out.stdout).context("worker output")?;
-        results.append(&mut v);
-    }
+    let results: Vec<ViewerResult> = gather(children).await?;
     let window_ms = (window_end - window_start) as f64;
     let connected = results.iter().filter(|r| r.connected).count();
     let source_kbps = match (source0, source1) {
@@ -245,12 +229,7 @@ pub async fn run(args: WhepArgs) -> Result<()> {
     let total_window_bytes: u64 = results.iter().map(|r| r.window_bytes).sum();
     let mbps = total_window_bytes as f64 * 8.0 / 1e6 / (window_ms / 1000.0);
     let kbps_p50 = pct(&mut kbps, 0.5);
-    let mut errors: HashMap<String, usize> = HashMap::new();
-    for r in &results {
-        if let Some(e) = &r.error {
-            *errors.entry(e.clone()).or_default() += 1;
-        }
-    }
+    let errors = count_errors(results.iter().filter_map(|r| r.error.as_ref()));
     let server_cpu = args.server_pid.and(cpu.first().copied().flatten());
     let tool_cpu: f64 = cpu.iter().skip(usize::from(args.server_pid.is_some())).flatten().sum();
     let machine = machine_busy_pct(machine0, machine1);
