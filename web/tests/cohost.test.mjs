@@ -14,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FAKE_MEDIA, freePort, launchChromium, startOnair, stopOnair } from './harness.mjs';
+import { FAKE_MEDIA, freePort, goLiveFromStudio, launchChromium, startOnair, stopOnair } from './harness.mjs';
 
 const haveFfmpeg = spawnSync('ffmpeg', ['-version']).status === 0;
 
@@ -69,12 +69,7 @@ test('a guest on the watch page goes on air after the anchor accepts; the studio
   const actx = await browser.newContext();
   const st = await actx.newPage();
   st.on('pageerror', (e) => errors.push(`studio: ${e.message}`));
-  await st.goto(`${base}/studio/demo`);
-  await st.click('#demoLogin');
-  await st.locator('#console').waitFor({ state: 'visible', timeout: 20000 });
-  await st.selectOption('#webSize', '360');
-  await st.click('#webLive');
-  await st.locator('#webStats', { hasText: 'connected' }).waitFor({ timeout: 20000 });
+  await goLiveFromStudio(st, base);
   await until('the anchor is live', async () => (await stream('demo'))?.videoCodec === 'h264');
 
   const gctx = await browser.newContext();

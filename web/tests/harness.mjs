@@ -1,5 +1,5 @@
 // What the browser tests share: the server binary they run, free ports, starting and
-// stopping `onair serve` on a config, and Debian's chromium.
+// stopping `onair serve` on a config, Debian's chromium, and going live from the studio.
 //
 // ONAIR_BIN overrides the binary (default: $CARGO_TARGET_DIR or target, /debug/onair);
 // CHROMIUM the browser (default /usr/bin/chromium).
@@ -64,4 +64,15 @@ export function launchChromium(args = []) {
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--autoplay-policy=no-user-gesture-required', ...args],
   });
+}
+
+/** The demo anchor in `page` goes live from the studio's "Go live from this browser"
+ * (WHIP, 360p) on the server at `base`; resolves once the studio says it is connected. */
+export async function goLiveFromStudio(page, base) {
+  await page.goto(`${base}/studio/demo`);
+  await page.click('#demoLogin');
+  await page.locator('#console').waitFor({ state: 'visible', timeout: 20000 });
+  await page.selectOption('#webSize', '360');
+  await page.click('#webLive');
+  await page.locator('#webStats', { hasText: 'connected' }).waitFor({ timeout: 20000 });
 }

@@ -17,7 +17,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FAKE_MEDIA, freePort, launchChromium, startOnair, stopOnair } from './harness.mjs';
+import { FAKE_MEDIA, freePort, goLiveFromStudio, launchChromium, startOnair, stopOnair } from './harness.mjs';
 
 const haveFfmpeg = spawnSync('ffmpeg', ['-version']).status === 0 && spawnSync('ffprobe', ['-version']).status === 0;
 
@@ -219,12 +219,7 @@ test('the studio goes live from the browser over WHIP; the watch page plays it o
   const st = await ctx.newPage();
   const errors = [];
   st.on('pageerror', (e) => errors.push(e.message));
-  await st.goto(`${base}/studio/demo`);
-  await st.click('#demoLogin');
-  await st.locator('#console').waitFor({ state: 'visible', timeout: 20000 });
-  await st.selectOption('#webSize', '360');
-  await st.click('#webLive');
-  await st.locator('#webStats', { hasText: 'connected' }).waitFor({ timeout: 20000 });
+  await goLiveFromStudio(st, base);
   await st.locator('#webStop').waitFor({ state: 'visible' });
   await waitLive('demo');
 
