@@ -28,6 +28,7 @@ pub mod popularity;
 pub mod presence;
 pub mod random;
 pub mod room;
+pub mod stagger;
 pub mod tick;
 
 pub use error::{Code, Rejection};

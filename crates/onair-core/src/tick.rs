@@ -6,9 +6,9 @@
 //!
 //! How far to stretch depends on what a write costs, which varies several times over
 //! between machines, kernels and loads. So the policy takes the cost as an input: the
-//! shell measures the process's CPU time per socket write ([`WriteCostMeter`], fed with
-//! samples of the process CPU clock and a write counter) and the policy picks each
-//! room's tick from it ([`TickPolicy::tick`]). Nothing here reads a clock.
+//! shell measures the CPU time its rooms' writes take per socket write
+//! ([`WriteCostMeter`], fed with running totals of CPU time and writes) and the policy
+//! picks each room's tick from it ([`TickPolicy::tick`]). Nothing here reads a clock.
 //!
 //! For a room of `m` members and a cost `c` per write, a round takes `m·c` of CPU, so a
 //! tick `T` uses `m·c / T` of a core. The policy picks the shortest tick that keeps that
@@ -16,6 +16,13 @@
 //! member of a round gets its frame about `T + m·c` after a message arrived; when that
 //! exceeds `latency_target_ms` the CPU share has won over the latency target, and the
 //! tick says so ([`Tick::over_target`]) for the metrics.
+//!
+//! A round written to every member at once makes a message wait for the next tick and
+//! then for its viewer's turn in the sweep: up to `T + m·c`, about `2T` once the sweep
+//! fills the tick. So a stretched tick is cut into slots ([`Tick::slots`]): the room
+//! runs a round every slot and writes to one group of members per slot, each member
+//! once per tick, with everything since its last write. A member then waits at most
+//! a tick plus a slot or two, for the same number of writes (see `stagger`).
 
 /// The cost per write assumed until one is measured: 5 µs of CPU, 200,000 writes per
 /// second of one core (the fixed budget this policy replaced).
@@ -37,13 +44,29 @@ pub struct TickPolicy {
     /// Delivery delay (tick plus the time to write the round) the tick is kept under,
     /// unless the CPU share needs a longer one, ms.
     pub latency_target_ms: u64,
+    /// Slot of a stretched tick, ms: a room whose tick is longer than `min_ms` runs a
+    /// round every slot and writes to one group of its members per slot
+    /// ([`Tick::slots`]). 0 = no slots: every member gets each round at once.
+    pub slot_ms: u64,
 }
 
 impl Default for TickPolicy {
     fn default() -> Self {
-        TickPolicy { min_ms: 50, max_ms: 500, writes_per_sec: None, cpu_share: 0.8, latency_target_ms: 400 }
+        TickPolicy {
+            min_ms: 50,
+            max_ms: 500,
+            writes_per_sec: None,
+            cpu_share: 0.8,
+            latency_target_ms: 400,
+            slot_ms: DEFAULT_SLOT_MS,
+        }
     }
 }
+
+/// The slot of a stretched tick by default, ms. Short enough that the slot adds
+/// little to the delay (a message waits up to a slot for its round, and the group's
+/// writes take up to a slot), long enough that a round costs nothing measurable.
+pub const DEFAULT_SLOT_MS: u64 = 10;
 
 /// A room's tick as the policy chose it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +76,56 @@ pub struct Tick {
     /// The expected delivery delay (`ms` plus the time to write the round) exceeds the
     /// latency target: the CPU share (or `max_ms`/`min_ms`) forced a longer tick.
     pub over_target: bool,
+    /// How the tick is cut: a round every `slot_ms`, members written in `groups` turns.
+    pub slots: Slots,
+}
+
+/// A tick cut into slots: the room runs a round every `slot_ms` and writes to one of
+/// `groups` groups of members per slot, so each member is written once per
+/// `slot_ms × groups` (the tick) with everything delivered since its last write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slots {
+    /// Interval between two rounds, ms.
+    pub slot_ms: u64,
+    /// Groups the members are split into (1 = everyone every round).
+    pub groups: u64,
+}
+
+/// Members are spread over this many buckets ([`bucket_of`]); each slot of a tick
+/// writes the next run of buckets ([`Sweep`]).
+pub const BUCKETS: usize = 256;
+
+/// The bucket of a member with this `phase` (any number fixed per member, e.g. the
+/// order it joined in). Fibonacci hashing: consecutive phases land far apart, so
+/// buckets stay even as members come and go.
+pub fn bucket_of(phase: u64) -> u8 {
+    // The top 8 bits: one of BUCKETS = 256.
+    (phase.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
+}
+
+/// Where a room's writes are in its cycle over the buckets. A slot moves it on by
+/// `1 / groups` of the cycle, so each bucket is passed once per tick; the position is
+/// kept when the number of groups changes (a growing room), so a member's turn stays
+/// about a tick after its last one instead of jumping.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Position in thousandths of a bucket, below `BUCKETS × 1000`.
+    at: u64,
+}
+
+impl Sweep {
+    const CYCLE: u64 = BUCKETS as u64 * 1000;
+
+    /// Moves on by `slots` slots of a tick cut into `groups` (more than one when the
+    /// room's round ran late, or the room was idle); returns the buckets passed, in
+    /// order, each at most once (all of them when `groups` ≤ `slots`).
+    pub fn advance(&mut self, groups: u64, slots: u64) -> impl Iterator<Item = usize> + use<> {
+        let span = Self::CYCLE.div_ceil(groups.max(1)).saturating_mul(slots).min(Self::CYCLE);
+        let from = self.at;
+        let to = from + span;
+        self.at = to % Self::CYCLE;
+        (from.div_ceil(1000)..to.div_ceil(1000)).map(|b| (b % BUCKETS as u64) as usize)
+    }
 }
 
 impl TickPolicy {
@@ -73,7 +146,17 @@ impl TickPolicy {
             }
         }
         .clamp(self.min_ms, max);
-        Tick { ms, over_target: ms as f64 + round_ms > self.latency_target_ms as f64 }
+        let slots = if self.slot_ms == 0 || ms <= self.min_ms {
+            Slots { slot_ms: ms, groups: 1 }
+        } else {
+            let slot_ms = self.slot_ms.min(ms);
+            Slots { slot_ms, groups: ms.div_ceil(slot_ms) }
+        };
+        // Unslotted, the last member is written a whole round after the tick; slotted,
+        // a message waits up to a slot for its round and its group's writes take up to
+        // another slot.
+        let delay = if slots.groups > 1 { (slots.slot_ms * (slots.groups + 2)) as f64 } else { ms as f64 + round_ms };
+        Tick { ms, over_target: delay > self.latency_target_ms as f64, slots }
     }
 
     /// The tick's interval alone, ms (see [`TickPolicy::tick`]).
@@ -82,17 +165,13 @@ impl TickPolicy {
     }
 }
 
-/// Smoothed CPU cost of one socket write, from periodic samples of the process's CPU
-/// time and of its count of socket writes (both totals since start).
+/// Smoothed CPU cost of one socket write, from periodic samples of two running totals:
+/// the CPU time spent writing and the writes it made.
 ///
-/// The process's CPU time includes everything else it does, so a sample is taken only
-/// when the period wrote enough for the fan-out to dominate ([`WriteCostMeter::MIN_WRITES`]);
-/// quieter periods keep the last estimate (small rounds are cheap whatever the cost).
-/// The other work still inflates the estimate: with `o` of a core spent elsewhere, a
-/// room paced at `cpu_share` reads `c / (1 − o / cpu_share)` for a true cost `c`
-/// (fewer writes carry the same other work) — 7 % at 5 % of other work, and bounded
-/// as long as the other work stays under the share; past it, `max_ms` and
-/// [`WriteCostMeter::BOUNDS_NS`] bound the ticks.
+/// A period counts only when it wrote enough for the sample to mean something
+/// ([`WriteCostMeter::MIN_WRITES`]); quieter periods keep the last estimate (small
+/// rounds are cheap whatever the cost). The hub feeds it the CPU time of its rooms'
+/// turns of writes alone, so other work on the node does not inflate it.
 #[derive(Debug, Clone, Default)]
 pub struct WriteCostMeter {
     /// The previous sample: CPU ns and writes.
@@ -114,7 +193,7 @@ impl WriteCostMeter {
         WriteCostMeter::default()
     }
 
-    /// Records the process's CPU time (ns) and write count now; returns the period's
+    /// Records the CPU time (ns) and write count totals now; returns the period's
     /// cost per write when the period counted.
     pub fn observe(&mut self, cpu_ns: u64, writes: u64) -> Option<f64> {
         let last = self.last.replace((cpu_ns, writes));
@@ -149,7 +228,11 @@ mod tests {
     use super::*;
 
     fn adaptive() -> TickPolicy {
-        TickPolicy { min_ms: 50, max_ms: 500, writes_per_sec: None, cpu_share: 0.8, latency_target_ms: 400 }
+        TickPolicy { slot_ms: 0, ..TickPolicy::default() }
+    }
+
+    fn tick(ms: u64, over_target: bool) -> Tick {
+        Tick { ms, over_target, slots: Slots { slot_ms: ms, groups: 1 } }
     }
 
     #[test]
@@ -173,7 +256,7 @@ mod tests {
     fn small_rooms_keep_the_minimum_tick() {
         let p = adaptive();
         for members in [0, 1, 100, 1_000] {
-            assert_eq!(p.tick(members, 5_000.0), Tick { ms: 50, over_target: false }, "{members}");
+            assert_eq!(p.tick(members, 5_000.0), tick(50, false), "{members}");
         }
         // 8,000 × 5 µs = 40 ms of CPU per round: 50 ms is within 80 % of a core.
         assert_eq!(p.interval_ms(8_000, 5_000.0), 50);
@@ -185,9 +268,9 @@ mod tests {
     fn big_rooms_stretch_to_the_cpu_share_of_the_measured_cost() {
         let p = adaptive();
         // 10,000 × 5 µs = 50 ms per round → 62.5 ms keeps it at 80 %.
-        assert_eq!(p.tick(10_000, 5_000.0), Tick { ms: 63, over_target: false });
+        assert_eq!(p.tick(10_000, 5_000.0), tick(63, false));
         // Dearer writes, longer ticks: 10,000 × 15 µs = 150 ms → 188 ms (delay 338 ms).
-        assert_eq!(p.tick(10_000, 15_000.0), Tick { ms: 188, over_target: false });
+        assert_eq!(p.tick(10_000, 15_000.0), tick(188, false));
         // A full share is allowed to use the whole core.
         let full = TickPolicy { cpu_share: 1.0, ..p };
         assert_eq!(full.interval_ms(10_000, 15_000.0), 150);
@@ -208,14 +291,64 @@ mod tests {
     fn the_cpu_share_wins_over_the_latency_target_and_says_so() {
         let p = adaptive();
         // 19,900 × 14 µs = 279 ms per round → 349 ms tick, 628 ms expected delay.
-        assert_eq!(p.tick(19_900, 14_000.0), Tick { ms: 349, over_target: true });
+        assert_eq!(p.tick(19_900, 14_000.0), tick(349, true));
         // Past max_ms the tick stops growing (the rounds' drain wait paces it then).
-        assert_eq!(p.tick(100_000, 14_000.0), Tick { ms: 500, over_target: true });
+        assert_eq!(p.tick(100_000, 14_000.0), tick(500, true));
         // Within the target: 19,900 × 5 µs = 99.5 ms → 125 ms, 225 ms delay.
-        assert_eq!(p.tick(19_900, 5_000.0), Tick { ms: 125, over_target: false });
+        assert_eq!(p.tick(19_900, 5_000.0), tick(125, false));
         // A target below the minimum tick is always missed, and reported.
         let strict = TickPolicy { latency_target_ms: 20, ..p };
         assert!(strict.tick(10, 5_000.0).over_target);
+    }
+
+    #[test]
+    fn stretched_ticks_are_cut_into_slots_of_groups() {
+        let p = TickPolicy::default();
+        // Small rooms: one group, a round every tick, as unslotted.
+        assert_eq!(p.tick(100, 14_000.0).slots, Slots { slot_ms: 50, groups: 1 });
+        // 10,000 × 14 µs / 0.8 = 175 ms: 18 slots of 10 ms, each member written every 180 ms.
+        let t = p.tick(10_000, 14_000.0);
+        assert_eq!((t.ms, t.slots), (175, Slots { slot_ms: 10, groups: 18 }));
+        assert!(!t.over_target, "175 ms tick + 2 slots is within 400 ms");
+        // 19,900 × 14 µs: 349 ms, 35 groups, delay ≈ 370 ms, within the target now.
+        let t = p.tick(19_900, 14_000.0);
+        assert_eq!((t.ms, t.slots.groups, t.over_target), (349, 35, false));
+        // Every bucket comes up once per tick, in turn, however many groups.
+        for groups in [1, 2, 18, 35, 50, 255, 256, 1000] {
+            let mut sweep = Sweep::default();
+            let mut passed = vec![0u32; BUCKETS];
+            for _ in 0..groups * 3 {
+                for b in sweep.advance(groups, 1) {
+                    passed[b] += 1;
+                }
+            }
+            assert!(passed.iter().all(|&n| n == 3), "{groups}: {passed:?}");
+        }
+        // A change of groups keeps the position: no bucket is skipped or passed twice.
+        let mut sweep = Sweep::default();
+        let mut order: Vec<usize> = (0..10).flat_map(|_| sweep.advance(18, 1).collect::<Vec<_>>()).collect();
+        order.extend((0..20).flat_map(|_| sweep.advance(19, 1).collect::<Vec<_>>()));
+        let first_cycle: Vec<usize> = order.iter().copied().take(BUCKETS).collect();
+        assert_eq!(first_cycle, (0..BUCKETS).collect::<Vec<_>>());
+        // Late slots catch up; a long pause passes every bucket once.
+        let mut sweep = Sweep::default();
+        assert_eq!(sweep.advance(64, 3).collect::<Vec<_>>(), (0..12).collect::<Vec<_>>());
+        assert_eq!(sweep.advance(64, 1000).count(), BUCKETS);
+        assert_eq!(sweep.advance(64, 1).collect::<Vec<_>>(), [12, 13, 14, 15]);
+        // Phases spread members evenly over the buckets.
+        let mut sizes = vec![0u32; BUCKETS];
+        for phase in 0..19_900u64 {
+            sizes[usize::from(bucket_of(phase))] += 1;
+        }
+        let (min, max) = (sizes.iter().min().copied().unwrap_or(0), sizes.iter().max().copied().unwrap_or(0));
+        assert!(max - min <= 4, "{min}..{max}");
+        // slot_ms = 0 turns slots off: one group, the old delay estimate.
+        let off = TickPolicy { slot_ms: 0, ..p };
+        assert_eq!(off.tick(19_900, 14_000.0).slots.groups, 1);
+        assert!(off.tick(19_900, 14_000.0).over_target);
+        // A slot longer than the tick is the tick.
+        let wide = TickPolicy { slot_ms: 1000, ..p };
+        assert_eq!(wide.tick(10_000, 14_000.0).slots, Slots { slot_ms: 175, groups: 1 });
     }
 
     #[test]

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::outbox::Frame;
 use onair_core::cluster::{MemberChange, NodeMembers, RemoteMembers};
 use onair_core::event::{MemberBrief, RoomEvent};
 use onair_core::message::{ChatMessage, Outgoing};
@@ -25,8 +24,7 @@ use tokio::time::Instant;
 pub(crate) use crate::bus::Part;
 use crate::bus::{Bus, CountSnapshot, Inbound, NODE_TTL_MS, RENEW_EVERY, SETTLE, Wire, WireCtx, group_by_owner};
 use crate::callbacks::Origin;
-use crate::outbox::DrainMark;
-use crate::{Hub, Reply, Room, SendCtx, SendResult, Ticket, classify, internal};
+use crate::{Hub, Reply, Room, SendCtx, SendResult, Ticket, internal};
 use onair_core::admission::Platform;
 use onair_shell::now_ms;
 
@@ -324,33 +322,23 @@ impl RoomCluster {
         !pending.0.is_empty() || !pending.1.is_empty()
     }
 
-    /// This node's delivery round of a room it mirrors: everything the sequencer
-    /// published since the last one, as one frame to every member here; returns the
-    /// frame's drain mark and how many members got it.
-    pub(crate) fn flush_mirror(&self, room: &Room) -> Option<(DrainMark, usize)> {
+    /// This node's delivery round of a room it mirrors: stages everything the
+    /// sequencer published since the last one for the members here.
+    pub(crate) fn flush_mirror(&self, room: &Room) {
         let (msgs, events) = std::mem::take(&mut *self.pending.lock());
-        if msgs.is_empty() && events.is_empty() {
-            return None;
+        let kicked: Vec<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                RoomEvent::Kicked { user_id, .. } => Some(user_id.clone()),
+                _ => None,
+            })
+            .collect();
+        room.stage(msgs, events);
+        // A kicked user gets the frame that says so (taking them out writes them
+        // what is staged); now out.
+        for user in kicked {
+            room.drop_user_connections(&user);
         }
-        let class = classify(&msgs, &events);
-        let frame = Frame::from(onair_proto::encode_push(&room.id, &msgs, &events));
-        let mark = DrainMark::default();
-        let count = {
-            let members = room.members.lock();
-            for member in members.values() {
-                member.outbox.push_marked(class, frame.clone(), Some(mark.clone()));
-            }
-            metrics::counter!("onair_push_frames_total").increment(1);
-            metrics::counter!("onair_push_deliveries_total").increment(members.len() as u64 * msgs.len() as u64);
-            members.len()
-        };
-        // A kicked user got the frame that says so; now out.
-        for event in &events {
-            if let RoomEvent::Kicked { user_id, .. } = event {
-                room.drop_user_connections(user_id);
-            }
-        }
-        Some((mark, count))
     }
 }
 

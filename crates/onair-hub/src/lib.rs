@@ -18,28 +18,27 @@
 //! | `live` | `change_state` (the one path of live-state changes), `set_state`, `schedule`, `set_stream`, `room_for_stream`, `on_stream`; [`HubObserver`] |
 //! | `business` | gifts (`gift_catalog`, `put_gift`, `delete_gift`, `send_gift`, `gift_leaderboard`), `like`, levels (`level_of`, `level`, `set_member`), `room_stats`, lotteries (`start_lottery`, `draw_lottery*`, `lottery_*`, `lotteries`), co-hosts (`cohost_request`, `cohost_answer`, `cohost_end`, `cohost_layout`, `cohosts`; guests' stream events drive the mix through `set_mixer`) |
 //! | `cluster` | [`Link`], `start_cluster`, `cluster_health`: what a node does with the [`bus`] |
-//! | `pacing` | `count_socket_write`, `observe_cpu`, `write_cost_ns`, `room_tick`: the delivery rounds' tick from the measured cost per socket write |
+//! | `pacing` | `count_socket_write`, `observe_fanout`, `write_cost_ns`, `room_tick`: the delivery rounds' tick from the measured cost per socket write |
 //! | [`callbacks`], [`outbox`], [`sessions`], [`bus`] | webhooks, a connection's queue, logins, the Redis transport |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
 use crate::outbox::Frame;
 use onair_core::Millis;
 use onair_core::admission;
-use onair_core::chat::{ChatConfig, Outcome, RoomChat, Submit, TickOutput};
+use onair_core::chat::{ChatConfig, RoomChat, Submit};
 use onair_core::dedup::Seen;
 use onair_core::event::{MemberBrief, RoomEvent};
 use onair_core::filter::{self, WordList};
 use onair_core::gifts::Gift;
 use onair_core::limits::{self, LimitsConfig, UserLimits};
 use onair_core::message::{MsgElem, Outgoing, body_text, validate_body};
-use onair_core::moderation::{Expired, Moderation, PERMANENT_SECS};
+use onair_core::moderation::{Moderation, PERMANENT_SECS};
 use onair_core::popularity::PopularityWeights;
 use onair_core::presence::RecentMember;
-use onair_core::random::{RandomSource, SplitMix64};
+use onair_core::random::SplitMix64;
 use onair_core::room::{
     AttrWrite, ProfilePatch, RoomLimits, RoomProfile, generate_id, validate_custom_id, write_attrs,
 };
@@ -55,12 +54,13 @@ use tokio_util::task::TaskTracker;
 
 pub mod bus;
 pub mod callbacks;
+mod delivery;
 pub mod outbox;
 mod pacing;
 pub mod sessions;
 
 use crate::callbacks::{BeforeSend, Callbacks, Origin, SendVerdict};
-use crate::outbox::{DrainMark, FrameClass, Outbox};
+use crate::outbox::{FrameClass, Outbox};
 use onair_shell::{now_ms, seed};
 
 mod business;
@@ -84,13 +84,12 @@ pub const DROP_FREQUENCY: &str = "FrequencyLimit";
 /// The drop reason of a duplicate `Random` that is not delivered again.
 pub const DROP_DUPLICATE: &str = "Duplicate";
 
-/// How often a ticker checks how far its last frame has drained.
-const DRAIN_POLL: Duration = Duration::from_millis(2);
-
 /// Where the outcome of a submitted message goes.
 pub enum Reply {
     /// A WebSocket `send`: ack into the sender's outbox with its request id.
     Ws {
+        /// The sender's connection (its member key in the rooms it joined).
+        conn: u64,
         /// The sender's outbox.
         outbox: Arc<Outbox>,
         /// The request id to echo.
@@ -113,7 +112,7 @@ pub enum Reply {
 impl Reply {
     fn resolve(self, result: SendResult) {
         match self {
-            Reply::Ws { outbox, id } => {
+            Reply::Ws { outbox, id, .. } => {
                 let frame = onair_proto::encode_send_ack(&id, result.seq, result.time, &result.drop_reason);
                 outbox.push(FrameClass::Essential, Frame::from(frame));
             }
@@ -136,7 +135,7 @@ impl Reply {
     /// The message could not be decided (its sequencer was unreachable).
     fn fail(self, rejection: Rejection) {
         match self {
-            Reply::Ws { outbox, id } => {
+            Reply::Ws { outbox, id, .. } => {
                 outbox.push(FrameClass::Essential, Frame::from(onair_proto::ack_error(&id, &rejection)));
             }
             Reply::Api(tx) => {
@@ -224,6 +223,11 @@ pub enum MemberChange {
 struct Member {
     outbox: Arc<Outbox>,
     user: Option<String>,
+    /// Which slot of a tick cut into slots writes this member
+    /// (`onair_core::tick::bucket_of` the room's count of joins).
+    bucket: u8,
+    /// The first staged round this member has not been sent.
+    cursor: u64,
     /// Presence is credited (watch time, online time for levels) up to here.
     credited_at: Millis,
 }
@@ -246,6 +250,10 @@ pub struct Room {
     filter: Mutex<Option<Arc<WordList>>>,
     /// Member marks (the cloud's `modify_user_info`), for online members only.
     marks: Mutex<HashMap<String, BTreeSet<u64>>>,
+    /// Rounds delivered but not yet written to every member.
+    staged: Mutex<onair_core::stagger::Staged<delivery::StagedRound>>,
+    /// Joins so far: the next member's phase.
+    joins: AtomicU64,
     /// Held by a delivery round and by joins, so a joiner's history and the pushes
     /// it receives afterwards neither overlap nor leave a gap.
     delivery: tokio::sync::Mutex<()>,
@@ -301,6 +309,8 @@ impl Room {
 
     /// Pushes an event to every connection of one user in this room only.
     pub fn push_to_user(&self, user: &str, event: RoomEvent) {
+        // After what was delivered before it.
+        self.write_now(&self.connections_of(user));
         let frame = Frame::from(onair_proto::encode_push::<Arc<onair_core::message::ChatMessage>>(
             &self.id,
             &[],
@@ -309,6 +319,11 @@ impl Room {
         for member in self.members.lock().values().filter(|m| m.user.as_deref() == Some(user)) {
             member.outbox.push(FrameClass::Essential, frame.clone());
         }
+    }
+
+    /// The member keys of `user`'s connections here.
+    fn connections_of(&self, user: &str) -> Vec<u64> {
+        self.members.lock().iter().filter(|(_, m)| m.user.as_deref() == Some(user)).map(|(k, _)| *k).collect()
     }
 
     /// Credits the presence of every member up to `now` (called about once a second).
@@ -383,11 +398,12 @@ impl Room {
     /// Takes every connection of `user` out of the room (they were told already);
     /// returns whether there was any.
     fn drop_user_connections(&self, user: &str) -> bool {
+        // What was delivered before they were taken out still reaches them.
+        let conns = self.connections_of(user);
+        self.write_now(&conns);
         let removed: Vec<Member> = {
             let mut members = self.members.lock();
-            let ids: Vec<u64> =
-                members.iter().filter(|(_, m)| m.user.as_deref() == Some(user)).map(|(k, _)| *k).collect();
-            ids.into_iter().filter_map(|k| members.remove(&k)).collect()
+            conns.into_iter().filter_map(|k| members.remove(&k)).collect()
         };
         for member in &removed {
             self.chat.lock().leave(Some(user));
@@ -449,7 +465,10 @@ impl Room {
         snapshot.online = snapshot.online.max(self.online());
         let view = self.view();
         outbox.push(FrameClass::Essential, Frame::from(encode_ack(&view, &snapshot)));
-        self.members.lock().insert(conn_id, Member { outbox: outbox.clone(), user, credited_at: now });
+        // Everything staged so far is in the history the joiner was just sent.
+        let cursor = self.staged.lock().head();
+        let bucket = onair_core::tick::bucket_of(self.joins.fetch_add(1, Ordering::Relaxed));
+        self.members.lock().insert(conn_id, Member { outbox: outbox.clone(), user, credited_at: now, bucket, cursor });
         if let Some(cl) = &self.cl {
             cl.joined(self, report);
         }
@@ -708,6 +727,8 @@ impl Hub {
             chat: Mutex::new(RoomChat::new(self.chat_cfg, next_seq, restored)),
             profile: Mutex::new(profile),
             members: Mutex::new(HashMap::new()),
+            staged: Mutex::new(onair_core::stagger::Staged::new()),
+            joins: AtomicU64::new(0),
             moderation: Mutex::new(moderation),
             admins: Mutex::new(admins.into_iter().collect()),
             limits: Mutex::new(UserLimits::new(self.user_limits)),
@@ -1167,170 +1188,11 @@ impl Hub {
         }
         Ok((seq, rooms.len()))
     }
-
-    async fn run_ticker(self: Arc<Self>, room: Arc<Room>) {
-        let mut rng = SplitMix64::new(seed());
-        let mut last_tick = tokio::time::Instant::now();
-        let mut last_frame: Option<(DrainMark, usize)> = None;
-        loop {
-            let busy = room.has_round_work();
-            if !busy {
-                // Idle until something happens or a mute/ban runs out: expiry is
-                // the server's job, so a muted client learns it at once.
-                let expiry = room.moderation.lock().next_expiry();
-                let wait =
-                    expiry.map_or(Duration::from_secs(3600), |at| Duration::from_millis(at.saturating_sub(now_ms())));
-                tokio::select! {
-                    _ = room.wake.notified() => {}
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = self.shutdown.cancelled() => break,
-                }
-            }
-            // Ticks are at least one interval apart: an idle room delivers at once, a
-            // busy one batches everything of the last interval into one frame. The
-            // interval follows the room's size and the measured cost per write.
-            let tick = self.pacing.tick(room.members.lock().len());
-            if tick.over_target {
-                metrics::counter!("onair_fanout_over_target_rounds_total").increment(1);
-            }
-            let interval = Duration::from_millis(tick.ms);
-            tokio::select! {
-                _ = tokio::time::sleep_until(last_tick + interval) => {}
-                _ = self.shutdown.cancelled() => break,
-            }
-            // Backpressure: the next frame waits until nine in ten members have
-            // written the last one (or `max_ms` passed). When sockets are slow —
-            // a saturated machine, a huge room — rounds stretch and each frame
-            // carries more messages, instead of frames piling up in every outbox.
-            if let Some((mark, members)) = last_frame.take() {
-                let deadline = last_tick + Duration::from_millis(self.pacing.policy.max_ms);
-                while Arc::strong_count(&mark) - 1 > members / 10 && tokio::time::Instant::now() < deadline {
-                    tokio::select! {
-                        _ = tokio::time::sleep(DRAIN_POLL) => {}
-                        _ = self.shutdown.cancelled() => break,
-                    }
-                }
-            }
-            last_tick = tokio::time::Instant::now();
-            last_frame = self.deliver_round(&room, &mut rng).await;
-            if room.is_closed() {
-                break;
-            }
-        }
-        // Final round so nothing queued is left without an outcome.
-        self.deliver_round(&room, &mut rng).await;
-    }
-
-    /// One round; returns the drain mark of the push frame and how many members got it.
-    async fn deliver_round(self: &Arc<Self>, room: &Room, rng: &mut impl RandomSource) -> Option<(DrainMark, usize)> {
-        let _delivery = room.delivery.lock().await;
-        let now = now_ms();
-        if !room.sequencing() {
-            // Another node numbers this room: this round pushes what it published
-            // since the last one. Restrictions still run out here.
-            room.moderation.lock().expire(now);
-            return room.cl.as_ref().and_then(|cl| cl.flush_mirror(room));
-        }
-        let expired = room.moderation.lock().expire(now);
-        for ended in expired {
-            let (user, mute) = match ended {
-                Expired::Mute(user) => (user, true),
-                Expired::Ban(user) => (user, false),
-            };
-            let stored = if mute {
-                self.store.set_mute(&room.id, &user, 0).await
-            } else {
-                self.store.set_ban(&room.id, &user, None).await
-            };
-            if let Err(e) = stored {
-                tracing::warn!(room = %room.id, error = %e, "could not clear an expired restriction");
-            }
-            if mute {
-                room.chat.lock().push_event(RoomEvent::Muted { user_id: user, muted_until: 0 });
-            }
-        }
-        let out: TickOutput<Ticket> = room.chat.lock().tick(now, rng);
-        metrics::counter!("onair_ticks_total").increment(1);
-        if !out.delivered.is_empty() {
-            // Commit before anyone sees the messages: an ack then means "stored".
-            if let Err(e) = self.writer.append(&room.id, out.delivered.clone()).await {
-                tracing::error!(room = %room.id, error = %e, "history write failed; delivering anyway");
-            }
-            metrics::counter!("onair_messages_delivered_total").increment(out.delivered.len() as u64);
-        }
-        let mut pushed = None;
-        if let Some(cl) = room.cl.as_ref().filter(|_| !out.is_quiet()) {
-            cl.publish_round(room, &out.delivered, &out.events);
-        }
-        if !out.is_quiet() {
-            let class = classify(&out.delivered, &out.events);
-            let frame = Frame::from(onair_proto::encode_push(&room.id, &out.delivered, &out.events));
-            let mark = DrainMark::default();
-            let members = room.members.lock();
-            for member in members.values() {
-                member.outbox.push_marked(class, frame.clone(), Some(mark.clone()));
-            }
-            pushed = Some((mark, members.len()));
-            metrics::counter!("onair_push_frames_total").increment(1);
-            metrics::counter!("onair_push_deliveries_total")
-                .increment(members.len() as u64 * out.delivered.len() as u64);
-        }
-        if !out.delivered.is_empty() {
-            self.chat_overlay_feed(room, &out.delivered, now);
-        }
-        let first_seq = out.delivered.first().map_or(0, |m| m.seq);
-        let mut credited = Vec::new();
-        for (ticket, outcome) in out.outcomes {
-            let result = match outcome {
-                Outcome::Delivered { seq, time_ms } => {
-                    let delivered = seq.checked_sub(first_seq).and_then(|i| out.delivered.get(i as usize));
-                    if let Some(m) = delivered.filter(|_| !ticket.ctx.system) {
-                        credited.push(m.clone());
-                    }
-                    if let Some(m) = delivered.filter(|_| !ticket.ctx.forbid_after) {
-                        self.callbacks.after(
-                            "Group.CallbackAfterSendMsg",
-                            json!({
-                                "GroupId": room.id, "Type": "AVChatRoom", "From_Account": m.sender.user_id,
-                                "Operator_Account": ticket.ctx.operator, "Random": m.random, "OnlineOnlyFlag": 0,
-                                "MsgSeq": m.seq, "MsgTime": m.time_secs(), "MsgId": msg_id(m), "MsgBody": m.body,
-                                "CloudCustomData": m.cloud_custom_data,
-                            }),
-                            ticket.ctx.origin.clone(),
-                        );
-                    }
-                    SendResult { seq, time: time_ms / 1000, drop_reason: String::new() }
-                }
-                Outcome::Cut(_) => {
-                    metrics::counter!("onair_messages_cut_total").increment(1);
-                    SendResult { seq: 0, time: now_ms() / 1000, drop_reason: DROP_FREQUENCY.into() }
-                }
-            };
-            ticket.reply.resolve(result);
-        }
-        if !credited.is_empty() {
-            room.biz.lock().delivered(&credited, now, &self.business.popularity);
-            for m in &credited {
-                self.credit(&m.sender.user_id, |a| a.messages += 1);
-            }
-        }
-        pushed
-    }
 }
 
 /// The after-send callback's `MsgId` (newer cloud docs add it): an opaque string
 /// unique per room message, built from what identifies it here (seq, second, random)
 /// so every node that fires the callback names a message the same way.
-fn msg_id(m: &onair_core::message::ChatMessage) -> String {
+pub(crate) fn msg_id(m: &onair_core::message::ChatMessage) -> String {
     format!("{}-{}-{}", m.seq, m.time_secs(), m.random)
-}
-
-fn classify(delivered: &[Arc<onair_core::message::ChatMessage>], events: &[RoomEvent]) -> FrameClass {
-    if events.iter().any(|e| !e.is_refreshable()) {
-        FrameClass::Essential
-    } else if let Some(p) = delivered.iter().map(|m| m.priority).max() {
-        FrameClass::Chat(p)
-    } else {
-        FrameClass::Refresh
-    }
 }

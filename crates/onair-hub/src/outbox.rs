@@ -20,8 +20,20 @@
 //!
 //! Accounting counts each queued copy at its full length, although the bytes of a
 //! room frame are shared: that over-counts, so the budget is a safe upper bound.
+//!
+//! **Direct writes.** When a connection has attached its socket ([`Outbox::attach`]),
+//! nothing is queued and the connection is not writing, a push writes the frame to
+//! the socket itself, without waiting (the socket is non-blocking), and queues only
+//! what the socket did not take. A room's round then writes its members one after
+//! another in one tight loop instead of waking a task per member: on loopback each
+//! wake-up of a task, and each write that finds its reader asleep, costs more than the
+//! write. The connection marks its own writes ([`Outbox::begin_own_write`] …
+//! [`Outbox::done_writing`]), so bytes from the two writers never interleave: a
+//! direct write happens only under the queue's lock, only while the connection's
+//! writer is idle, and only at a frame boundary.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -66,7 +78,59 @@ pub type DrainMark = Arc<()>;
 struct Entry {
     class: FrameClass,
     frame: Frame,
+    /// Bytes of the frame (header and payload) a direct write already sent.
+    skip: usize,
     mark: Option<DrainMark>,
+}
+
+/// A frame the connection has to write, from byte `skip` of its header and payload
+/// on (non-zero only for the first frame, when a direct write sent part of it).
+#[derive(Debug, Clone)]
+pub struct Unsent {
+    /// The frame.
+    pub frame: Frame,
+    /// Bytes of its header and payload already on the wire.
+    pub skip: usize,
+}
+
+impl Unsent {
+    /// The slices still to write of this frame, given its `header` (from
+    /// [`text_header`]).
+    pub fn slices<'a>(&'a self, header: &'a [u8]) -> [IoSlice<'a>; 2] {
+        let payload = self.frame.as_bytes();
+        match self.skip.checked_sub(header.len()) {
+            None => [IoSlice::new(&header[self.skip..]), IoSlice::new(payload)],
+            Some(into_payload) => [IoSlice::new(&[]), IoSlice::new(&payload[into_payload.min(payload.len())..])],
+        }
+    }
+}
+
+/// The header of an unmasked, final text frame of `len` payload bytes (RFC 6455 §5.2):
+/// the bytes and how many of them are used.
+pub fn text_header(len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x81; // FIN, opcode 1 (text)
+    let used = if len < 126 {
+        h[1] = len as u8;
+        2
+    } else if let Ok(short) = u16::try_from(len) {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&short.to_be_bytes());
+        4
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (h, used)
+}
+
+/// A connection's socket as a push may write it directly.
+pub trait DirectSink: Send + Sync {
+    /// Writes what the socket takes now, without waiting; returns the bytes written
+    /// (`WouldBlock` or any error: nothing was written, the connection's own writer
+    /// will find out).
+    fn try_write(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize>;
 }
 
 struct Inner {
@@ -79,6 +143,9 @@ struct Inner {
     full_since: Option<Instant>,
     close: Option<CloseReason>,
     dropped: u64,
+    /// The connection's own writer is writing (or has stopped for good): no direct
+    /// writes until it says it is done.
+    writing: bool,
 }
 
 /// The outgoing queue of one connection.
@@ -91,6 +158,8 @@ pub struct Outbox {
     grace: Duration,
     /// The process-wide budget this outbox draws on, and its slot there.
     budget: Option<(Arc<OutboxBudget>, u64)>,
+    /// The socket, once the connection attached it for direct writes.
+    sink: std::sync::OnceLock<Box<dyn DirectSink>>,
 }
 
 /// One byte budget shared by every outbox of the process.
@@ -238,6 +307,8 @@ pub struct OutboxLimits {
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
+    /// Written to the socket at once (see [`Outbox::attach`]).
+    Written,
     /// Queued.
     Queued,
     /// Queued after dropping an older, less important frame; or dropped itself.
@@ -262,13 +333,45 @@ impl Outbox {
                 full_since: None,
                 close: None,
                 dropped: 0,
+                writing: false,
             }),
             notify: Notify::new(),
             capacity,
             max_bytes: limits.bytes,
             grace,
             budget,
+            sink: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets pushes write to this socket themselves when the queue is empty and the
+    /// connection is not writing (see the module's notes). Once per outbox.
+    pub fn attach(&self, sink: Box<dyn DirectSink>) {
+        let _ = self.sink.set(sink); // a second attach keeps the first socket
+    }
+
+    /// The connection is about to write to the socket itself (frames it took,
+    /// control frames, the close): direct writes stop until [`Outbox::done_writing`].
+    /// Waits for a direct write under way to finish.
+    pub fn begin_own_write(&self) {
+        self.inner.lock().writing = true;
+    }
+
+    /// The connection's writer has written everything it started: direct writes may
+    /// go on. Never call it while bytes of a frame are still unwritten.
+    pub fn done_writing(&self) {
+        self.inner.lock().writing = false;
+    }
+
+    /// Writes `frame` straight to the socket when that is allowed now; returns the
+    /// bytes written (`None`: it must be queued whole).
+    fn write_direct(&self, inner: &Inner, frame: &Frame) -> Option<usize> {
+        let sink = self.sink.get()?;
+        if inner.writing || inner.close.is_some() || !inner.queue.is_empty() {
+            return None;
+        }
+        let (header, used) = text_header(frame.len());
+        sink.try_write(&[IoSlice::new(&header[..used]), IoSlice::new(frame.as_bytes())]).ok().filter(|&n| n > 0)
     }
 
     /// An outbox bounded in frames and bytes, drawing on the process-wide `budget`.
@@ -322,9 +425,14 @@ impl Outbox {
     }
 
     fn clear_locked(&self, inner: &mut Inner) {
-        inner.queue.clear();
-        inner.waiting_since = None;
-        let n = std::mem::take(&mut inner.bytes);
+        // The rest of a frame a direct write began stays: the close frame must not
+        // land in the middle of it.
+        inner.queue.retain(|e| e.skip > 0);
+        let kept: usize = inner.queue.iter().map(|e| e.frame.len()).sum();
+        if inner.queue.is_empty() {
+            inner.waiting_since = None;
+        }
+        let n = std::mem::replace(&mut inner.bytes, kept) - kept;
         if let Some((budget, _)) = &self.budget {
             budget.sub(n);
         }
@@ -339,7 +447,15 @@ impl Outbox {
     pub fn push_marked(&self, class: FrameClass, frame: Frame, mark: Option<DrainMark>) -> Pushed {
         let result = {
             let mut inner = self.inner.lock();
-            self.push_locked(&mut inner, Entry { class, frame, mark })
+            match self.write_direct(&inner, &frame) {
+                Some(n) if n >= text_header(frame.len()).1 + frame.len() => return Pushed::Written,
+                // The rest goes first, whatever its class: half a frame cannot be dropped.
+                Some(n) => {
+                    self.enqueue(&mut inner, Entry { class: FrameClass::Essential, frame, skip: n, mark });
+                    Pushed::Queued
+                }
+                None => self.push_locked(&mut inner, Entry { class, frame, skip: 0, mark }),
+            }
         };
         if result != Pushed::Closing || self.is_closing() {
             self.notify.notify_one();
@@ -425,14 +541,18 @@ impl Outbox {
 
     /// Takes every queued frame (and the close request, if any). The drain marks go
     /// to `marks`: the caller drops them once the frames are written.
-    pub fn take(&self, into: &mut Vec<Frame>, marks: &mut Vec<DrainMark>) -> Option<CloseReason> {
+    /// Taking frames starts the connection's own write ([`Outbox::begin_own_write`]):
+    /// it calls [`Outbox::done_writing`] once they are written.
+    pub fn take(&self, into: &mut Vec<Unsent>, marks: &mut Vec<DrainMark>) -> Option<CloseReason> {
         let mut inner = self.inner.lock();
         let mut n = 0;
+        let taken = !inner.queue.is_empty();
         for entry in inner.queue.drain(..) {
             n += entry.frame.len();
-            into.push(entry.frame);
+            into.push(Unsent { frame: entry.frame, skip: entry.skip });
             marks.extend(entry.mark);
         }
+        inner.writing |= taken;
         self.forget(&mut inner, n);
         inner.full_since = None;
         inner.waiting_since = None;
@@ -485,9 +605,125 @@ mod tests {
         assert_eq!(ob.push(FrameClass::Refresh, f("r2")), Pushed::Dropped, "least important: itself dropped");
         out.clear();
         assert!(ob.take(&mut out, &mut vec![]).is_none());
-        let got: Vec<&str> = out.iter().map(|b| b.as_str()).collect();
+        let got: Vec<&str> = out.iter().map(|b| b.frame.as_str()).collect();
         assert_eq!(got, vec!["n1", "e1", "h1", "h2"]);
         assert_eq!(ob.dropped(), 3);
+    }
+
+    /// A socket that takes `room` more bytes, then would block; records what it took.
+    struct FakeSocket {
+        room: Mutex<usize>,
+        wire: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl DirectSink for FakeSocket {
+        fn try_write(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+            let mut room = self.room.lock();
+            if *room == 0 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let mut wire = self.wire.lock();
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(*room);
+                wire.extend_from_slice(&b[..take]);
+                *room -= take;
+                n += take;
+            }
+            Ok(n)
+        }
+    }
+
+    /// An outbox attached to a socket that takes `room` bytes in all.
+    fn attached(room: usize) -> (Arc<Outbox>, Arc<Mutex<Vec<u8>>>) {
+        let ob = Arc::new(Outbox::new(100, Duration::from_secs(60)));
+        let wire = Arc::new(Mutex::new(Vec::new()));
+        ob.attach(Box::new(FakeSocket { room: Mutex::new(room), wire: wire.clone() }));
+        (ob, wire)
+    }
+
+    /// The bytes the connection's own writer sends for `out`.
+    fn written(out: &[Unsent]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for u in out {
+            let (h, used) = text_header(u.frame.len());
+            for s in u.slices(&h[..used]) {
+                wire.extend_from_slice(&s);
+            }
+        }
+        wire
+    }
+
+    fn framed(s: &str) -> Vec<u8> {
+        let (h, used) = text_header(s.len());
+        [&h[..used], s.as_bytes()].concat()
+    }
+
+    #[test]
+    fn an_idle_connection_is_written_directly_and_keeps_no_queue() {
+        let (ob, wire) = attached(1 << 20);
+        let mark = DrainMark::default();
+        assert_eq!(ob.push_marked(FrameClass::Chat(Priority::Normal), f("hello"), Some(mark.clone())), Pushed::Written);
+        assert_eq!(Arc::strong_count(&mark), 1, "written: drained at once");
+        assert_eq!(ob.queued_bytes(), 0);
+        assert_eq!(*wire.lock(), framed("hello"));
+    }
+
+    #[test]
+    fn nothing_is_written_directly_while_the_connection_writes() {
+        let (ob, wire) = attached(1 << 20);
+        ob.begin_own_write();
+        assert_eq!(ob.push(FrameClass::Essential, f("a")), Pushed::Queued);
+        ob.done_writing();
+        // Something is queued: the next frame queues behind it, in order.
+        assert_eq!(ob.push(FrameClass::Essential, f("b")), Pushed::Queued);
+        let mut out = vec![];
+        ob.take(&mut out, &mut vec![]);
+        // Taking starts the connection's own write: still no direct writes.
+        assert_eq!(ob.push(FrameClass::Essential, f("c")), Pushed::Queued);
+        assert!(wire.lock().is_empty());
+        ob.done_writing();
+        ob.take(&mut out, &mut vec![]);
+        ob.done_writing();
+        assert_eq!(ob.push(FrameClass::Essential, f("d")), Pushed::Written);
+        let mut all = written(&out);
+        all.extend_from_slice(&wire.lock());
+        assert_eq!(all, [framed("a"), framed("b"), framed("c"), framed("d")].concat());
+    }
+
+    #[test]
+    fn the_rest_of_a_partly_written_frame_goes_first_and_survives_a_close() {
+        let text = "x".repeat(300);
+        // The socket takes the 4-byte header and 6 bytes of payload.
+        let (ob, wire) = attached(10);
+        assert_eq!(ob.push(FrameClass::Refresh, f(&text)), Pushed::Queued);
+        assert_eq!(wire.lock().len(), 10);
+        assert_eq!(ob.push(FrameClass::Chat(Priority::Low), f("next")), Pushed::Queued);
+        // A close drops what is queued, except the rest of the begun frame.
+        ob.close(4008, "test");
+        let mut out = vec![];
+        assert!(ob.take(&mut out, &mut vec![]).is_some());
+        assert_eq!(out.len(), 1);
+        let mut all = wire.lock().clone();
+        all.extend_from_slice(&written(&out));
+        assert_eq!(all, framed(&text), "the wire holds the whole frame, once");
+        // A socket with no room at all: queued whole.
+        let (ob, wire) = attached(0);
+        assert_eq!(ob.push(FrameClass::Essential, f("q")), Pushed::Queued);
+        assert!(wire.lock().is_empty());
+    }
+
+    #[test]
+    fn a_frame_cut_inside_its_header_is_finished_from_there() {
+        let text = "y".repeat(200);
+        let (ob, wire) = attached(1);
+        ob.push(FrameClass::Essential, f(&text));
+        let mut out = vec![];
+        ob.take(&mut out, &mut vec![]);
+        assert_eq!(out[0].skip, 1);
+        let mut all = wire.lock().clone();
+        all.extend_from_slice(&written(&out));
+        assert_eq!(all, framed(&text));
     }
 
     #[test]

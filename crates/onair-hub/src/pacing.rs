@@ -1,7 +1,12 @@
-//! Delivery-round pacing: the shell side of [`onair_core::tick`]. The faces count their
-//! socket writes here ([`Hub::count_socket_write`]), the server samples the process's
-//! CPU clock about once a second ([`Hub::observe_cpu`]), and every room's ticker asks
-//! for its tick from the smoothed cost per write.
+//! Delivery-round pacing: the shell side of [`onair_core::tick`]. Every room's turn
+//! of writes measures itself — its thread's CPU time over the members it wrote to their
+//! sockets — and adds to the totals here; the server has them folded into the smoothed
+//! cost per write about once a second ([`Hub::observe_fanout`]), and every room's
+//! ticker asks for its tick from that cost. Measuring the turns alone (rather than the
+//! process's CPU time over all its writes) keeps joins, API calls and media out of the
+//! cost, so a burst of other work does not stretch the rooms' ticks for seconds after.
+//! The faces still count every socket write ([`Hub::count_socket_write`]) for
+//! `/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,8 +18,11 @@ use crate::Hub;
 /// The tick policy with its measured input.
 pub(crate) struct Pacing {
     pub(crate) policy: TickPolicy,
-    /// Socket writes since start (all connections, all faces).
+    /// Socket writes since start (all connections, all faces), for `/metrics`.
     writes: AtomicU64,
+    /// Turns' CPU time and their direct writes since start: the meter's input.
+    fanout_cpu_ns: AtomicU64,
+    fanout_writes: AtomicU64,
     /// The smoothed cost per write, ns, as `f64` bits (read by every round).
     cost_ns: AtomicU64,
     meter: Mutex<WriteCostMeter>,
@@ -24,7 +32,14 @@ impl Pacing {
     pub(crate) fn new(policy: TickPolicy) -> Pacing {
         let meter = WriteCostMeter::new();
         let cost_ns = AtomicU64::new(meter.cost_ns().to_bits());
-        Pacing { policy, writes: AtomicU64::new(0), cost_ns, meter: Mutex::new(meter) }
+        Pacing {
+            policy,
+            writes: AtomicU64::new(0),
+            fanout_cpu_ns: AtomicU64::new(0),
+            fanout_writes: AtomicU64::new(0),
+            cost_ns,
+            meter: Mutex::new(meter),
+        }
     }
 
     /// The tick of a room of `members` connections at the current cost.
@@ -37,17 +52,24 @@ impl Pacing {
         f64::from_bits(self.cost_ns.load(Ordering::Relaxed))
     }
 
-    /// Takes a sample of the process CPU time (ns since start) against the writes
-    /// counted so far; returns the writes and the new smoothed cost.
-    fn observe(&self, cpu_ns: u64) -> (u64, f64) {
-        let writes = self.writes.load(Ordering::Relaxed);
+    /// Adds one turn: its thread's CPU time and the members it wrote directly.
+    pub(crate) fn record_fanout(&self, cpu_ns: u64, writes: u64) {
+        if writes > 0 {
+            self.fanout_cpu_ns.fetch_add(cpu_ns, Ordering::Relaxed);
+            self.fanout_writes.fetch_add(writes, Ordering::Relaxed);
+        }
+    }
+
+    /// Folds the turns since the last call into the smoothed cost; returns the new cost.
+    fn observe(&self) -> f64 {
+        let (cpu, writes) = (self.fanout_cpu_ns.load(Ordering::Relaxed), self.fanout_writes.load(Ordering::Relaxed));
         let cost = {
             let mut meter = self.meter.lock();
-            meter.observe(cpu_ns, writes);
+            meter.observe(cpu, writes);
             meter.cost_ns()
         };
         self.cost_ns.store(cost.to_bits(), Ordering::Relaxed);
-        (writes, cost)
+        cost
     }
 }
 
@@ -58,12 +80,11 @@ impl Hub {
         self.pacing.writes.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Feeds the pacing a sample of this process's CPU time used since start (ns, all
-    /// threads), taken about once a second by the server; updates the cost per write
-    /// and the pacing gauges of `/metrics`.
-    pub fn observe_cpu(&self, cpu_ns: u64) {
-        let (writes, cost) = self.pacing.observe(cpu_ns);
-        metrics::counter!("onair_fanout_socket_writes_total").absolute(writes);
+    /// Folds the rooms' turns since the last call into the cost per write (called
+    /// about once a second by the server) and updates the pacing gauges of `/metrics`.
+    pub fn observe_fanout(&self) {
+        let cost = self.pacing.observe();
+        metrics::counter!("onair_fanout_socket_writes_total").absolute(self.pacing.writes.load(Ordering::Relaxed));
         metrics::gauge!("onair_fanout_write_cost_ns").set(cost);
         let sizes: Vec<usize> = self.rooms.read().values().map(|r| r.members.lock().len()).collect();
         let (mut longest, mut stretched, mut over) = (self.pacing.policy.min_ms, 0u64, 0u64);
@@ -99,12 +120,14 @@ mod tests {
         let pacing = Pacing::new(TickPolicy::default());
         // Before any measurement: the default 5 µs per write.
         assert_eq!(pacing.tick(10_000).ms, 63);
-        assert_eq!(pacing.observe(1_000_000_000), (0, 5_000.0));
-        // 20,000 writes in 0.2 s of CPU: 10 µs each → 10,000 members tick every 125 ms.
-        for _ in 0..20_000 {
-            pacing.writes.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(pacing.observe(), 5_000.0);
+        // Turns of 20,000 direct writes in 0.2 s of CPU: 10 µs each → 10,000 members
+        // tick every 125 ms.
+        for _ in 0..100 {
+            pacing.record_fanout(2_000_000, 200);
         }
-        assert_eq!(pacing.observe(1_200_000_000), (20_000, 10_000.0));
+        pacing.record_fanout(123, 0); // a turn that wrote nothing directly: ignored
+        assert_eq!(pacing.observe(), 10_000.0);
         assert_eq!(pacing.tick(10_000).ms, 125);
         assert_eq!(pacing.tick(100).ms, 50, "small rooms keep the minimum");
         // A fixed budget ignores the measurement.

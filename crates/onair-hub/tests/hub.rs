@@ -37,6 +37,10 @@ impl Drop for Fixture {
 }
 
 async fn hub() -> Fixture {
+    hub_with(TickPolicy { min_ms: 10, max_ms: 50, writes_per_sec: Some(1_000_000), ..TickPolicy::default() }).await
+}
+
+async fn hub_with(tick: TickPolicy) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
     let writer = HistoryWriter::spawn(store.clone(), 256);
@@ -45,7 +49,7 @@ async fn hub() -> Fixture {
         user_limits: LimitsConfig::default(),
         chat: ChatConfig::default(),
         limits: RoomLimits::default(),
-        tick: TickPolicy { min_ms: 10, max_ms: 50, writes_per_sec: Some(1_000_000), ..TickPolicy::default() },
+        tick,
         business: BusinessConfig::default(),
     };
     let services = Services {
@@ -79,7 +83,7 @@ async fn read_until(outbox: &Outbox, pred: impl Fn(&Value) -> bool) -> Vec<Value
         let mut marks = Vec::new();
         outbox.take(&mut frames, &mut marks);
         for f in frames {
-            let v: Value = serde_json::from_str(f.as_str()).unwrap();
+            let v: Value = serde_json::from_str(f.frame.as_str()).unwrap();
             let hit = pred(&v);
             seen.push(v);
             if hit {
@@ -310,4 +314,79 @@ async fn chat_in_the_picture_draws_only_delivered_messages_within_its_bounds() {
             ("cam2".to_string(), false)
         ]
     );
+}
+
+/// Seqs of the messages in the pushes of `frames`, and the seqs acked, in the order
+/// received: `(is_ack, seq)`.
+fn seqs_in(frames: &[Value]) -> Vec<(bool, u64)> {
+    let mut out = Vec::new();
+    for v in frames {
+        match v["op"].as_str() {
+            Some("push") => {
+                for m in v["msgs"].as_array().into_iter().flatten() {
+                    out.push((false, m["seq"].as_u64().unwrap()));
+                }
+            }
+            Some("ack") => out.push((true, v["seq"].as_u64().unwrap())),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_stretched_tick_writes_members_in_turns_each_message_once_in_order() {
+    // 1,000 writes/s for 60 members: a 60 ms tick, cut into 12 slots of 5 ms.
+    let policy =
+        TickPolicy { min_ms: 10, max_ms: 200, writes_per_sec: Some(1_000), slot_ms: 5, ..TickPolicy::default() };
+    assert_eq!(policy.tick(60, 0.0).slots.groups, 12);
+    let f = hub_with(policy).await;
+    let r = room(&f.hub, "big", "anchor").await;
+    let mut viewers = Vec::new();
+    for conn in 0..57 {
+        viewers.push(member(&r, conn, &format!("v{conn}")).await);
+    }
+    // Three senders, as WebSocket connections are: their acks go to their outboxes.
+    let senders: Vec<Arc<Outbox>> = {
+        let mut s = Vec::new();
+        for conn in 100..103 {
+            s.push(member(&r, conn, &format!("s{conn}")).await);
+        }
+        s
+    };
+    let total = 45u64;
+    let mut late = None;
+    for i in 0..total {
+        let who = (i % 3) as usize;
+        let conn = 100 + who as u64;
+        let user = format!("s{conn}");
+        let reply = Reply::Ws { conn, outbox: senders[who].clone(), id: Value::from(i) };
+        f.hub.send(&r, reply, text(&user, i as u32 + 1, &format!("m{i}")), client_ctx(&user, false)).await.unwrap();
+        if i == total / 2 {
+            // A member joining mid-stream gets what is delivered after its join, once.
+            late = Some(member(&r, 200, "late").await);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let last = |v: &Value| v["msgs"].as_array().is_some_and(|m| m.iter().any(|m| m["seq"].as_u64() == Some(total)));
+    for (i, viewer) in viewers.iter().enumerate() {
+        let got: Vec<u64> = seqs_in(&read_until(viewer, last).await).into_iter().map(|(_, s)| s).collect();
+        assert_eq!(got, (1..=total).collect::<Vec<_>>(), "viewer {i}: every message once, in order");
+    }
+    let late_got: Vec<u64> =
+        seqs_in(&read_until(late.as_ref().unwrap(), last).await).into_iter().map(|(_, s)| s).collect();
+    let first = late_got[0];
+    assert_eq!(late_got, (first..=total).collect::<Vec<_>>(), "the late joiner: no gap, no repeat");
+    for (who, sender) in senders.iter().enumerate() {
+        let acked =
+            |v: &Value| v["op"] == "ack" && v["id"].as_u64().is_some_and(|id| id + 3 > total && id % 3 == who as u64);
+        let got = seqs_in(&read_until(sender, acked).await);
+        let pushed: Vec<u64> = got.iter().filter(|(ack, _)| !ack).map(|(_, s)| *s).collect();
+        assert_eq!(pushed, (1..).take(pushed.len()).collect::<Vec<_>>(), "sender {who}: pushes in order");
+        for (at, (ack, seq)) in got.iter().enumerate() {
+            if *ack {
+                assert!(got[..at].contains(&(false, *seq)), "sender {who}: push of {seq} before its ack: {got:?}");
+            }
+        }
+    }
 }

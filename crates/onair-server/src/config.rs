@@ -268,6 +268,10 @@ pub struct ChatSettings {
     /// A fixed budget instead of the measured cost (0 = off, the default): socket
     /// writes per second one room may cause, the tick growing above `members / tick_ms`.
     pub fanout_writes_per_sec: u64,
+    /// Slot of a stretched tick, ms: a big room runs a round every slot and writes one
+    /// group of its members per slot, each member once per tick (0 = every member
+    /// every round, as small rooms are).
+    pub fanout_slot_ms: u64,
     /// Messages a newcomer gets on join (≤ 100).
     pub history_on_join: usize,
     /// Only history younger than this is replayed on join.
@@ -382,6 +386,7 @@ impl Default for ChatSettings {
             fanout_cpu_share: 0.8,
             fanout_latency_target_ms: 400,
             fanout_writes_per_sec: 0,
+            fanout_slot_ms: onair_core::tick::DEFAULT_SLOT_MS,
             history_on_join: 20,
             history_max_age_secs: 86_400,
             resume_buffer: 1000,
@@ -435,6 +440,10 @@ impl Config {
         anyhow::ensure!(
             (1..=60_000).contains(&self.chat.fanout_latency_target_ms),
             "chat.fanout_latency_target_ms must be 1..=60000"
+        );
+        anyhow::ensure!(
+            self.chat.fanout_slot_ms <= self.chat.max_tick_ms,
+            "chat.fanout_slot_ms must be 0..=max_tick_ms (0 = no slots)"
         );
         anyhow::ensure!(self.chat.history_on_join <= 100, "chat.history_on_join must be ≤ 100");
         anyhow::ensure!(self.chat.member_list_size <= 1000, "chat.member_list_size must be ≤ 1000");
@@ -514,6 +523,7 @@ impl Config {
             writes_per_sec: Some(self.chat.fanout_writes_per_sec).filter(|&w| w > 0),
             cpu_share: self.chat.fanout_cpu_share,
             latency_target_ms: self.chat.fanout_latency_target_ms,
+            slot_ms: self.chat.fanout_slot_ms,
         }
     }
 

@@ -282,6 +282,58 @@ async fn delivery_pacing_shows_in_the_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_rooms_slotted_tick_delivers_each_message_once_in_order_and_the_push_before_the_ack() {
+    // A budget of 200 socket writes/s per room: 12 members tick every 60 ms, cut into
+    // 6 slots of 10 ms, so the members are written in turns (docs/protocol.md).
+    let server = Server::start("[chat]\nrate_per_sec = 2000\nfanout_writes_per_sec = 200\n").await;
+    server.create_room("big").await;
+    let mut senders = Vec::new();
+    for user in ["s0", "s1", "s2"] {
+        let mut c = server.login_client(user, "Web").await;
+        c.join_ok("big").await;
+        senders.push(c);
+    }
+    let mut viewers = Vec::new();
+    for _ in 0..9 {
+        let mut c = server.ws().await;
+        c.join_ok("big").await;
+        viewers.push(c);
+    }
+    const EACH: usize = 10;
+    for i in 0..EACH {
+        for (u, c) in senders.iter_mut().enumerate() {
+            c.send_text_nowait("big", &format!("s{u} m{i}"), "Normal", (u * 100 + i) as u32).await;
+        }
+    }
+    // A sender gets its own message before the ack that says it was delivered, even
+    // when its turn in the tick is later.
+    for (u, c) in senders.iter_mut().enumerate() {
+        let (mut pushed, mut acks) = (HashSet::new(), 0);
+        while acks < EACH {
+            let v = c.recv_json_timeout(T).await.unwrap_or_else(|| panic!("sender {u}: acks stopped at {acks}"));
+            match v["op"].as_str() {
+                Some("push") => pushed.extend(v["msgs"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap())),
+                Some("ack") => {
+                    let seq = v["seq"].as_u64().unwrap();
+                    assert!(pushed.contains(&seq), "sender {u}: ack of {seq} before its push ({pushed:?})");
+                    acks += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    let total = (EACH * 3) as u64;
+    for (i, c) in viewers.iter_mut().enumerate() {
+        let got = c.collect_msgs("big", total as usize, T).await;
+        assert_eq!(seqs(&got), (1..=total).collect::<Vec<_>>(), "viewer {i}: each message once, in order");
+    }
+    // The room's tick was stretched: members are written in turns.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(server.metric("onair_fanout_stretched_rooms").await, 1.0);
+    assert!(server.metric("onair_fanout_tick_ms").await >= 60.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_viewers_read_but_cannot_write() {
     let server = Server::start(NO_CUTS).await;
     server.create_room("ro").await;

@@ -33,10 +33,11 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::http::error::to_json;
+use crate::http::serve::Watched;
 use crate::state::Shared;
 use onair_core::admission::Platform;
 use onair_hub::callbacks::Origin;
-use onair_hub::outbox::{CloseReason, FrameClass, Outbox};
+use onair_hub::outbox::{CloseReason, DirectSink, FrameClass, Outbox, Unsent, text_header};
 use onair_hub::sessions::Session;
 use onair_hub::{MemberChange, Reply, Room, SendCtx};
 use onair_shell::now_secs;
@@ -49,7 +50,7 @@ const MAX_WS_MESSAGE: usize = 64 * 1024;
 /// `WebSocketUpgrade` so that frames are tungstenite's own `Utf8Bytes`: the hub's
 /// outboxes hold that type, and a round's one encoded frame reaches every socket as a
 /// refcount, never re-validated or copied per connection (see [`write_text_frames`]).
-type Socket = WebSocketStream<LazyRead<TokioIo<hyper::upgrade::Upgraded>>>;
+type Socket = WebSocketStream<LazyRead<Watched>>;
 
 /// tungstenite's own read buffer, kept tiny: [`LazyRead`] below it does the real
 /// buffering, and only while a frame is half read.
@@ -68,15 +69,22 @@ const FRAMES_PER_WRITE: usize = 256;
 /// each, half of an idle connection's memory). This one reads into a buffer on the
 /// stack and keeps on the heap only the bytes the caller could not take yet (the rest
 /// of a frame being read), freed as soon as they are taken.
+///
+/// It also tells the connection's outbox before each write of the connection's own
+/// (tungstenite's pongs, pings and close, and the frames the task took), so that the
+/// outbox's direct writes never land inside them ([`Outbox::begin_own_write`]).
 struct LazyRead<S> {
     inner: S,
     /// Read but not yet taken: `(bytes, taken so far)`.
     pending: Option<(Box<[u8]>, usize)>,
+    outbox: Arc<Outbox>,
 }
 
 impl<S> LazyRead<S> {
-    fn new(inner: S) -> Self {
-        LazyRead { inner, pending: None }
+    /// `read_ahead`: bytes the HTTP layer read past the upgrade request.
+    fn new(inner: S, read_ahead: &[u8], outbox: Arc<Outbox>) -> Self {
+        let pending = (!read_ahead.is_empty()).then(|| (read_ahead.into(), 0));
+        LazyRead { inner, pending, outbox }
     }
 }
 
@@ -118,6 +126,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for LazyRead<S> {
         cx: &mut std::task::Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        self.outbox.begin_own_write();
         std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
     }
 
@@ -126,6 +135,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for LazyRead<S> {
         cx: &mut std::task::Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        self.outbox.begin_own_write();
         std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -142,40 +152,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for LazyRead<S> {
     }
 }
 
-/// The header of an unmasked, final text frame of `len` payload bytes (RFC 6455 §5.2):
-/// the bytes and how many of them are used.
-fn text_header(len: usize) -> ([u8; 10], usize) {
-    let mut h = [0u8; 10];
-    h[0] = 0x81; // FIN, opcode 1 (text)
-    let used = if len < 126 {
-        h[1] = len as u8;
-        2
-    } else if let Ok(short) = u16::try_from(len) {
-        h[1] = 126;
-        h[2..4].copy_from_slice(&short.to_be_bytes());
-        4
-    } else {
-        h[1] = 127;
-        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    };
-    (h, used)
-}
-
 /// Writes `frames` as text frames straight to the socket: each frame's header, built
 /// here, and its payload — the bytes shared by every member of the room — go out in
 /// one vectored write, so nothing is copied per connection and no write buffer stays
 /// allocated between rounds. tungstenite's own queue (pongs) is flushed first, so its
 /// bytes never interleave with these.
-async fn write_text_frames(socket: &mut Socket, frames: &[Frame]) -> Result<(), WsError> {
+async fn write_text_frames(socket: &mut Socket, frames: &[Unsent]) -> Result<(), WsError> {
     socket.flush().await?;
     let io = socket.get_mut();
     for chunk in frames.chunks(FRAMES_PER_WRITE) {
-        let headers: Vec<([u8; 10], usize)> = chunk.iter().map(|f| text_header(f.len())).collect();
+        let headers: Vec<([u8; 10], usize)> = chunk.iter().map(|f| text_header(f.frame.len())).collect();
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
         for (frame, (header, used)) in chunk.iter().zip(&headers) {
-            slices.push(IoSlice::new(&header[..*used]));
-            slices.push(IoSlice::new(frame.as_bytes()));
+            // The first frame may have been begun by a direct write.
+            slices.extend(frame.slices(&header[..*used]).into_iter().filter(|s| !s.is_empty()));
         }
         let mut rest = &mut slices[..];
         while !rest.is_empty() {
@@ -241,9 +231,23 @@ pub async fn upgrade(
     tokio::spawn(async move {
         let _permit = permit;
         let Ok(upgraded) = on_upgrade.await else { return };
-        let io = LazyRead::new(TokioIo::new(upgraded));
+        // Every connection is served over a `Watched` TCP socket (`http::serve`).
+        let parts = match upgraded.downcast::<TokioIo<Watched>>() {
+            Ok(parts) => parts,
+            Err(_) => {
+                tracing::error!(%peer, "upgraded connection is not a served TCP socket; closing it");
+                return;
+            }
+        };
+        let (watched, read_ahead) = (parts.io.into_inner(), parts.read_buf);
+        let conn = Conn::new(state, peer.ip());
+        conn.outbox.attach(Box::new(TcpSink { tcp: watched.tcp(), state: conn.state.clone() }));
+        let io = LazyRead::new(watched, &read_ahead, conn.outbox.clone());
+        // A slice of the HTTP layer's whole read buffer: kept, it would cost every
+        // idle connection kilobytes.
+        drop(read_ahead);
         let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        Conn::new(state, peer.ip()).run(socket).await;
+        conn.run(socket).await;
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = response.headers_mut();
@@ -251,6 +255,24 @@ pub async fn upgrade(
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     response
+}
+
+/// The connection's socket as its outbox writes it directly: a push that finds
+/// nothing queued writes the frame itself instead of waking the connection's task.
+struct TcpSink {
+    /// Weak: the connection's task owns the socket, and the socket closes with it.
+    tcp: std::sync::Weak<tokio::net::TcpStream>,
+    state: Shared,
+}
+
+impl DirectSink for TcpSink {
+    fn try_write(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        let tcp = self.tcp.upgrade().ok_or(std::io::ErrorKind::NotConnected)?;
+        let n = tcp.try_write_vectored(bufs)?;
+        // The unit the delivery rounds' pacing measures its cost in.
+        self.state.hub.count_socket_write();
+        Ok(n)
+    }
 }
 
 struct Login {
@@ -319,7 +341,8 @@ impl Conn {
                         };
                         drop(marks);
                         match written {
-                            Ok(Ok(())) => {}
+                            // Every byte is out (tungstenite's queue was flushed first).
+                            Ok(Ok(())) => self.outbox.done_writing(),
                             Ok(Err(_)) => break None,
                             Err(_) => {
                                 metrics::counter!("onair_ws_write_timeouts_total").increment(1);
@@ -347,8 +370,11 @@ impl Conn {
                         }
                         Some(Ok(Message::Binary(_))) => self.reply_err(&Value::Null, Rejection::new(Code::JsonParse, "binary frames are not supported; send JSON text frames")),
                         Some(Ok(Message::Ping(_))) => {
-                            // tungstenite queued the pong; push it out now.
-                            let _ = tokio::time::timeout(write_limit, socket.flush()).await;
+                            // tungstenite queued the pong; push it out now. Until it is out
+                            // whole, the outbox writes nothing directly.
+                            if let Ok(Ok(())) = tokio::time::timeout(write_limit, socket.flush()).await {
+                                self.outbox.done_writing();
+                            }
                         }
                         Some(Ok(Message::Pong(_))) => {}
                         Some(Ok(Message::Close(_))) | None => break None,
@@ -373,12 +399,16 @@ impl Conn {
                         self.outbox.close(4001, "UserSig expired");
                         continue;
                     }
-                    if tokio::time::timeout(write_limit, socket.send(Message::Ping(Default::default()))).await.is_err() {
-                        break Some(CloseReason { code: 4008, reason: "slow consumer: write timed out".into() });
+                    match tokio::time::timeout(write_limit, socket.send(Message::Ping(Default::default()))).await {
+                        Ok(Ok(())) => self.outbox.done_writing(),
+                        Ok(Err(_)) => break None,
+                        Err(_) => break Some(CloseReason { code: 4008, reason: "slow consumer: write timed out".into() }),
                     }
                 }
             }
         };
+        // From here on only this task writes (the close frame), and nothing after it.
+        self.outbox.begin_own_write();
         if let Some(close) = &close {
             let frame = CloseFrame { code: close.code.into(), reason: close.reason.clone().into() };
             let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
@@ -644,7 +674,7 @@ impl Conn {
             forbid_after: false,
             system: false,
         };
-        let reply = Reply::Ws { outbox: self.outbox.clone(), id: id.clone() };
+        let reply = Reply::Ws { conn: self.id, outbox: self.outbox.clone(), id: id.clone() };
         self.state.hub.send(&room, reply, msg, ctx).await
     }
 

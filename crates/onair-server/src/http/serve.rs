@@ -226,7 +226,7 @@ async fn serve_conn(
 ) {
     let epoch = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
-    let io = Watched { inner: tcp, activity: activity.clone(), epoch, _slot: slot };
+    let io = Watched { inner: Arc::new(tcp), activity: activity.clone(), epoch, _slot: slot };
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         let mut router = router.clone();
@@ -269,8 +269,12 @@ async fn serve_conn(
 /// A socket that notes when it last moved a byte (milliseconds since `epoch`), and
 /// holds its place in the counts for as long as it lives — also after an upgrade
 /// hands it to a WebSocket task.
-struct Watched {
-    inner: TcpStream,
+///
+/// The stream is shared (`Arc`) so that a WebSocket connection's outbox can write to
+/// it from the room's task (`faces::ws`); all I/O goes through tokio's `&TcpStream`
+/// readiness calls, which is what its own `AsyncRead`/`AsyncWrite` do underneath.
+pub(crate) struct Watched {
+    inner: Arc<TcpStream>,
     activity: Arc<AtomicU64>,
     epoch: Instant,
     _slot: Slot,
@@ -280,22 +284,46 @@ impl Watched {
     fn touch(&self) {
         self.activity.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
+
+    /// The socket, for writers outside the task that owns it (the socket closes when
+    /// this `Watched` is dropped, whoever holds the weak reference).
+    pub(crate) fn tcp(&self) -> std::sync::Weak<TcpStream> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// Retries `op` until it does not find the socket unready; `ready` waits for
+    /// readiness (and `op` returning `WouldBlock` clears it, so the wait is real).
+    fn io<T>(
+        &self,
+        cx: &mut Context<'_>,
+        ready: impl Fn(&TcpStream, &mut Context<'_>) -> Poll<std::io::Result<()>>,
+        mut op: impl FnMut(&TcpStream) -> std::io::Result<T>,
+    ) -> Poll<std::io::Result<T>> {
+        loop {
+            std::task::ready!(ready(&self.inner, cx))?;
+            match op(&self.inner) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
 }
 
 impl AsyncRead for Watched {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let n =
+            std::task::ready!(self.io(cx, TcpStream::poll_read_ready, |tcp| tcp.try_read(buf.initialize_unfilled())))?;
+        buf.advance(n);
+        if n > 0 {
             self.touch();
         }
-        polled
+        Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncWrite for Watched {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = self.io(cx, TcpStream::poll_write_ready, |tcp| tcp.try_write(data));
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
             self.touch();
         }
@@ -303,11 +331,11 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let polled = self.io(cx, TcpStream::poll_write_ready, |tcp| tcp.try_write_vectored(bufs));
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
             self.touch();
         }
@@ -315,14 +343,15 @@ impl AsyncWrite for Watched {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        true
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // Writes go straight to the kernel: nothing is buffered here.
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.inner).shutdown(std::net::Shutdown::Write))
     }
 }
