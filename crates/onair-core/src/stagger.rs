@@ -123,8 +123,10 @@ mod tests {
         fn every_member_gets_exactly_its_rounds(ops in proptest::collection::vec((0u8..4, 0usize..6), 1..300)) {
             let mut s: Staged<u64> = Staged::new();
             let mut next = 0u64;
-            // (cursor, received, expected) per member slot; None = not a member.
-            let mut members: Vec<Option<(u64, Vec<u64>, Vec<u64>)>> = vec![None; 6];
+            // Per member slot (None = not a member): its cursor, what it received,
+            // what it should have.
+            type Member = (u64, Vec<u64>, Vec<u64>);
+            let mut members: Vec<Option<Member>> = vec![None; 6];
             for (op, who) in ops {
                 match op {
                     0 => {

@@ -313,16 +313,24 @@ mod tests {
         // 19,900 × 14 µs: 349 ms, 35 groups, delay ≈ 370 ms, within the target now.
         let t = p.tick(19_900, 14_000.0);
         assert_eq!((t.ms, t.slots.groups, t.over_target), (349, 35, false));
-        // Every bucket comes up once per tick, in turn, however many groups.
+        // Every bucket comes up once per tick, in turn, however many groups: between
+        // two turns of a bucket lie `groups` slots (one fewer now and then, as a slot's
+        // span is rounded up), never more.
         for groups in [1, 2, 18, 35, 50, 255, 256, 1000] {
             let mut sweep = Sweep::default();
-            let mut passed = vec![0u32; BUCKETS];
-            for _ in 0..groups * 3 {
+            let mut turns: Vec<Vec<u64>> = vec![Vec::new(); BUCKETS];
+            for slot in 0..groups * 4 {
                 for b in sweep.advance(groups, 1) {
-                    passed[b] += 1;
+                    turns[b].push(slot);
                 }
             }
-            assert!(passed.iter().all(|&n| n == 3), "{groups}: {passed:?}");
+            for (b, at) in turns.iter().enumerate() {
+                assert!(at.len() >= 4, "{groups}: bucket {b} passed {at:?}");
+                for pair in at.windows(2) {
+                    let gap = pair[1] - pair[0];
+                    assert!(gap == groups || (groups > 1 && gap == groups - 1), "{groups}: bucket {b} at {at:?}");
+                }
+            }
         }
         // A change of groups keeps the position: no bucket is skipped or passed twice.
         let mut sweep = Sweep::default();

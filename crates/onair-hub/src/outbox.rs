@@ -636,7 +636,11 @@ mod tests {
 
     /// An outbox attached to a socket that takes `room` bytes in all.
     fn attached(room: usize) -> (Arc<Outbox>, Arc<Mutex<Vec<u8>>>) {
-        let ob = Arc::new(Outbox::new(100, Duration::from_secs(60)));
+        attached_with(room, Outbox::new(100, Duration::from_secs(60)))
+    }
+
+    fn attached_with(room: usize, outbox: Outbox) -> (Arc<Outbox>, Arc<Mutex<Vec<u8>>>) {
+        let ob = Arc::new(outbox);
         let wire = Arc::new(Mutex::new(Vec::new()));
         ob.attach(Box::new(FakeSocket { room: Mutex::new(room), wire: wire.clone() }));
         (ob, wire)
@@ -699,14 +703,25 @@ mod tests {
         assert_eq!(ob.push(FrameClass::Refresh, f(&text)), Pushed::Queued);
         assert_eq!(wire.lock().len(), 10);
         assert_eq!(ob.push(FrameClass::Chat(Priority::Low), f("next")), Pushed::Queued);
-        // A close drops what is queued, except the rest of the begun frame.
-        ob.close(4008, "test");
+        // A requested close writes what is queued first: the rest, then the next frame.
+        ob.close(1000, "bye");
         let mut out = vec![];
         assert!(ob.take(&mut out, &mut vec![]).is_some());
-        assert_eq!(out.len(), 1);
         let mut all = wire.lock().clone();
         all.extend_from_slice(&written(&out));
-        assert_eq!(all, framed(&text), "the wire holds the whole frame, once");
+        assert_eq!(all, [framed(&text), framed("next")].concat(), "the wire holds each frame whole, once");
+        // A slow consumer's close drops what is queued, except the rest of the begun frame.
+        let (ob, wire) = attached_with(10, Outbox::new(2, Duration::ZERO));
+        assert_eq!(ob.push(FrameClass::Refresh, f(&text)), Pushed::Queued);
+        assert_eq!(ob.push(FrameClass::Essential, f("a")), Pushed::Queued);
+        assert_eq!(ob.push(FrameClass::Essential, f("b")), Pushed::Closing, "full, no grace");
+        let mut out = vec![];
+        assert_eq!(ob.take(&mut out, &mut vec![]).map(|c| c.code), Some(4008));
+        assert_eq!(out.len(), 1);
+        assert_eq!(ob.queued_bytes(), 0);
+        let mut all = wire.lock().clone();
+        all.extend_from_slice(&written(&out));
+        assert_eq!(all, framed(&text), "the begun frame is finished before the close");
         // A socket with no room at all: queued whole.
         let (ob, wire) = attached(0);
         assert_eq!(ob.push(FrameClass::Essential, f("q")), Pushed::Queued);

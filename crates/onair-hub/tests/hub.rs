@@ -343,13 +343,15 @@ async fn a_stretched_tick_writes_members_in_turns_each_message_once_in_order() {
     let f = hub_with(policy).await;
     let r = room(&f.hub, "big", "anchor").await;
     let mut viewers = Vec::new();
-    for conn in 0..57 {
+    for conn in 0..51 {
         viewers.push(member(&r, conn, &format!("v{conn}")).await);
     }
-    // Three senders, as WebSocket connections are: their acks go to their outboxes.
+    // Nine senders (five messages each: within the per-user burst), as WebSocket
+    // connections are: their acks go to their outboxes.
+    const SENDERS: u64 = 9;
     let senders: Vec<Arc<Outbox>> = {
         let mut s = Vec::new();
-        for conn in 100..103 {
+        for conn in 100..100 + SENDERS {
             s.push(member(&r, conn, &format!("s{conn}")).await);
         }
         s
@@ -357,7 +359,7 @@ async fn a_stretched_tick_writes_members_in_turns_each_message_once_in_order() {
     let total = 45u64;
     let mut late = None;
     for i in 0..total {
-        let who = (i % 3) as usize;
+        let who = (i % SENDERS) as usize;
         let conn = 100 + who as u64;
         let user = format!("s{conn}");
         let reply = Reply::Ws { conn, outbox: senders[who].clone(), id: Value::from(i) };
@@ -366,8 +368,11 @@ async fn a_stretched_tick_writes_members_in_turns_each_message_once_in_order() {
             // A member joining mid-stream gets what is delivered after its join, once.
             late = Some(member(&r, 200, "late").await);
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // 33 msgs/s: under the room's 40/s, so frequency control cuts nothing.
+        tokio::time::sleep(Duration::from_millis(30)).await;
     }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.view().next_seq, total + 1, "nothing was cut by frequency control");
     let last = |v: &Value| v["msgs"].as_array().is_some_and(|m| m.iter().any(|m| m["seq"].as_u64() == Some(total)));
     for (i, viewer) in viewers.iter().enumerate() {
         let got: Vec<u64> = seqs_in(&read_until(viewer, last).await).into_iter().map(|(_, s)| s).collect();
@@ -378,8 +383,9 @@ async fn a_stretched_tick_writes_members_in_turns_each_message_once_in_order() {
     let first = late_got[0];
     assert_eq!(late_got, (first..=total).collect::<Vec<_>>(), "the late joiner: no gap, no repeat");
     for (who, sender) in senders.iter().enumerate() {
-        let acked =
-            |v: &Value| v["op"] == "ack" && v["id"].as_u64().is_some_and(|id| id + 3 > total && id % 3 == who as u64);
+        let acked = |v: &Value| {
+            v["op"] == "ack" && v["id"].as_u64().is_some_and(|id| id + SENDERS >= total && id % SENDERS == who as u64)
+        };
         let got = seqs_in(&read_until(sender, acked).await);
         let pushed: Vec<u64> = got.iter().filter(|(ack, _)| !ack).map(|(_, s)| *s).collect();
         assert_eq!(pushed, (1..).take(pushed.len()).collect::<Vec<_>>(), "sender {who}: pushes in order");

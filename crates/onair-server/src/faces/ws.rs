@@ -1,6 +1,8 @@
 //! The WebSocket endpoint (`GET /ws`): one task per connection that reads client
 //! frames, answers them through the connection's outbox, and writes whatever the
-//! outbox holds in one flush. Protocol: docs/protocol.md.
+//! outbox holds in one flush. The outbox may also write a frame to the socket itself
+//! when the connection is idle (its `TcpSink`), so a room's round reaches its members
+//! without waking their tasks. Protocol: docs/protocol.md.
 
 use std::io::IoSlice;
 use std::sync::Arc;
