@@ -227,7 +227,8 @@ impl Hub {
             if !staged {
                 turns.settle();
             }
-            if !staged && !room.has_round_work() {
+            let idle = !staged && !room.has_round_work();
+            if idle {
                 // Idle until something happens or a mute/ban runs out: expiry is
                 // the server's job, so a muted client learns it at once.
                 let expiry = room.moderation.lock().next_expiry();
@@ -251,7 +252,7 @@ impl Hub {
             }
             let now = Instant::now();
             if now < next_slot {
-                // Between slots: only groups put off until their last frame drained.
+                // Between slots: only buckets put off until their last frame drained.
                 let due = turns.due(tick.slots, 0, now, max_wait);
                 if due.contains(&true) {
                     let written = room.write_turn(&due, &[]);
@@ -266,7 +267,7 @@ impl Hub {
             let slot_ms = tick.slots.slot_ms.max(1);
             let passed = 1 + now.duration_since(next_slot).as_millis() as u64 / slot_ms;
             last_slot = next_slot + Duration::from_millis((passed - 1) * slot_ms);
-            if passed > 1 {
+            if passed > 1 && !idle {
                 metrics::counter!("onair_fanout_late_slots_total").increment(passed - 1);
             }
             let due = turns.due(tick.slots, passed, now, max_wait);
