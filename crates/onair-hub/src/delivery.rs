@@ -3,12 +3,12 @@
 //!
 //! A round (frequency control, seqs, history, acks) runs every slot; what it delivers
 //! is staged ([`onair_core::stagger::Staged`]) and written to the members whose turn it
-//! is, each with everything since its last write in one frame. Small rooms have one
-//! group, so every member is written every round, as before slots existed. A big room's
-//! tick is cut into slots ([`onair_core::tick::Slots`]) and its members into as many
-//! groups: the same number of socket writes as one round per tick, spread evenly over
-//! the tick instead of a sweep of every member after it, so a message waits about one
-//! tick, not two.
+//! is, each with everything since its last write in one frame. A small room's slot is
+//! its tick, so every member is written every round, as before slots existed. A big
+//! room's tick is cut into slots ([`onair_core::tick::Slots`]) and each slot writes the
+//! next run of member buckets ([`onair_core::tick::Sweep`]): the same number of socket
+//! writes as one round per tick, spread evenly over the tick instead of a sweep of every
+//! member after it, so a message waits about one tick, not two.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::outbox::{DrainMark, Frame, FrameClass, Pushed};
 use crate::{DROP_FREQUENCY, Hub, Reply, Room, SendResult, Ticket, msg_id};
 
-/// How often a ticker looks again at a group whose last frame has not drained.
+/// How often a ticker looks again at a bucket whose last frame has not drained.
 const DRAIN_POLL: Duration = Duration::from_millis(2);
 
 /// What one round (or a cluster mirror's flush) delivered, as members are sent it.
@@ -205,7 +205,7 @@ fn encode_rounds<'a>(room: &str, rounds: impl Iterator<Item = &'a StagedRound>) 
 }
 
 /// How expendable a push frame is: the outbox drops the lowest class first.
-pub(crate) fn classify(delivered: &[Arc<ChatMessage>], events: &[RoomEvent]) -> FrameClass {
+fn classify(delivered: &[Arc<ChatMessage>], events: &[RoomEvent]) -> FrameClass {
     if events.iter().any(|e| !e.is_refreshable()) {
         FrameClass::Essential
     } else if let Some(p) = delivered.iter().map(|m| m.priority).max() {

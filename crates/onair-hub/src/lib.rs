@@ -309,14 +309,16 @@ impl Room {
 
     /// Pushes an event to every connection of one user in this room only.
     pub fn push_to_user(&self, user: &str, event: RoomEvent) {
+        let conns = self.connections_of(user);
         // After what was delivered before it.
-        self.write_now(&self.connections_of(user));
+        self.write_now(&conns);
         let frame = Frame::from(onair_proto::encode_push::<Arc<onair_core::message::ChatMessage>>(
             &self.id,
             &[],
             std::slice::from_ref(&event),
         ));
-        for member in self.members.lock().values().filter(|m| m.user.as_deref() == Some(user)) {
+        let members = self.members.lock();
+        for member in conns.iter().filter_map(|id| members.get(id)) {
             member.outbox.push(FrameClass::Essential, frame.clone());
         }
     }

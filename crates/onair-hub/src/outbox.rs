@@ -125,6 +125,14 @@ pub fn text_header(len: usize) -> ([u8; 10], usize) {
     (h, used)
 }
 
+/// What a direct write got out.
+enum Direct {
+    /// The whole frame.
+    Whole,
+    /// This many bytes of its header and payload.
+    Part(usize),
+}
+
 /// A connection's socket as a push may write it directly.
 pub trait DirectSink: Send + Sync {
     /// Writes what the socket takes now, without waiting; returns the bytes written
@@ -363,15 +371,19 @@ impl Outbox {
         self.inner.lock().writing = false;
     }
 
-    /// Writes `frame` straight to the socket when that is allowed now; returns the
-    /// bytes written (`None`: it must be queued whole).
-    fn write_direct(&self, inner: &Inner, frame: &Frame) -> Option<usize> {
+    /// Writes `frame` straight to the socket when that is allowed now (`None`: it
+    /// must be queued whole).
+    fn write_direct(&self, inner: &Inner, frame: &Frame) -> Option<Direct> {
         let sink = self.sink.get()?;
         if inner.writing || inner.close.is_some() || !inner.queue.is_empty() {
             return None;
         }
         let (header, used) = text_header(frame.len());
-        sink.try_write(&[IoSlice::new(&header[..used]), IoSlice::new(frame.as_bytes())]).ok().filter(|&n| n > 0)
+        match sink.try_write(&[IoSlice::new(&header[..used]), IoSlice::new(frame.as_bytes())]) {
+            Ok(n) if n >= used + frame.len() => Some(Direct::Whole),
+            Ok(n) if n > 0 => Some(Direct::Part(n)),
+            _ => None,
+        }
     }
 
     /// An outbox bounded in frames and bytes, drawing on the process-wide `budget`.
@@ -448,9 +460,9 @@ impl Outbox {
         let result = {
             let mut inner = self.inner.lock();
             match self.write_direct(&inner, &frame) {
-                Some(n) if n >= text_header(frame.len()).1 + frame.len() => return Pushed::Written,
+                Some(Direct::Whole) => return Pushed::Written,
                 // The rest goes first, whatever its class: half a frame cannot be dropped.
-                Some(n) => {
+                Some(Direct::Part(n)) => {
                     self.enqueue(&mut inner, Entry { class: FrameClass::Essential, frame, skip: n, mark });
                     Pushed::Queued
                 }
