@@ -5,8 +5,8 @@
 //! ticker asks for its tick from that cost. Measuring the turns alone (rather than the
 //! process's CPU time over all its writes) keeps joins, API calls and media out of the
 //! cost, so a burst of other work does not stretch the rooms' ticks for seconds after.
-//! The faces still count every socket write ([`Hub::count_socket_write`]) for
-//! `/metrics`.
+//! The faces count the writes their connections make ([`Hub::count_socket_write`]),
+//! the outboxes their direct writes, for `/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -84,7 +84,8 @@ impl Hub {
     /// about once a second by the server) and updates the pacing gauges of `/metrics`.
     pub fn observe_fanout(&self) {
         let cost = self.pacing.observe();
-        metrics::counter!("onair_fanout_socket_writes_total").absolute(self.pacing.writes.load(Ordering::Relaxed));
+        let writes = self.pacing.writes.load(Ordering::Relaxed) + crate::outbox::direct_writes_total();
+        metrics::counter!("onair_fanout_socket_writes_total").absolute(writes);
         metrics::gauge!("onair_fanout_write_cost_ns").set(cost);
         let sizes: Vec<usize> = self.rooms.read().values().map(|r| r.members.lock().len()).collect();
         let (mut longest, mut stretched, mut over) = (self.pacing.policy.min_ms, 0u64, 0u64);

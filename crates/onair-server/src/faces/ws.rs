@@ -1,7 +1,7 @@
 //! The WebSocket endpoint (`GET /ws`): one task per connection that reads client
 //! frames, answers them through the connection's outbox, and writes whatever the
 //! outbox holds in one flush. The outbox may also write a frame to the socket itself
-//! when the connection is idle (its `TcpSink`), so a room's round reaches its members
+//! when the connection is idle (`Outbox::attach_socket`), so a room's round reaches its members
 //! without waking their tasks. Protocol: docs/protocol.md.
 
 use std::io::IoSlice;
@@ -39,7 +39,7 @@ use crate::http::serve::Watched;
 use crate::state::Shared;
 use onair_core::admission::Platform;
 use onair_hub::callbacks::Origin;
-use onair_hub::outbox::{CloseReason, DirectSink, FrameClass, Outbox, Unsent, text_header};
+use onair_hub::outbox::{CloseReason, FrameClass, Outbox, Unsent, text_header};
 use onair_hub::sessions::Session;
 use onair_hub::{MemberChange, Reply, Room, SendCtx};
 use onair_shell::now_secs;
@@ -243,7 +243,7 @@ pub async fn upgrade(
         };
         let (watched, read_ahead) = (parts.io.into_inner(), parts.read_buf);
         let conn = Conn::new(state, peer.ip());
-        conn.outbox.attach(Box::new(TcpSink { tcp: watched.tcp(), state: conn.state.clone() }));
+        conn.outbox.attach_socket(watched.tcp());
         let io = LazyRead::new(watched, &read_ahead, conn.outbox.clone());
         // A slice of the HTTP layer's whole read buffer: kept, it would cost every
         // idle connection kilobytes.
@@ -257,24 +257,6 @@ pub async fn upgrade(
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     response
-}
-
-/// The connection's socket as its outbox writes it directly: a push that finds
-/// nothing queued writes the frame itself instead of waking the connection's task.
-struct TcpSink {
-    /// Weak: the connection's task owns the socket, and the socket closes with it.
-    tcp: std::sync::Weak<tokio::net::TcpStream>,
-    state: Shared,
-}
-
-impl DirectSink for TcpSink {
-    fn try_write(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
-        let tcp = self.tcp.upgrade().ok_or(std::io::ErrorKind::NotConnected)?;
-        let n = tcp.try_write_vectored(bufs)?;
-        // The unit the delivery rounds' pacing measures its cost in.
-        self.state.hub.count_socket_write();
-        Ok(n)
-    }
 }
 
 struct Login {
@@ -417,6 +399,8 @@ impl Conn {
         }
         let reason = if close.as_ref().is_some_and(|c| c.code == 4000) { "TimeOut" } else { "LinkClose" };
         self.cleanup(reason);
+        // The socket closes when `socket` and the outbox's sink are both gone.
+        self.outbox.detach();
         metrics::gauge!("onair_ws_connections").decrement(1.0);
     }
 

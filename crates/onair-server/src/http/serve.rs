@@ -285,10 +285,10 @@ impl Watched {
         self.activity.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// The socket, for writers outside the task that owns it (the socket closes when
-    /// this `Watched` is dropped, whoever holds the weak reference).
-    pub(crate) fn tcp(&self) -> std::sync::Weak<TcpStream> {
-        Arc::downgrade(&self.inner)
+    /// The socket, for writers outside the task that owns it (it closes when this
+    /// `Watched` and every such holder are gone).
+    pub(crate) fn tcp(&self) -> Arc<TcpStream> {
+        self.inner.clone()
     }
 
     /// Retries `op` until it does not find the socket unready; `ready` waits for
