@@ -21,7 +21,7 @@
 //! Accounting counts each queued copy at its full length, although the bytes of a
 //! room frame are shared: that over-counts, so the budget is a safe upper bound.
 //!
-//! **Direct writes.** When a connection has attached its socket ([`Outbox::attach`]),
+//! **Direct writes.** When a connection has attached its socket ([`Outbox::attach_socket`]),
 //! nothing is queued and the connection is not writing, a push writes the frame to
 //! the socket itself, without waiting (the socket is non-blocking), and queues only
 //! what the socket did not take. A room's round then writes its members one after
@@ -342,7 +342,7 @@ pub struct OutboxLimits {
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
-    /// Written to the socket at once (see [`Outbox::attach`]).
+    /// Written to the socket at once (see [`Outbox::attach_socket`]).
     Written,
     /// Queued.
     Queued,
