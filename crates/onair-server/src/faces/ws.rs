@@ -244,6 +244,8 @@ pub async fn upgrade(
         let (watched, read_ahead) = (parts.io.into_inner(), parts.read_buf);
         let conn = Conn::new(state, peer.ip());
         conn.outbox.attach_socket(watched.tcp());
+        // However the task ends, the outbox lets go of the socket with it.
+        let _detach = DetachOnDrop(conn.outbox.clone());
         let io = LazyRead::new(watched, &read_ahead, conn.outbox.clone());
         // A slice of the HTTP layer's whole read buffer: kept, it would cost every
         // idle connection kilobytes.
@@ -257,6 +259,16 @@ pub async fn upgrade(
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     response
+}
+
+/// Detaches the outbox's socket when dropped: the socket closes once the connection's
+/// task and the outbox have both let go of it.
+struct DetachOnDrop(Arc<Outbox>);
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        self.0.detach();
+    }
 }
 
 struct Login {
@@ -399,8 +411,6 @@ impl Conn {
         }
         let reason = if close.as_ref().is_some_and(|c| c.code == 4000) { "TimeOut" } else { "LinkClose" };
         self.cleanup(reason);
-        // The socket closes when `socket` and the outbox's sink are both gone.
-        self.outbox.detach();
         metrics::gauge!("onair_ws_connections").decrement(1.0);
     }
 
