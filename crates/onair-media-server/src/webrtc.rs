@@ -644,6 +644,9 @@ impl WebRtc {
             metrics::gauge!("onair_webrtc_nacks", "direction" => "sent").set(nacks_tx as f64);
             metrics::gauge!("onair_webrtc_plis", "direction" => "received").set(plis_rx as f64);
             metrics::gauge!("onair_webrtc_plis", "direction" => "sent").set(plis_tx as f64);
+            let udp = self.engine.udp_stats();
+            metrics::counter!("onair_webrtc_udp_datagrams_dropped_total").absolute(udp.dropped_datagrams);
+            metrics::counter!("onair_webrtc_udp_datagrams_refused_total").absolute(udp.refused_datagrams);
             if let Some(t) = self.engine.tcp_stats() {
                 metrics::gauge!("onair_webrtc_tcp_sessions").set(on_tcp as f64);
                 metrics::gauge!("onair_webrtc_tcp_connections").set(t.connections as f64);

@@ -116,7 +116,13 @@ async fn gstreamer_whip_publish_plays_over_flv_and_hls_with_aac() {
     assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "codecs {codecs:?}");
     let video = p.streams.iter().find(|x| x["codec_name"] == "h264").unwrap();
     assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(320), Some(240)));
-    assert!(s.metrics().await.contains("onair_webrtc_sessions"), "webrtc gauges in /metrics");
+    let metrics = s.metrics().await;
+    assert!(metrics.contains("onair_webrtc_sessions"), "webrtc gauges in /metrics");
+    // A quiet loopback drops nothing: the counters are there, and at zero.
+    for counter in ["onair_webrtc_udp_datagrams_dropped_total", "onair_webrtc_udp_datagrams_refused_total"] {
+        assert!(metrics.lines().any(|l| l.starts_with(&format!("{counter} "))), "{counter} in /metrics: {metrics}");
+        assert_eq!(common::parse_metric(&metrics, counter), 0.0, "{counter}");
+    }
     // And over LL-HLS (fMP4): the same two tracks.
     let hls = format!("http://127.0.0.1:{}/live/{name}.m3u8", s.port);
     let out = tokio::process::Command::new("ffprobe")

@@ -54,7 +54,7 @@ use crate::error::EngineError;
 use crate::feed::{Feed, FeedRx};
 use crate::packetize::RtpFrame;
 use crate::sdp::{self, OfferError, Role};
-use crate::sendbatch::SendBatch;
+use crate::sendbatch::{SendBatch, UdpStats};
 use crate::session::{Action, Session, SessionParts};
 use crate::stats::{SessionState, SessionStats};
 use crate::tcp::{TcpSide, TcpStats};
@@ -239,6 +239,10 @@ struct Table {
 struct Shared {
     limits: Limits,
     table: Mutex<Table>,
+    /// UDP datagrams the shards' batches dropped (a full send buffer) or the kernel
+    /// refused, since start: folded in from every shard's [`SendBatch`].
+    udp_dropped: AtomicU64,
+    udp_refused: AtomicU64,
 }
 
 impl Shared {
@@ -361,7 +365,12 @@ impl WebRtcEngine {
             n => n,
         };
         let socket = Arc::new(socket);
-        let shared = Arc::new(Shared { limits: cfg.limits.clone(), table: Mutex::new(Table::default()) });
+        let shared = Arc::new(Shared {
+            limits: cfg.limits.clone(),
+            table: Mutex::new(Table::default()),
+            udp_dropped: AtomicU64::new(0),
+            udp_refused: AtomicU64::new(0),
+        });
         let routes = Arc::new(Mutex::new(Routes::default()));
         let mut handles = Vec::with_capacity(n);
         let mut inputs = Vec::with_capacity(n);
@@ -435,6 +444,14 @@ impl WebRtcEngine {
     /// ICE-TCP connection and drop counts, when ICE-TCP is on.
     pub fn tcp_stats(&self) -> Option<TcpStats> {
         self.tcp.as_ref().map(|t| t.stats())
+    }
+
+    /// UDP datagrams dropped and refused since start (counted within half a second).
+    pub fn udp_stats(&self) -> UdpStats {
+        UdpStats {
+            dropped_datagrams: self.shared.udp_dropped.load(Ordering::Relaxed),
+            refused_datagrams: self.shared.udp_refused.load(Ordering::Relaxed),
+        }
     }
 
     /// STUN/TURN servers to hand to clients (WHIP/WHEP `Link: rel="ice-server"` headers).
@@ -973,6 +990,8 @@ impl Shard {
     }
 
     fn housekeeping(&mut self) {
+        self.shared.udp_dropped.fetch_add(std::mem::take(&mut self.out.dropped), Ordering::Relaxed);
+        self.shared.udp_refused.fetch_add(std::mem::take(&mut self.out.refused), Ordering::Relaxed);
         let now = Instant::now();
         let l = &self.shared.limits;
         let mut doomed = Vec::new();

@@ -116,5 +116,6 @@ pub use engine::{
 };
 pub use error::EngineError;
 pub use feed::Feed;
+pub use sendbatch::UdpStats;
 pub use stats::{SessionState, SessionStats, Transport};
 pub use tcp::TcpStats;

@@ -20,6 +20,15 @@ use tokio::net::UdpSocket;
 /// Datagrams per system call.
 pub const BATCH: usize = 64;
 
+/// UDP send numbers of the whole engine, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpStats {
+    /// Datagrams dropped because the socket's send buffer was full, since start.
+    pub dropped_datagrams: u64,
+    /// Datagrams the kernel refused (e.g. an unreachable destination), since start.
+    pub refused_datagrams: u64,
+}
+
 /// A shard's queued datagrams.
 pub struct SendBatch {
     queued: Vec<(SockaddrStorage, Vec<u8>)>,
