@@ -219,9 +219,13 @@ pub struct HttpConfig {
     /// An HTTP connection that moves no byte either way for this long is closed
     /// (idle keep-alive; WebSockets have `[chat] idle_timeout_secs`).
     pub keepalive_timeout_secs: u64,
-    /// Open sockets from one client address (0 = no cap). Behind a reverse proxy
-    /// every client has the proxy's address: raise it or set 0 there.
+    /// Open sockets from one client address (0 = no cap). A trusted proxy's own
+    /// address is not capped (it carries many clients).
     pub max_connections_per_ip: usize,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` /
+    /// `X-Real-IP` name the client: per-client limits and callbacks' `ClientIP` then
+    /// see the client, not the proxy. Empty (the default): no header is believed.
+    pub trusted_proxies: Vec<String>,
     /// Open sockets in all (HTTP and WebSocket); beyond, new ones are closed at once.
     /// Clamped under the open-file limit (`ulimit -n`) less 256.
     pub max_open_connections: usize,
@@ -359,6 +363,7 @@ impl Default for HttpConfig {
             header_read_timeout_secs: 10,
             keepalive_timeout_secs: 60,
             max_connections_per_ip: 1000,
+            trusted_proxies: Vec::new(),
             max_open_connections: 110_000,
             reserved_connections: 32,
         }
@@ -428,6 +433,7 @@ impl Config {
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        crate::http::forwarded::TrustedProxies::parse(&self.http.trusted_proxies).map_err(anyhow::Error::msg)?;
         anyhow::ensure!(self.chat.tick_ms >= 1 && self.chat.tick_ms <= 1000, "chat.tick_ms must be 1..=1000");
         anyhow::ensure!(
             self.chat.max_tick_ms >= self.chat.tick_ms && self.chat.max_tick_ms <= 5000,

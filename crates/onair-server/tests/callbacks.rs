@@ -321,3 +321,59 @@ async fn platforms_exit_types_and_rest_origins_are_the_clouds() {
     assert_eq!(exits("frank").len(), 1, "one exit for the ban: {:?}", exits("frank"));
     assert_eq!(exits("gina").len(), 1, "{:?}", exits("gina"));
 }
+
+/// A WebSocket client connecting from `from` (any 127.x address is this machine's)
+/// with `X-Forwarded-For: xff`.
+async fn ws_via(server: &Server, from: [u8; 4], xff: &str) -> Client {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = server.ws_url().into_client_request().unwrap();
+    req.headers_mut().insert("x-forwarded-for", xff.parse().unwrap());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    let stream = socket.connect(std::net::SocketAddr::from(([127, 0, 0, 1], server.port))).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+    Client::from_stream(ws)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_callbacks_and_limits_see_the_client_it_names() {
+    let (r, url) = start_receiver().await;
+    let server = Server::start_with_env(
+        &format!("[callback]\nurl = \"{url}\"\ntoken = \"xxxxyyyy\"\ntimeout_ms = 500\n"),
+        &[("ONAIR_HTTP__TRUSTED_PROXIES", "[\"127.0.0.1\"]"), ("ONAIR_HTTP__MAX_CONNECTIONS_PER_IP", "2")],
+    )
+    .await;
+    let client_ip = |user: &'static str| {
+        let r = r.clone();
+        async move {
+            let (q, _) = r
+                .wait_call("State.StateChange", |b| b["Info"]["Action"] == "Login" && b["Info"]["To_Account"] == user)
+                .await;
+            q["ClientIP"].clone()
+        }
+    };
+    // Through the proxy (127.0.0.1): the first address from the right it does not
+    // vouch for; what the client wrote further left is its own claim.
+    let mut zoe = ws_via(&server, [127, 0, 0, 1], "198.51.100.1, 203.0.113.9").await;
+    assert_eq!(zoe.login("zoe", "Web").await["code"], 0);
+    assert_eq!(client_ip("zoe").await, "203.0.113.9");
+    // From a peer that is not a listed proxy, the header is ignored.
+    let mut mallory = ws_via(&server, [127, 0, 0, 2], "203.0.113.66").await;
+    assert_eq!(mallory.login("mallory", "Web").await["code"], 0);
+    assert_eq!(client_ip("mallory").await, "127.0.0.2");
+    // The proxy carries many clients: its own address is not capped at 2 sockets.
+    let mut through = Vec::new();
+    for i in 0..4 {
+        let mut c = ws_via(&server, [127, 0, 0, 1], &format!("203.0.113.{}", 100 + i)).await;
+        assert_eq!(c.request(json!({"op": "ping"})).await["code"], 0, "connection {i} through the proxy");
+        through.push(c);
+    }
+    // A stranger still is.
+    let _second = ws_via(&server, [127, 0, 0, 2], "x").await;
+    let stream = tokio::net::TcpSocket::new_v4().unwrap();
+    stream.bind(std::net::SocketAddr::from(([127, 0, 0, 2], 0))).unwrap();
+    let mut third = stream.connect(std::net::SocketAddr::from(([127, 0, 0, 1], server.port))).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut third, &mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the third socket from 127.0.0.2 is closed: {read:?}");
+}

@@ -148,7 +148,8 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Api
 }
 
 /// The caller's address as a REST-originated webhook reports it (`ClientIP`): the
-/// TCP peer. Never fails: without connection info (in-process tests) it is empty.
+/// TCP peer, or the client a trusted proxy names (`http::forwarded`). Never fails:
+/// without connection info (in-process tests) it is empty.
 pub struct ClientIp(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod forwarded;
 pub mod serve;
 
 use axum::Router;

@@ -8,7 +8,10 @@
 //!   byte either way for this long is closed. Upgraded WebSockets leave this loop
 //!   and keep their own ping/idle policy.
 //! - **Per-IP cap** (`[http] max_connections_per_ip`): one address cannot take all
-//!   the sockets.
+//!   the sockets (a trusted proxy's address is not capped).
+//! - **Trusted proxies** (`[http] trusted_proxies`): a request from one names its
+//!   client in `X-Forwarded-For`/`X-Real-IP`, and every face sees that client as the
+//!   request's `ConnectInfo` (see `forwarded`).
 //! - **Limit with a reserve** (`[http] max_open_connections`,
 //!   `reserved_connections`): past `max - reserve` open sockets a new connection is
 //!   still accepted, but only answers the probes (`/healthz`, `/metrics`) and the
@@ -39,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::HttpConfig;
+use crate::http::forwarded::TrustedProxies;
 
 /// The limits the accept loop enforces (from `[http]`).
 #[derive(Debug, Clone)]
@@ -57,6 +61,8 @@ pub struct Limits {
     pub send_buffer: usize,
     /// `TCP_USER_TIMEOUT` (0 = off).
     pub stall_secs: u64,
+    /// Reverse proxies whose forwarding headers name the client (not capped per IP).
+    pub trusted: Arc<TrustedProxies>,
 }
 
 impl Limits {
@@ -83,6 +89,8 @@ impl Limits {
             header_read: Duration::from_secs(cfg.header_read_timeout_secs.max(1)),
             idle: Duration::from_secs(cfg.keepalive_timeout_secs.max(1)),
             per_ip: cfg.max_connections_per_ip,
+            // Checked when the configuration was loaded.
+            trusted: Arc::new(TrustedProxies::parse(&cfg.trusted_proxies).unwrap_or_default()),
             max_open,
             reserved: cfg.reserved_connections.min(max_open / 2),
             send_buffer: cfg.socket_send_buffer,
@@ -142,7 +150,7 @@ impl Counts {
     fn admit(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Admit {
         let mut map = self.per_ip.lock();
         let mine = map.get(&ip).copied().unwrap_or(0);
-        if limits.per_ip > 0 && mine >= limits.per_ip {
+        if limits.per_ip > 0 && mine >= limits.per_ip && !limits.trusted.contains(ip) {
             return Admit::Refused("per_ip");
         }
         let open = self.open.load(Ordering::Relaxed);
@@ -227,8 +235,12 @@ async fn serve_conn(
     let epoch = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
     let io = Watched { inner: Arc::new(tcp), activity: activity.clone(), epoch, _slot: slot };
+    let trusted = limits.trusted.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
+        // Every face reads the client's address from here: behind a trusted proxy it
+        // is the one the proxy names.
+        let client = SocketAddr::new(trusted.client_of(peer.ip(), req.headers()), peer.port());
+        req.extensions_mut().insert(ConnectInfo(client));
         let mut router = router.clone();
         async move {
             if reserve && !privileged(req.uri().path()) {
